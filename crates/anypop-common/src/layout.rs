@@ -1,0 +1,353 @@
+//! Map keys, values and limits shared by the kernel programs and the user space that fills them.
+//!
+//! Config maps carry a *generation slot* (0 or 1) in their keys or index: user space writes a whole
+//! new config into the slot that is not live, then flips [`Control::active_gen`] in one 4-byte store
+//! — the atomic switch of the design. State maps (buckets, flows) are keyed by stable ids and never
+//! carry a slot, so they survive config changes.
+//!
+//! Every struct is `#[repr(C)]` with explicit padding so its bytes are fully defined (required for
+//! hashing keys in the kernel and for `aya::Pod`).
+
+/// Layout version; part of the pin path so an incompatible daemon never touches these maps.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Rules a single service can have (one bit each in a `u64` bitmap).
+pub const RULES_PER_SERVICE: u32 = 64;
+/// Rules in a whole network file.
+pub const MAX_RULES_TOTAL: u32 = 1024;
+/// Distinct source-prefix sets (one bit each in the LPM value).
+pub const MAX_PREFIX_SETS: u32 = 64;
+/// Bytes of a prefix-set bitmap; the set→rule table has one 256-entry block per byte.
+pub const SET_CHUNKS: u32 = 8;
+/// Services per config generation (default map sizing; user space may lower it).
+pub const MAX_SERVICES: u32 = 64;
+/// Backends per config generation.
+pub const MAX_BACKENDS: u32 = 256;
+/// Rate-limit profiles per config generation (service defaults + named profiles).
+pub const MAX_PROFILES: u32 = 256;
+/// Maglev table size per service: a prime, ≥ 100× the backends a service realistically has.
+pub const MAGLEV_SIZE: u32 = 65_537;
+/// Generation slots.
+pub const GENERATIONS: u32 = 2;
+
+/// "No profile" / "no backend" marker.
+pub const NONE: u32 = u32::MAX;
+
+/// Address families as stored in keys.
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+
+/// IP protocol numbers.
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ICMPV6: u8 = 58;
+
+/// Protocol classes for rule matching (bit positions in [`RuleEntry::proto_mask`]).
+pub const PCLASS_TCP: u8 = 0;
+pub const PCLASS_UDP: u8 = 1;
+pub const PCLASS_ICMP: u8 = 2;
+pub const PCLASS_OTHER: u8 = 3;
+pub const PCLASS_COUNT: usize = 4;
+
+/// Maps an IP protocol number to its class (ICMP and ICMPv6 share one).
+#[inline(always)]
+pub const fn proto_class(proto: u8) -> u8 {
+    match proto {
+        PROTO_TCP => PCLASS_TCP,
+        PROTO_UDP => PCLASS_UDP,
+        PROTO_ICMP | PROTO_ICMPV6 => PCLASS_ICMP,
+        _ => PCLASS_OTHER,
+    }
+}
+
+/// Singleton in `CONTROL`: which generation is live.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Control {
+    /// 0 or 1.
+    pub active_gen: u32,
+    /// Bumped on every switch; user space shows it next to the config hash.
+    pub version: u32,
+}
+
+/// Fragment policy values in [`Settings::frag_policy`].
+pub const FRAG_DROP: u32 = 0;
+pub const FRAG_PASS: u32 = 1;
+
+/// Per-generation node settings, `SETTINGS[gen]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Outer source of IPIP packets, network byte order.
+    pub tunnel_source: u32,
+    /// [`FRAG_DROP`] or [`FRAG_PASS`].
+    pub frag_policy: u32,
+    /// New sources per second allowed into the rate limiter (0 = unlimited).
+    pub new_source_cap: u32,
+    /// Services the maps were sized for (index stride of the per-service arrays).
+    pub max_services: u32,
+    /// TTL of the outer header.
+    pub outer_ttl: u32,
+    pub _pad: u32,
+}
+
+/// Key of `VIPS`: is this destination one of our anycast addresses?
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VipKey {
+    pub generation: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+    /// IPv4 uses the first 4 bytes; the rest stay zero.
+    pub addr: [u8; 16],
+}
+
+/// Key of `SERVICES`: VIP + protocol + destination port → service index.
+/// Port ranges are expanded to one entry per port (a hash hit is O(1) whatever the ranges).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ServiceKey {
+    pub generation: u8,
+    pub family: u8,
+    pub proto: u8,
+    pub _pad: u8,
+    /// Host byte order. 0 for ICMP services.
+    pub port: u16,
+    pub _pad2: u16,
+    pub addr: [u8; 16],
+}
+
+/// `SVC_INFO[gen * max_services + index]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceInfo {
+    /// [`crate::hash::stable_id`] of the name: keys flows and buckets.
+    pub stable_id: u32,
+    /// Default rate-limit profile index in `PROFILES` for this generation, or [`NONE`].
+    pub profile: u32,
+    /// Rules in use (slots 0..rule_count).
+    pub rule_count: u32,
+    /// 1 when at least one backend has a weight above zero.
+    pub has_backends: u32,
+    /// Rules with no source constraint (they match every source).
+    pub any_src_rules: u64,
+    /// Rules that accept each protocol class, indexed by `PCLASS_*`.
+    pub proto_rules: [u64; PCLASS_COUNT],
+}
+
+/// Rule actions.
+pub const ACTION_DENY: u8 = 0;
+/// Allow and skip rate limits (trusted sources).
+pub const ACTION_ALLOW: u8 = 1;
+/// Apply the rate-limit profile named by the rule.
+pub const ACTION_LIMIT: u8 = 2;
+
+/// Rule flags: which optional dimensions the rule checks.
+pub const RF_SPORT: u16 = 1 << 0;
+pub const RF_DPORT: u16 = 1 << 1;
+pub const RF_LEN: u16 = 1 << 2;
+pub const RF_TTL: u16 = 1 << 3;
+pub const RF_ICMP_TYPE: u16 = 1 << 4;
+pub const RF_TCP_FLAGS: u16 = 1 << 5;
+
+/// `RULES[(gen * max_services + service) * RULES_PER_SERVICE + slot]`: the checks that are not
+/// part of the bitmap pre-selection (source prefix and protocol are).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleEntry {
+    /// Index of the rule in the network file (for hit counters).
+    pub rule_index: u32,
+    /// Profile index for [`ACTION_LIMIT`].
+    pub profile: u32,
+    pub flags: u16,
+    pub action: u8,
+    /// TCP flags that must be set/clear: `(flags & mask) == value`.
+    pub tcp_flags_mask: u8,
+    pub tcp_flags_value: u8,
+    pub ttl_lo: u8,
+    pub ttl_hi: u8,
+    pub icmp_type_lo: u8,
+    pub icmp_type_hi: u8,
+    pub _pad: u8,
+    pub sport_lo: u16,
+    pub sport_hi: u16,
+    pub dport_lo: u16,
+    pub dport_hi: u16,
+    /// Bounds on the IP packet length (IPv4 total length, IPv6 40 + payload length).
+    pub len_lo: u16,
+    pub len_hi: u16,
+}
+
+/// LPM key data for IPv4 sources: byte 0 is the generation, bytes 1..5 the address.
+/// The trie's prefix length is `8 + prefix`, so the generation byte always takes part.
+pub type LpmData4 = [u8; 8];
+/// LPM key data for IPv6 sources: byte 0 the generation, bytes 1..17 the address.
+pub type LpmData6 = [u8; 20];
+
+/// `SET_TBL` index: for a service, a chunk (byte position of the set bitmap) and the byte value,
+/// the rules whose source sets intersect those 8 sets. OR-ing the (at most 8) non-zero chunks of
+/// a packet's set bitmap gives the rules its source can match: O(1) whatever the prefix count.
+#[inline(always)]
+pub const fn set_table_index(gen_service: u32, chunk: u32, byte: u32) -> u32 {
+    (gen_service * SET_CHUNKS + chunk) * 256 + byte
+}
+
+/// Profile flags.
+pub const PF_PPS: u32 = 1 << 0;
+pub const PF_BPS: u32 = 1 << 1;
+
+/// `PROFILES[gen * MAX_PROFILES + index]`: a rate limit as GCRA parameters.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Profile {
+    /// [`crate::hash::stable_id`] of the profile's name (keys buckets).
+    pub stable_id: u32,
+    pub flags: u32,
+    /// ns per packet.
+    pub packet_cost_ns: u64,
+    /// ns per byte, fixed point ([`crate::gcra::BYTE_COST_SHIFT`]).
+    pub byte_cost_fixed: u64,
+    /// Bucket depth in ns (burst seconds × 1e9), the same for both limits.
+    pub depth_ns: u64,
+    /// Block time after a violation, 0 for none.
+    pub block_ns: u64,
+}
+
+/// `BACKENDS[gen * MAX_BACKENDS + index]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backend {
+    /// IPv4 address, network byte order.
+    pub addr: u32,
+    pub weight: u32,
+}
+
+/// Key of `BE_SVC`: is this backend (by address) still serving this service in this generation?
+/// Flows pinned to a backend stay on it while this holds (also at weight 0: draining).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BackendServiceKey {
+    pub generation: u32,
+    pub service: u32,
+    pub addr: u32,
+}
+
+/// Key of the `FLOWS` LRU: one player's flow to one service.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub service_id: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+    pub src: [u8; 16],
+}
+
+/// Value of `FLOWS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowValue {
+    /// Backend address, network byte order.
+    pub backend: u32,
+    pub _pad: u32,
+    /// Last packet, `bpf_ktime_get_ns`.
+    pub last_seen_ns: u64,
+}
+
+/// Key of the `BUCKETS` LRU: one source under one profile of one service.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BucketKey {
+    pub service_id: u32,
+    pub profile_id: u32,
+    pub family: u8,
+    pub _pad: [u8; 3],
+    pub src: [u8; 16],
+}
+
+/// Value of `BUCKETS`: GCRA timestamps updated with compare-and-swap by any CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bucket {
+    pub tat_packets: u64,
+    pub tat_bytes: u64,
+    pub blocked_until_ns: u64,
+}
+
+/// `NEWSRC[0]`: the one-second window of the new-source cap, shared by all CPUs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceWindow {
+    pub window_start_ns: u64,
+    pub count: u64,
+}
+
+/// Packets and bytes, the value of every per-CPU counter array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// `IFACES[ifindex]`: facts about our own interfaces the XDP program cannot learn itself.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IfaceInfo {
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    macro_rules! pod {
+        ($($t:ty),*) => { $( unsafe impl aya::Pod for $t {} )* };
+    }
+    pod!(
+        Control,
+        Settings,
+        VipKey,
+        ServiceKey,
+        ServiceInfo,
+        RuleEntry,
+        Profile,
+        Backend,
+        BackendServiceKey,
+        FlowKey,
+        FlowValue,
+        BucketKey,
+        Bucket,
+        SourceWindow,
+        Counter,
+        IfaceInfo
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_hidden_padding() {
+        assert_eq!(size_of::<VipKey>(), 20);
+        assert_eq!(size_of::<ServiceKey>(), 24);
+        assert_eq!(size_of::<ServiceInfo>(), 16 + 8 + 8 * PCLASS_COUNT);
+        assert_eq!(size_of::<RuleEntry>(), 32);
+        assert_eq!(size_of::<FlowKey>(), 28);
+        assert_eq!(size_of::<BucketKey>(), 28);
+        assert_eq!(size_of::<Settings>(), 24);
+        assert_eq!(size_of::<Profile>(), 40);
+    }
+
+    #[test]
+    fn proto_classes() {
+        assert_eq!(proto_class(PROTO_TCP), PCLASS_TCP);
+        assert_eq!(proto_class(PROTO_ICMPV6), PCLASS_ICMP);
+        assert_eq!(proto_class(47), PCLASS_OTHER);
+    }
+}

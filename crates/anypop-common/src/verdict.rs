@@ -1,0 +1,136 @@
+//! Verdict reasons: every packet a program sees ends with exactly one of these.
+//!
+//! The numeric values are stable (they index the per-CPU counter arrays that survive program
+//! upgrades), so new reasons are only ever appended.
+
+/// Why a packet ended the way it did.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// Not IPv4/IPv6 (ARP, LLDP, …): handed to the kernel untouched.
+    PassNotIp = 0,
+    /// IP traffic not addressed to a VIP (the POP's own SSH, BGP, …): handed to the kernel.
+    PassNotVip = 1,
+    /// Truncated or inconsistent headers.
+    DropMalformed = 2,
+    /// A non-first IPv4 fragment or an IPv6 fragment, with the fragment policy `drop`.
+    DropFragment = 3,
+    /// A fragment, with the fragment policy `pass` (the kernel reassembles).
+    PassFragment = 4,
+    /// Addressed to a VIP, but no service matches protocol and port.
+    DropNoService = 5,
+    /// A `deny` rule matched.
+    DropRule = 6,
+    /// The source exceeded its token bucket.
+    DropRateLimit = 7,
+    /// The source is serving a block time after exceeding its bucket.
+    DropBlocked = 8,
+    /// Too many new sources this second (random-source flood guard).
+    DropSourceCap = 9,
+    /// The encapsulated packet would exceed the egress MTU (XDP cannot fragment).
+    DropMtu = 10,
+    /// The service has no backend with a weight above zero and no existing flow.
+    DropNoBackend = 11,
+    /// `bpf_fib_lookup` found no route to the backend, or the egress is not ours.
+    DropNoRoute = 12,
+    /// Encapsulated in IPIP and sent to the backend from XDP.
+    FwdIpip = 13,
+    /// Encapsulated in IPIP and handed to the kernel, which resolves the next hop's MAC first.
+    FwdIpipKernel = 14,
+    /// An IPv6 service packet that passed filtering; handed to the kernel (IPv6 forwarding later).
+    PassV6Service = 15,
+    /// Tail room / head room adjustment failed (should not happen on a sane driver).
+    DropAdjustFailed = 16,
+}
+
+/// Number of counter slots reserved for reasons (room for the backend and later programs).
+pub const REASON_SLOTS: u32 = 32;
+
+impl Reason {
+    /// Every reason, in numeric order.
+    pub const ALL: [Reason; 17] = [
+        Reason::PassNotIp,
+        Reason::PassNotVip,
+        Reason::DropMalformed,
+        Reason::DropFragment,
+        Reason::PassFragment,
+        Reason::DropNoService,
+        Reason::DropRule,
+        Reason::DropRateLimit,
+        Reason::DropBlocked,
+        Reason::DropSourceCap,
+        Reason::DropMtu,
+        Reason::DropNoBackend,
+        Reason::DropNoRoute,
+        Reason::FwdIpip,
+        Reason::FwdIpipKernel,
+        Reason::PassV6Service,
+        Reason::DropAdjustFailed,
+    ];
+
+    /// The stable snake_case name used in logs, metrics and captures.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Reason::PassNotIp => "pass_not_ip",
+            Reason::PassNotVip => "pass_not_vip",
+            Reason::DropMalformed => "drop_malformed",
+            Reason::DropFragment => "drop_fragment",
+            Reason::PassFragment => "pass_fragment",
+            Reason::DropNoService => "drop_no_service",
+            Reason::DropRule => "drop_rule",
+            Reason::DropRateLimit => "drop_rate_limit",
+            Reason::DropBlocked => "drop_blocked",
+            Reason::DropSourceCap => "drop_source_cap",
+            Reason::DropMtu => "drop_mtu",
+            Reason::DropNoBackend => "drop_no_backend",
+            Reason::DropNoRoute => "drop_no_route",
+            Reason::FwdIpip => "fwd_ipip",
+            Reason::FwdIpipKernel => "fwd_ipip_kernel",
+            Reason::PassV6Service => "pass_v6_service",
+            Reason::DropAdjustFailed => "drop_adjust_failed",
+        }
+    }
+
+    /// Looks a reason up by its numeric value.
+    pub fn from_u32(v: u32) -> Option<Reason> {
+        Reason::ALL.get(v as usize).copied()
+    }
+
+    /// Looks a reason up by its name.
+    pub fn from_name(name: &str) -> Option<Reason> {
+        Reason::ALL.iter().copied().find(|r| r.name() == name)
+    }
+
+    /// True for reasons that drop the packet.
+    pub const fn is_drop(self) -> bool {
+        matches!(
+            self,
+            Reason::DropMalformed
+                | Reason::DropFragment
+                | Reason::DropNoService
+                | Reason::DropRule
+                | Reason::DropRateLimit
+                | Reason::DropBlocked
+                | Reason::DropSourceCap
+                | Reason::DropMtu
+                | Reason::DropNoBackend
+                | Reason::DropNoRoute
+                | Reason::DropAdjustFailed
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_dense_and_names_unique() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{r:?} out of order");
+            assert_eq!(Reason::from_name(r.name()), Some(*r));
+            assert_eq!(Reason::from_u32(i as u32), Some(*r));
+        }
+        assert!(Reason::ALL.len() as u32 <= REASON_SLOTS);
+    }
+}

@@ -1,0 +1,1 @@
+//! The network file: parse, validate, compile. (Being written.)

@@ -1,0 +1,9 @@
+//! anypop: anycast game-server protection and forwarding with XDP.
+//!
+//! One module per concern (see `docs/ARCHITECTURE.md`):
+//! - [`config`]: parse and validate the network file, compile it into kernel map entries.
+//! - [`dataplane`]: load, pin, attach the kernel programs and fill their maps.
+//! - [`telemetry`]: read the per-verdict counters and format them.
+pub mod config;
+pub mod dataplane;
+pub mod telemetry;
