@@ -50,7 +50,12 @@ pub const fn byte_cost_fixed(bps: u64) -> u64 {
 /// Cost in ns of a packet of `len` bytes at a fixed-point per-byte cost.
 #[inline(always)]
 pub fn bytes_cost_ns(len: u64, byte_cost_fixed: u64) -> u64 {
-    len.saturating_mul(byte_cost_fixed) >> BYTE_COST_SHIFT
+    // No saturating_mul: its 128-bit overflow check has no BPF lowering. Packet lengths are
+    // below 2^16, so only absurd per-byte costs need the explicit cap.
+    if byte_cost_fixed >= (1 << 47) {
+        return u64::MAX >> BYTE_COST_SHIFT;
+    }
+    (len & 0xffff).wrapping_mul(byte_cost_fixed) >> BYTE_COST_SHIFT
 }
 
 #[cfg(test)]

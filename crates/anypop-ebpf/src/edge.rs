@@ -1,1 +1,698 @@
-#![no_std]#![no_main] fn main(){}
+//! `edge`: the XDP program of a POP.
+//!
+//! parse → VIP? → service → rules (bitmap pre-selection, first match) → rate limit → Maglev /
+//! flow table → IPIP encapsulation → FIB next hop → XDP_TX / XDP_REDIRECT.
+//!
+//! Every packet ends with exactly one [`Reason`], counted per CPU in packets and bytes. No path
+//! returns XDP_ABORTED: a failure is a verdict like any other.
+#![no_std]
+#![no_main]
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
+
+mod atomic;
+mod parse;
+
+use anypop_common::{
+    gcra::{self, Gcra},
+    hash::flow_hash,
+    layout::*,
+    verdict::Reason,
+};
+use aya_ebpf::{
+    bindings::{bpf_fib_lookup, xdp_action},
+    helpers::{bpf_fib_lookup as fib_lookup, bpf_ktime_get_ns, bpf_loop, bpf_xdp_adjust_head},
+    macros::{map, xdp},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
+    programs::XdpContext,
+};
+use atomic::{cas_u64, fetch_add_u64, load_u64, store_u64};
+use parse::{Packet, parse_packet};
+
+// ---- config maps (generation slot in key or index) ----
+#[map]
+static CONTROL: Array<Control> = Array::pinned(1, 0);
+#[map]
+static SETTINGS: Array<Settings> = Array::pinned(GENERATIONS, 0);
+#[map]
+static VIPS: HashMap<VipKey, u32> = HashMap::pinned(1024, 0);
+#[map]
+static SERVICES: HashMap<ServiceKey, u32> = HashMap::pinned(131_072, 0);
+#[map]
+static SVC_INFO: Array<ServiceInfo> = Array::pinned(GENERATIONS * MAX_SERVICES, 0);
+#[map]
+static RULES: Array<RuleEntry> = Array::pinned(GENERATIONS * MAX_SERVICES * RULES_PER_SERVICE, 0);
+#[map]
+static SET_TBL: Array<u64> = Array::pinned(GENERATIONS * MAX_SERVICES * SET_CHUNKS * 256, 0);
+#[map]
+static SRC_V4: LpmTrie<LpmData4, u64> = LpmTrie::pinned(262_144, 0);
+#[map]
+static SRC_V6: LpmTrie<LpmData6, u64> = LpmTrie::pinned(262_144, 0);
+#[map]
+static PROFILES: Array<Profile> = Array::pinned(GENERATIONS * MAX_PROFILES, 0);
+#[map]
+static BACKENDS: Array<Backend> = Array::pinned(GENERATIONS * MAX_BACKENDS, 0);
+#[map]
+static BE_SVC: HashMap<BackendServiceKey, u32> = HashMap::pinned(16_384, 0);
+#[map]
+static MAGLEV: Array<u32> = Array::pinned(GENERATIONS * MAX_SERVICES * MAGLEV_SIZE, 0);
+#[map]
+static IFACES: HashMap<u32, IfaceInfo> = HashMap::pinned(64, 0);
+#[map]
+static TX_PORTS: DevMapHash = DevMapHash::pinned(64, 0);
+
+// ---- state maps (stable keys; survive config generations and program upgrades) ----
+#[map]
+static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::pinned(1_000_000, 0);
+#[map]
+static BUCKETS: LruHashMap<BucketKey, Bucket> = LruHashMap::pinned(1_000_000, 0);
+#[map]
+static NEWSRC: Array<SourceWindow> = Array::pinned(1, 0);
+
+// ---- counters ----
+#[map]
+static COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(anypop_common::verdict::REASON_SLOTS, 0);
+#[map]
+static RULE_HITS: PerCpuArray<Counter> = PerCpuArray::pinned(GENERATIONS * MAX_RULES_TOTAL, 0);
+#[map]
+static SVC_HITS: PerCpuArray<Counter> = PerCpuArray::pinned(GENERATIONS * MAX_SERVICES, 0);
+#[map]
+static BE_HITS: PerCpuArray<Counter> = PerCpuArray::pinned(GENERATIONS * MAX_BACKENDS, 0);
+
+const AF_INET: u8 = 2;
+const ETH_HLEN: usize = 14;
+const IPV4_HLEN: usize = 20;
+const IPPROTO_IPIP: u8 = 4;
+
+struct Verdict {
+    action: u32,
+    reason: Reason,
+}
+
+#[inline(always)]
+const fn verdict(action: u32, reason: Reason) -> Verdict {
+    Verdict { action, reason }
+}
+
+#[inline(always)]
+const fn drop(reason: Reason) -> Verdict {
+    verdict(xdp_action::XDP_DROP, reason)
+}
+
+#[inline(always)]
+const fn pass(reason: Reason) -> Verdict {
+    verdict(xdp_action::XDP_PASS, reason)
+}
+
+#[xdp]
+pub fn edge(ctx: XdpContext) -> u32 {
+    let frame_len = (ctx.data_end() - ctx.data()) as u64;
+    let v = run(&ctx);
+    add(&COUNTERS, v.reason as u32, frame_len);
+    v.action
+}
+
+#[inline(always)]
+fn add(map: &PerCpuArray<Counter>, index: u32, bytes: u64) {
+    if let Some(c) = map.get_ptr_mut(index) {
+        // Per-CPU slot: no other writer, plain adds are exact.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes;
+        }
+    }
+}
+
+#[inline(always)]
+fn run(ctx: &XdpContext) -> Verdict {
+    let generation = match CONTROL.get(0) {
+        Some(c) => c.active_gen & 1,
+        None => 0,
+    };
+    let settings = match SETTINGS.get(generation) {
+        Some(s) => *s,
+        None => return pass(Reason::PassNotVip),
+    };
+    let mut pkt = Packet::empty();
+    if let Err(r) = parse_packet(ctx, &mut pkt) {
+        return if r == Reason::PassNotIp { pass(r) } else { drop(r) };
+    }
+
+    // Only traffic to our anycast addresses is ours; everything else (SSH, BGP…) passes.
+    let mut vip = VipKey {
+        generation: generation as u8,
+        family: pkt.family,
+        _pad: [0; 2],
+        addr: [0; 16],
+    };
+    vip.addr = words_to_bytes(&pkt.dst);
+    if VIPS.get_ptr(&vip).is_none() {
+        return pass(Reason::PassNotVip);
+    }
+    if pkt.fragment {
+        return if settings.frag_policy == FRAG_PASS {
+            pass(Reason::PassFragment)
+        } else {
+            drop(Reason::DropFragment)
+        };
+    }
+    if pkt.malformed_l4 {
+        return drop(Reason::DropMalformed);
+    }
+
+    let skey = ServiceKey {
+        generation: generation as u8,
+        family: pkt.family,
+        proto: pkt.proto,
+        _pad: 0,
+        port: pkt.dport,
+        _pad2: 0,
+        addr: vip.addr,
+    };
+    let svc = match SERVICES.get_ptr(&skey) {
+        Some(s) => unsafe { *s },
+        None => return drop(Reason::DropNoService),
+    };
+    let max_services = settings.max_services;
+    if svc >= max_services {
+        return drop(Reason::DropNoService);
+    }
+    let gs = generation * max_services + svc;
+    let info = match SVC_INFO.get(gs) {
+        Some(i) => i,
+        None => return drop(Reason::DropNoService),
+    };
+    add(&SVC_HITS, gs, pkt.ip_len as u64);
+
+    // ---- rules: first match decides ----
+    let mut profile = info.profile;
+    if info.rule_count > 0 {
+        let slot = first_matching_rule(generation, gs, info, &pkt);
+        if let Some(rule) = RULES.get(gs * RULES_PER_SERVICE + (slot & 63)).filter(|_| slot != NONE) {
+            add(&RULE_HITS, generation * MAX_RULES_TOTAL + (rule.rule_index & 1023), pkt.ip_len as u64);
+            match rule.action {
+                ACTION_DENY => return drop(Reason::DropRule),
+                ACTION_ALLOW => profile = NONE,
+                _ => profile = rule.profile,
+            }
+        }
+    }
+
+    // ---- per-source rate limit ----
+    if profile != NONE {
+        let r = rate_limit(generation, info.stable_id, profile, &pkt, &settings);
+        if let Some(r) = Reason::from_u32(r) {
+            return drop(r);
+        }
+    }
+
+    if pkt.family != FAMILY_V4 {
+        // IPv6 services are filtered and limited today; forwarding them comes later.
+        return pass(Reason::PassV6Service);
+    }
+    if info.has_backends == 0 {
+        return drop(Reason::DropNoBackend);
+    }
+    // [generation, service index, generation-service index, service id] in; [address, index] out.
+    let mut chosen = [generation, svc, gs, info.stable_id];
+    if !pick_backend(&mut chosen, &pkt) {
+        return drop(Reason::DropNoBackend);
+    }
+    let [backend_addr, backend_index, _, _] = chosen;
+    let packed = encapsulate(ctx, &pkt, &settings, backend_addr);
+    let v = verdict((packed >> 32) as u32, Reason::from_u32(packed as u32).unwrap_or(Reason::DropNoRoute));
+    if v.reason == Reason::FwdIpip || v.reason == Reason::FwdIpipKernel {
+        if backend_index != NONE {
+            add(&BE_HITS, generation * MAX_BACKENDS + (backend_index & (MAX_BACKENDS - 1)), pkt.ip_len as u64);
+        }
+    }
+    v
+}
+
+#[inline(always)]
+fn words_to_bytes(w: &[u32; 4]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let a = w[0].to_ne_bytes();
+    let b = w[1].to_ne_bytes();
+    let c = w[2].to_ne_bytes();
+    let d = w[3].to_ne_bytes();
+    out[0..4].copy_from_slice(&a);
+    out[4..8].copy_from_slice(&b);
+    out[8..12].copy_from_slice(&c);
+    out[12..16].copy_from_slice(&d);
+    out
+}
+
+/// Count of trailing zero bits by binary search: BPF has no ctz instruction and this keeps the
+/// code free of lookup tables.
+#[inline(always)]
+fn ctz64(mut x: u64) -> u32 {
+    let mut n = 0;
+    if x & 0xffff_ffff == 0 {
+        n += 32;
+        x >>= 32;
+    }
+    if x & 0xffff == 0 {
+        n += 16;
+        x >>= 16;
+    }
+    if x & 0xff == 0 {
+        n += 8;
+        x >>= 8;
+    }
+    if x & 0xf == 0 {
+        n += 4;
+        x >>= 4;
+    }
+    if x & 0x3 == 0 {
+        n += 2;
+        x >>= 2;
+    }
+    if x & 0x1 == 0 {
+        n += 1;
+    }
+    n
+}
+
+/// The source-prefix dimension of the rules: one LPM lookup gives the prefix sets the source
+/// belongs to, and at most 8 table reads turn those into the rules that name them.
+#[inline(always)]
+fn source_rules(generation: u32, gs: u32, pkt: &Packet) -> u64 {
+    let sets = if pkt.family == FAMILY_V4 {
+        let mut data: LpmData4 = [0; 8];
+        data[0] = generation as u8;
+        data[1..5].copy_from_slice(&pkt.src[0].to_ne_bytes());
+        match SRC_V4.get(Key::new(8 + 32, data)) {
+            Some(v) => *v,
+            None => 0,
+        }
+    } else {
+        let mut data: LpmData6 = [0; 20];
+        data[0] = generation as u8;
+        data[1..17].copy_from_slice(&words_to_bytes(&pkt.src));
+        match SRC_V6.get(Key::new(8 + 128, data)) {
+            Some(v) => *v,
+            None => 0,
+        }
+    };
+    let mut rules = 0u64;
+    let mut chunk = 0u32;
+    while chunk < SET_CHUNKS {
+        let byte = ((sets >> (chunk * 8)) & 0xff) as u32;
+        if byte != 0 {
+            if let Some(r) = SET_TBL.get(set_table_index(gs, chunk, byte)) {
+                rules |= *r;
+            }
+        }
+        chunk += 1;
+    }
+    rules
+}
+
+#[inline(always)]
+fn in_range16(v: u16, lo: u16, hi: u16) -> bool {
+    v >= lo && v <= hi
+}
+
+#[inline(always)]
+fn in_range8(v: u8, lo: u8, hi: u8) -> bool {
+    v >= lo && v <= hi
+}
+
+/// First rule (in file order) whose every dimension matches. The bitmaps of the source and the
+/// protocol dimensions pre-select candidates, so the loop usually ends at its first iteration.
+/// Returns the rule's slot or [`NONE`]. Not inlined: its own stack frame.
+#[inline(never)]
+fn first_matching_rule(generation: u32, gs: u32, info: &ServiceInfo, pkt: &Packet) -> u32 {
+    let used = if info.rule_count >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << info.rule_count) - 1
+    };
+    let class = proto_class(pkt.proto) as usize;
+    let mut candidates = info.proto_rules[class & 3] & used;
+    if candidates == 0 {
+        return NONE;
+    }
+    // Only rules with a source constraint need the prefix lookup.
+    let src_needed = candidates & !info.any_src_rules;
+    let mut src_ok = info.any_src_rules;
+    if src_needed != 0 {
+        src_ok |= source_rules(generation, gs, pkt);
+    }
+    candidates &= src_ok;
+    let mut walk = RuleWalk {
+        candidates,
+        base: gs * RULES_PER_SERVICE,
+        found: NONE,
+        proto: pkt.proto,
+        tcp_flags: pkt.tcp_flags,
+        ttl: pkt.ttl,
+        icmp_type: pkt.icmp_type,
+        sport: pkt.sport,
+        dport: pkt.dport,
+        ip_len: pkt.ip_len,
+        _pad: 0,
+    };
+    // bpf_loop: the verifier checks the body once instead of once per possible iteration (an
+    // unrolled 64-step walk with this many branches exceeds its one-million-instruction budget).
+    unsafe {
+        bpf_loop(
+            RULES_PER_SERVICE,
+            rule_step as *mut core::ffi::c_void,
+            &mut walk as *mut RuleWalk as *mut core::ffi::c_void,
+            0,
+        );
+    }
+    walk.found
+}
+
+/// State of the rule walk, shared with the `bpf_loop` callback.
+#[repr(C)]
+struct RuleWalk {
+    candidates: u64,
+    base: u32,
+    found: u32,
+    proto: u8,
+    tcp_flags: u8,
+    ttl: u8,
+    icmp_type: u8,
+    sport: u16,
+    dport: u16,
+    ip_len: u16,
+    _pad: u16,
+}
+
+/// One step: the lowest candidate slot is checked in full; 1 stops the loop.
+extern "C" fn rule_step(_index: u64, walk: *mut RuleWalk) -> i64 {
+    let w = unsafe { &mut *walk };
+    if w.candidates == 0 {
+        return 1;
+    }
+    let slot = ctz64(w.candidates);
+    w.candidates &= w.candidates - 1;
+    if let Some(r) = RULES.get(w.base + (slot & 63)) {
+        if rule_matches(r, w) {
+            w.found = slot;
+            return 1;
+        }
+    }
+    0
+}
+
+#[inline(always)]
+fn rule_matches(r: &RuleEntry, pkt: &RuleWalk) -> bool {
+    let f = r.flags;
+    if f & RF_DPORT != 0 && !in_range16(pkt.dport, r.dport_lo, r.dport_hi) {
+        return false;
+    }
+    if f & RF_SPORT != 0 && !in_range16(pkt.sport, r.sport_lo, r.sport_hi) {
+        return false;
+    }
+    if f & RF_LEN != 0 && !in_range16(pkt.ip_len, r.len_lo, r.len_hi) {
+        return false;
+    }
+    if f & RF_TTL != 0 && !in_range8(pkt.ttl, r.ttl_lo, r.ttl_hi) {
+        return false;
+    }
+    if f & RF_TCP_FLAGS != 0 && (pkt.proto != PROTO_TCP || pkt.tcp_flags & r.tcp_flags_mask != r.tcp_flags_value) {
+        return false;
+    }
+    if f & RF_ICMP_TYPE != 0
+        && (!(pkt.proto == PROTO_ICMP || pkt.proto == PROTO_ICMPV6)
+            || !in_range8(pkt.icmp_type, r.icmp_type_lo, r.icmp_type_hi))
+    {
+        return false;
+    }
+    true
+}
+
+/// Offers the packet to its two GCRA buckets with compare-and-swap, so all CPUs share one exact
+/// bucket per source. A lost race is retried once, then the packet is charged with a plain store
+/// (a second lost race within nanoseconds costs at most one packet of accuracy).
+#[inline(always)]
+fn charge(slot: *mut u64, now: u64, cost: u64, depth: u64) -> bool {
+    let mut tries = 0;
+    while tries < 2 {
+        let tat = load_u64(slot);
+        match gcra::offer(tat, now, cost, depth) {
+            Gcra::Deny => return false,
+            Gcra::Allow(new) => {
+                if cas_u64(slot, tat, new) {
+                    return true;
+                }
+            }
+        }
+        tries += 1;
+    }
+    true
+}
+
+/// Returns a drop reason (as `u32`) when the source is over its limit or blocked, else [`NONE`].
+/// Not inlined: its own stack frame.
+#[inline(never)]
+fn rate_limit(generation: u32, service_id: u32, profile_index: u32, pkt: &Packet, settings: &Settings) -> u32 {
+    match rate_limit_inner(generation, service_id, profile_index, pkt, settings) {
+        Some(r) => r as u32,
+        None => NONE,
+    }
+}
+
+#[inline(always)]
+fn rate_limit_inner(generation: u32, service_id: u32, profile_index: u32, pkt: &Packet, settings: &Settings) -> Option<Reason> {
+    let profile = PROFILES.get(generation * MAX_PROFILES + (profile_index & (MAX_PROFILES - 1)))?;
+    let key = BucketKey {
+        service_id,
+        profile_id: profile.stable_id,
+        family: pkt.family,
+        _pad: [0; 3],
+        src: words_to_bytes(&pkt.src),
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    let bucket = match BUCKETS.get_ptr_mut(&key) {
+        Some(b) => b,
+        None => {
+            // A source we have not seen: the new-source cap blunts random-source floods that
+            // would otherwise churn the LRU and give every spoofed packet a fresh bucket.
+            if settings.new_source_cap != 0 {
+                if let Some(w) = NEWSRC.get_ptr_mut(0) {
+                    let start = unsafe { &raw mut (*w).window_start_ns };
+                    let count = unsafe { &raw mut (*w).count };
+                    if now.wrapping_sub(load_u64(start)) >= gcra::NS_PER_SEC {
+                        // Two CPUs may both reset the window: harmless, both start it at ~now.
+                        store_u64(start, now);
+                        store_u64(count, 0);
+                    }
+                    if fetch_add_u64(count, 1) >= settings.new_source_cap as u64 {
+                        return Some(Reason::DropSourceCap);
+                    }
+                }
+            }
+            let fresh = Bucket::default();
+            // BPF_NOEXIST: if another CPU created it meanwhile, theirs wins; either is empty.
+            let _ = BUCKETS.insert(&key, &fresh, 1);
+            match BUCKETS.get_ptr_mut(&key) {
+                Some(b) => b,
+                // Could not store a bucket (map full and LRU could not evict): let it through
+                // rather than drop players.
+                None => return None,
+            }
+        }
+    };
+    unsafe {
+        let blocked = &raw mut (*bucket).blocked_until_ns;
+        if now < load_u64(blocked) {
+            return Some(Reason::DropBlocked);
+        }
+        let mut ok = true;
+        if profile.flags & PF_PPS != 0 {
+            ok = charge(&raw mut (*bucket).tat_packets, now, profile.packet_cost_ns, profile.depth_ns);
+        }
+        if ok && profile.flags & PF_BPS != 0 {
+            let cost = gcra::bytes_cost_ns(pkt.ip_len as u64, profile.byte_cost_fixed);
+            ok = charge(&raw mut (*bucket).tat_bytes, now, cost, profile.depth_ns);
+        }
+        if !ok {
+            if profile.block_ns != 0 {
+                store_u64(blocked, now + profile.block_ns);
+            }
+            return Some(Reason::DropRateLimit);
+        }
+    }
+    None
+}
+
+/// Existing flows stay on their backend while it still serves the service (also draining at
+/// weight 0); new flows go where the Maglev table says, identically on every POP.
+/// `io` holds `[generation, service, generation-service index, service id]` and receives
+/// `[backend address, backend index, ..]` (BPF functions take at most five arguments).
+/// Not inlined: its own stack frame.
+#[inline(never)]
+fn pick_backend(io: &mut [u32; 4], pkt: &Packet) -> bool {
+    let out = io;
+    match pick_backend_inner(out[0], out[1], out[2], out[3], pkt) {
+        Some((a, i)) => {
+            out[0] = a;
+            out[1] = i;
+            true
+        }
+        None => false,
+    }
+}
+
+#[inline(always)]
+fn pick_backend_inner(generation: u32, svc: u32, gs: u32, service_id: u32, pkt: &Packet) -> Option<(u32, u32)> {
+    let key = FlowKey {
+        service_id,
+        sport: pkt.sport,
+        dport: pkt.dport,
+        proto: pkt.proto,
+        family: pkt.family,
+        _pad: [0; 2],
+        src: words_to_bytes(&pkt.src),
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(f) = FLOWS.get_ptr_mut(&key) {
+        let addr = unsafe { (*f).backend };
+        let bk = BackendServiceKey {
+            generation,
+            service: svc,
+            addr,
+        };
+        if let Some(idx) = BE_SVC.get_ptr(&bk) {
+            unsafe { (*f).last_seen_ns = now };
+            return Some((addr, unsafe { *idx }));
+        }
+    }
+    let h = flow_hash(&pkt.src, &pkt.dst, pkt.sport, pkt.dport, pkt.proto);
+    let slot = gs * MAGLEV_SIZE + h % MAGLEV_SIZE;
+    let bi = *MAGLEV.get(slot)?;
+    if bi == NONE {
+        return None;
+    }
+    let be = BACKENDS.get(generation * MAX_BACKENDS + (bi & (MAX_BACKENDS - 1)))?;
+    let value = FlowValue {
+        backend: be.addr,
+        _pad: 0,
+        last_seen_ns: now,
+    };
+    let _ = FLOWS.insert(&key, &value, 0);
+    Some((be.addr, bi))
+}
+
+#[inline(always)]
+fn csum_fold(mut sum: u32) -> u16 {
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}
+
+/// Wraps the IPv4 packet in an outer IPv4 header (protocol 4) from the tunnel source to the
+/// backend and sends it toward the FIB's next hop. Returns `action << 32 | reason`.
+/// Not inlined: its own stack frame.
+#[inline(never)]
+fn encapsulate(ctx: &XdpContext, pkt: &Packet, settings: &Settings, backend: u32) -> u64 {
+    let v = encapsulate_inner(ctx, pkt, settings, backend);
+    ((v.action as u64) << 32) | v.reason as u64
+}
+
+#[inline(always)]
+fn encapsulate_inner(ctx: &XdpContext, pkt: &Packet, settings: &Settings, backend: u32) -> Verdict {
+    let inner_len = pkt.ip_len as u32;
+    let outer_len = inner_len + IPV4_HLEN as u32;
+    if outer_len > 0xffff {
+        return drop(Reason::DropMtu);
+    }
+    let ingress = ctx.ingress_ifindex() as u32;
+
+    let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    fib.family = AF_INET;
+    fib.l4_protocol = IPPROTO_IPIP;
+    fib.__bindgen_anon_1.tot_len = outer_len as u16;
+    fib.ifindex = ingress;
+    fib.__bindgen_anon_3.ipv4_src = settings.tunnel_source;
+    fib.__bindgen_anon_4.ipv4_dst = backend;
+    let rc = unsafe {
+        fib_lookup(
+            ctx.ctx as *mut _,
+            &mut fib as *mut _,
+            core::mem::size_of::<bpf_fib_lookup>() as i32,
+            0,
+        )
+    };
+    let (smac, dmac, egress, via_kernel) = match rc as u32 {
+        aya_ebpf::bindings::BPF_FIB_LKUP_RET_SUCCESS => (fib.smac, fib.dmac, fib.ifindex, false),
+        aya_ebpf::bindings::BPF_FIB_LKUP_RET_FRAG_NEEDED => return drop(Reason::DropMtu),
+        aya_ebpf::bindings::BPF_FIB_LKUP_RET_NO_NEIGH => {
+            // The next hop's MAC is not known yet: hand the encapsulated packet to the kernel,
+            // addressed to our own MAC, and let it resolve the neighbour and forward it.
+            let own = match IFACES.get_ptr(&ingress) {
+                Some(i) => unsafe { (*i).mac },
+                None => return drop(Reason::DropNoRoute),
+            };
+            (own, own, ingress, true)
+        }
+        _ => return drop(Reason::DropNoRoute),
+    };
+
+    // Grow the head: remove the old L2 header (with any VLAN tags), add 14 + 20.
+    let delta = (pkt.l3_off as i32) - (ETH_HLEN + IPV4_HLEN) as i32;
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, delta) } != 0 {
+        return drop(Reason::DropAdjustFailed);
+    }
+    let start = parse::data(ctx);
+    let end = parse::data_end(ctx);
+    if start + ETH_HLEN + IPV4_HLEN > end {
+        return drop(Reason::DropAdjustFailed);
+    }
+    let eth = start as *mut [u8; ETH_HLEN];
+    let ip = (start + ETH_HLEN) as *mut [u16; 10];
+    unsafe {
+        let e = &mut *eth;
+        e[0..6].copy_from_slice(&dmac);
+        e[6..12].copy_from_slice(&smac);
+        e[12] = 0x08;
+        e[13] = 0x00;
+
+        let tos = pkt.tos as u16;
+        let words: [u16; 10] = [
+            u16::from_be((0x45u16 << 8) | tos),
+            u16::from_be(outer_len as u16),
+            0,
+            if pkt.dont_fragment { u16::from_be(0x4000) } else { 0 },
+            u16::from_be(((settings.outer_ttl as u16 & 0xff) << 8) | IPPROTO_IPIP as u16),
+            0,
+            (settings.tunnel_source & 0xffff) as u16,
+            (settings.tunnel_source >> 16) as u16,
+            (backend & 0xffff) as u16,
+            (backend >> 16) as u16,
+        ];
+        let mut sum = 0u32;
+        for w in words.iter() {
+            sum += *w as u32;
+        }
+        let o = &mut *ip;
+        *o = words;
+        o[5] = csum_fold(sum);
+    }
+    if via_kernel {
+        return pass(Reason::FwdIpipKernel);
+    }
+    if egress == ingress {
+        return verdict(xdp_action::XDP_TX, Reason::FwdIpip);
+    }
+    match TX_PORTS.redirect(egress, 0) {
+        Ok(a) => verdict(a, Reason::FwdIpip),
+        Err(_) => drop(Reason::DropNoRoute),
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,262 @@
+//! Header parsing for XDP with bounded work: Ethernet (up to two VLAN tags), IPv4 (options),
+//! IPv6 (up to [`MAX_EXT_HEADERS`] extension headers), then UDP, TCP, ICMP, ICMPv6.
+//!
+//! Problems in the fixed IP header end the packet as `drop_malformed` straight away. Problems
+//! beyond it (extension headers, L4) are only recorded in [`Packet::malformed_l4`]: whether they
+//! matter depends on whether the packet is addressed to a VIP at all — traffic for the POP itself
+//! is passed untouched, whatever it carries.
+use anypop_common::{layout::*, verdict::Reason};
+use aya_ebpf::programs::XdpContext;
+
+/// IPv6 extension headers walked before giving up (as malformed).
+pub const MAX_EXT_HEADERS: usize = 8;
+/// Offsets beyond this are not plausible for a frame XDP sees; bounding them keeps the verifier
+/// able to prove every access.
+const MAX_OFFSET: usize = 0x3fff;
+
+/// What the rest of the program needs to know about a packet.
+pub struct Packet {
+    pub family: u8,
+    pub proto: u8,
+    pub ttl: u8,
+    pub tos: u8,
+    pub tcp_flags: u8,
+    pub icmp_type: u8,
+    pub fragment: bool,
+    pub dont_fragment: bool,
+    pub malformed_l4: bool,
+    /// Host byte order.
+    pub sport: u16,
+    pub dport: u16,
+    /// IPv4 total length; IPv6 40 + payload length (saturated at 65535).
+    pub ip_len: u16,
+    /// Offset of the IP header in the frame (14, 18 or 22).
+    pub l3_off: usize,
+    /// Addresses as 32-bit words in network byte order; IPv4 uses word 0.
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+}
+
+/// Start of the frame. Read with a volatile load inside each BPF function: if LLVM were free to
+/// hoist the read into the caller and pass it as a 32-bit argument, the verifier would see a
+/// plain number instead of a packet pointer and refuse every access.
+#[inline(always)]
+pub fn data(ctx: &XdpContext) -> usize {
+    unsafe { core::ptr::read_volatile(&(*ctx.ctx).data) as usize }
+}
+
+/// End of the frame; see [`data`].
+#[inline(always)]
+pub fn data_end(ctx: &XdpContext) -> usize {
+    unsafe { core::ptr::read_volatile(&(*ctx.ctx).data_end) as usize }
+}
+
+#[inline(always)]
+fn load<T: Copy>(ctx: &XdpContext, off: usize) -> Option<T> {
+    let start = data(ctx);
+    let end = data_end(ctx);
+    if off > MAX_OFFSET || start + off + core::mem::size_of::<T>() > end {
+        return None;
+    }
+    Some(unsafe { core::ptr::read_unaligned((start + off) as *const T) })
+}
+
+#[inline(always)]
+fn be16(b: &[u8], i: usize) -> u16 {
+    ((b[i] as u16) << 8) | b[i + 1] as u16
+}
+
+#[inline(always)]
+fn word(b: &[u8], i: usize) -> u32 {
+    u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
+}
+
+impl Packet {
+    pub const fn empty() -> Packet {
+        Packet {
+            family: 0,
+            proto: 0,
+            ttl: 0,
+            tos: 0,
+            tcp_flags: 0,
+            icmp_type: 0,
+            fragment: false,
+            dont_fragment: false,
+            malformed_l4: false,
+            sport: 0,
+            dport: 0,
+            ip_len: 0,
+            l3_off: 0,
+            src: [0; 4],
+            dst: [0; 4],
+        }
+    }
+}
+
+/// Parses into `p`. A separate BPF function (not inlined) so its header copies get their own
+/// stack frame instead of adding to the 512 bytes of the main program.
+#[inline(never)]
+pub fn parse_packet(ctx: &XdpContext, p: &mut Packet) -> Result<(), Reason> {
+    let frame_len = data_end(ctx) - data(ctx);
+    let mut eth_type = match load::<[u8; 2]>(ctx, 12) {
+        Some(t) => ((t[0] as u16) << 8) | t[1] as u16,
+        None => return Err(Reason::DropMalformed),
+    };
+    let mut l3_off = 14usize;
+    // Up to two VLAN tags (802.1Q / 802.1ad, "QinQ").
+    let mut tag = 0;
+    while tag < 2 {
+        if eth_type != 0x8100 && eth_type != 0x88a8 {
+            break;
+        }
+        eth_type = match load::<[u8; 2]>(ctx, l3_off + 2) {
+            Some(t) => ((t[0] as u16) << 8) | t[1] as u16,
+            None => return Err(Reason::DropMalformed),
+        };
+        l3_off += 4;
+        tag += 1;
+    }
+    p.l3_off = l3_off;
+    match eth_type {
+        0x0800 => parse_v4(ctx, frame_len, p),
+        0x86dd => parse_v6(ctx, frame_len, p),
+        _ => Err(Reason::PassNotIp),
+    }
+}
+
+#[inline(always)]
+fn parse_v4(ctx: &XdpContext, frame_len: usize, p: &mut Packet) -> Result<(), Reason> {
+    let l3 = p.l3_off;
+    let h: [u8; 20] = load(ctx, l3).ok_or(Reason::DropMalformed)?;
+    if h[0] >> 4 != 4 {
+        return Err(Reason::DropMalformed);
+    }
+    let ihl = ((h[0] & 0x0f) as usize) * 4;
+    let tot_len = be16(&h, 2) as usize;
+    if ihl < 20 || tot_len < ihl || l3 + tot_len > frame_len {
+        return Err(Reason::DropMalformed);
+    }
+    p.family = FAMILY_V4;
+    p.tos = h[1];
+    p.ttl = h[8];
+    p.proto = h[9];
+    p.ip_len = tot_len as u16;
+    p.src[0] = word(&h, 12);
+    p.dst[0] = word(&h, 16);
+    let frag = be16(&h, 6);
+    p.dont_fragment = frag & 0x4000 != 0;
+    if frag & 0x1fff != 0 {
+        // A non-first fragment carries no L4 header: only the fragment policy can judge it.
+        p.fragment = true;
+        return Ok(());
+    }
+    parse_l4(ctx, l3 + ihl, tot_len - ihl, p);
+    Ok(())
+}
+
+#[inline(always)]
+fn parse_v6(ctx: &XdpContext, frame_len: usize, p: &mut Packet) -> Result<(), Reason> {
+    let l3 = p.l3_off;
+    let h: [u8; 40] = load(ctx, l3).ok_or(Reason::DropMalformed)?;
+    if h[0] >> 4 != 6 {
+        return Err(Reason::DropMalformed);
+    }
+    let payload = be16(&h, 4) as usize;
+    if l3 + 40 + payload > frame_len {
+        return Err(Reason::DropMalformed);
+    }
+    p.family = FAMILY_V6;
+    p.tos = ((h[0] & 0x0f) << 4) | (h[1] >> 4);
+    p.ttl = h[7];
+    let total = 40 + payload;
+    p.ip_len = if total > 0xffff { 0xffff } else { total as u16 };
+    p.src = [word(&h, 8), word(&h, 12), word(&h, 16), word(&h, 20)];
+    p.dst = [word(&h, 24), word(&h, 28), word(&h, 32), word(&h, 36)];
+
+    let mut next = h[6];
+    let mut off = l3 + 40;
+    let mut remaining = payload;
+    let mut i = 0;
+    while i < MAX_EXT_HEADERS {
+        let len = match next {
+            // Hop-by-hop, routing, destination options: length in 8-octet units, not counting
+            // the first 8.
+            0 | 43 | 60 => match load::<[u8; 2]>(ctx, off) {
+                Some(e) => {
+                    next = e[0];
+                    (e[1] as usize + 1) * 8
+                }
+                None => {
+                    p.malformed_l4 = true;
+                    return Ok(());
+                }
+            },
+            // Authentication header: length in 4-octet units, minus 2.
+            51 => match load::<[u8; 2]>(ctx, off) {
+                Some(e) => {
+                    next = e[0];
+                    (e[1] as usize + 2) * 4
+                }
+                None => {
+                    p.malformed_l4 = true;
+                    return Ok(());
+                }
+            },
+            44 => {
+                p.proto = next;
+                p.fragment = true;
+                return Ok(());
+            }
+            _ => break,
+        };
+        if len > remaining {
+            p.malformed_l4 = true;
+            return Ok(());
+        }
+        off += len;
+        remaining -= len;
+        i += 1;
+    }
+    if matches!(next, 0 | 43 | 60 | 51 | 44) {
+        // Still inside the extension header chain after the bound: refuse to guess.
+        p.malformed_l4 = true;
+        return Ok(());
+    }
+    p.proto = next;
+    parse_l4(ctx, off, remaining, p);
+    Ok(())
+}
+
+#[inline(always)]
+fn parse_l4(ctx: &XdpContext, off: usize, payload: usize, p: &mut Packet) {
+    match p.proto {
+        PROTO_UDP => match load::<[u8; 8]>(ctx, off) {
+            Some(u) if payload >= 8 => {
+                let ulen = be16(&u, 4) as usize;
+                if ulen < 8 || ulen > payload {
+                    p.malformed_l4 = true;
+                }
+                p.sport = be16(&u, 0);
+                p.dport = be16(&u, 2);
+            }
+            _ => p.malformed_l4 = true,
+        },
+        PROTO_TCP => match load::<[u8; 20]>(ctx, off) {
+            Some(t) if payload >= 20 => {
+                let doff = ((t[12] >> 4) as usize) * 4;
+                if doff < 20 || doff > payload {
+                    p.malformed_l4 = true;
+                }
+                p.sport = be16(&t, 0);
+                p.dport = be16(&t, 2);
+                p.tcp_flags = t[13];
+            }
+            _ => p.malformed_l4 = true,
+        },
+        PROTO_ICMP | PROTO_ICMPV6 => match load::<[u8; 4]>(ctx, off) {
+            Some(c) if payload >= 4 => p.icmp_type = c[0],
+            _ => p.malformed_l4 = true,
+        },
+        _ => {}
+    }
+}

@@ -1,0 +1,65 @@
+//! BPF_PROG_TEST_RUN of an XDP program on one frame: the golden-packet tests, the benchmarks and
+//! (later) `anypop trace` all run the real program this way.
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+
+use super::DataplaneError;
+
+/// XDP actions, as the kernel numbers them.
+pub const XDP_ABORTED: u32 = 0;
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
+pub const XDP_REDIRECT: u32 = 4;
+
+/// What one run returned.
+#[derive(Clone, Debug)]
+pub struct XdpRun {
+    pub action: u32,
+    /// The frame as the program left it.
+    pub output: Vec<u8>,
+    /// Mean ns per run as the kernel measured it.
+    pub ns_per_run: u64,
+}
+
+/// The `xdp_md` context passed in: which interface the frame "arrived" on matters for the FIB
+/// lookup and for XDP_TX.
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+struct XdpMd {
+    data: u32,
+    data_end: u32,
+    data_meta: u32,
+    ingress_ifindex: u32,
+    rx_queue_index: u32,
+    egress_ifindex: u32,
+}
+
+/// Runs `prog` on `frame` `repeat` times (state-changing effects such as rate-limit buckets apply
+/// once per repeat). `ingress_ifindex` must name an interface in the calling thread's network
+/// namespace, or be `None` (then the kernel uses loopback).
+pub fn run_xdp(prog: &Xdp, frame: &[u8], ingress_ifindex: Option<u32>, repeat: u32) -> Result<XdpRun, DataplaneError> {
+    let mut out = vec![0u8; frame.len() + 256];
+    let ctx = XdpMd {
+        data: 0,
+        data_end: frame.len() as u32,
+        ingress_ifindex: ingress_ifindex.unwrap_or(0),
+        ..Default::default()
+    };
+    let ctx_bytes: &[u8] = unsafe {
+        std::slice::from_raw_parts(&ctx as *const XdpMd as *const u8, std::mem::size_of::<XdpMd>())
+    };
+    let opts = TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        ctx_in: if ingress_ifindex.is_some() { Some(ctx_bytes) } else { None },
+        repeat: repeat.max(1),
+        ..Default::default()
+    };
+    let r = prog.test_run(opts).map_err(|e| DataplaneError::TestRun(format!("{e:#}")))?;
+    out.truncate(r.data_size_out as usize);
+    Ok(XdpRun {
+        action: r.return_value,
+        output: out,
+        ns_per_run: r.duration.as_nanos() as u64,
+    })
+}
