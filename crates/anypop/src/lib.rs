@@ -5,5 +5,7 @@
 //! - [`dataplane`]: load, pin, attach the kernel programs and fill their maps.
 //! - [`telemetry`]: read the per-verdict counters and format them.
 pub mod config;
+pub mod daemon;
 pub mod dataplane;
+pub mod lab;
 pub mod telemetry;

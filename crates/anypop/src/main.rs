@@ -1,1 +1,158 @@
-fn main() {}
+//! The `anypop` command: one binary for every node and every operator task.
+use std::{
+    path::PathBuf,
+    process::ExitCode,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+use anypop::{config, daemon};
+
+#[derive(Parser)]
+#[command(name = "anypop", version, about = "Anycast game-server protection and forwarding with XDP")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the whole network file (every service, rule, profile and node).
+    Check {
+        /// The network file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Also compile the kernel tables for this node.
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Run this machine's part of the network: load, attach, fill maps, report counters.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// This machine's node name in the network file.
+        #[arg(long)]
+        node: String,
+        /// Where pins live (one directory per node below it).
+        #[arg(long, default_value_os_t = anypop::dataplane::pin_root())]
+        pin_root: PathBuf,
+        /// Seconds between counter summaries.
+        #[arg(long, default_value_t = 5)]
+        interval: u64,
+        /// On exit, pin the attachments and leave the data plane running (default: detach).
+        #[arg(long)]
+        leave_running: bool,
+        /// Stop after this many seconds (for scripts and tests); default: until SIGINT/SIGTERM.
+        #[arg(long)]
+        duration: Option<u64>,
+    },
+    /// The lab: anycast networks in network namespaces.
+    Lab {
+        #[command(subcommand)]
+        command: LabCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LabCommand {
+    /// A POP in namespaces forwards a player to its backend while a flood hits the VIP.
+    Demo {
+        /// Seconds to run.
+        #[arg(long, default_value_t = 20)]
+        duration: u64,
+        /// Player packets per second.
+        #[arg(long, default_value_t = 64)]
+        tick_rate: u32,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_target(false)
+        .init();
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Check { config, node } => {
+            let net = config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            if let Some(node) = node {
+                net.node(&node).map_err(|e| anyhow::anyhow!("{e}"))?;
+                config::compile::compile_edge(&net, &node, 0, anypop_common::layout::MAX_SERVICES)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+            println!("{}: OK — {}", config.display(), daemon::describe(&net));
+            Ok(())
+        }
+        Command::Run {
+            config,
+            node,
+            pin_root,
+            interval,
+            leave_running,
+            duration,
+        } => {
+            if unsafe { libc::geteuid() } != 0 {
+                bail!("anypop run loads eBPF programs and attaches XDP: run it as root (or with CAP_BPF and CAP_NET_ADMIN)");
+            }
+            let stop = Arc::new(AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handler")?;
+            }
+            let mut pop = daemon::Pop::start(&config, &node, &pin_root)?;
+            let deadline = duration.map(|d| Instant::now() + Duration::from_secs(d));
+            let mut prev = pop.snapshot()?;
+            let mut last = Instant::now();
+            while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
+                std::thread::sleep(Duration::from_millis(200));
+                if last.elapsed() >= Duration::from_secs(interval.max(1)) {
+                    let now = pop.snapshot()?;
+                    let secs = last.elapsed().as_secs_f64();
+                    tracing::info!("{}", anypop::telemetry::summary_line(&prev, &now, secs));
+                    prev = now;
+                    last = Instant::now();
+                }
+            }
+            pop.stop(leave_running)
+        }
+        Command::Lab {
+            command: LabCommand::Demo { duration, tick_rate },
+        } => {
+            if unsafe { libc::geteuid() } != 0 {
+                bail!("the lab creates network namespaces and loads eBPF programs: run it as root");
+            }
+            let stop = Arc::new(AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handler")?;
+            }
+            let ok = anypop::lab::demo::run(
+                anypop::lab::demo::DemoOptions {
+                    duration: Duration::from_secs(duration.max(4)),
+                    tick_rate,
+                },
+                stop,
+            )?;
+            if !ok {
+                bail!("the demo's players did not get through");
+            }
+            Ok(())
+        }
+    }
+}

@@ -10,7 +10,7 @@ use anypop_common::layout::*;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key, xdp::DevMapHash},
-    programs::{Xdp, XdpMode},
+    programs::{FdLink, Xdp, XdpMode, xdp::XdpLinkId},
 };
 
 use super::{DataplaneError, prefix_sets};
@@ -42,6 +42,8 @@ pub struct Edge {
     pub ebpf: Ebpf,
     pub pin_dir: PathBuf,
     pub sizes: EdgeSizes,
+    /// Attachments made by this process, by interface name.
+    links: Vec<(String, XdpLinkId)>,
 }
 
 /// Result of writing a generation.
@@ -88,6 +90,7 @@ impl Edge {
             ebpf,
             pin_dir: pin_dir.to_owned(),
             sizes: EdgeSizes { max_services: ms, ..sizes },
+            links: Vec::new(),
         })
     }
 
@@ -334,7 +337,10 @@ impl Edge {
     pub fn attach(&mut self, ifname: &str, allow_generic: bool) -> Result<AttachMode, DataplaneError> {
         let prog = self.program_mut();
         match prog.attach(ifname, XdpMode::Driver) {
-            Ok(_) => Ok(AttachMode::Native),
+            Ok(id) => {
+                self.links.push((ifname.to_owned(), id));
+                Ok(AttachMode::Native)
+            }
             Err(native_err) => {
                 if !allow_generic {
                     return Err(DataplaneError::NoNativeXdp {
@@ -342,14 +348,42 @@ impl Edge {
                         detail: format!("{native_err}"),
                     });
                 }
-                prog.attach(ifname, XdpMode::Skb)
-                    .map_err(|e| DataplaneError::Attach {
-                        ifname: ifname.to_owned(),
-                        detail: format!("native: {native_err}; generic: {e}"),
-                    })?;
+                let id = prog.attach(ifname, XdpMode::Skb).map_err(|e| DataplaneError::Attach {
+                    ifname: ifname.to_owned(),
+                    detail: format!("native: {native_err}; generic: {e}"),
+                })?;
+                self.links.push((ifname.to_owned(), id));
                 Ok(AttachMode::Generic)
             }
         }
+    }
+
+    /// Pins every attachment under the pin directory (`link_<ifname>`), so the data plane keeps
+    /// running after this process exits.
+    pub fn pin_links(&mut self) -> Result<Vec<PathBuf>, DataplaneError> {
+        let mut out = Vec::new();
+        let links = std::mem::take(&mut self.links);
+        for (ifname, id) in links {
+            let link = self.program_mut().take_link(id).map_err(|e| map_err("take link", e))?;
+            let fd: FdLink = link.try_into().map_err(|e| {
+                DataplaneError::Attach {
+                    ifname: ifname.clone(),
+                    detail: format!("this kernel attached XDP without a bpf_link ({e}); it cannot be left running"),
+                }
+            })?;
+            let path = self.pin_dir.join(format!("link_{ifname}"));
+            let _ = std::fs::remove_file(&path);
+            fd.pin(&path).map_err(|e| map_err("pin link", e))?;
+            out.push(path);
+        }
+        Ok(out)
+    }
+
+    /// Counters by verdict reason, summed over CPUs.
+    pub fn snapshot(&mut self) -> Result<crate::telemetry::Snapshot, DataplaneError> {
+        Ok(crate::telemetry::Snapshot {
+            by_reason: self.counters("COUNTERS")?,
+        })
     }
 
     /// Sum over CPUs of a per-CPU counter array.

@@ -1,0 +1,158 @@
+//! What `anypop run` does on a node: the glue between the network file and the data plane.
+use std::{
+    ffi::CString,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, anyhow, bail};
+
+use crate::{
+    config::{self, Network, Role, compile::compile_edge},
+    dataplane::{
+        edge::{AttachMode, Edge, EdgeSizes},
+        node_pin_dir,
+    },
+    telemetry::Snapshot,
+};
+
+/// One line describing a network file.
+pub fn describe(net: &Network) -> String {
+    let pops = net.nodes.iter().filter(|n| n.role == Role::Pop).count();
+    let backends = net.nodes.iter().filter(|n| n.role == Role::Backend).count();
+    format!(
+        "{} services, {} rules, {} profiles, {} nodes ({} pops, {} backends)",
+        net.services.len(),
+        net.rules.len(),
+        net.profiles.len(),
+        net.nodes.len(),
+        pops,
+        backends
+    )
+}
+
+/// The interface index of `ifname` in this network namespace, or a message saying how to fix it.
+pub fn ifindex(ifname: &str, node: &str) -> anyhow::Result<u32> {
+    let c = CString::new(ifname).map_err(|_| anyhow!("interface name {ifname:?} contains a NUL byte"))?;
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        bail!(
+            "interface {ifname} (node {node}) does not exist on this machine; check `interfaces` of node {node} in the network file against `ip link`"
+        );
+    }
+    Ok(idx)
+}
+
+/// The MAC address of an interface, from sysfs.
+pub fn mac_of(ifname: &str) -> anyhow::Result<[u8; 6]> {
+    let path = format!("/sys/class/net/{ifname}/address");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let mut mac = [0u8; 6];
+    let parts: Vec<&str> = text.trim().split(':').collect();
+    if parts.len() != 6 {
+        bail!("{path}: unexpected MAC {text:?}");
+    }
+    for (i, p) in parts.iter().enumerate() {
+        mac[i] = u8::from_str_radix(p, 16).with_context(|| format!("{path}: bad MAC {text:?}"))?;
+    }
+    Ok(mac)
+}
+
+/// bpf_fib_lookup refuses to forward from an interface with IPv4 forwarding off; say so up front
+/// instead of dropping every player as `drop_no_route`.
+fn check_forwarding(ifname: &str) -> anyhow::Result<()> {
+    let path = format!("/proc/sys/net/ipv4/conf/{ifname}/forwarding");
+    let v = std::fs::read_to_string(&path).unwrap_or_default();
+    if v.trim() != "1" {
+        bail!(
+            "IPv4 forwarding is off on {ifname}: the POP forwards players to backends through the kernel's FIB, which needs it.\nFix: sysctl -w net.ipv4.conf.all.forwarding=1 net.ipv4.conf.{ifname}.forwarding=1"
+        );
+    }
+    Ok(())
+}
+
+/// A running POP: the loaded edge program, attached to the node's interfaces.
+pub struct Pop {
+    pub edge: Edge,
+    pub node: String,
+    pub modes: Vec<(String, AttachMode)>,
+}
+
+impl Pop {
+    /// Loads, fills and attaches the edge program for `node`. A config that does not validate or
+    /// compile fails here, before anything is attached.
+    pub fn start(config_path: &Path, node: &str, pin_root: &Path) -> anyhow::Result<Pop> {
+        let net = config::load(config_path).map_err(|e| anyhow!("{e}"))?;
+        Self::start_with(&net, node, pin_root)
+    }
+
+    pub fn start_with(net: &Network, node: &str, pin_root: &Path) -> anyhow::Result<Pop> {
+        let n = net.node(node).map_err(|e| anyhow!("{e}"))?;
+        if n.role != Role::Pop {
+            bail!(
+                "node {node} has role \"backend\"; the backend data plane (decap + DSR) is not part of this build yet — run POP nodes only"
+            );
+        }
+        let interfaces = n.interfaces.clone();
+        let allow_generic = n.xdp_mode_auto(&net.defaults);
+        let mut indexes = Vec::new();
+        for ifname in &interfaces {
+            indexes.push((ifname.clone(), ifindex(ifname, node)?, mac_of(ifname)?));
+            check_forwarding(ifname)?;
+        }
+        let sizes = EdgeSizes {
+            max_services: (net.services.len() as u32).clamp(1, anypop_common::layout::MAX_SERVICES),
+            flow_entries: net.defaults.flow_table_size,
+            bucket_entries: net.defaults.bucket_table_size,
+        };
+        let pin_dir: PathBuf = node_pin_dir(pin_root, node);
+        let mut edge = Edge::load(&pin_dir, sizes)?;
+        let standby = edge.standby_generation()?;
+        let tables =
+            compile_edge(net, node, standby, edge.sizes.max_services).map_err(|e| anyhow!("{e}"))?;
+        let applied = edge.apply(&tables)?;
+        tracing::info!(
+            "node {node}: config {:016x} live in slot {} (switch #{})",
+            net.source_text_hash,
+            applied.generation,
+            applied.version
+        );
+        let mut modes = Vec::new();
+        for (ifname, idx, mac) in &indexes {
+            edge.add_interface(*idx, *mac)?;
+        }
+        for (ifname, _, _) in &indexes {
+            let mode = edge.attach(ifname, allow_generic)?;
+            if mode == AttachMode::Generic {
+                tracing::warn!(
+                    "interface {ifname}: XDP runs in GENERIC mode (driver has no native XDP): expect a fraction of native speed; see `ethtool -i {ifname}`"
+                );
+            } else {
+                tracing::info!("interface {ifname}: XDP attached in native mode");
+            }
+            modes.push((ifname.clone(), mode));
+        }
+        Ok(Pop {
+            edge,
+            node: node.to_owned(),
+            modes,
+        })
+    }
+
+    pub fn snapshot(&mut self) -> anyhow::Result<Snapshot> {
+        Ok(self.edge.snapshot()?)
+    }
+
+    /// Stops the daemon: detaches (dropping the program detaches its links) unless asked to
+    /// leave the data plane running, in which case the attachments are pinned first.
+    pub fn stop(mut self, leave_running: bool) -> anyhow::Result<()> {
+        if leave_running {
+            let pins = self.edge.pin_links()?;
+            for p in pins {
+                tracing::info!("left running: link pinned at {}", p.display());
+            }
+        } else {
+            tracing::info!("node {}: detaching XDP from {} interface(s)", self.node, self.modes.len());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,310 @@
+//! Shared by the kernel-backed tests: a private network namespace per test thread, the real edge
+//! program loaded with pins in a unique directory that is removed afterwards, and frame builders.
+#![allow(dead_code)]
+
+use std::{
+    path::PathBuf,
+    process::Command,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use anypop::{
+    config,
+    dataplane::{
+        edge::{Edge, EdgeSizes},
+        testrun::{XdpRun, run_xdp},
+    },
+    telemetry::Snapshot,
+};
+use anypop_common::verdict::Reason;
+use etherparse::{IpNumber, Ipv4Header, PacketBuilder};
+
+/// Kernel tests need root; say so instead of failing obscurely.
+pub fn require_root() {
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "these tests load eBPF programs: run them as root (the README's test command does)"
+    );
+}
+
+/// Runs `cmd` (a shell-like word list) and panics with its output if it fails.
+pub fn sh(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{:?} failed: {}{}",
+        args,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Moves the calling thread into a new, empty network namespace. Commands spawned from this
+/// thread inherit it; it disappears with the thread (nothing to clean up, nothing leaks out).
+pub fn private_netns() {
+    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
+}
+
+/// Our test interfaces: `a0` (tunnel source side, backends reachable by XDP_TX) and `b0` (a second
+/// interface, backends reachable by XDP_REDIRECT). Only in the private namespace.
+pub struct Lab {
+    pub a0: u32,
+    pub b0: u32,
+    pub a0_mac: [u8; 6],
+    pub b0_mac: [u8; 6],
+}
+
+pub const BE1_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x21];
+pub const BE2_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x22];
+pub const PLAYER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x99];
+
+pub fn build_lab() -> Lab {
+    private_netns();
+    sh(&["ip", "link", "set", "lo", "up"]);
+    sh(&["ip", "link", "add", "a0", "address", "02:00:00:00:0a:00", "type", "veth", "peer", "name", "a1"]);
+    sh(&["ip", "link", "add", "b0", "address", "02:00:00:00:0b:00", "type", "veth", "peer", "name", "b1"]);
+    for i in ["a0", "a1", "b0", "b1"] {
+        sh(&["ip", "link", "set", i, "up"]);
+    }
+    sh(&["ip", "addr", "add", "198.51.100.1/24", "dev", "a0"]);
+    sh(&["ip", "addr", "add", "192.0.2.1/24", "dev", "b0"]);
+    sh(&["ip", "neigh", "replace", "198.51.100.21", "lladdr", "02:00:00:00:00:21", "dev", "a0", "nud", "permanent"]);
+    sh(&["ip", "neigh", "replace", "192.0.2.22", "lladdr", "02:00:00:00:00:22", "dev", "b0", "nud", "permanent"]);
+    sh(&["sysctl", "-q", "-w", "net.ipv4.conf.all.forwarding=1"]);
+    sh(&["sysctl", "-q", "-w", "net.ipv4.conf.a0.forwarding=1"]);
+    sh(&["sysctl", "-q", "-w", "net.ipv4.conf.b0.forwarding=1"]);
+    let idx = |n: &str| anypop::daemon::ifindex(n, "test").unwrap();
+    Lab {
+        a0: idx("a0"),
+        b0: idx("b0"),
+        a0_mac: anypop::daemon::mac_of("a0").unwrap(),
+        b0_mac: anypop::daemon::mac_of("b0").unwrap(),
+    }
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A loaded edge program whose pins are removed when it is dropped (also on panic).
+pub struct TestEdge {
+    pub edge: Option<Edge>,
+    pub pin_dir: PathBuf,
+}
+
+impl Drop for TestEdge {
+    fn drop(&mut self) {
+        self.edge.take();
+        let _ = std::fs::remove_dir_all(&self.pin_dir);
+    }
+}
+
+impl TestEdge {
+    /// Loads the real program with small maps, compiles `network` for node `pop-1` and makes it
+    /// live, and registers the lab's interfaces.
+    pub fn new(network: &str, lab: &Lab) -> TestEdge {
+        require_root();
+        let _ = std::fs::create_dir_all("/sys/fs/bpf");
+        let pin_dir = PathBuf::from(format!(
+            "/sys/fs/bpf/anypop-test-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let net = config::parse(network, "test.toml", std::path::Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
+        let mut te = TestEdge {
+            edge: None,
+            pin_dir: pin_dir.clone(),
+        };
+        let sizes = EdgeSizes {
+            max_services: 8,
+            flow_entries: 4096,
+            bucket_entries: 4096,
+        };
+        let mut edge = Edge::load(&pin_dir, sizes).unwrap_or_else(|e| panic!("{e}"));
+        let slot = edge.standby_generation().unwrap();
+        let tables = config::compile::compile_edge(&net, "pop-1", slot, edge.sizes.max_services)
+            .unwrap_or_else(|e| panic!("{e}"));
+        edge.apply(&tables).unwrap();
+        edge.add_interface(lab.a0, lab.a0_mac).unwrap();
+        edge.add_interface(lab.b0, lab.b0_mac).unwrap();
+        te.edge = Some(edge);
+        te
+    }
+
+    pub fn edge(&mut self) -> &mut Edge {
+        self.edge.as_mut().unwrap()
+    }
+
+    /// One frame through the real program, as if it arrived on `ingress`.
+    pub fn run(&mut self, frame: &[u8], ingress: u32) -> XdpRun {
+        let r = run_xdp(self.edge().program(), frame, Some(ingress), 1).expect("test run");
+        assert_ne!(r.action, 0, "XDP_ABORTED must never happen (frame {frame:02x?})");
+        r
+    }
+
+    pub fn snapshot(&mut self) -> Snapshot {
+        self.edge().snapshot().unwrap()
+    }
+}
+
+/// Counter deltas by reason between two snapshots (packets only), non-zero ones.
+pub fn delta(a: &Snapshot, b: &Snapshot) -> Vec<(Reason, u64)> {
+    Reason::ALL
+        .iter()
+        .map(|&r| (r, b.get(r).packets - a.get(r).packets))
+        .filter(|(_, d)| *d > 0)
+        .collect()
+}
+
+/// An Ethernet + IPv4 + UDP frame from `src:sport` to `dst:dport` with `payload`.
+pub fn udp4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(PLAYER_MAC, [0x02, 0, 0, 0, 0x0a, 0])
+        .ipv4(src, dst, 64)
+        .udp(sport, dport);
+    let mut v = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut v, payload).unwrap();
+    v
+}
+
+/// Same with a TTL.
+pub fn udp4_ttl(src: [u8; 4], dst: [u8; 4], dport: u16, ttl: u8) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(PLAYER_MAC, [0x02, 0, 0, 0, 0x0a, 0])
+        .ipv4(src, dst, ttl)
+        .udp(40000, dport);
+    let mut v = Vec::new();
+    b.write(&mut v, b"ttl").unwrap();
+    v
+}
+
+/// TCP with the given flags (SYN / ACK) from `src:sport` to `dst:dport`.
+pub fn tcp4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, syn: bool, ack: bool) -> Vec<u8> {
+    let mut b = PacketBuilder::ethernet2(PLAYER_MAC, [0x02, 0, 0, 0, 0x0a, 0])
+        .ipv4(src, dst, 64)
+        .tcp(sport, dport, 1000, 64240);
+    if syn {
+        b = b.syn();
+    }
+    if ack {
+        b = b.ack(1);
+    }
+    let mut v = Vec::new();
+    b.write(&mut v, &[]).unwrap();
+    v
+}
+
+/// ICMP echo request.
+pub fn icmp4_echo(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(PLAYER_MAC, [0x02, 0, 0, 0, 0x0a, 0])
+        .ipv4(src, dst, 64)
+        .icmpv4_echo_request(1, 1);
+    let mut v = Vec::new();
+    b.write(&mut v, b"ping").unwrap();
+    v
+}
+
+/// UDP over IPv6.
+pub fn udp6(src: [u8; 16], dst: [u8; 16], dport: u16) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(PLAYER_MAC, [0x02, 0, 0, 0, 0x0a, 0])
+        .ipv6(src, dst, 64)
+        .udp(40000, dport);
+    let mut v = Vec::new();
+    b.write(&mut v, b"hello6").unwrap();
+    v
+}
+
+/// Inserts 802.1Q tags (outermost first) after the MAC addresses.
+pub fn with_vlans(frame: &[u8], tags: &[(u16, u16)]) -> Vec<u8> {
+    let mut v = frame[..12].to_vec();
+    for (tpid, vid) in tags {
+        v.extend_from_slice(&tpid.to_be_bytes());
+        v.extend_from_slice(&vid.to_be_bytes());
+    }
+    v.extend_from_slice(&frame[12..]);
+    v
+}
+
+/// Rewrites the IPv4 fragment field (flags + offset in 8-byte units) and fixes the checksum.
+pub fn set_frag4(frame: &[u8], more: bool, offset8: u16) -> Vec<u8> {
+    let mut v = frame.to_vec();
+    let f = ((more as u16) << 13) | (offset8 & 0x1fff);
+    v[14 + 6..14 + 8].copy_from_slice(&f.to_be_bytes());
+    fix_ip4_checksum(&mut v, 14);
+    v
+}
+
+/// Sets DF in an IPv4 frame and fixes the checksum.
+pub fn set_df(frame: &[u8]) -> Vec<u8> {
+    let mut v = frame.to_vec();
+    v[14 + 6] |= 0x40;
+    fix_ip4_checksum(&mut v, 14);
+    v
+}
+
+pub fn fix_ip4_checksum(v: &mut [u8], l3: usize) {
+    v[l3 + 10] = 0;
+    v[l3 + 11] = 0;
+    let ihl = ((v[l3] & 0xf) as usize) * 4;
+    let c = checksum(&v[l3..l3 + ihl]);
+    v[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+}
+
+/// The internet checksum.
+pub fn checksum(b: &[u8]) -> u16 {
+    let mut s = 0u32;
+    for c in b.chunks(2) {
+        let w = if c.len() == 2 { u16::from_be_bytes([c[0], c[1]]) } else { (c[0] as u16) << 8 };
+        s += w as u32;
+    }
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
+}
+
+/// IPv6 UDP frame with extension headers inserted before UDP: each `(next_header_code)` of
+/// hop-by-hop (0), destination options (60), routing (43) as 8-byte headers, or fragment (44).
+pub fn udp6_with_ext(src: [u8; 16], dst: [u8; 16], dport: u16, exts: &[u8]) -> Vec<u8> {
+    let plain = udp6(src, dst, dport);
+    let l3 = 14;
+    let udp = plain[l3 + 40..].to_vec();
+    let mut ext_bytes = Vec::new();
+    for (i, &code) in exts.iter().enumerate() {
+        let next = exts.get(i + 1).copied().unwrap_or(17);
+        if code == 44 {
+            ext_bytes.extend_from_slice(&[next, 0, 0, 8, 0, 0, 0, 1]); // offset 1, id 1
+        } else {
+            ext_bytes.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]); // PadN-filled
+        }
+    }
+    let mut v = plain[..l3 + 40].to_vec();
+    v[l3 + 6] = *exts.first().unwrap_or(&17);
+    let plen = (ext_bytes.len() + udp.len()) as u16;
+    v[l3 + 4..l3 + 6].copy_from_slice(&plen.to_be_bytes());
+    v.extend_from_slice(&ext_bytes);
+    v.extend_from_slice(&udp);
+    v
+}
+
+/// What the edge must emit for a forwarded IPv4 packet: a fresh Ethernet header to the next
+/// hop, an outer IPv4 header (tunnel source → backend, protocol 4, TTL 64, DF and TOS copied
+/// from the inner one, valid checksum), then the inner IP packet byte for byte.
+pub fn expected_ipip(frame: &[u8], l3: usize, dmac: [u8; 6], smac: [u8; 6], tunnel_src: [u8; 4], backend: [u8; 4]) -> Vec<u8> {
+    let inner_len = u16::from_be_bytes([frame[l3 + 2], frame[l3 + 3]]) as usize;
+    let inner = &frame[l3..l3 + inner_len];
+    let df = inner[6] & 0x40 != 0;
+    let mut outer = Ipv4Header::new((inner_len) as u16, 64, IpNumber::IPV4, tunnel_src, backend).unwrap();
+    outer.dont_fragment = df;
+    outer.identification = 0;
+    outer.dscp = etherparse::Ipv4Dscp::try_new(inner[1] >> 2).unwrap();
+    outer.ecn = etherparse::Ipv4Ecn::try_new(inner[1] & 3).unwrap();
+    outer.header_checksum = outer.calc_header_checksum();
+    let mut v = Vec::new();
+    v.extend_from_slice(&dmac);
+    v.extend_from_slice(&smac);
+    v.extend_from_slice(&[0x08, 0x00]);
+    outer.write(&mut v).unwrap();
+    v.extend_from_slice(inner);
+    // Frame padding after the inner packet (short Ethernet frames) travels along unchanged.
+    v.extend_from_slice(&frame[l3 + inner_len..]);
+    v
+}
