@@ -1,1 +1,191 @@
-//! (being written)
+//! Maglev consistent hashing (Eisenbud et al., NSDI 2016) with weights.
+//!
+//! Every POP must compute the *same* table from the same config, so a player whose route moves
+//! to another POP lands on the same backend. Hence each backend's permutation comes from a hash of
+//! its *name* (never its position in a list), and backends are filled in name order.
+use std::vec::Vec;
+
+use crate::{hash::name_hash, layout::NONE};
+
+/// A backend as Maglev sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct MaglevBackend<'a> {
+    pub name: &'a str,
+    /// Relative share of the table; 0 = drained (no entries).
+    pub weight: u32,
+}
+
+/// True when `n` is prime (table sizes must be, so every skip visits every slot).
+pub fn is_prime(n: u32) -> bool {
+    if n < 2 {
+        return false;
+    }
+    let mut d = 2u64;
+    while d * d <= n as u64 {
+        if n as u64 % d == 0 {
+            return false;
+        }
+        d += 1;
+    }
+    true
+}
+
+/// Builds a table of `size` entries (a prime), each an index into `backends`, or [`NONE`] in
+/// every entry when no backend has a weight above zero.
+///
+/// Weighted fill: each round every backend earns `weight` credit and claims one slot per
+/// `max_weight` of credit, so shares follow weights while each backend still walks its own
+/// permutation (which keeps disruption minimal when one backend leaves).
+pub fn build(backends: &[MaglevBackend<'_>], size: u32) -> Vec<u32> {
+    assert!(is_prime(size), "Maglev table size {size} must be prime");
+    let m = size as u64;
+    let mut order: Vec<usize> = (0..backends.len()).filter(|&i| backends[i].weight > 0).collect();
+    let mut table = std::vec![NONE; size as usize];
+    if order.is_empty() {
+        return table;
+    }
+    order.sort_by(|&a, &b| backends[a].name.cmp(backends[b].name));
+    let max_w = order.iter().map(|&i| backends[i].weight as u64).max().unwrap_or(1);
+    let perm: Vec<(u64, u64)> = order
+        .iter()
+        .map(|&i| {
+            let name = backends[i].name.as_bytes();
+            let offset = name_hash(name, 0x6d61_676c_6576_3031) % m;
+            let skip = name_hash(name, 0x6d61_676c_6576_3032) % (m - 1) + 1;
+            (offset, skip)
+        })
+        .collect();
+    let mut next = std::vec![0u64; order.len()];
+    let mut credit = std::vec![0u64; order.len()];
+    let mut filled = 0u64;
+    'fill: loop {
+        for k in 0..order.len() {
+            credit[k] += backends[order[k]].weight as u64;
+            while credit[k] >= max_w {
+                credit[k] -= max_w;
+                // Next preferred slot of backend k that is still free.
+                let (offset, skip) = perm[k];
+                let mut c = (offset + next[k] * skip) % m;
+                while table[c as usize] != NONE {
+                    next[k] += 1;
+                    c = (offset + next[k] * skip) % m;
+                }
+                table[c as usize] = order[k] as u32;
+                next[k] += 1;
+                filled += 1;
+                if filled == m {
+                    break 'fill;
+                }
+            }
+        }
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::MAGLEV_SIZE;
+    use std::{format, string::String, vec::Vec};
+
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("be-{i}")).collect()
+    }
+
+    fn shares(table: &[u32], n: usize) -> Vec<f64> {
+        let mut c = std::vec![0u64; n];
+        for &e in table {
+            c[e as usize] += 1;
+        }
+        c.iter().map(|&x| x as f64 / table.len() as f64).collect()
+    }
+
+    #[test]
+    fn equal_weights_balance_within_one_percent() {
+        for n in [2usize, 3, 5, 10, 32] {
+            let nm = names(n);
+            let b: Vec<MaglevBackend> = nm.iter().map(|s| MaglevBackend { name: s, weight: 1 }).collect();
+            let t = build(&b, MAGLEV_SIZE);
+            for (i, s) in shares(&t, n).iter().enumerate() {
+                let want = 1.0 / n as f64;
+                assert!((s - want).abs() / want < 0.01, "n={n} backend {i}: share {s}, want {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn weights_balance_within_one_percent() {
+        let nm = names(3);
+        let b: Vec<MaglevBackend> =
+            nm.iter().zip([1, 2, 3]).map(|(s, w)| MaglevBackend { name: s, weight: w }).collect();
+        let t = build(&b, MAGLEV_SIZE);
+        for (i, s) in shares(&t, 3).iter().enumerate() {
+            let want = (i + 1) as f64 / 6.0;
+            assert!((s - want).abs() / want < 0.01, "backend {i}: share {s}, want {want}");
+        }
+    }
+
+    #[test]
+    fn removing_one_of_n_moves_about_one_nth() {
+        let n = 10;
+        let nm = names(n);
+        let all: Vec<MaglevBackend> = nm.iter().map(|s| MaglevBackend { name: s, weight: 1 }).collect();
+        let before = build(&all, MAGLEV_SIZE);
+        // Remove be-3: a new list without it (indices shift; compare by name).
+        let rest: Vec<MaglevBackend> = all.iter().copied().filter(|b| b.name != "be-3").collect();
+        let after = build(&rest, MAGLEV_SIZE);
+        let mut moved = 0usize;
+        for i in 0..before.len() {
+            let a = all[before[i] as usize].name;
+            let b = rest[after[i] as usize].name;
+            if a != b {
+                moved += 1;
+                // Nothing that was on a surviving backend should move, beyond Maglev's small churn.
+            }
+        }
+        let frac = moved as f64 / before.len() as f64;
+        assert!(frac >= 0.9 / n as f64 && frac <= 1.2 / n as f64, "moved {frac}");
+        // Everything that was on be-3 moved; little else did.
+        let on_removed = before.iter().filter(|&&e| all[e as usize].name == "be-3").count();
+        assert!(moved >= on_removed);
+        assert!(((moved - on_removed) as f64 / before.len() as f64) < 0.02);
+    }
+
+    #[test]
+    fn order_of_the_list_does_not_matter() {
+        let nm = names(5);
+        let a: Vec<MaglevBackend> = nm.iter().map(|s| MaglevBackend { name: s, weight: 1 }).collect();
+        let mut b = a.clone();
+        b.reverse();
+        let ta = build(&a, 65_537);
+        let tb = build(&b, 65_537);
+        for i in 0..ta.len() {
+            assert_eq!(a[ta[i] as usize].name, b[tb[i] as usize].name);
+        }
+    }
+
+    #[test]
+    fn drained_and_empty() {
+        let b = [MaglevBackend { name: "a", weight: 1 }, MaglevBackend { name: "b", weight: 0 }];
+        let t = build(&b, 13);
+        assert!(t.iter().all(|&e| e == 0));
+        let z = [MaglevBackend { name: "a", weight: 0 }];
+        assert!(build(&z, 13).iter().all(|&e| e == NONE));
+        assert!(build(&[], 13).iter().all(|&e| e == NONE));
+    }
+
+    #[test]
+    fn small_table_is_stable() {
+        let b = [MaglevBackend { name: "x", weight: 1 }, MaglevBackend { name: "y", weight: 1 }];
+        let t1 = build(&b, 13);
+        let t2 = build(&b, 13);
+        assert_eq!(t1, t2);
+        assert_eq!(t1.len(), 13);
+        assert!(t1.contains(&0) && t1.contains(&1));
+    }
+
+    #[test]
+    fn primes() {
+        assert!(is_prime(65_537) && is_prime(13) && !is_prime(65_536) && !is_prime(1));
+    }
+}

@@ -63,3 +63,51 @@ pub fn run_xdp(prog: &Xdp, frame: &[u8], ingress_ifindex: Option<u32>, repeat: u
         ns_per_run: r.duration.as_nanos() as u64,
     })
 }
+
+/// BPF_PROG_TEST_RUN on any XDP program fd (for peers such as xdp-filter, whose programs we did
+/// not load through aya). Returns (action, mean ns per run as measured by the kernel).
+pub fn run_xdp_raw_fd(prog_fd: i32, frame: &[u8], repeat: u32) -> Result<(u32, u64), DataplaneError> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct TestAttr {
+        prog_fd: u32,
+        retval: u32,
+        data_size_in: u32,
+        data_size_out: u32,
+        data_in: u64,
+        data_out: u64,
+        repeat: u32,
+        duration: u32,
+        ctx_size_in: u32,
+        ctx_size_out: u32,
+        ctx_in: u64,
+        ctx_out: u64,
+        flags: u32,
+        cpu: u32,
+        batch_size: u32,
+        _pad: u32,
+    }
+    const BPF_PROG_TEST_RUN: libc::c_long = 10;
+    let mut attr = TestAttr {
+        prog_fd: prog_fd as u32,
+        data_size_in: frame.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        repeat: repeat.max(1),
+        ..Default::default()
+    };
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            &mut attr as *mut TestAttr,
+            std::mem::size_of::<TestAttr>() as u32,
+        )
+    };
+    if rc != 0 {
+        return Err(DataplaneError::TestRun(format!(
+            "BPF_PROG_TEST_RUN on fd {prog_fd}: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok((attr.retval, attr.duration as u64))
+}
