@@ -117,7 +117,7 @@ impl Pop {
             applied.version
         );
         let mut modes = Vec::new();
-        for (ifname, idx, mac) in &indexes {
+        for (_, idx, mac) in &indexes {
             edge.add_interface(*idx, *mac)?;
         }
         for (ifname, _, _) in &indexes {

@@ -10,7 +10,7 @@ use anypop_common::layout::*;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key, xdp::DevMapHash},
-    programs::{FdLink, Xdp, XdpMode, xdp::XdpLinkId},
+    programs::{Xdp, XdpMode, links::FdLink, xdp::XdpLinkId},
 };
 
 use super::{DataplaneError, prefix_sets};
@@ -72,13 +72,13 @@ impl Edge {
         let mut loader = EbpfLoader::new();
         loader
             .default_map_pin_directory(pin_dir)
-            .set_max_entries("SVC_INFO", g * ms)
-            .set_max_entries("RULES", g * ms * RULES_PER_SERVICE)
-            .set_max_entries("SET_TBL", g * ms * SET_CHUNKS * 256)
-            .set_max_entries("MAGLEV", g * ms * MAGLEV_SIZE)
-            .set_max_entries("SVC_HITS", g * ms)
-            .set_max_entries("FLOWS", sizes.flow_entries.max(1024))
-            .set_max_entries("BUCKETS", sizes.bucket_entries.max(1024));
+            .map_max_entries("SVC_INFO", g * ms)
+            .map_max_entries("RULES", g * ms * RULES_PER_SERVICE)
+            .map_max_entries("SET_TBL", g * ms * SET_CHUNKS * 256)
+            .map_max_entries("MAGLEV", g * ms * MAGLEV_SIZE)
+            .map_max_entries("SVC_HITS", g * ms)
+            .map_max_entries("FLOWS", sizes.flow_entries.max(1024))
+            .map_max_entries("BUCKETS", sizes.bucket_entries.max(1024));
         let mut ebpf = loader.load(EDGE_OBJ).map_err(|e| DataplaneError::Load(format!("{e:#}")))?;
         let prog: &mut Xdp = ebpf
             .program_mut("edge")

@@ -1,0 +1,380 @@
+//! [`Network`] → the entries of the edge program's config maps, for one POP and one generation
+//! slot. Pure: no kernel involved, so every number is unit-tested here.
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+};
+
+use anypop_common::{
+    gcra::{NS_PER_SEC, byte_cost_fixed, packet_cost_ns},
+    hash::stable_id,
+    layout::*,
+};
+use ipnet::{Ipv4Net, Ipv6Net};
+
+use super::{Action, ConfigError, FragmentPolicy, Limit, Network, Protocol, Role};
+
+/// Names behind the kernel's indices, for counters and status.
+#[derive(Clone, Debug, Default)]
+pub struct Names {
+    pub rules: Vec<String>,
+    pub services: Vec<String>,
+    pub backends: Vec<String>,
+    pub profiles: Vec<String>,
+}
+
+/// Everything the edge program's config maps hold for one generation slot.
+#[derive(Clone, Debug, Default)]
+pub struct EdgeTables {
+    pub generation: u8,
+    pub settings: Settings,
+    pub vips: Vec<VipKey>,
+    pub services: Vec<(ServiceKey, u32)>,
+    /// (index = generation × max_services + service, info)
+    pub service_info: Vec<(u32, ServiceInfo)>,
+    /// (index = (generation × max_services + service) × 64 + slot, rule)
+    pub rules: Vec<(u32, RuleEntry)>,
+    /// Raw prefix sets: (prefix, 1 << set id). Covering unions are computed when loading.
+    pub prefix_sets_v4: Vec<(Ipv4Net, u64)>,
+    pub prefix_sets_v6: Vec<(Ipv6Net, u64)>,
+    /// Non-zero entries of the set → rules table.
+    pub set_table: Vec<(u32, u64)>,
+    /// (generation × MAX_PROFILES + index, profile)
+    pub profiles: Vec<(u32, Profile)>,
+    /// (generation × MAX_BACKENDS + index, backend)
+    pub backends: Vec<(u32, Backend)>,
+    pub backend_services: Vec<BackendServiceKey>,
+    /// Per IPv4 service with backends: (service index, [(backend name, weight, backend index)]).
+    pub maglev_inputs: Vec<(u32, Vec<(String, u32, u32)>)>,
+    pub names: Names,
+}
+
+fn addr_bytes(a: IpAddr) -> (u8, [u8; 16]) {
+    let mut out = [0u8; 16];
+    match a {
+        IpAddr::V4(v) => {
+            out[..4].copy_from_slice(&v.octets());
+            (FAMILY_V4, out)
+        }
+        IpAddr::V6(v) => (FAMILY_V6, v.octets()),
+    }
+}
+
+fn profile_entry(id_name: &str, l: &Limit) -> Profile {
+    let mut flags = 0;
+    if l.pps.is_some() {
+        flags |= PF_PPS;
+    }
+    if l.bps.is_some() {
+        flags |= PF_BPS;
+    }
+    Profile {
+        stable_id: stable_id(id_name.as_bytes()),
+        flags,
+        packet_cost_ns: l.pps.map(packet_cost_ns).unwrap_or(0),
+        byte_cost_fixed: l.bps.map(byte_cost_fixed).unwrap_or(0),
+        depth_ns: (l.burst * NS_PER_SEC as f64) as u64,
+        block_ns: l.block.map(|d| d.as_nanos() as u64).unwrap_or(0),
+    }
+}
+
+fn pclass(p: Protocol) -> u8 {
+    match p {
+        Protocol::Tcp => PCLASS_TCP,
+        Protocol::Udp => PCLASS_UDP,
+        Protocol::Icmp => PCLASS_ICMP,
+    }
+}
+
+/// Compiles the tables of POP `node` for generation slot `generation`.
+pub fn compile_edge(net: &Network, node: &str, generation: u8, max_services: u32) -> Result<EdgeTables, ConfigError> {
+    let n = net.node(node)?;
+    let err = |msg: String| ConfigError::single(&net.origin, n.line, &format!("node {node:?}"), "", msg);
+    if n.role != Role::Pop {
+        return Err(err("is not a POP; the edge program runs on role = \"pop\" nodes".into()));
+    }
+    if net.services.len() as u32 > max_services {
+        return Err(err(format!(
+            "the file has {} services but the data plane was sized for {max_services}",
+            net.services.len()
+        )));
+    }
+    let g = generation as u32;
+    let mut t = EdgeTables {
+        generation,
+        ..Default::default()
+    };
+    t.settings = Settings {
+        tunnel_source: u32::from_ne_bytes(n.tunnel_source.expect("validated").octets()),
+        frag_policy: match net.defaults.fragments {
+            FragmentPolicy::Drop => FRAG_DROP,
+            FragmentPolicy::Pass => FRAG_PASS,
+        },
+        new_source_cap: net.defaults.new_source_cap,
+        max_services,
+        outer_ttl: 64,
+        _pad: 0,
+    };
+
+    // Backends: index = position among backend nodes.
+    let backend_nodes: Vec<_> = net.backend_nodes().collect();
+    let backend_index: BTreeMap<&str, u32> =
+        backend_nodes.iter().enumerate().map(|(i, b)| (b.name.as_str(), i as u32)).collect();
+    for (i, b) in backend_nodes.iter().enumerate() {
+        t.backends.push((
+            g * MAX_BACKENDS + i as u32,
+            Backend {
+                addr: u32::from_ne_bytes(b.address.expect("validated").octets()),
+                weight: 1,
+            },
+        ));
+        t.names.backends.push(b.name.clone());
+    }
+
+    // Profiles: named ones first, then one per service limit.
+    let mut profile_index: BTreeMap<String, u32> = BTreeMap::new();
+    for (i, p) in net.profiles.iter().enumerate() {
+        t.profiles.push((g * MAX_PROFILES + i as u32, profile_entry(&format!("profile:{}", p.name), &p.limit)));
+        profile_index.insert(p.name.clone(), i as u32);
+        t.names.profiles.push(p.name.clone());
+    }
+
+    // Prefix sets: one per distinct source list.
+    let mut set_ids: BTreeMap<(Vec<Ipv4Net>, Vec<Ipv6Net>), u32> = BTreeMap::new();
+    for r in &net.rules {
+        if r.has_src() {
+            let key = (r.src_v4.clone(), r.src_v6.clone());
+            let next = set_ids.len() as u32;
+            set_ids.entry(key).or_insert(next);
+        }
+    }
+    for ((v4, v6), id) in &set_ids {
+        for p in v4 {
+            t.prefix_sets_v4.push((*p, 1u64 << id));
+        }
+        for p in v6 {
+            t.prefix_sets_v6.push((*p, 1u64 << id));
+        }
+    }
+    t.names.rules = net.rules.iter().map(|r| r.name.clone()).collect();
+
+    let mut vips = std::collections::BTreeSet::new();
+    for (si, s) in net.services.iter().enumerate() {
+        let si = si as u32;
+        let gs = g * max_services + si;
+        t.names.services.push(s.name.clone());
+        let (family, addr) = addr_bytes(s.vip);
+        if vips.insert((family, addr)) {
+            t.vips.push(VipKey {
+                generation,
+                family,
+                _pad: [0; 2],
+                addr,
+            });
+        }
+        let proto = match (s.protocol, family) {
+            (Protocol::Udp, _) => PROTO_UDP,
+            (Protocol::Tcp, _) => PROTO_TCP,
+            (Protocol::Icmp, FAMILY_V4) => PROTO_ICMP,
+            (Protocol::Icmp, _) => PROTO_ICMPV6,
+        };
+        let ports: Vec<u16> = if s.protocol == Protocol::Icmp {
+            vec![0]
+        } else {
+            s.ports.iter().flat_map(|&(a, b)| a..=b).collect()
+        };
+        for port in ports {
+            t.services.push((
+                ServiceKey {
+                    generation,
+                    family,
+                    proto,
+                    _pad: 0,
+                    port,
+                    _pad2: 0,
+                    addr,
+                },
+                si,
+            ));
+        }
+
+        let own_profile = match &s.limit {
+            Some(l) => {
+                let idx = t.profiles.len() as u32;
+                t.profiles.push((g * MAX_PROFILES + idx, profile_entry(&format!("service:{}", s.name), l)));
+                t.names.profiles.push(format!("service:{}", s.name));
+                idx
+            }
+            None => NONE,
+        };
+
+        // Rules of this service, in file order, occupy slots 0..k.
+        let mut info = ServiceInfo {
+            stable_id: stable_id(s.name.as_bytes()),
+            profile: own_profile,
+            rule_count: 0,
+            has_backends: s.backends.iter().any(|(_, w)| *w > 0) as u32,
+            any_src_rules: 0,
+            proto_rules: [0; PCLASS_COUNT],
+        };
+        let mut set_slots: BTreeMap<u32, u64> = BTreeMap::new();
+        let mut slot = 0u32;
+        for (ri, r) in net.rules.iter().enumerate() {
+            if !r.applies_to(&s.name) {
+                continue;
+            }
+            if slot >= RULES_PER_SERVICE {
+                return Err(err(format!("more than {RULES_PER_SERVICE} rules apply to service {:?}", s.name)));
+            }
+            let bit = 1u64 << slot;
+            if r.has_src() {
+                let id = set_ids[&(r.src_v4.clone(), r.src_v6.clone())];
+                *set_slots.entry(id).or_default() |= bit;
+            } else {
+                info.any_src_rules |= bit;
+            }
+            if r.protocols.is_empty() {
+                for c in 0..PCLASS_COUNT {
+                    info.proto_rules[c] |= bit;
+                }
+            } else {
+                for p in &r.protocols {
+                    info.proto_rules[pclass(*p) as usize] |= bit;
+                }
+            }
+            let mut e = RuleEntry {
+                rule_index: ri as u32,
+                profile: NONE,
+                action: match &r.action {
+                    Action::Deny => ACTION_DENY,
+                    Action::Allow => ACTION_ALLOW,
+                    Action::Limit(_) => ACTION_LIMIT,
+                },
+                ..Default::default()
+            };
+            if let Action::Limit(p) = &r.action {
+                e.profile = profile_index[p];
+            }
+            if let Some((a, b)) = r.src_ports {
+                e.flags |= RF_SPORT;
+                (e.sport_lo, e.sport_hi) = (a, b);
+            }
+            if let Some((a, b)) = r.dst_ports {
+                e.flags |= RF_DPORT;
+                (e.dport_lo, e.dport_hi) = (a, b);
+            }
+            if let Some((a, b)) = r.length {
+                e.flags |= RF_LEN;
+                (e.len_lo, e.len_hi) = (a, b);
+            }
+            if let Some((a, b)) = r.ttl {
+                e.flags |= RF_TTL;
+                (e.ttl_lo, e.ttl_hi) = (a, b);
+            }
+            if let Some((a, b)) = r.icmp_type {
+                e.flags |= RF_ICMP_TYPE;
+                (e.icmp_type_lo, e.icmp_type_hi) = (a, b);
+            }
+            if let Some((m, v)) = r.tcp_flags {
+                e.flags |= RF_TCP_FLAGS;
+                (e.tcp_flags_mask, e.tcp_flags_value) = (m, v);
+            }
+            t.rules.push((gs * RULES_PER_SERVICE + slot, e));
+            slot += 1;
+        }
+        info.rule_count = slot;
+        // Set → rules table: for each chunk of 8 sets and each byte value, the rules naming any
+        // set whose bit is on in that byte.
+        for chunk in 0..SET_CHUNKS {
+            for byte in 1..=255u32 {
+                let mut rules = 0u64;
+                for (&id, &slots) in &set_slots {
+                    if id / 8 == chunk && (byte >> (id % 8)) & 1 == 1 {
+                        rules |= slots;
+                    }
+                }
+                if rules != 0 {
+                    t.set_table.push((set_table_index(gs, chunk, byte), rules));
+                }
+            }
+        }
+        t.service_info.push((gs, info));
+
+        for (b, _) in &s.backends {
+            let bi = backend_index[b.as_str()];
+            t.backend_services.push(BackendServiceKey {
+                generation: g,
+                service: si,
+                addr: t.backends[bi as usize].1.addr,
+            });
+        }
+        if family == FAMILY_V4 && !s.backends.is_empty() {
+            t.maglev_inputs.push((
+                si,
+                s.backends.iter().map(|(b, w)| (b.clone(), *w, backend_index[b.as_str()])).collect(),
+            ));
+        }
+    }
+    Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+    use std::path::Path;
+
+    const EXAMPLE: &str = include_str!("example.toml");
+
+    #[test]
+    fn example_compiles_with_concrete_numbers() {
+        let net = parse(EXAMPLE, "example.toml", Path::new(".")).unwrap();
+        let t = compile_edge(&net, "pop-nyc-1", 1, 64).unwrap();
+        assert_eq!(t.generation, 1);
+        // rust-eu: 28015-28016 (2 ports) + web: 443 (1 port)
+        assert_eq!(t.services.len(), 3);
+        assert!(t.services.iter().all(|(k, _)| k.generation == 1));
+        assert_eq!(t.vips.len(), 1);
+        assert_eq!(t.settings.tunnel_source, u32::from_ne_bytes([198, 51, 100, 10]));
+        // Service rust-eu's own limit: pps 300 → 3,333,333 ns per packet; 4 Mbit → fixed cost.
+        let (idx, p) = t.profiles.iter().find(|(_, p)| p.stable_id == stable_id(b"service:rust-eu")).unwrap();
+        assert_eq!(*idx, MAX_PROFILES + 1, "named profile first, then the service's");
+        assert_eq!(p.packet_cost_ns, 3_333_333);
+        assert_eq!(p.byte_cost_fixed, byte_cost_fixed(4_000_000));
+        assert_eq!(p.depth_ns, 2 * NS_PER_SEC);
+        assert_eq!(p.block_ns, 30 * NS_PER_SEC);
+        assert_eq!(p.flags, PF_PPS | PF_BPS);
+        let (_, info) = t.service_info[0];
+        assert_eq!(info.profile, 1);
+        assert_eq!(info.rule_count, 4, "every rule applies to rust-eu");
+        // Slot 0 (blocklist) has a source set; the others do not.
+        assert_eq!(info.any_src_rules, 0b1110);
+        // syn-limit (slot 1) is TCP only; allow-trusted (slot 3) matches every protocol class.
+        assert_eq!(info.proto_rules[PCLASS_UDP as usize] & 0b10, 0);
+        assert_eq!(info.proto_rules[PCLASS_TCP as usize] & 0b10, 0b10);
+        // Set 0 (the blocklist) → slot 0 in chunk 0, for every byte with bit 0 on.
+        let gs = 64 + 0;
+        let e: Vec<_> = t.set_table.iter().filter(|(i, _)| *i / 256 == gs * SET_CHUNKS).collect();
+        assert_eq!(e.len(), 128);
+        assert!(e.iter().all(|(_, r)| *r == 1));
+        // The limit rule points at the named profile.
+        let limit_rule = t.rules.iter().find(|(i, _)| *i == gs * RULES_PER_SERVICE + 1).unwrap().1;
+        assert_eq!(limit_rule.action, ACTION_LIMIT);
+        assert_eq!(limit_rule.profile, 0);
+        assert_eq!(limit_rule.tcp_flags_mask, 0x12);
+        assert_eq!(limit_rule.tcp_flags_value, 0x02);
+        // Maglev inputs for the two IPv4 services, with be-fra-2 draining on rust-eu.
+        assert_eq!(t.maglev_inputs.len(), 2);
+        assert_eq!(t.maglev_inputs[0].1[1], ("be-fra-2".to_string(), 0, 1));
+        assert_eq!(t.backend_services.len(), 3);
+    }
+
+    #[test]
+    fn backends_cannot_run_the_edge() {
+        let net = parse(EXAMPLE, "example.toml", Path::new(".")).unwrap();
+        let e = compile_edge(&net, "be-fra-1", 0, 64).unwrap_err().to_string();
+        assert!(e.contains("is not a POP"), "{e}");
+        let e = compile_edge(&net, "nope", 0, 64).unwrap_err().to_string();
+        assert!(e.contains("pop-nyc-1") && e.contains("--node"), "{e}");
+    }
+}
