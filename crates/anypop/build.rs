@@ -10,6 +10,9 @@ fn main() -> anyhow::Result<()> {
     let root_str = root.to_str().expect("utf-8 path");
     println!("cargo:rerun-if-changed={root_str}/src");
     println!("cargo:rerun-if-changed=../anypop-common/src");
+    // aya-build runs `cargo build --package anypop-ebpf` in the current directory. The kernel crate
+    // is its own workspace (nightly-only manifest features), so run it from there.
+    env::set_current_dir(&root)?;
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "anypop-ebpf",

@@ -42,17 +42,31 @@ pub fn ifindex(ifname: &str, node: &str) -> anyhow::Result<u32> {
     Ok(idx)
 }
 
-/// The MAC address of an interface, from sysfs.
+/// The MAC address of an interface. Asked of the kernel through a socket (SIOCGIFHWADDR), which
+/// answers for the calling thread's network namespace; /sys/class/net would answer for the
+/// namespace sysfs was mounted in.
 pub fn mac_of(ifname: &str) -> anyhow::Result<[u8; 6]> {
-    let path = format!("/sys/class/net/{ifname}/address");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    let mut mac = [0u8; 6];
-    let parts: Vec<&str> = text.trim().split(':').collect();
-    if parts.len() != 6 {
-        bail!("{path}: unexpected MAC {text:?}");
+    if ifname.len() >= libc::IFNAMSIZ {
+        bail!("interface name {ifname:?} is too long");
     }
-    for (i, p) in parts.iter().enumerate() {
-        mac[i] = u8::from_str_radix(p, 16).with_context(|| format!("{path}: bad MAC {text:?}"))?;
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        bail!("socket: {}", std::io::Error::last_os_error());
+    }
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (i, b) in ifname.bytes().enumerate() {
+        req.ifr_name[i] = b as libc::c_char;
+    }
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut req) };
+    let err = std::io::Error::last_os_error();
+    unsafe { libc::close(fd) };
+    if rc != 0 {
+        bail!("reading the MAC address of {ifname}: {err}");
+    }
+    let sa = unsafe { req.ifr_ifru.ifru_hwaddr };
+    let mut mac = [0u8; 6];
+    for (i, m) in mac.iter_mut().enumerate() {
+        *m = sa.sa_data[i] as u8;
     }
     Ok(mac)
 }
