@@ -35,15 +35,17 @@ pub fn offer(tat: u64, now: u64, cost_ns: u64, depth_ns: u64) -> Gcra {
 
 /// Cost in ns of one packet under a packets-per-second limit.
 pub const fn packet_cost_ns(pps: u64) -> u64 {
-    if pps == 0 { u64::MAX } else { NS_PER_SEC / pps }
+    match NS_PER_SEC.checked_div(pps) {
+        Some(c) => c,
+        None => u64::MAX,
+    }
 }
 
 /// Fixed-point cost in ns per byte (shifted by [`BYTE_COST_SHIFT`]) under a bits-per-second limit.
 pub const fn byte_cost_fixed(bps: u64) -> u64 {
-    if bps == 0 {
-        u64::MAX
-    } else {
-        ((8 * NS_PER_SEC) << BYTE_COST_SHIFT) / bps
+    match ((8 * NS_PER_SEC) << BYTE_COST_SHIFT).checked_div(bps) {
+        Some(c) => c,
+        None => u64::MAX,
     }
 }
 

@@ -15,8 +15,14 @@ pub const fn fmix32(mut h: u32) -> u32 {
 
 #[inline(always)]
 const fn mix(h: u32, w: u32) -> u32 {
-    let k = w.wrapping_mul(0xcc9e_2d51).rotate_left(15).wrapping_mul(0x1b87_3593);
-    (h ^ k).rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64)
+    let k = w
+        .wrapping_mul(0xcc9e_2d51)
+        .rotate_left(15)
+        .wrapping_mul(0x1b87_3593);
+    (h ^ k)
+        .rotate_left(13)
+        .wrapping_mul(5)
+        .wrapping_add(0xe654_6b64)
 }
 
 /// Hash of a flow: source and destination addresses (as 32-bit words in network byte order, four
@@ -68,10 +74,28 @@ mod tests {
 
     #[test]
     fn flow_hash_is_deterministic_and_spreads() {
-        let a = flow_hash(&[0x0a00_0001, 0, 0, 0], &[0xcb00_710a, 0, 0, 0], 5000, 28015, 17);
-        let b = flow_hash(&[0x0a00_0001, 0, 0, 0], &[0xcb00_710a, 0, 0, 0], 5000, 28015, 17);
+        let a = flow_hash(
+            &[0x0a00_0001, 0, 0, 0],
+            &[0xcb00_710a, 0, 0, 0],
+            5000,
+            28015,
+            17,
+        );
+        let b = flow_hash(
+            &[0x0a00_0001, 0, 0, 0],
+            &[0xcb00_710a, 0, 0, 0],
+            5000,
+            28015,
+            17,
+        );
         assert_eq!(a, b);
-        let c = flow_hash(&[0x0a00_0001, 0, 0, 0], &[0xcb00_710a, 0, 0, 0], 5001, 28015, 17);
+        let c = flow_hash(
+            &[0x0a00_0001, 0, 0, 0],
+            &[0xcb00_710a, 0, 0, 0],
+            5001,
+            28015,
+            17,
+        );
         assert_ne!(a, c);
         // Buckets of sequential source ports are near-uniform.
         let mut buckets = [0u32; 16];

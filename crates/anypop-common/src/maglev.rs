@@ -22,7 +22,7 @@ pub fn is_prime(n: u32) -> bool {
     }
     let mut d = 2u64;
     while d * d <= n as u64 {
-        if n as u64 % d == 0 {
+        if (n as u64).is_multiple_of(d) {
             return false;
         }
         d += 1;
@@ -39,13 +39,19 @@ pub fn is_prime(n: u32) -> bool {
 pub fn build(backends: &[MaglevBackend<'_>], size: u32) -> Vec<u32> {
     assert!(is_prime(size), "Maglev table size {size} must be prime");
     let m = size as u64;
-    let mut order: Vec<usize> = (0..backends.len()).filter(|&i| backends[i].weight > 0).collect();
+    let mut order: Vec<usize> = (0..backends.len())
+        .filter(|&i| backends[i].weight > 0)
+        .collect();
     let mut table = std::vec![NONE; size as usize];
     if order.is_empty() {
         return table;
     }
     order.sort_by(|&a, &b| backends[a].name.cmp(backends[b].name));
-    let max_w = order.iter().map(|&i| backends[i].weight as u64).max().unwrap_or(1);
+    let max_w = order
+        .iter()
+        .map(|&i| backends[i].weight as u64)
+        .max()
+        .unwrap_or(1);
     let perm: Vec<(u64, u64)> = order
         .iter()
         .map(|&i| {
@@ -104,11 +110,17 @@ mod tests {
     fn equal_weights_balance_within_one_percent() {
         for n in [2usize, 3, 5, 10, 32] {
             let nm = names(n);
-            let b: Vec<MaglevBackend> = nm.iter().map(|s| MaglevBackend { name: s, weight: 1 }).collect();
+            let b: Vec<MaglevBackend> = nm
+                .iter()
+                .map(|s| MaglevBackend { name: s, weight: 1 })
+                .collect();
             let t = build(&b, MAGLEV_SIZE);
             for (i, s) in shares(&t, n).iter().enumerate() {
                 let want = 1.0 / n as f64;
-                assert!((s - want).abs() / want < 0.01, "n={n} backend {i}: share {s}, want {want}");
+                assert!(
+                    (s - want).abs() / want < 0.01,
+                    "n={n} backend {i}: share {s}, want {want}"
+                );
             }
         }
     }
@@ -116,12 +128,18 @@ mod tests {
     #[test]
     fn weights_balance_within_one_percent() {
         let nm = names(3);
-        let b: Vec<MaglevBackend> =
-            nm.iter().zip([1, 2, 3]).map(|(s, w)| MaglevBackend { name: s, weight: w }).collect();
+        let b: Vec<MaglevBackend> = nm
+            .iter()
+            .zip([1, 2, 3])
+            .map(|(s, w)| MaglevBackend { name: s, weight: w })
+            .collect();
         let t = build(&b, MAGLEV_SIZE);
         for (i, s) in shares(&t, 3).iter().enumerate() {
             let want = (i + 1) as f64 / 6.0;
-            assert!((s - want).abs() / want < 0.01, "backend {i}: share {s}, want {want}");
+            assert!(
+                (s - want).abs() / want < 0.01,
+                "backend {i}: share {s}, want {want}"
+            );
         }
     }
 
@@ -129,7 +147,10 @@ mod tests {
     fn removing_one_of_n_moves_about_one_nth() {
         let n = 10;
         let nm = names(n);
-        let all: Vec<MaglevBackend> = nm.iter().map(|s| MaglevBackend { name: s, weight: 1 }).collect();
+        let all: Vec<MaglevBackend> = nm
+            .iter()
+            .map(|s| MaglevBackend { name: s, weight: 1 })
+            .collect();
         let before = build(&all, MAGLEV_SIZE);
         // Remove be-3: a new list without it (indices shift; compare by name).
         let rest: Vec<MaglevBackend> = all.iter().copied().filter(|b| b.name != "be-3").collect();
@@ -144,9 +165,15 @@ mod tests {
             }
         }
         let frac = moved as f64 / before.len() as f64;
-        assert!(frac >= 0.9 / n as f64 && frac <= 1.2 / n as f64, "moved {frac}");
+        assert!(
+            frac >= 0.9 / n as f64 && frac <= 1.2 / n as f64,
+            "moved {frac}"
+        );
         // Everything that was on be-3 moved; little else did.
-        let on_removed = before.iter().filter(|&&e| all[e as usize].name == "be-3").count();
+        let on_removed = before
+            .iter()
+            .filter(|&&e| all[e as usize].name == "be-3")
+            .count();
         assert!(moved >= on_removed);
         assert!(((moved - on_removed) as f64 / before.len() as f64) < 0.02);
     }
@@ -154,7 +181,10 @@ mod tests {
     #[test]
     fn order_of_the_list_does_not_matter() {
         let nm = names(5);
-        let a: Vec<MaglevBackend> = nm.iter().map(|s| MaglevBackend { name: s, weight: 1 }).collect();
+        let a: Vec<MaglevBackend> = nm
+            .iter()
+            .map(|s| MaglevBackend { name: s, weight: 1 })
+            .collect();
         let mut b = a.clone();
         b.reverse();
         let ta = build(&a, 65_537);
@@ -166,17 +196,38 @@ mod tests {
 
     #[test]
     fn drained_and_empty() {
-        let b = [MaglevBackend { name: "a", weight: 1 }, MaglevBackend { name: "b", weight: 0 }];
+        let b = [
+            MaglevBackend {
+                name: "a",
+                weight: 1,
+            },
+            MaglevBackend {
+                name: "b",
+                weight: 0,
+            },
+        ];
         let t = build(&b, 13);
         assert!(t.iter().all(|&e| e == 0));
-        let z = [MaglevBackend { name: "a", weight: 0 }];
+        let z = [MaglevBackend {
+            name: "a",
+            weight: 0,
+        }];
         assert!(build(&z, 13).iter().all(|&e| e == NONE));
         assert!(build(&[], 13).iter().all(|&e| e == NONE));
     }
 
     #[test]
     fn small_table_is_stable() {
-        let b = [MaglevBackend { name: "x", weight: 1 }, MaglevBackend { name: "y", weight: 1 }];
+        let b = [
+            MaglevBackend {
+                name: "x",
+                weight: 1,
+            },
+            MaglevBackend {
+                name: "y",
+                weight: 1,
+            },
+        ];
         let t1 = build(&b, 13);
         let t2 = build(&b, 13);
         assert_eq!(t1, t2);

@@ -8,7 +8,9 @@ use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd};
 /// Atomically replaces `*p` with `new` if it still holds `old`; true on success.
 #[inline(always)]
 pub fn cas_u64(p: *mut u64, old: u64, new: u64) -> bool {
-    unsafe { atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(p, old, new).1 }
+    unsafe {
+        atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(p, old, new).1
+    }
 }
 
 /// Atomically adds `v` to `*p`, returning the previous value.

@@ -19,6 +19,7 @@ use anypop_common::{
     layout::*,
     verdict::Reason,
 };
+use atomic::{cas_u64, fetch_add_u64, load_u64, store_u64};
 use aya_ebpf::{
     bindings::{bpf_fib_lookup, xdp_action},
     helpers::{bpf_fib_lookup as fib_lookup, bpf_ktime_get_ns, bpf_loop, bpf_xdp_adjust_head},
@@ -26,7 +27,6 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
     programs::XdpContext,
 };
-use atomic::{cas_u64, fetch_add_u64, load_u64, store_u64};
 use parse::{Packet, parse_packet};
 
 // ---- config maps (generation slot in key or index) ----
@@ -71,7 +71,8 @@ static NEWSRC: Array<SourceWindow> = Array::pinned(1, 0);
 
 // ---- counters ----
 #[map]
-static COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(anypop_common::verdict::REASON_SLOTS, 0);
+static COUNTERS: PerCpuArray<Counter> =
+    PerCpuArray::pinned(anypop_common::verdict::REASON_SLOTS, 0);
 #[map]
 static RULE_HITS: PerCpuArray<Counter> = PerCpuArray::pinned(GENERATIONS * MAX_RULES_TOTAL, 0);
 #[map]
@@ -135,7 +136,11 @@ fn run(ctx: &XdpContext) -> Verdict {
     };
     let mut pkt = Packet::empty();
     if let Err(r) = parse_packet(ctx, &mut pkt) {
-        return if r == Reason::PassNotIp { pass(r) } else { drop(r) };
+        return if r == Reason::PassNotIp {
+            pass(r)
+        } else {
+            drop(r)
+        };
     }
 
     // Only traffic to our anycast addresses is ours; everything else (SSH, BGP…) passes.
@@ -188,8 +193,15 @@ fn run(ctx: &XdpContext) -> Verdict {
     let mut profile = info.profile;
     if info.rule_count > 0 {
         let slot = first_matching_rule(generation, gs, info, &pkt);
-        if let Some(rule) = RULES.get(gs * RULES_PER_SERVICE + (slot & 63)).filter(|_| slot != NONE) {
-            add(&RULE_HITS, generation * MAX_RULES_TOTAL + (rule.rule_index & 1023), pkt.ip_len as u64);
+        if let Some(rule) = RULES
+            .get(gs * RULES_PER_SERVICE + (slot & 63))
+            .filter(|_| slot != NONE)
+        {
+            add(
+                &RULE_HITS,
+                generation * MAX_RULES_TOTAL + (rule.rule_index & 1023),
+                pkt.ip_len as u64,
+            );
             match rule.action {
                 ACTION_DENY => return drop(Reason::DropRule),
                 ACTION_ALLOW => profile = NONE,
@@ -220,10 +232,17 @@ fn run(ctx: &XdpContext) -> Verdict {
     }
     let [backend_addr, backend_index, _, _] = chosen;
     let packed = encapsulate(ctx, &pkt, &settings, backend_addr);
-    let v = verdict((packed >> 32) as u32, Reason::from_u32(packed as u32).unwrap_or(Reason::DropNoRoute));
+    let v = verdict(
+        (packed >> 32) as u32,
+        Reason::from_u32(packed as u32).unwrap_or(Reason::DropNoRoute),
+    );
     if v.reason == Reason::FwdIpip || v.reason == Reason::FwdIpipKernel {
         if backend_index != NONE {
-            add(&BE_HITS, generation * MAX_BACKENDS + (backend_index & (MAX_BACKENDS - 1)), pkt.ip_len as u64);
+            add(
+                &BE_HITS,
+                generation * MAX_BACKENDS + (backend_index & (MAX_BACKENDS - 1)),
+                pkt.ip_len as u64,
+            );
         }
     }
     v
@@ -415,7 +434,9 @@ fn rule_matches(r: &RuleEntry, pkt: &RuleWalk) -> bool {
     if f & RF_TTL != 0 && !in_range8(pkt.ttl, r.ttl_lo, r.ttl_hi) {
         return false;
     }
-    if f & RF_TCP_FLAGS != 0 && (pkt.proto != PROTO_TCP || pkt.tcp_flags & r.tcp_flags_mask != r.tcp_flags_value) {
+    if f & RF_TCP_FLAGS != 0
+        && (pkt.proto != PROTO_TCP || pkt.tcp_flags & r.tcp_flags_mask != r.tcp_flags_value)
+    {
         return false;
     }
     if f & RF_ICMP_TYPE != 0
@@ -451,7 +472,13 @@ fn charge(slot: *mut u64, now: u64, cost: u64, depth: u64) -> bool {
 /// Returns a drop reason (as `u32`) when the source is over its limit or blocked, else [`NONE`].
 /// Not inlined: its own stack frame.
 #[inline(never)]
-fn rate_limit(generation: u32, service_id: u32, profile_index: u32, pkt: &Packet, settings: &Settings) -> u32 {
+fn rate_limit(
+    generation: u32,
+    service_id: u32,
+    profile_index: u32,
+    pkt: &Packet,
+    settings: &Settings,
+) -> u32 {
     match rate_limit_inner(generation, service_id, profile_index, pkt, settings) {
         Some(r) => r as u32,
         None => NONE,
@@ -459,7 +486,13 @@ fn rate_limit(generation: u32, service_id: u32, profile_index: u32, pkt: &Packet
 }
 
 #[inline(always)]
-fn rate_limit_inner(generation: u32, service_id: u32, profile_index: u32, pkt: &Packet, settings: &Settings) -> Option<Reason> {
+fn rate_limit_inner(
+    generation: u32,
+    service_id: u32,
+    profile_index: u32,
+    pkt: &Packet,
+    settings: &Settings,
+) -> Option<Reason> {
     let profile = PROFILES.get(generation * MAX_PROFILES + (profile_index & (MAX_PROFILES - 1)))?;
     let key = BucketKey {
         service_id,
@@ -506,7 +539,12 @@ fn rate_limit_inner(generation: u32, service_id: u32, profile_index: u32, pkt: &
         }
         let mut ok = true;
         if profile.flags & PF_PPS != 0 {
-            ok = charge(&raw mut (*bucket).tat_packets, now, profile.packet_cost_ns, profile.depth_ns);
+            ok = charge(
+                &raw mut (*bucket).tat_packets,
+                now,
+                profile.packet_cost_ns,
+                profile.depth_ns,
+            );
         }
         if ok && profile.flags & PF_BPS != 0 {
             let cost = gcra::bytes_cost_ns(pkt.ip_len as u64, profile.byte_cost_fixed);
@@ -541,7 +579,13 @@ fn pick_backend(io: &mut [u32; 4], pkt: &Packet) -> bool {
 }
 
 #[inline(always)]
-fn pick_backend_inner(generation: u32, svc: u32, gs: u32, service_id: u32, pkt: &Packet) -> Option<(u32, u32)> {
+fn pick_backend_inner(
+    generation: u32,
+    svc: u32,
+    gs: u32,
+    service_id: u32,
+    pkt: &Packet,
+) -> Option<(u32, u32)> {
     let key = FlowKey {
         service_id,
         sport: pkt.sport,
@@ -659,7 +703,11 @@ fn encapsulate_inner(ctx: &XdpContext, pkt: &Packet, settings: &Settings, backen
             u16::from_be((0x45u16 << 8) | tos),
             u16::from_be(outer_len as u16),
             0,
-            if pkt.dont_fragment { u16::from_be(0x4000) } else { 0 },
+            if pkt.dont_fragment {
+                u16::from_be(0x4000)
+            } else {
+                0
+            },
             u16::from_be(((settings.outer_ttl as u16 & 0xff) << 8) | IPPROTO_IPIP as u16),
             0,
             (settings.tunnel_source & 0xffff) as u16,

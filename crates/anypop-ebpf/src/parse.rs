@@ -143,6 +143,11 @@ fn parse_v4(ctx: &XdpContext, frame_len: usize, p: &mut Packet) -> Result<(), Re
     p.ip_len = tot_len as u16;
     p.src[0] = word(&h, 12);
     p.dst[0] = word(&h, 16);
+    // A corrupt header checksum must not be forwarded (the backend would drop it anyway, after the
+    // POP paid for it). Judged like an L4 problem: it only matters for traffic to a VIP.
+    if !v4_checksum_ok(ctx, l3, ihl, &h) {
+        p.malformed_l4 = true;
+    }
     let frag = be16(&h, 6);
     p.dont_fragment = frag & 0x4000 != 0;
     if frag & 0x1fff != 0 {
@@ -152,6 +157,32 @@ fn parse_v4(ctx: &XdpContext, frame_len: usize, p: &mut Packet) -> Result<(), Re
     }
     parse_l4(ctx, l3 + ihl, tot_len - ihl, p);
     Ok(())
+}
+
+/// One's-complement sum over the IPv4 header (options included) folds to 0xffff when valid.
+#[inline(always)]
+fn v4_checksum_ok(ctx: &XdpContext, l3: usize, ihl: usize, h: &[u8; 20]) -> bool {
+    let mut sum = 0u32;
+    let mut i = 0;
+    while i < 20 {
+        sum += be16(h, i) as u32;
+        i += 2;
+    }
+    // Options: up to 40 more bytes, in 4-byte steps.
+    let mut off = 20;
+    while off < 60 {
+        if off >= ihl {
+            break;
+        }
+        match load::<[u8; 4]>(ctx, l3 + off) {
+            Some(w) => sum += be16(&w, 0) as u32 + be16(&w, 2) as u32,
+            None => return false,
+        }
+        off += 4;
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum == 0xffff
 }
 
 #[inline(always)]

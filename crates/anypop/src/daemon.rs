@@ -4,7 +4,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{anyhow, bail};
 
 use crate::{
     config::{self, Network, Role, compile::compile_edge},
@@ -32,7 +32,8 @@ pub fn describe(net: &Network) -> String {
 
 /// The interface index of `ifname` in this network namespace, or a message saying how to fix it.
 pub fn ifindex(ifname: &str, node: &str) -> anyhow::Result<u32> {
-    let c = CString::new(ifname).map_err(|_| anyhow!("interface name {ifname:?} contains a NUL byte"))?;
+    let c = CString::new(ifname)
+        .map_err(|_| anyhow!("interface name {ifname:?} contains a NUL byte"))?;
     let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
     if idx == 0 {
         bail!(
@@ -121,8 +122,8 @@ impl Pop {
         let pin_dir: PathBuf = node_pin_dir(pin_root, node);
         let mut edge = Edge::load(&pin_dir, sizes)?;
         let standby = edge.standby_generation()?;
-        let tables =
-            compile_edge(net, node, standby, edge.sizes.max_services).map_err(|e| anyhow!("{e}"))?;
+        let tables = compile_edge(net, node, standby, edge.sizes.max_services)
+            .map_err(|e| anyhow!("{e}"))?;
         let applied = edge.apply(&tables)?;
         tracing::info!(
             "node {node}: config {:016x} live in slot {} (switch #{})",
@@ -165,7 +166,11 @@ impl Pop {
                 tracing::info!("left running: link pinned at {}", p.display());
             }
         } else {
-            tracing::info!("node {}: detaching XDP from {} interface(s)", self.node, self.modes.len());
+            tracing::info!(
+                "node {}: detaching XDP from {} interface(s)",
+                self.node,
+                self.modes.len()
+            );
         }
         Ok(())
     }

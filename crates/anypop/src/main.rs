@@ -15,7 +15,11 @@ use clap::{Parser, Subcommand};
 use anypop::{config, daemon};
 
 #[derive(Parser)]
-#[command(name = "anypop", version, about = "Anycast game-server protection and forwarding with XDP")]
+#[command(
+    name = "anypop",
+    version,
+    about = "Anycast game-server protection and forwarding with XDP"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -110,11 +114,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             duration,
         } => {
             if unsafe { libc::geteuid() } != 0 {
-                bail!("anypop run loads eBPF programs and attaches XDP: run it as root (or with CAP_BPF and CAP_NET_ADMIN)");
+                bail!(
+                    "anypop run loads eBPF programs and attaches XDP: run it as root (or with CAP_BPF and CAP_NET_ADMIN)"
+                );
             }
             let stop = Arc::new(AtomicBool::new(false));
             for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-                signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handler")?;
+                signal_hook::flag::register(sig, Arc::clone(&stop))
+                    .context("installing signal handler")?;
             }
             let mut pop = daemon::Pop::start(&config, &node, &pin_root)?;
             let deadline = duration.map(|d| Instant::now() + Duration::from_secs(d));
@@ -133,14 +140,19 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             pop.stop(leave_running)
         }
         Command::Lab {
-            command: LabCommand::Demo { duration, tick_rate },
+            command:
+                LabCommand::Demo {
+                    duration,
+                    tick_rate,
+                },
         } => {
             if unsafe { libc::geteuid() } != 0 {
                 bail!("the lab creates network namespaces and loads eBPF programs: run it as root");
             }
             let stop = Arc::new(AtomicBool::new(false));
             for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-                signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handler")?;
+                signal_hook::flag::register(sig, Arc::clone(&stop))
+                    .context("installing signal handler")?;
             }
             let ok = anypop::lab::demo::run(
                 anypop::lab::demo::DemoOptions {

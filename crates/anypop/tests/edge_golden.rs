@@ -14,20 +14,38 @@ const BE1: [u8; 4] = [198, 51, 100, 21];
 const BE2: [u8; 4] = [192, 0, 2, 22];
 const PLAYER: [u8; 4] = [100, 64, 1, 2];
 const ATTACKER: [u8; 4] = [198, 18, 7, 7];
-const VIP6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
-const PLAYER6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02];
-const ATTACKER6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0x0b, 0xad, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x66];
+const VIP6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+];
+const PLAYER6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02,
+];
+const ATTACKER6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0x0b, 0xad, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x66,
+];
 
 /// The network of these tests (see the file for the lab it assumes).
 pub const NETWORK: &str = include_str!("common/golden_network.toml");
 
 /// Runs one golden case and checks action, output bytes and that exactly `reason` was counted.
-fn case(t: &mut TestEdge, what: &str, frame: &[u8], ingress: u32, action: u32, reason: Reason, out: Option<&[u8]>) {
+fn case(
+    t: &mut TestEdge,
+    what: &str,
+    frame: &[u8],
+    ingress: u32,
+    action: u32,
+    reason: Reason,
+    out: Option<&[u8]>,
+) {
     let before = t.snapshot();
     let r = t.run(frame, ingress);
     let after = t.snapshot();
     assert_eq!(r.action, action, "{what}: action");
-    assert_eq!(delta(&before, &after), vec![(reason, 1)], "{what}: counters");
+    assert_eq!(
+        delta(&before, &after),
+        vec![(reason, 1)],
+        "{what}: counters"
+    );
     let bytes = after.get(reason).bytes - before.get(reason).bytes;
     assert_eq!(bytes, frame.len() as u64, "{what}: counted bytes");
     let expected = out.unwrap_or(frame);
@@ -50,13 +68,29 @@ fn forward_same_interface_is_xdp_tx_with_exact_ipip() {
     with_edge(|t, lab| {
         let f = udp4(PLAYER, 40000, VIP, 27015, b"player input tick 1");
         let want = expected_ipip(&f, 14, BE1_MAC, lab.a0_mac, TUNNEL, BE1);
-        case(t, "udp to game-tx", &f, lab.a0, XDP_TX, Reason::FwdIpip, Some(&want));
+        case(
+            t,
+            "udp to game-tx",
+            &f,
+            lab.a0,
+            XDP_TX,
+            Reason::FwdIpip,
+            Some(&want),
+        );
         // DF and TOS of the inner header are carried to the outer one.
         let mut f2 = set_df(&f);
         f2[15] = 0xb8; // DSCP EF
         fix_ip4_checksum(&mut f2, 14);
         let want2 = expected_ipip(&f2, 14, BE1_MAC, lab.a0_mac, TUNNEL, BE1);
-        case(t, "udp DF+EF", &f2, lab.a0, XDP_TX, Reason::FwdIpip, Some(&want2));
+        case(
+            t,
+            "udp DF+EF",
+            &f2,
+            lab.a0,
+            XDP_TX,
+            Reason::FwdIpip,
+            Some(&want2),
+        );
         // Outer checksum is valid by construction of `expected_ipip`; verify independently.
         assert_eq!(checksum(&want2[14..34]), 0);
     });
@@ -67,7 +101,15 @@ fn forward_other_interface_is_redirect() {
     with_edge(|t, lab| {
         let f = udp4(PLAYER, 40001, VIP, 27016, b"hello");
         let want = expected_ipip(&f, 14, BE2_MAC, lab.b0_mac, TUNNEL, BE2);
-        case(t, "udp to game-redirect", &f, lab.a0, XDP_REDIRECT, Reason::FwdIpip, Some(&want));
+        case(
+            t,
+            "udp to game-redirect",
+            &f,
+            lab.a0,
+            XDP_REDIRECT,
+            Reason::FwdIpip,
+            Some(&want),
+        );
     });
 }
 
@@ -76,14 +118,38 @@ fn tcp_and_icmp_services_forward() {
     with_edge(|t, lab| {
         let f = tcp4(PLAYER, 50000, VIP, 443, false, true);
         let want = expected_ipip(&f, 14, BE1_MAC, lab.a0_mac, TUNNEL, BE1);
-        case(t, "tcp ack to web", &f, lab.a0, XDP_TX, Reason::FwdIpip, Some(&want));
+        case(
+            t,
+            "tcp ack to web",
+            &f,
+            lab.a0,
+            XDP_TX,
+            Reason::FwdIpip,
+            Some(&want),
+        );
         // Echo requests are denied by rule; other ICMP (here an echo reply) is forwarded.
         let echo = icmp4_echo(PLAYER, VIP);
-        case(t, "icmp echo", &echo, lab.a0, XDP_DROP, Reason::DropRule, None);
+        case(
+            t,
+            "icmp echo",
+            &echo,
+            lab.a0,
+            XDP_DROP,
+            Reason::DropRule,
+            None,
+        );
         let mut reply = echo.clone();
         reply[34] = 0; // type 0 = echo reply
         let want = expected_ipip(&reply, 14, BE1_MAC, lab.a0_mac, TUNNEL, BE1);
-        case(t, "icmp echo reply", &reply, lab.a0, XDP_TX, Reason::FwdIpip, Some(&want));
+        case(
+            t,
+            "icmp echo reply",
+            &reply,
+            lab.a0,
+            XDP_TX,
+            Reason::FwdIpip,
+            Some(&want),
+        );
     });
 }
 
@@ -95,7 +161,15 @@ fn vlan_tags_are_removed_on_forward() {
             let tagged = with_vlans(&f, &tags);
             let l3 = 14 + 4 * tags.len();
             let want = expected_ipip(&tagged, l3, BE1_MAC, lab.a0_mac, TUNNEL, BE1);
-            case(t, "vlan", &tagged, lab.a0, XDP_TX, Reason::FwdIpip, Some(&want));
+            case(
+                t,
+                "vlan",
+                &tagged,
+                lab.a0,
+                XDP_TX,
+                Reason::FwdIpip,
+                Some(&want),
+            );
         }
     });
 }
@@ -114,34 +188,158 @@ fn every_drop_and_pass_reason() {
         let own = udp4(PLAYER, 5000, TUNNEL, 179, b"bgp-ish");
         case(t, "not a vip", &own, a0, XDP_PASS, Reason::PassNotVip, None);
         // VIP, but no service on that port / protocol.
-        case(t, "no service", &udp4(PLAYER, 5000, VIP, 1234, b"x"), a0, XDP_DROP, Reason::DropNoService, None);
-        case(t, "no tcp svc", &tcp4(PLAYER, 5000, VIP, 27015, true, false), a0, XDP_DROP, Reason::DropNoService, None);
+        case(
+            t,
+            "no service",
+            &udp4(PLAYER, 5000, VIP, 1234, b"x"),
+            a0,
+            XDP_DROP,
+            Reason::DropNoService,
+            None,
+        );
+        case(
+            t,
+            "no tcp svc",
+            &tcp4(PLAYER, 5000, VIP, 27015, true, false),
+            a0,
+            XDP_DROP,
+            Reason::DropNoService,
+            None,
+        );
         // Rules.
-        case(t, "blocklist", &udp4(ATTACKER, 5000, VIP, 27015, b"flood"), a0, XDP_DROP, Reason::DropRule, None);
-        case(t, "empty udp", &udp4(PLAYER, 5000, VIP, 27015, b""), a0, XDP_DROP, Reason::DropRule, None);
-        case(t, "ttl 1", &udp4_ttl(PLAYER, VIP, 27015, 1), a0, XDP_DROP, Reason::DropRule, None);
+        case(
+            t,
+            "blocklist",
+            &udp4(ATTACKER, 5000, VIP, 27015, b"flood"),
+            a0,
+            XDP_DROP,
+            Reason::DropRule,
+            None,
+        );
+        case(
+            t,
+            "empty udp",
+            &udp4(PLAYER, 5000, VIP, 27015, b""),
+            a0,
+            XDP_DROP,
+            Reason::DropRule,
+            None,
+        );
+        case(
+            t,
+            "ttl 1",
+            &udp4_ttl(PLAYER, VIP, 27015, 1),
+            a0,
+            XDP_DROP,
+            Reason::DropRule,
+            None,
+        );
         // Fragments: a non-first fragment to a VIP follows the policy (drop).
-        let frag = set_frag4(&udp4(PLAYER, 5000, VIP, 27015, b"0123456789abcdef"), false, 3);
-        case(t, "v4 fragment", &frag, a0, XDP_DROP, Reason::DropFragment, None);
+        let frag = set_frag4(
+            &udp4(PLAYER, 5000, VIP, 27015, b"0123456789abcdef"),
+            false,
+            3,
+        );
+        case(
+            t,
+            "v4 fragment",
+            &frag,
+            a0,
+            XDP_DROP,
+            Reason::DropFragment,
+            None,
+        );
         // A first fragment (MF, offset 0) has its ports: judged like any packet.
-        let first = set_frag4(&udp4(PLAYER, 5000, VIP, 27016, b"0123456789abcdef"), true, 0);
+        let first = set_frag4(
+            &udp4(PLAYER, 5000, VIP, 27016, b"0123456789abcdef"),
+            true,
+            0,
+        );
         let want = expected_ipip(&first, 14, BE2_MAC, lab.b0_mac, TUNNEL, BE2);
-        case(t, "v4 first fragment", &first, a0, XDP_REDIRECT, Reason::FwdIpip, Some(&want));
+        case(
+            t,
+            "v4 first fragment",
+            &first,
+            a0,
+            XDP_REDIRECT,
+            Reason::FwdIpip,
+            Some(&want),
+        );
         // Drained service: no backend has weight.
-        case(t, "drained", &udp4(PLAYER, 5000, VIP_DRAINED, 9999, b"x"), a0, XDP_DROP, Reason::DropNoBackend, None);
+        case(
+            t,
+            "drained",
+            &udp4(PLAYER, 5000, VIP_DRAINED, 9999, b"x"),
+            a0,
+            XDP_DROP,
+            Reason::DropNoBackend,
+            None,
+        );
         // No route to the backend.
-        case(t, "unroutable", &udp4(PLAYER, 5000, VIP, 27017, b"x"), a0, XDP_DROP, Reason::DropNoRoute, None);
+        case(
+            t,
+            "unroutable",
+            &udp4(PLAYER, 5000, VIP, 27017, b"x"),
+            a0,
+            XDP_DROP,
+            Reason::DropNoRoute,
+            None,
+        );
         // Too big once encapsulated (veth MTU 1500): IP length 1490 + 20 > 1500.
         let big = udp4(PLAYER, 5000, VIP, 27016, &[0u8; 1490 - 28]);
         case(t, "mtu", &big, a0, XDP_DROP, Reason::DropMtu, None);
         // Malformed L4 to a VIP: UDP length field larger than the packet.
         let mut bad = udp4(PLAYER, 5000, VIP, 27015, b"payload");
         bad[14 + 20 + 4..14 + 20 + 6].copy_from_slice(&200u16.to_be_bytes());
-        case(t, "udp len", &bad, a0, XDP_DROP, Reason::DropMalformed, None);
+        case(
+            t,
+            "udp len",
+            &bad,
+            a0,
+            XDP_DROP,
+            Reason::DropMalformed,
+            None,
+        );
+        // A corrupt IPv4 header checksum to a VIP is never forwarded.
+        let mut badsum = udp4(PLAYER, 5000, VIP, 27016, b"x");
+        badsum[14 + 10] ^= 0xff;
+        case(
+            t,
+            "bad ip checksum",
+            &badsum,
+            a0,
+            XDP_DROP,
+            Reason::DropMalformed,
+            None,
+        );
         // IPv6: service traffic is filtered, then passed to the kernel (v6 forwarding later).
-        case(t, "v6 service", &udp6(PLAYER6, VIP6, 27015), a0, XDP_PASS, Reason::PassV6Service, None);
-        case(t, "v6 blocklist", &udp6(ATTACKER6, VIP6, 27015), a0, XDP_DROP, Reason::DropRule, None);
-        case(t, "v6 no service", &udp6(PLAYER6, VIP6, 1), a0, XDP_DROP, Reason::DropNoService, None);
+        case(
+            t,
+            "v6 service",
+            &udp6(PLAYER6, VIP6, 27015),
+            a0,
+            XDP_PASS,
+            Reason::PassV6Service,
+            None,
+        );
+        case(
+            t,
+            "v6 blocklist",
+            &udp6(ATTACKER6, VIP6, 27015),
+            a0,
+            XDP_DROP,
+            Reason::DropRule,
+            None,
+        );
+        case(
+            t,
+            "v6 no service",
+            &udp6(PLAYER6, VIP6, 1),
+            a0,
+            XDP_DROP,
+            Reason::DropNoService,
+            None,
+        );
     });
 }
 
@@ -151,7 +349,15 @@ fn neighbour_unknown_hands_encapsulated_packet_to_kernel() {
         let f = udp4(PLAYER, 40003, VIP, 27018, b"first packet");
         // Addressed to our own MAC so the kernel accepts it, resolves be-4 and forwards it.
         let want = expected_ipip(&f, 14, lab.a0_mac, lab.a0_mac, TUNNEL, [198, 51, 100, 24]);
-        case(t, "no neigh", &f, lab.a0, XDP_PASS, Reason::FwdIpipKernel, Some(&want));
+        case(
+            t,
+            "no neigh",
+            &f,
+            lab.a0,
+            XDP_PASS,
+            Reason::FwdIpipKernel,
+            Some(&want),
+        );
     });
 }
 
@@ -161,15 +367,47 @@ fn ipv6_extension_headers_and_fragments() {
         let a0 = lab.a0;
         // Hop-by-hop + destination options + routing, then UDP: parsed through to the service.
         let f = udp6_with_ext(PLAYER6, VIP6, 27015, &[0, 60, 43]);
-        case(t, "v6 ext chain", &f, a0, XDP_PASS, Reason::PassV6Service, None);
+        case(
+            t,
+            "v6 ext chain",
+            &f,
+            a0,
+            XDP_PASS,
+            Reason::PassV6Service,
+            None,
+        );
         let f = udp6_with_ext(ATTACKER6, VIP6, 27015, &[0, 60]);
-        case(t, "v6 ext blocklist", &f, a0, XDP_DROP, Reason::DropRule, None);
+        case(
+            t,
+            "v6 ext blocklist",
+            &f,
+            a0,
+            XDP_DROP,
+            Reason::DropRule,
+            None,
+        );
         // A fragment header: policy drop.
         let f = udp6_with_ext(PLAYER6, VIP6, 27015, &[0, 44]);
-        case(t, "v6 fragment", &f, a0, XDP_DROP, Reason::DropFragment, None);
+        case(
+            t,
+            "v6 fragment",
+            &f,
+            a0,
+            XDP_DROP,
+            Reason::DropFragment,
+            None,
+        );
         // Nine extension headers exceed the bound: refused as malformed (to a VIP).
         let f = udp6_with_ext(PLAYER6, VIP6, 27015, &[60; 9]);
-        case(t, "v6 too many ext", &f, a0, XDP_DROP, Reason::DropMalformed, None);
+        case(
+            t,
+            "v6 too many ext",
+            &f,
+            a0,
+            XDP_DROP,
+            Reason::DropMalformed,
+            None,
+        );
         // Not to a VIP: passes whatever it carries.
         let mut other = PLAYER6;
         other[15] = 0x77;
@@ -184,7 +422,13 @@ fn truncation_at_every_header_boundary_is_malformed() {
         let frames = vec![
             ("udp4", udp4(PLAYER, 40000, VIP, 27015, b"abcdefgh")),
             ("tcp4", tcp4(PLAYER, 40000, VIP, 443, false, true)),
-            ("vlan udp4", with_vlans(&udp4(PLAYER, 40000, VIP, 27015, b"abcdefgh"), &[(0x8100, 5), (0x8100, 6)])),
+            (
+                "vlan udp4",
+                with_vlans(
+                    &udp4(PLAYER, 40000, VIP, 27015, b"abcdefgh"),
+                    &[(0x8100, 5), (0x8100, 6)],
+                ),
+            ),
             ("udp6 ext", udp6_with_ext(PLAYER6, VIP6, 27015, &[0, 60])),
             ("icmp4", icmp4_echo(PLAYER, VIP)),
         ];
@@ -199,7 +443,11 @@ fn truncation_at_every_header_boundary_is_malformed() {
                 // A cut inside the MAC addresses/ethertype, the IP header, or anywhere the IP length
                 // says more bytes must follow: all malformed, all dropped, nothing else counted.
                 assert_eq!(r.action, XDP_DROP, "{name} cut at {len}: action");
-                assert_eq!(d, vec![(Reason::DropMalformed, 1)], "{name} cut at {len}: counters");
+                assert_eq!(
+                    d,
+                    vec![(Reason::DropMalformed, 1)],
+                    "{name} cut at {len}: counters"
+                );
                 assert_eq!(r.output, cut, "{name} cut at {len}: untouched");
             }
         }
@@ -221,7 +469,11 @@ fn rate_limit_then_block_per_source() {
         assert_eq!(&actions[10..], &[XDP_DROP; 4]);
         assert_eq!(
             delta(&before, &after),
-            vec![(Reason::DropRateLimit, 1), (Reason::DropBlocked, 3), (Reason::FwdIpip, 10)]
+            vec![
+                (Reason::DropRateLimit, 1),
+                (Reason::DropBlocked, 3),
+                (Reason::FwdIpip, 10)
+            ]
         );
         // Another player is unaffected.
         let g = udp4([100, 100, 0, 2], 40000, VIP, 27015, b"fine");
@@ -260,7 +512,11 @@ fn hit_counters_per_service_and_backend() {
         let svc = t.edge().counters("SVC_HITS").unwrap();
         let ms = t.edge().sizes.max_services as usize;
         assert_eq!(svc[gen_ * ms + 1].packets, 5, "game-redirect");
-        assert_eq!(svc[gen_ * ms].packets, 1, "game-tx saw the attacker before the rule dropped it");
+        assert_eq!(
+            svc[gen_ * ms].packets,
+            1,
+            "game-tx saw the attacker before the rule dropped it"
+        );
         let rules = t.edge().counters("RULE_HITS").unwrap();
         assert_eq!(rules[gen_ * 1024].packets, 1, "blocklist");
         assert_eq!(rules[gen_ * 1024 + 1].packets, 5, "trusted");

@@ -14,7 +14,9 @@ const NETWORK: &str = include_str!("common/golden_network.toml");
 /// Valid frames of every kind the program knows, to mutate from.
 fn seeds() -> Vec<Vec<u8>> {
     let vip = [203, 0, 113, 10];
-    let vip6 = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
+    let vip6 = [
+        0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+    ];
     let p6 = [0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
     vec![
         udp4([100, 64, 1, 2], 40000, vip, 27015, b"tick"),
@@ -23,11 +25,21 @@ fn seeds() -> Vec<Vec<u8>> {
         tcp4([100, 64, 1, 2], 40000, vip, 443, true, false),
         tcp4([100, 64, 1, 2], 40000, vip, 443, false, true),
         icmp4_echo([100, 64, 1, 2], vip),
-        with_vlans(&udp4([100, 64, 1, 2], 40000, vip, 27016, b"vlan"), &[(0x8100, 3)]),
-        with_vlans(&udp4([100, 64, 1, 2], 40000, vip, 27016, b"qinq"), &[(0x88a8, 3), (0x8100, 4)]),
+        with_vlans(
+            &udp4([100, 64, 1, 2], 40000, vip, 27016, b"vlan"),
+            &[(0x8100, 3)],
+        ),
+        with_vlans(
+            &udp4([100, 64, 1, 2], 40000, vip, 27016, b"qinq"),
+            &[(0x88a8, 3), (0x8100, 4)],
+        ),
         udp6(p6, vip6, 27015),
         udp6_with_ext(p6, vip6, 27015, &[0, 60, 43]),
-        set_frag4(&udp4([100, 64, 1, 2], 40000, vip, 27016, b"fragment"), true, 0),
+        set_frag4(
+            &udp4([100, 64, 1, 2], 40000, vip, 27016, b"fragment"),
+            true,
+            0,
+        ),
     ]
 }
 
@@ -40,21 +52,34 @@ fn assert_valid_ipip(input: &[u8], out: &[u8]) {
     assert_eq!(outer[0], 0x45, "outer version/ihl");
     assert_eq!(outer[9], 4, "outer protocol IPIP");
     assert_eq!(checksum(outer), 0, "outer checksum");
-    assert_eq!(&outer[12..16], &[198, 51, 100, 1], "outer source = tunnel source");
+    assert_eq!(
+        &outer[12..16],
+        &[198, 51, 100, 1],
+        "outer source = tunnel source"
+    );
     let outer_len = u16::from_be_bytes([outer[2], outer[3]]) as usize;
     let inner = &out[34..];
     assert!(inner.len() + 20 >= outer_len, "outer length beyond frame");
     let inner_len = u16::from_be_bytes([inner[2], inner[3]]) as usize;
     assert_eq!(outer_len, inner_len + 20, "outer length = inner + 20");
-    assert_eq!(checksum(&inner[..((inner[0] & 0xf) as usize) * 4]), 0, "inner checksum untouched and valid");
+    assert_eq!(
+        checksum(&inner[..((inner[0] & 0xf) as usize) * 4]),
+        0,
+        "inner checksum untouched and valid"
+    );
     // The inner packet is the input's IP packet, byte for byte.
     let parsed = SlicedPacket::from_ethernet(input).expect("a forwarded input parses");
-    let Some(NetSlice::Ipv4(ip)) = parsed.net else { panic!("only IPv4 is forwarded") };
+    let Some(NetSlice::Ipv4(ip)) = parsed.net else {
+        panic!("only IPv4 is forwarded")
+    };
     let ip_bytes = ip.header().slice();
     assert_eq!(&inner[..ip_bytes.len()], ip_bytes, "inner header preserved");
     assert!(matches!(
         parsed.transport,
-        Some(TransportSlice::Udp(_)) | Some(TransportSlice::Tcp(_)) | Some(TransportSlice::Icmpv4(_)) | None
+        Some(TransportSlice::Udp(_))
+            | Some(TransportSlice::Tcp(_))
+            | Some(TransportSlice::Icmpv4(_))
+            | None
     ));
 }
 
@@ -108,7 +133,11 @@ fn random_and_mutated_frames_never_abort_and_never_forward_garbage() {
         let mut forwarded = 0;
         for i in 0..n {
             let seed = &seeds[i % seeds.len()];
-            let f = if i < seeds.len() { seed.clone() } else { mutate(&mut rng, seed) };
+            let f = if i < seeds.len() {
+                seed.clone()
+            } else {
+                mutate(&mut rng, seed)
+            };
             let r = t.run(&f, lab.a0);
             assert!(
                 matches!(r.action, XDP_DROP | XDP_PASS | XDP_TX | XDP_REDIRECT),
@@ -125,10 +154,16 @@ fn random_and_mutated_frames_never_abort_and_never_forward_garbage() {
         let after = t.snapshot();
         let total: u64 = delta(&before, &after).iter().map(|(_, d)| d).sum();
         assert_eq!(total, n as u64, "exactly one verdict per frame");
-        assert!(forwarded > 100, "the mutations should leave many frames valid ({forwarded})");
+        assert!(
+            forwarded > 100,
+            "the mutations should leave many frames valid ({forwarded})"
+        );
         let d = delta(&before, &after);
         for must in [Reason::DropMalformed, Reason::FwdIpip, Reason::PassNotVip] {
-            assert!(d.iter().any(|(r, _)| *r == must), "{must:?} never seen: {d:?}");
+            assert!(
+                d.iter().any(|(r, _)| *r == must),
+                "{must:?} never seen: {d:?}"
+            );
         }
     })
     .join()

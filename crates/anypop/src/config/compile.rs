@@ -1,9 +1,6 @@
 //! [`Network`] → the entries of the edge program's config maps, for one POP and one generation
 //! slot. Pure: no kernel involved, so every number is unit-tested here.
-use std::{
-    collections::BTreeMap,
-    net::IpAddr,
-};
+use std::{collections::BTreeMap, net::IpAddr};
 
 use anypop_common::{
     gcra::{NS_PER_SEC, byte_cost_fixed, packet_cost_ns},
@@ -22,6 +19,9 @@ pub struct Names {
     pub backends: Vec<String>,
     pub profiles: Vec<String>,
 }
+
+/// A backend as the Maglev builder needs it: (name, weight, backend index).
+pub type MaglevInput = (String, u32, u32);
 
 /// Everything the edge program's config maps hold for one generation slot.
 #[derive(Clone, Debug, Default)]
@@ -45,7 +45,7 @@ pub struct EdgeTables {
     pub backends: Vec<(u32, Backend)>,
     pub backend_services: Vec<BackendServiceKey>,
     /// Per IPv4 service with backends: (service index, [(backend name, weight, backend index)]).
-    pub maglev_inputs: Vec<(u32, Vec<(String, u32, u32)>)>,
+    pub maglev_inputs: Vec<(u32, Vec<MaglevInput>)>,
     pub names: Names,
 }
 
@@ -87,11 +87,19 @@ fn pclass(p: Protocol) -> u8 {
 }
 
 /// Compiles the tables of POP `node` for generation slot `generation`.
-pub fn compile_edge(net: &Network, node: &str, generation: u8, max_services: u32) -> Result<EdgeTables, ConfigError> {
+pub fn compile_edge(
+    net: &Network,
+    node: &str,
+    generation: u8,
+    max_services: u32,
+) -> Result<EdgeTables, ConfigError> {
     let n = net.node(node)?;
-    let err = |msg: String| ConfigError::single(&net.origin, n.line, &format!("node {node:?}"), "", msg);
+    let err =
+        |msg: String| ConfigError::single(&net.origin, n.line, &format!("node {node:?}"), "", msg);
     if n.role != Role::Pop {
-        return Err(err("is not a POP; the edge program runs on role = \"pop\" nodes".into()));
+        return Err(err(
+            "is not a POP; the edge program runs on role = \"pop\" nodes".into(),
+        ));
     }
     if net.services.len() as u32 > max_services {
         return Err(err(format!(
@@ -118,8 +126,11 @@ pub fn compile_edge(net: &Network, node: &str, generation: u8, max_services: u32
 
     // Backends: index = position among backend nodes.
     let backend_nodes: Vec<_> = net.backend_nodes().collect();
-    let backend_index: BTreeMap<&str, u32> =
-        backend_nodes.iter().enumerate().map(|(i, b)| (b.name.as_str(), i as u32)).collect();
+    let backend_index: BTreeMap<&str, u32> = backend_nodes
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (b.name.as_str(), i as u32))
+        .collect();
     for (i, b) in backend_nodes.iter().enumerate() {
         t.backends.push((
             g * MAX_BACKENDS + i as u32,
@@ -134,7 +145,10 @@ pub fn compile_edge(net: &Network, node: &str, generation: u8, max_services: u32
     // Profiles: named ones first, then one per service limit.
     let mut profile_index: BTreeMap<String, u32> = BTreeMap::new();
     for (i, p) in net.profiles.iter().enumerate() {
-        t.profiles.push((g * MAX_PROFILES + i as u32, profile_entry(&format!("profile:{}", p.name), &p.limit)));
+        t.profiles.push((
+            g * MAX_PROFILES + i as u32,
+            profile_entry(&format!("profile:{}", p.name), &p.limit),
+        ));
         profile_index.insert(p.name.clone(), i as u32);
         t.names.profiles.push(p.name.clone());
     }
@@ -201,7 +215,10 @@ pub fn compile_edge(net: &Network, node: &str, generation: u8, max_services: u32
         let own_profile = match &s.limit {
             Some(l) => {
                 let idx = t.profiles.len() as u32;
-                t.profiles.push((g * MAX_PROFILES + idx, profile_entry(&format!("service:{}", s.name), l)));
+                t.profiles.push((
+                    g * MAX_PROFILES + idx,
+                    profile_entry(&format!("service:{}", s.name), l),
+                ));
                 t.names.profiles.push(format!("service:{}", s.name));
                 idx
             }
@@ -224,7 +241,10 @@ pub fn compile_edge(net: &Network, node: &str, generation: u8, max_services: u32
                 continue;
             }
             if slot >= RULES_PER_SERVICE {
-                return Err(err(format!("more than {RULES_PER_SERVICE} rules apply to service {:?}", s.name)));
+                return Err(err(format!(
+                    "more than {RULES_PER_SERVICE} rules apply to service {:?}",
+                    s.name
+                )));
             }
             let bit = 1u64 << slot;
             if r.has_src() {
@@ -311,7 +331,10 @@ pub fn compile_edge(net: &Network, node: &str, generation: u8, max_services: u32
         if family == FAMILY_V4 && !s.backends.is_empty() {
             t.maglev_inputs.push((
                 si,
-                s.backends.iter().map(|(b, w)| (b.clone(), *w, backend_index[b.as_str()])).collect(),
+                s.backends
+                    .iter()
+                    .map(|(b, w)| (b.clone(), *w, backend_index[b.as_str()]))
+                    .collect(),
             ));
         }
     }
@@ -335,10 +358,21 @@ mod tests {
         assert_eq!(t.services.len(), 3);
         assert!(t.services.iter().all(|(k, _)| k.generation == 1));
         assert_eq!(t.vips.len(), 1);
-        assert_eq!(t.settings.tunnel_source, u32::from_ne_bytes([198, 51, 100, 10]));
+        assert_eq!(
+            t.settings.tunnel_source,
+            u32::from_ne_bytes([198, 51, 100, 10])
+        );
         // Service rust-eu's own limit: pps 300 → 3,333,333 ns per packet; 4 Mbit → fixed cost.
-        let (idx, p) = t.profiles.iter().find(|(_, p)| p.stable_id == stable_id(b"service:rust-eu")).unwrap();
-        assert_eq!(*idx, MAX_PROFILES + 1, "named profile first, then the service's");
+        let (idx, p) = t
+            .profiles
+            .iter()
+            .find(|(_, p)| p.stable_id == stable_id(b"service:rust-eu"))
+            .unwrap();
+        assert_eq!(
+            *idx,
+            MAX_PROFILES + 1,
+            "named profile first, then the service's"
+        );
         assert_eq!(p.packet_cost_ns, 3_333_333);
         assert_eq!(p.byte_cost_fixed, byte_cost_fixed(4_000_000));
         assert_eq!(p.depth_ns, 2 * NS_PER_SEC);
@@ -353,12 +387,21 @@ mod tests {
         assert_eq!(info.proto_rules[PCLASS_UDP as usize] & 0b10, 0);
         assert_eq!(info.proto_rules[PCLASS_TCP as usize] & 0b10, 0b10);
         // Set 0 (the blocklist) → slot 0 in chunk 0, for every byte with bit 0 on.
-        let gs = 64 + 0;
-        let e: Vec<_> = t.set_table.iter().filter(|(i, _)| *i / 256 == gs * SET_CHUNKS).collect();
+        let gs = 64;
+        let e: Vec<_> = t
+            .set_table
+            .iter()
+            .filter(|(i, _)| *i / 256 == gs * SET_CHUNKS)
+            .collect();
         assert_eq!(e.len(), 128);
         assert!(e.iter().all(|(_, r)| *r == 1));
         // The limit rule points at the named profile.
-        let limit_rule = t.rules.iter().find(|(i, _)| *i == gs * RULES_PER_SERVICE + 1).unwrap().1;
+        let limit_rule = t
+            .rules
+            .iter()
+            .find(|(i, _)| *i == gs * RULES_PER_SERVICE + 1)
+            .unwrap()
+            .1;
         assert_eq!(limit_rule.action, ACTION_LIMIT);
         assert_eq!(limit_rule.profile, 0);
         assert_eq!(limit_rule.tcp_flags_mask, 0x12);
@@ -372,7 +415,9 @@ mod tests {
     #[test]
     fn backends_cannot_run_the_edge() {
         let net = parse(EXAMPLE, "example.toml", Path::new(".")).unwrap();
-        let e = compile_edge(&net, "be-fra-1", 0, 64).unwrap_err().to_string();
+        let e = compile_edge(&net, "be-fra-1", 0, 64)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("is not a POP"), "{e}");
         let e = compile_edge(&net, "nope", 0, 64).unwrap_err().to_string();
         assert!(e.contains("pop-nyc-1") && e.contains("--node"), "{e}");

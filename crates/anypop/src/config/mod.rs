@@ -206,7 +206,13 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    pub fn single(origin: &str, line: usize, item: &str, field: &str, message: impl Into<String>) -> ConfigError {
+    pub fn single(
+        origin: &str,
+        line: usize,
+        item: &str,
+        field: &str,
+        message: impl Into<String>,
+    ) -> ConfigError {
         ConfigError {
             origin: origin.to_owned(),
             problems: vec![Problem {
@@ -249,7 +255,13 @@ impl std::error::Error for ConfigError {}
 pub fn load(path: &Path) -> Result<Network, ConfigError> {
     let origin = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError::single(&origin, 0, "", "", format!("cannot read the network file: {e}; check the --config path"))
+        ConfigError::single(
+            &origin,
+            0,
+            "",
+            "",
+            format!("cannot read the network file: {e}; check the --config path"),
+        )
     })?;
     let base = path.parent().unwrap_or_else(|| Path::new("."));
     parse(&text, &origin, base)
@@ -272,7 +284,11 @@ impl Network {
                 "",
                 format!(
                     "no node named {name:?}; the file defines: {}. Pass one of them with --node",
-                    if names.is_empty() { "(no nodes)".to_string() } else { names.join(", ") }
+                    if names.is_empty() {
+                        "(no nodes)".to_string()
+                    } else {
+                        names.join(", ")
+                    }
                 ),
             )
         })

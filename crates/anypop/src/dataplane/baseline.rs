@@ -19,30 +19,42 @@ impl Baseline {
         if BASELINE_OBJ.is_empty() {
             return Err(DataplaneError::NotBuilt);
         }
-        let mut ebpf = Ebpf::load(BASELINE_OBJ).map_err(|e| DataplaneError::Load(format!("{e:#}")))?;
+        let mut ebpf =
+            Ebpf::load(BASELINE_OBJ).map_err(|e| DataplaneError::Load(format!("{e:#}")))?;
         for name in ["base_pass", "base_drop", "base_tx"] {
             let p: &mut Xdp = ebpf
                 .program_mut(name)
                 .ok_or_else(|| DataplaneError::Load(format!("{name} missing")))?
                 .try_into()
                 .map_err(|e| DataplaneError::Load(format!("{e}")))?;
-            p.load().map_err(|e| DataplaneError::Verifier(format!("{e:#}")))?;
+            p.load()
+                .map_err(|e| DataplaneError::Verifier(format!("{e:#}")))?;
         }
         Ok(Baseline { ebpf })
     }
 
     /// One of `base_pass`, `base_drop`, `base_tx`.
     pub fn program(&self, name: &str) -> &Xdp {
-        self.ebpf.program(name).expect("baseline program").try_into().expect("xdp")
+        self.ebpf
+            .program(name)
+            .expect("baseline program")
+            .try_into()
+            .expect("xdp")
     }
 
     /// Attaches a program natively (veth and real NICs with XDP support); detached on drop.
     pub fn attach(&mut self, name: &str, ifname: &str) -> Result<(), DataplaneError> {
-        let p: &mut Xdp = self.ebpf.program_mut(name).expect("baseline program").try_into().expect("xdp");
-        p.attach(ifname, XdpMode::Driver).map_err(|e| DataplaneError::Attach {
-            ifname: ifname.to_owned(),
-            detail: format!("{e}"),
-        })?;
+        let p: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .expect("baseline program")
+            .try_into()
+            .expect("xdp");
+        p.attach(ifname, XdpMode::Driver)
+            .map_err(|e| DataplaneError::Attach {
+                ifname: ifname.to_owned(),
+                detail: format!("{e}"),
+            })?;
         Ok(())
     }
 }

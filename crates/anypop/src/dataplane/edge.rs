@@ -79,28 +79,42 @@ impl Edge {
             .map_max_entries("SVC_HITS", g * ms)
             .map_max_entries("FLOWS", sizes.flow_entries.max(1024))
             .map_max_entries("BUCKETS", sizes.bucket_entries.max(1024));
-        let mut ebpf = loader.load(EDGE_OBJ).map_err(|e| DataplaneError::Load(format!("{e:#}")))?;
+        let mut ebpf = loader
+            .load(EDGE_OBJ)
+            .map_err(|e| DataplaneError::Load(format!("{e:#}")))?;
         let prog: &mut Xdp = ebpf
             .program_mut("edge")
             .ok_or_else(|| DataplaneError::Load("program `edge` missing from object".into()))?
             .try_into()
             .map_err(|e| DataplaneError::Load(format!("{e}")))?;
-        prog.load().map_err(|e| DataplaneError::Verifier(verifier_text(&e)))?;
+        prog.load()
+            .map_err(|e| DataplaneError::Verifier(verifier_text(&e)))?;
         Ok(Edge {
             ebpf,
             pin_dir: pin_dir.to_owned(),
-            sizes: EdgeSizes { max_services: ms, ..sizes },
+            sizes: EdgeSizes {
+                max_services: ms,
+                ..sizes
+            },
             links: Vec::new(),
         })
     }
 
     /// The loaded program, for attaching or BPF_PROG_TEST_RUN.
     pub fn program(&self) -> &Xdp {
-        self.ebpf.program("edge").expect("loaded").try_into().expect("xdp")
+        self.ebpf
+            .program("edge")
+            .expect("loaded")
+            .try_into()
+            .expect("xdp")
     }
 
     pub fn program_mut(&mut self) -> &mut Xdp {
-        self.ebpf.program_mut("edge").expect("loaded").try_into().expect("xdp")
+        self.ebpf
+            .program_mut("edge")
+            .expect("loaded")
+            .try_into()
+            .expect("xdp")
     }
 
     fn map(&mut self, name: &str) -> Result<&mut aya::maps::Map, DataplaneError> {
@@ -111,7 +125,8 @@ impl Edge {
 
     /// The live generation slot and its switch counter.
     pub fn control(&mut self) -> Result<Control, DataplaneError> {
-        let m: Array<&mut MapData, Control> = Array::try_from(self.map("CONTROL")?).map_err(|e| map_err("CONTROL", e))?;
+        let m: Array<&mut MapData, Control> =
+            Array::try_from(self.map("CONTROL")?).map_err(|e| map_err("CONTROL", e))?;
         m.get(&0, 0).map_err(|e| map_err("CONTROL", e))
     }
 
@@ -124,7 +139,11 @@ impl Edge {
     /// store to `CONTROL`. The live slot is not touched until that store, so a failure anywhere
     /// before it leaves the running config as it was.
     pub fn apply(&mut self, tables: &EdgeTables) -> Result<Applied, DataplaneError> {
-        let generation = tables.vips.first().map(|v| v.generation).unwrap_or(self.standby_generation()?);
+        let generation = tables
+            .vips
+            .first()
+            .map(|v| v.generation)
+            .unwrap_or(self.standby_generation()?);
         let standby = self.standby_generation()?;
         if generation != standby {
             return Err(DataplaneError::Map(format!(
@@ -136,13 +155,15 @@ impl Edge {
         let ms = self.sizes.max_services;
 
         {
-            let mut m: Array<&mut MapData, Settings> = Array::try_from(self.map("SETTINGS")?).map_err(|e| map_err("SETTINGS", e))?;
+            let mut m: Array<&mut MapData, Settings> =
+                Array::try_from(self.map("SETTINGS")?).map_err(|e| map_err("SETTINGS", e))?;
             let mut s = tables.settings;
             s.max_services = ms;
             m.set(gen32, s, 0).map_err(|e| map_err("SETTINGS", e))?;
         }
         {
-            let mut m: HashMap<&mut MapData, VipKey, u32> = HashMap::try_from(self.map("VIPS")?).map_err(|e| map_err("VIPS", e))?;
+            let mut m: HashMap<&mut MapData, VipKey, u32> =
+                HashMap::try_from(self.map("VIPS")?).map_err(|e| map_err("VIPS", e))?;
             for v in &tables.vips {
                 m.insert(v, 1, 0).map_err(|e| map_err("VIPS", e))?;
             }
@@ -155,13 +176,15 @@ impl Edge {
             }
         }
         {
-            let mut m: Array<&mut MapData, ServiceInfo> = Array::try_from(self.map("SVC_INFO")?).map_err(|e| map_err("SVC_INFO", e))?;
+            let mut m: Array<&mut MapData, ServiceInfo> =
+                Array::try_from(self.map("SVC_INFO")?).map_err(|e| map_err("SVC_INFO", e))?;
             for (i, v) in &tables.service_info {
                 m.set(*i, v, 0).map_err(|e| map_err("SVC_INFO", e))?;
             }
         }
         {
-            let mut m: Array<&mut MapData, RuleEntry> = Array::try_from(self.map("RULES")?).map_err(|e| map_err("RULES", e))?;
+            let mut m: Array<&mut MapData, RuleEntry> =
+                Array::try_from(self.map("RULES")?).map_err(|e| map_err("RULES", e))?;
             for (i, v) in &tables.rules {
                 m.set(*i, v, 0).map_err(|e| map_err("RULES", e))?;
             }
@@ -170,30 +193,42 @@ impl Edge {
             // Every chunk that any set uses is written whole (zeros included) for every service,
             // so no entry of an earlier config in this slot can leak into this one.
             let mut chunks = BTreeSet::new();
-            for (_, bits) in tables.prefix_sets_v4.iter().map(|(p, b)| (p.to_string(), *b)).chain(
-                tables.prefix_sets_v6.iter().map(|(p, b)| (p.to_string(), *b)),
-            ) {
+            for (_, bits) in tables
+                .prefix_sets_v4
+                .iter()
+                .map(|(p, b)| (p.to_string(), *b))
+                .chain(
+                    tables
+                        .prefix_sets_v6
+                        .iter()
+                        .map(|(p, b)| (p.to_string(), *b)),
+                )
+            {
                 for c in 0..SET_CHUNKS {
                     if (bits >> (c * 8)) & 0xff != 0 {
                         chunks.insert(c);
                     }
                 }
             }
-            let nonzero: std::collections::HashMap<u32, u64> = tables.set_table.iter().copied().collect();
-            let mut m: Array<&mut MapData, u64> = Array::try_from(self.map("SET_TBL")?).map_err(|e| map_err("SET_TBL", e))?;
+            let nonzero: std::collections::HashMap<u32, u64> =
+                tables.set_table.iter().copied().collect();
+            let mut m: Array<&mut MapData, u64> =
+                Array::try_from(self.map("SET_TBL")?).map_err(|e| map_err("SET_TBL", e))?;
             for svc in 0..(tables.service_info.len() as u32) {
                 let gs = gen32 * ms + svc;
                 for &c in &chunks {
                     for byte in 0..256u32 {
                         let i = set_table_index(gs, c, byte);
-                        m.set(i, nonzero.get(&i).copied().unwrap_or(0), 0).map_err(|e| map_err("SET_TBL", e))?;
+                        m.set(i, nonzero.get(&i).copied().unwrap_or(0), 0)
+                            .map_err(|e| map_err("SET_TBL", e))?;
                     }
                 }
             }
         }
         {
             let v4 = prefix_sets::compile_v4(&tables.prefix_sets_v4);
-            let mut m: LpmTrie<&mut MapData, LpmData4, u64> = LpmTrie::try_from(self.map("SRC_V4")?).map_err(|e| map_err("SRC_V4", e))?;
+            let mut m: LpmTrie<&mut MapData, LpmData4, u64> =
+                LpmTrie::try_from(self.map("SRC_V4")?).map_err(|e| map_err("SRC_V4", e))?;
             for (net, bits) in v4 {
                 let mut data = [0u8; 8];
                 data[0] = generation;
@@ -204,7 +239,8 @@ impl Edge {
         }
         {
             let v6 = prefix_sets::compile_v6(&tables.prefix_sets_v6);
-            let mut m: LpmTrie<&mut MapData, LpmData6, u64> = LpmTrie::try_from(self.map("SRC_V6")?).map_err(|e| map_err("SRC_V6", e))?;
+            let mut m: LpmTrie<&mut MapData, LpmData6, u64> =
+                LpmTrie::try_from(self.map("SRC_V6")?).map_err(|e| map_err("SRC_V6", e))?;
             for (net, bits) in v6 {
                 let mut data = [0u8; 20];
                 data[0] = generation;
@@ -214,13 +250,15 @@ impl Edge {
             }
         }
         {
-            let mut m: Array<&mut MapData, Profile> = Array::try_from(self.map("PROFILES")?).map_err(|e| map_err("PROFILES", e))?;
+            let mut m: Array<&mut MapData, Profile> =
+                Array::try_from(self.map("PROFILES")?).map_err(|e| map_err("PROFILES", e))?;
             for (i, v) in &tables.profiles {
                 m.set(*i, v, 0).map_err(|e| map_err("PROFILES", e))?;
             }
         }
         {
-            let mut m: Array<&mut MapData, Backend> = Array::try_from(self.map("BACKENDS")?).map_err(|e| map_err("BACKENDS", e))?;
+            let mut m: Array<&mut MapData, Backend> =
+                Array::try_from(self.map("BACKENDS")?).map_err(|e| map_err("BACKENDS", e))?;
             for (i, v) in &tables.backends {
                 m.set(*i, v, 0).map_err(|e| map_err("BACKENDS", e))?;
             }
@@ -233,28 +271,38 @@ impl Edge {
                     .backends
                     .iter()
                     .position(|(_, b)| b.addr == k.addr)
-                    .map(|p| (tables.backends[p].0 % MAX_BACKENDS) as u32)
+                    .map(|p| tables.backends[p].0 % MAX_BACKENDS)
                     .unwrap_or(NONE);
                 m.insert(k, idx, 0).map_err(|e| map_err("BE_SVC", e))?;
             }
         }
         {
-            let mut m: Array<&mut MapData, u32> = Array::try_from(self.map("MAGLEV")?).map_err(|e| map_err("MAGLEV", e))?;
+            let mut m: Array<&mut MapData, u32> =
+                Array::try_from(self.map("MAGLEV")?).map_err(|e| map_err("MAGLEV", e))?;
             for (svc, inputs) in &tables.maglev_inputs {
                 let backends: Vec<anypop_common::maglev::MaglevBackend<'_>> = inputs
                     .iter()
-                    .map(|(name, weight, _)| anypop_common::maglev::MaglevBackend { name, weight: *weight })
+                    .map(|(name, weight, _)| anypop_common::maglev::MaglevBackend {
+                        name,
+                        weight: *weight,
+                    })
                     .collect();
                 let table = anypop_common::maglev::build(&backends, MAGLEV_SIZE);
                 let base = (gen32 * ms + svc) * MAGLEV_SIZE;
                 for (i, entry) in table.iter().enumerate() {
-                    let v = if *entry == NONE { NONE } else { inputs[*entry as usize].2 };
-                    m.set(base + i as u32, v, 0).map_err(|e| map_err("MAGLEV", e))?;
+                    let v = if *entry == NONE {
+                        NONE
+                    } else {
+                        inputs[*entry as usize].2
+                    };
+                    m.set(base + i as u32, v, 0)
+                        .map_err(|e| map_err("MAGLEV", e))?;
                 }
             }
         }
         // The switch: one 8-byte value, read once per packet by the program.
-        let mut m: Array<&mut MapData, Control> = Array::try_from(self.map("CONTROL")?).map_err(|e| map_err("CONTROL", e))?;
+        let mut m: Array<&mut MapData, Control> =
+            Array::try_from(self.map("CONTROL")?).map_err(|e| map_err("CONTROL", e))?;
         let old = m.get(&0, 0).map_err(|e| map_err("CONTROL", e))?;
         let new = Control {
             active_gen: gen32,
@@ -270,8 +318,13 @@ impl Edge {
     /// Removes the hash and trie entries of a slot (arrays are overwritten in place).
     fn clear_slot(&mut self, generation: u8) -> Result<(), DataplaneError> {
         {
-            let mut m: HashMap<&mut MapData, VipKey, u32> = HashMap::try_from(self.map("VIPS")?).map_err(|e| map_err("VIPS", e))?;
-            let keys: Vec<VipKey> = m.keys().filter_map(Result::ok).filter(|k| k.generation == generation).collect();
+            let mut m: HashMap<&mut MapData, VipKey, u32> =
+                HashMap::try_from(self.map("VIPS")?).map_err(|e| map_err("VIPS", e))?;
+            let keys: Vec<VipKey> = m
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| k.generation == generation)
+                .collect();
             for k in keys {
                 let _ = m.remove(&k);
             }
@@ -279,7 +332,11 @@ impl Edge {
         {
             let mut m: HashMap<&mut MapData, ServiceKey, u32> =
                 HashMap::try_from(self.map("SERVICES")?).map_err(|e| map_err("SERVICES", e))?;
-            let keys: Vec<ServiceKey> = m.keys().filter_map(Result::ok).filter(|k| k.generation == generation).collect();
+            let keys: Vec<ServiceKey> = m
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| k.generation == generation)
+                .collect();
             for k in keys {
                 let _ = m.remove(&k);
             }
@@ -287,22 +344,35 @@ impl Edge {
         {
             let mut m: HashMap<&mut MapData, BackendServiceKey, u32> =
                 HashMap::try_from(self.map("BE_SVC")?).map_err(|e| map_err("BE_SVC", e))?;
-            let keys: Vec<BackendServiceKey> =
-                m.keys().filter_map(Result::ok).filter(|k| k.generation == generation as u32).collect();
+            let keys: Vec<BackendServiceKey> = m
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| k.generation == generation as u32)
+                .collect();
             for k in keys {
                 let _ = m.remove(&k);
             }
         }
         {
-            let mut m: LpmTrie<&mut MapData, LpmData4, u64> = LpmTrie::try_from(self.map("SRC_V4")?).map_err(|e| map_err("SRC_V4", e))?;
-            let keys: Vec<Key<LpmData4>> = m.keys().filter_map(Result::ok).filter(|k| k.data()[0] == generation).collect();
+            let mut m: LpmTrie<&mut MapData, LpmData4, u64> =
+                LpmTrie::try_from(self.map("SRC_V4")?).map_err(|e| map_err("SRC_V4", e))?;
+            let keys: Vec<Key<LpmData4>> = m
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| k.data()[0] == generation)
+                .collect();
             for k in keys {
                 let _ = m.remove(&k);
             }
         }
         {
-            let mut m: LpmTrie<&mut MapData, LpmData6, u64> = LpmTrie::try_from(self.map("SRC_V6")?).map_err(|e| map_err("SRC_V6", e))?;
-            let keys: Vec<Key<LpmData6>> = m.keys().filter_map(Result::ok).filter(|k| k.data()[0] == generation).collect();
+            let mut m: LpmTrie<&mut MapData, LpmData6, u64> =
+                LpmTrie::try_from(self.map("SRC_V6")?).map_err(|e| map_err("SRC_V6", e))?;
+            let keys: Vec<Key<LpmData6>> = m
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| k.data()[0] == generation)
+                .collect();
             for k in keys {
                 let _ = m.remove(&k);
             }
@@ -310,7 +380,8 @@ impl Edge {
         {
             // Service infos beyond the new config's count must read as "no rules, no backends".
             let ms = self.sizes.max_services;
-            let mut m: Array<&mut MapData, ServiceInfo> = Array::try_from(self.map("SVC_INFO")?).map_err(|e| map_err("SVC_INFO", e))?;
+            let mut m: Array<&mut MapData, ServiceInfo> =
+                Array::try_from(self.map("SVC_INFO")?).map_err(|e| map_err("SVC_INFO", e))?;
             for s in 0..ms {
                 m.set(generation as u32 * ms + s, ServiceInfo::default(), 0)
                     .map_err(|e| map_err("SVC_INFO", e))?;
@@ -323,18 +394,25 @@ impl Edge {
     /// while a neighbour resolves) and that it may be a redirect target.
     pub fn add_interface(&mut self, ifindex: u32, mac: [u8; 6]) -> Result<(), DataplaneError> {
         {
-            let mut m: HashMap<&mut MapData, u32, IfaceInfo> = HashMap::try_from(self.map("IFACES")?).map_err(|e| map_err("IFACES", e))?;
+            let mut m: HashMap<&mut MapData, u32, IfaceInfo> =
+                HashMap::try_from(self.map("IFACES")?).map_err(|e| map_err("IFACES", e))?;
             m.insert(ifindex, IfaceInfo { mac, _pad: [0; 2] }, 0)
                 .map_err(|e| map_err("IFACES", e))?;
         }
-        let mut d: DevMapHash<&mut MapData> = DevMapHash::try_from(self.map("TX_PORTS")?).map_err(|e| map_err("TX_PORTS", e))?;
-        d.insert(ifindex, ifindex, None, 0).map_err(|e| map_err("TX_PORTS", e))?;
+        let mut d: DevMapHash<&mut MapData> =
+            DevMapHash::try_from(self.map("TX_PORTS")?).map_err(|e| map_err("TX_PORTS", e))?;
+        d.insert(ifindex, ifindex, None, 0)
+            .map_err(|e| map_err("TX_PORTS", e))?;
         Ok(())
     }
 
     /// Attaches to an interface. `allow_generic`: fall back to generic (SKB) mode when the driver
     /// cannot run XDP natively, instead of failing.
-    pub fn attach(&mut self, ifname: &str, allow_generic: bool) -> Result<AttachMode, DataplaneError> {
+    pub fn attach(
+        &mut self,
+        ifname: &str,
+        allow_generic: bool,
+    ) -> Result<AttachMode, DataplaneError> {
         let prog = self.program_mut();
         match prog.attach(ifname, XdpMode::Driver) {
             Ok(id) => {
@@ -348,10 +426,12 @@ impl Edge {
                         detail: format!("{native_err}"),
                     });
                 }
-                let id = prog.attach(ifname, XdpMode::Skb).map_err(|e| DataplaneError::Attach {
-                    ifname: ifname.to_owned(),
-                    detail: format!("native: {native_err}; generic: {e}"),
-                })?;
+                let id = prog
+                    .attach(ifname, XdpMode::Skb)
+                    .map_err(|e| DataplaneError::Attach {
+                        ifname: ifname.to_owned(),
+                        detail: format!("native: {native_err}; generic: {e}"),
+                    })?;
                 self.links.push((ifname.to_owned(), id));
                 Ok(AttachMode::Generic)
             }
@@ -364,12 +444,15 @@ impl Edge {
         let mut out = Vec::new();
         let links = std::mem::take(&mut self.links);
         for (ifname, id) in links {
-            let link = self.program_mut().take_link(id).map_err(|e| map_err("take link", e))?;
-            let fd: FdLink = link.try_into().map_err(|e| {
-                DataplaneError::Attach {
-                    ifname: ifname.clone(),
-                    detail: format!("this kernel attached XDP without a bpf_link ({e}); it cannot be left running"),
-                }
+            let link = self
+                .program_mut()
+                .take_link(id)
+                .map_err(|e| map_err("take link", e))?;
+            let fd: FdLink = link.try_into().map_err(|e| DataplaneError::Attach {
+                ifname: ifname.clone(),
+                detail: format!(
+                    "this kernel attached XDP without a bpf_link ({e}); it cannot be left running"
+                ),
             })?;
             let path = self.pin_dir.join(format!("link_{ifname}"));
             let _ = std::fs::remove_file(&path);
@@ -388,7 +471,8 @@ impl Edge {
 
     /// Sum over CPUs of a per-CPU counter array.
     pub fn counters(&mut self, map: &str) -> Result<Vec<Counter>, DataplaneError> {
-        let m: PerCpuArray<&mut MapData, Counter> = PerCpuArray::try_from(self.map(map)?).map_err(|e| map_err(map, e))?;
+        let m: PerCpuArray<&mut MapData, Counter> =
+            PerCpuArray::try_from(self.map(map)?).map_err(|e| map_err(map, e))?;
         let mut out = Vec::new();
         for v in m.iter() {
             let v = v.map_err(|e| map_err(map, e))?;
@@ -403,7 +487,8 @@ impl Edge {
     /// Entries in the flow table and in the rate-limit bucket table (their fill levels).
     pub fn state_fill(&mut self) -> Result<(usize, usize), DataplaneError> {
         let flows = {
-            let m: HashMap<&mut MapData, FlowKey, FlowValue> = HashMap::try_from(self.map("FLOWS")?).map_err(|e| map_err("FLOWS", e))?;
+            let m: HashMap<&mut MapData, FlowKey, FlowValue> =
+                HashMap::try_from(self.map("FLOWS")?).map_err(|e| map_err("FLOWS", e))?;
             m.keys().count()
         };
         let buckets = {
@@ -416,8 +501,11 @@ impl Edge {
 
     /// Address a flow of this source is pinned to, if any (for tests and `status`).
     pub fn flow_backend(&mut self, key: &FlowKey) -> Result<Option<Ipv4Addr>, DataplaneError> {
-        let m: HashMap<&mut MapData, FlowKey, FlowValue> = HashMap::try_from(self.map("FLOWS")?).map_err(|e| map_err("FLOWS", e))?;
-        Ok(m.get(key, 0).ok().map(|v| Ipv4Addr::from(v.backend.to_ne_bytes())))
+        let m: HashMap<&mut MapData, FlowKey, FlowValue> =
+            HashMap::try_from(self.map("FLOWS")?).map_err(|e| map_err("FLOWS", e))?;
+        Ok(m.get(key, 0)
+            .ok()
+            .map(|v| Ipv4Addr::from(v.backend.to_ne_bytes())))
     }
 }
 
@@ -443,7 +531,10 @@ fn verifier_text(e: &aya::programs::ProgramError) -> String {
     if let aya::programs::ProgramError::LoadError { verifier_log, .. } = e {
         let log = verifier_log.to_string();
         let tail: Vec<&str> = log.lines().rev().take(40).collect();
-        return format!("{s}\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+        return format!(
+            "{s}\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
     }
     s
 }

@@ -15,11 +15,20 @@ pub enum DataplaneError {
         "the eBPF programs were not built into this binary (built with AYA_BUILD_SKIP?); rebuild with `cargo build` after running scripts/setup.sh"
     )]
     NotBuilt,
-    #[error("cannot create pin directory {path}: {source}; is bpffs mounted at /sys/fs/bpf (`mount -t bpf bpf /sys/fs/bpf`) and are you root?")]
-    PinDir { path: PathBuf, source: std::io::Error },
-    #[error("loading the eBPF object failed: {0}\nanypop needs root (or CAP_BPF + CAP_NET_ADMIN) and a kernel with BTF (5.15 or newer)")]
+    #[error(
+        "cannot create pin directory {path}: {source}; is bpffs mounted at /sys/fs/bpf (`mount -t bpf bpf /sys/fs/bpf`) and are you root?"
+    )]
+    PinDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "loading the eBPF object failed: {0}\nanypop needs root (or CAP_BPF + CAP_NET_ADMIN) and a kernel with BTF (5.15 or newer)"
+    )]
     Load(String),
-    #[error("the kernel's verifier rejected the program (this is a bug in anypop; please report it with this log):\n{0}")]
+    #[error(
+        "the kernel's verifier rejected the program (this is a bug in anypop; please report it with this log):\n{0}"
+    )]
     Verifier(String),
     #[error("map access failed: {0}")]
     Map(String),
@@ -27,7 +36,9 @@ pub enum DataplaneError {
         "interface {ifname}: the driver cannot run XDP natively ({detail}).\nFix: use a NIC/driver with native XDP, or set xdp_mode = \"auto\" for this node to fall back to generic mode (much slower)"
     )]
     NoNativeXdp { ifname: String, detail: String },
-    #[error("interface {ifname}: attaching XDP failed ({detail}); check that the interface exists (`ip link`) and has no other XDP program")]
+    #[error(
+        "interface {ifname}: attaching XDP failed ({detail}); check that the interface exists (`ip link`) and has no other XDP program"
+    )]
     Attach { ifname: String, detail: String },
     #[error("test run failed: {0}")]
     TestRun(String),

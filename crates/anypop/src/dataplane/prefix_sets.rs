@@ -62,7 +62,12 @@ pub fn compile_v4(input: &[(Ipv4Net, u64)]) -> Vec<(Ipv4Net, u64)> {
         .collect();
     compile(items, 32)
         .into_iter()
-        .map(|(a, l, b)| (Ipv4Net::new(Ipv4Addr::from(a as u32), l).expect("valid length"), b))
+        .map(|(a, l, b)| {
+            (
+                Ipv4Net::new(Ipv4Addr::from(a as u32), l).expect("valid length"),
+                b,
+            )
+        })
         .collect()
 }
 
@@ -134,7 +139,10 @@ mod tests {
 
     #[test]
     fn ipv6_nesting() {
-        let c = compile_v6(&[("2001:db8::/32".parse().unwrap(), 1), ("2001:db8:bad::/48".parse().unwrap(), 2)]);
+        let c = compile_v6(&[
+            ("2001:db8::/32".parse().unwrap(), 1),
+            ("2001:db8:bad::/48".parse().unwrap(), 2),
+        ]);
         assert_eq!(lookup_v6(&c, "2001:db8:bad::1".parse().unwrap()), 3);
         assert_eq!(lookup_v6(&c, "2001:db8:1::1".parse().unwrap()), 1);
         assert_eq!(lookup_v6(&c, "2001:db9::1".parse().unwrap()), 0);
@@ -142,7 +150,11 @@ mod tests {
 
     #[test]
     fn siblings_do_not_leak_into_each_other() {
-        let c = compile_v4(&[(n4("10.0.0.0/9"), 1), (n4("10.128.0.0/9"), 2), (n4("10.128.5.0/24"), 4)]);
+        let c = compile_v4(&[
+            (n4("10.0.0.0/9"), 1),
+            (n4("10.128.0.0/9"), 2),
+            (n4("10.128.5.0/24"), 4),
+        ]);
         assert_eq!(lookup_v4(&c, "10.1.1.1".parse().unwrap()), 1);
         assert_eq!(lookup_v4(&c, "10.128.5.5".parse().unwrap()), 6);
     }
@@ -150,7 +162,12 @@ mod tests {
     #[test]
     fn a_hundred_thousand_prefixes() {
         let input: Vec<(Ipv4Net, u64)> = (0..100_000u32)
-            .map(|i| (Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 | (i << 8)), 24).unwrap(), 1u64 << (i % 3)))
+            .map(|i| {
+                (
+                    Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 | (i << 8)), 24).unwrap(),
+                    1u64 << (i % 3),
+                )
+            })
             .chain(std::iter::once((n4("10.0.0.0/8"), 8)))
             .collect();
         let t = std::time::Instant::now();

@@ -37,7 +37,12 @@ struct XdpMd {
 /// Runs `prog` on `frame` `repeat` times (state-changing effects such as rate-limit buckets apply
 /// once per repeat). `ingress_ifindex` must name an interface in the calling thread's network
 /// namespace, or be `None` (then the kernel uses loopback).
-pub fn run_xdp(prog: &Xdp, frame: &[u8], ingress_ifindex: Option<u32>, repeat: u32) -> Result<XdpRun, DataplaneError> {
+pub fn run_xdp(
+    prog: &Xdp,
+    frame: &[u8],
+    ingress_ifindex: Option<u32>,
+    repeat: u32,
+) -> Result<XdpRun, DataplaneError> {
     let mut out = vec![0u8; frame.len() + 256];
     let ctx = XdpMd {
         data: 0,
@@ -46,16 +51,25 @@ pub fn run_xdp(prog: &Xdp, frame: &[u8], ingress_ifindex: Option<u32>, repeat: u
         ..Default::default()
     };
     let ctx_bytes: &[u8] = unsafe {
-        std::slice::from_raw_parts(&ctx as *const XdpMd as *const u8, std::mem::size_of::<XdpMd>())
+        std::slice::from_raw_parts(
+            &ctx as *const XdpMd as *const u8,
+            std::mem::size_of::<XdpMd>(),
+        )
     };
     let opts = TestRunOptions {
         data_in: Some(frame),
         data_out: Some(&mut out),
-        ctx_in: if ingress_ifindex.is_some() { Some(ctx_bytes) } else { None },
+        ctx_in: if ingress_ifindex.is_some() {
+            Some(ctx_bytes)
+        } else {
+            None
+        },
         repeat: repeat.max(1),
         ..Default::default()
     };
-    let r = prog.test_run(opts).map_err(|e| DataplaneError::TestRun(format!("{e:#}")))?;
+    let r = prog
+        .test_run(opts)
+        .map_err(|e| DataplaneError::TestRun(format!("{e:#}")))?;
     out.truncate(r.data_size_out as usize);
     Ok(XdpRun {
         action: r.return_value,
@@ -66,7 +80,11 @@ pub fn run_xdp(prog: &Xdp, frame: &[u8], ingress_ifindex: Option<u32>, repeat: u
 
 /// BPF_PROG_TEST_RUN on any XDP program fd (for peers such as xdp-filter, whose programs we did
 /// not load through aya). Returns (action, mean ns per run as measured by the kernel).
-pub fn run_xdp_raw_fd(prog_fd: i32, frame: &[u8], repeat: u32) -> Result<(u32, u64), DataplaneError> {
+pub fn run_xdp_raw_fd(
+    prog_fd: i32,
+    frame: &[u8],
+    repeat: u32,
+) -> Result<(u32, u64), DataplaneError> {
     #[repr(C)]
     #[derive(Default)]
     struct TestAttr {

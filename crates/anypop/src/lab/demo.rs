@@ -77,13 +77,20 @@ impl Drop for PinGuard {
 }
 
 /// Counts IPIP packets arriving at the backend, by inner source (player / attacker / other).
-fn backend_counter(stop: Arc<AtomicBool>, player: Arc<AtomicU64>, attacker: Arc<AtomicU64>) -> anyhow::Result<()> {
+fn backend_counter(
+    stop: Arc<AtomicBool>,
+    player: Arc<AtomicU64>,
+    attacker: Arc<AtomicU64>,
+) -> anyhow::Result<()> {
     // A raw socket for protocol 4 receives every IPIP packet delivered to this host.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, 4) };
     if fd < 0 {
         anyhow::bail!("raw IPIP socket: {}", std::io::Error::last_os_error());
     }
-    let tv = libc::timeval { tv_sec: 0, tv_usec: 200_000 };
+    let tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 200_000,
+    };
     unsafe {
         libc::setsockopt(
             fd,
@@ -133,8 +140,12 @@ pub fn run(opts: DemoOptions, stop: Arc<AtomicBool>) -> anyhow::Result<bool> {
     // Resolve the backend's MAC once so the first packets already take the XDP fast path.
     pop.exec(&["ping", "-c", "1", "-W", "1", "192.0.2.21"]).ok();
 
-    let net = config::parse(DEMO_NETWORK, "demo.toml", std::path::Path::new(".")).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let pins = PinGuard(PathBuf::from(format!("/sys/fs/bpf/anypop-demo-{}", std::process::id())));
+    let net = config::parse(DEMO_NETWORK, "demo.toml", std::path::Path::new("."))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let pins = PinGuard(PathBuf::from(format!(
+        "/sys/fs/bpf/anypop-demo-{}",
+        std::process::id()
+    )));
     let pin_root = pins.0.clone();
 
     // The POP daemon lives on a thread inside the pop namespace for the whole demo.
@@ -163,7 +174,11 @@ pub fn run(opts: DemoOptions, stop: Arc<AtomicBool>) -> anyhow::Result<bool> {
                 }
                 let _ = tx.send(format!(
                     "pop: {}",
-                    if parts.is_empty() { "idle".into() } else { parts.join(" ") }
+                    if parts.is_empty() {
+                        "idle".into()
+                    } else {
+                        parts.join(" ")
+                    }
                 ));
                 prev = now;
                 last = Instant::now();
@@ -179,18 +194,20 @@ pub fn run(opts: DemoOptions, stop: Arc<AtomicBool>) -> anyhow::Result<bool> {
         ));
         p.stop(false)
     })?;
-    let first = rx.recv_timeout(Duration::from_secs(30)).context("the POP did not start")?;
-    if first.starts_with("pop:") || first.starts_with("FINAL") {
-        println!("{first}");
-    } else {
-        println!("{first}");
-    }
+    let first = rx
+        .recv_timeout(Duration::from_secs(30))
+        .context("the POP did not start")?;
+    println!("{first}");
     let _backend_xdp = attach_pass_on_backend(&backend)?;
 
     let counters_stop = Arc::new(AtomicBool::new(false));
     let be_player = Arc::new(AtomicU64::new(0));
     let be_attacker = Arc::new(AtomicU64::new(0));
-    let (s, p, a) = (Arc::clone(&counters_stop), Arc::clone(&be_player), Arc::clone(&be_attacker));
+    let (s, p, a) = (
+        Arc::clone(&counters_stop),
+        Arc::clone(&be_player),
+        Arc::clone(&be_attacker),
+    );
     let be_thread = backend.spawn(move || backend_counter(s, p, a))?;
 
     // The player: a steady tick.
@@ -203,7 +220,8 @@ pub fn run(opts: DemoOptions, stop: Arc<AtomicBool>) -> anyhow::Result<bool> {
         let start = Instant::now();
         let mut n = 0u64;
         while !st.load(Ordering::Relaxed) {
-            sock.send_to(&n.to_be_bytes(), SocketAddrV4::new(VIP, 28015)).ok();
+            sock.send_to(&n.to_be_bytes(), SocketAddrV4::new(VIP, 28015))
+                .ok();
             n += 1;
             sp.store(n, Ordering::Relaxed);
             let next = start + Duration::from_secs_f64(n as f64 / tick as f64);
@@ -217,7 +235,11 @@ pub fn run(opts: DemoOptions, stop: Arc<AtomicBool>) -> anyhow::Result<bool> {
     // The attacker starts after a few seconds of calm.
     let flood_on = Arc::new(AtomicBool::new(false));
     let sent_flood = Arc::new(AtomicU64::new(0));
-    let (fo, sf, st2) = (Arc::clone(&flood_on), Arc::clone(&sent_flood), Arc::clone(&counters_stop));
+    let (fo, sf, st2) = (
+        Arc::clone(&flood_on),
+        Arc::clone(&sent_flood),
+        Arc::clone(&counters_stop),
+    );
     let flood_thread = client.spawn(move || -> anyhow::Result<()> {
         let sock = UdpSocket::bind(SocketAddrV4::new(ATTACKER, 0))?;
         sock.set_nonblocking(true)?;
@@ -229,7 +251,10 @@ pub fn run(opts: DemoOptions, stop: Arc<AtomicBool>) -> anyhow::Result<bool> {
                 continue;
             }
             for _ in 0..256 {
-                if sock.send_to(&payload, SocketAddrV4::new(VIP, 28015)).is_ok() {
+                if sock
+                    .send_to(&payload, SocketAddrV4::new(VIP, 28015))
+                    .is_ok()
+                {
                     n += 1;
                 }
             }
@@ -243,7 +268,10 @@ pub fn run(opts: DemoOptions, stop: Arc<AtomicBool>) -> anyhow::Result<bool> {
     let mut last_flood = 0;
     let mut last_be = 0;
     let mut final_line = String::new();
-    println!("running for {:?}: the flood starts after {:?} (Ctrl-C stops early)", opts.duration, flood_at);
+    println!(
+        "running for {:?}: the flood starts after {:?} (Ctrl-C stops early)",
+        opts.duration, flood_at
+    );
     while start.elapsed() < opts.duration && !stop.load(Ordering::Relaxed) {
         if start.elapsed() >= flood_at && !flood_on.load(Ordering::Relaxed) {
             println!(">>> flood on: UDP from 198.18.0.2 to the VIP, flat out");
@@ -274,13 +302,19 @@ pub fn run(opts: DemoOptions, stop: Arc<AtomicBool>) -> anyhow::Result<bool> {
             break;
         }
     }
-    pop_thread.join().map_err(|_| anyhow::anyhow!("pop thread panicked"))???;
+    pop_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("pop thread panicked"))???;
     let _ = be_thread.join();
 
     let sent = sent_player.load(Ordering::Relaxed);
     let got = be_player.load(Ordering::Relaxed);
     let leaked = be_attacker.load(Ordering::Relaxed);
-    let loss = if sent == 0 { 100.0 } else { 100.0 * (sent.saturating_sub(got)) as f64 / sent as f64 };
+    let loss = if sent == 0 {
+        100.0
+    } else {
+        100.0 * (sent.saturating_sub(got)) as f64 / sent as f64
+    };
     println!("\n== summary");
     println!("player packets sent {sent}, reached the backend {got} (loss {loss:.2}%)");
     println!(

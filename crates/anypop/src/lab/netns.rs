@@ -27,7 +27,11 @@ pub fn run_cmd(args: &[&str]) -> anyhow::Result<String> {
         .output()
         .with_context(|| format!("running {}", args[0]))?;
     if !out.status.success() {
-        bail!("`{}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "`{}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -35,7 +39,11 @@ pub fn run_cmd(args: &[&str]) -> anyhow::Result<String> {
 impl Netns {
     /// Creates `ap-<pid>-<seq>-<role>`.
     pub fn new(role: &str) -> anyhow::Result<Netns> {
-        let name = format!("{PREFIX}{}-{}-{role}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "{PREFIX}{}-{}-{role}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
         run_cmd(&["ip", "netns", "add", &name])?;
         let ns = Netns { name };
         ns.exec(&["ip", "link", "set", "lo", "up"])?;
@@ -43,17 +51,24 @@ impl Netns {
     }
 
     /// Runs `f` on a thread that has entered this namespace, and returns its result.
-    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
+    pub fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> anyhow::Result<T> {
         let path = format!("/run/netns/{}", self.name);
         let file = File::open(&path).with_context(|| format!("opening {path}"))?;
         let h = std::thread::spawn(move || {
             let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
             if rc != 0 {
-                return Err(anyhow::anyhow!("setns: {}", std::io::Error::last_os_error()));
+                return Err(anyhow::anyhow!(
+                    "setns: {}",
+                    std::io::Error::last_os_error()
+                ));
             }
             Ok(f())
         });
-        h.join().map_err(|_| anyhow::anyhow!("thread in namespace panicked"))?
+        h.join()
+            .map_err(|_| anyhow::anyhow!("thread in namespace panicked"))?
     }
 
     /// Spawns a thread that stays in this namespace (for long-running work); the caller joins it.
@@ -66,7 +81,10 @@ impl Netns {
         Ok(std::thread::spawn(move || {
             let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
             if rc != 0 {
-                return Err(anyhow::anyhow!("setns: {}", std::io::Error::last_os_error()));
+                return Err(anyhow::anyhow!(
+                    "setns: {}",
+                    std::io::Error::last_os_error()
+                ));
             }
             Ok(f())
         }))
@@ -85,14 +103,17 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
 
 /// A veth pair between two namespaces: `a_if` in `a`, `b_if` in `b`, both up.
 pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> anyhow::Result<()> {
     run_cmd(&[
-        "ip", "link", "add", a_if, "netns", &a.name, "type", "veth", "peer", "name", b_if, "netns", &b.name,
+        "ip", "link", "add", a_if, "netns", &a.name, "type", "veth", "peer", "name", b_if, "netns",
+        &b.name,
     ])?;
     a.exec(&["ip", "link", "set", a_if, "up"])?;
     b.exec(&["ip", "link", "set", b_if, "up"])?;
@@ -101,12 +122,23 @@ pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> anyhow::Result<()> 
 
 /// Deletes namespaces left behind by earlier runs whose process is gone.
 pub fn remove_leftovers() {
-    let Ok(out) = run_cmd(&["ip", "netns", "list"]) else { return };
+    let Ok(out) = run_cmd(&["ip", "netns", "list"]) else {
+        return;
+    };
     for line in out.lines() {
         let name = line.split_whitespace().next().unwrap_or("");
-        let Some(rest) = name.strip_prefix(PREFIX) else { continue };
-        let pid: u32 = rest.split('-').next().and_then(|p| p.parse().ok()).unwrap_or(0);
-        if pid != 0 && pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        let Some(rest) = name.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let pid: u32 = rest
+            .split('-')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        if pid != 0
+            && pid != std::process::id()
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        {
             let _ = Command::new("ip").args(["netns", "del", name]).output();
         }
     }

@@ -57,13 +57,20 @@ pub fn summary_line(prev: &Snapshot, now: &Snapshot, secs: f64) -> String {
         .sum();
     r.retain(|x| x.1 > 0.0);
     r.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let detail: Vec<String> = r.iter().map(|(x, p, _)| format!("{}={}/s", x.name(), si(*p))).collect();
+    let detail: Vec<String> = r
+        .iter()
+        .map(|(x, p, _)| format!("{}={}/s", x.name(), si(*p)))
+        .collect();
     format!(
         "fwd {}/s drop {}/s pass {}/s | {}",
         si(fwd),
         si(drop),
         si(pass),
-        if detail.is_empty() { "idle".to_string() } else { detail.join(" ") }
+        if detail.is_empty() {
+            "idle".to_string()
+        } else {
+            detail.join(" ")
+        }
     )
 }
 
@@ -76,7 +83,10 @@ mod tests {
             by_reason: vec![Counter::default(); 32],
         };
         for (r, p) in v {
-            s.by_reason[*r as usize] = Counter { packets: *p, bytes: *p * 100 };
+            s.by_reason[*r as usize] = Counter {
+                packets: *p,
+                bytes: *p * 100,
+            };
         }
         s
     }
@@ -84,7 +94,11 @@ mod tests {
     #[test]
     fn summary_shows_rates_busiest_first() {
         let a = snap(&[(Reason::FwdIpip, 100), (Reason::DropRule, 1000)]);
-        let b = snap(&[(Reason::FwdIpip, 300), (Reason::DropRule, 21_000), (Reason::PassNotVip, 4)]);
+        let b = snap(&[
+            (Reason::FwdIpip, 300),
+            (Reason::DropRule, 21_000),
+            (Reason::PassNotVip, 4),
+        ]);
         let line = summary_line(&a, &b, 2.0);
         assert_eq!(
             line,

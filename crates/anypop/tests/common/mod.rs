@@ -30,7 +30,10 @@ pub fn require_root() {
 
 /// Runs `cmd` (a shell-like word list) and panics with its output if it fails.
 pub fn sh(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().expect("spawn");
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("spawn");
     assert!(
         out.status.success(),
         "{:?} failed: {}{}",
@@ -44,7 +47,12 @@ pub fn sh(args: &[&str]) {
 /// thread inherit it; it disappears with the thread (nothing to clean up, nothing leaks out).
 pub fn private_netns() {
     let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
+    assert_eq!(
+        rc,
+        0,
+        "unshare(CLONE_NEWNET): {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 /// Our test interfaces: `a0` (tunnel source side, backends reachable by XDP_TX) and `b0` (a second
@@ -63,15 +71,61 @@ pub const PLAYER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x99];
 pub fn build_lab() -> Lab {
     private_netns();
     sh(&["ip", "link", "set", "lo", "up"]);
-    sh(&["ip", "link", "add", "a0", "address", "02:00:00:00:0a:00", "type", "veth", "peer", "name", "a1"]);
-    sh(&["ip", "link", "add", "b0", "address", "02:00:00:00:0b:00", "type", "veth", "peer", "name", "b1"]);
+    sh(&[
+        "ip",
+        "link",
+        "add",
+        "a0",
+        "address",
+        "02:00:00:00:0a:00",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "a1",
+    ]);
+    sh(&[
+        "ip",
+        "link",
+        "add",
+        "b0",
+        "address",
+        "02:00:00:00:0b:00",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "b1",
+    ]);
     for i in ["a0", "a1", "b0", "b1"] {
         sh(&["ip", "link", "set", i, "up"]);
     }
     sh(&["ip", "addr", "add", "198.51.100.1/24", "dev", "a0"]);
     sh(&["ip", "addr", "add", "192.0.2.1/24", "dev", "b0"]);
-    sh(&["ip", "neigh", "replace", "198.51.100.21", "lladdr", "02:00:00:00:00:21", "dev", "a0", "nud", "permanent"]);
-    sh(&["ip", "neigh", "replace", "192.0.2.22", "lladdr", "02:00:00:00:00:22", "dev", "b0", "nud", "permanent"]);
+    sh(&[
+        "ip",
+        "neigh",
+        "replace",
+        "198.51.100.21",
+        "lladdr",
+        "02:00:00:00:00:21",
+        "dev",
+        "a0",
+        "nud",
+        "permanent",
+    ]);
+    sh(&[
+        "ip",
+        "neigh",
+        "replace",
+        "192.0.2.22",
+        "lladdr",
+        "02:00:00:00:00:22",
+        "dev",
+        "b0",
+        "nud",
+        "permanent",
+    ]);
     sh(&["sysctl", "-q", "-w", "net.ipv4.conf.all.forwarding=1"]);
     sh(&["sysctl", "-q", "-w", "net.ipv4.conf.a0.forwarding=1"]);
     sh(&["sysctl", "-q", "-w", "net.ipv4.conf.b0.forwarding=1"]);
@@ -110,7 +164,8 @@ impl TestEdge {
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));
-        let net = config::parse(network, "test.toml", std::path::Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
+        let net = config::parse(network, "test.toml", std::path::Path::new("."))
+            .unwrap_or_else(|e| panic!("{e}"));
         let mut te = TestEdge {
             edge: None,
             pin_dir: pin_dir.clone(),
@@ -138,7 +193,10 @@ impl TestEdge {
     /// One frame through the real program, as if it arrived on `ingress`.
     pub fn run(&mut self, frame: &[u8], ingress: u32) -> XdpRun {
         let r = run_xdp(self.edge().program(), frame, Some(ingress), 1).expect("test run");
-        assert_ne!(r.action, 0, "XDP_ABORTED must never happen (frame {frame:02x?})");
+        assert_ne!(
+            r.action, 0,
+            "XDP_ABORTED must never happen (frame {frame:02x?})"
+        );
         r
     }
 
@@ -252,7 +310,11 @@ pub fn fix_ip4_checksum(v: &mut [u8], l3: usize) {
 pub fn checksum(b: &[u8]) -> u16 {
     let mut s = 0u32;
     for c in b.chunks(2) {
-        let w = if c.len() == 2 { u16::from_be_bytes([c[0], c[1]]) } else { (c[0] as u16) << 8 };
+        let w = if c.len() == 2 {
+            u16::from_be_bytes([c[0], c[1]])
+        } else {
+            (c[0] as u16) << 8
+        };
         s += w as u32;
     }
     while s > 0xffff {
@@ -288,11 +350,19 @@ pub fn udp6_with_ext(src: [u8; 16], dst: [u8; 16], dport: u16, exts: &[u8]) -> V
 /// What the edge must emit for a forwarded IPv4 packet: a fresh Ethernet header to the next
 /// hop, an outer IPv4 header (tunnel source → backend, protocol 4, TTL 64, DF and TOS copied
 /// from the inner one, valid checksum), then the inner IP packet byte for byte.
-pub fn expected_ipip(frame: &[u8], l3: usize, dmac: [u8; 6], smac: [u8; 6], tunnel_src: [u8; 4], backend: [u8; 4]) -> Vec<u8> {
+pub fn expected_ipip(
+    frame: &[u8],
+    l3: usize,
+    dmac: [u8; 6],
+    smac: [u8; 6],
+    tunnel_src: [u8; 4],
+    backend: [u8; 4],
+) -> Vec<u8> {
     let inner_len = u16::from_be_bytes([frame[l3 + 2], frame[l3 + 3]]) as usize;
     let inner = &frame[l3..l3 + inner_len];
     let df = inner[6] & 0x40 != 0;
-    let mut outer = Ipv4Header::new((inner_len) as u16, 64, IpNumber::IPV4, tunnel_src, backend).unwrap();
+    let mut outer =
+        Ipv4Header::new((inner_len) as u16, 64, IpNumber::IPV4, tunnel_src, backend).unwrap();
     outer.dont_fragment = df;
     outer.identification = 0;
     outer.dscp = etherparse::Ipv4Dscp::try_new(inner[1] >> 2).unwrap();
