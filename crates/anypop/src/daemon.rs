@@ -1,7 +1,9 @@
 //! What `anypop run` does on a node: the glue between the network file and the data plane.
 use std::{
     ffi::CString,
+    net::{Ipv4Addr, SocketAddrV4, UdpSocket},
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 use anyhow::{anyhow, bail};
@@ -90,6 +92,31 @@ pub struct Pop {
     pub edge: Edge,
     pub node: String,
     pub modes: Vec<(String, AttachMode)>,
+    tunnel_source: Ipv4Addr,
+    backends: Vec<Ipv4Addr>,
+    last_probe: Option<Instant>,
+}
+
+/// How often the next hops of backends are re-probed.
+const PROBE_EVERY: Duration = Duration::from_secs(10);
+
+/// Makes the kernel resolve (and keep resolved) the MAC of each backend's next hop, so that the
+/// XDP program's `bpf_fib_lookup` finds it: XDP traffic itself never refreshes a neighbour entry.
+/// The probe is one small UDP datagram from the tunnel source to the backend's discard port (9).
+pub fn probe_next_hops(tunnel_source: Ipv4Addr, backends: &[Ipv4Addr]) -> anyhow::Result<()> {
+    let sock = UdpSocket::bind(SocketAddrV4::new(tunnel_source, 0)).map_err(|e| {
+        anyhow!(
+            "cannot bind the tunnel source {tunnel_source}: {e}; tunnel_source must be an address of this machine (`ip addr`)"
+        )
+    })?;
+    for b in backends {
+        if let Err(e) = sock.send_to(b"anypop next-hop probe", SocketAddrV4::new(*b, 9)) {
+            tracing::warn!(
+                "cannot reach backend {b} from {tunnel_source}: {e}; check routing (`ip route get {b}`)"
+            );
+        }
+    }
+    Ok(())
 }
 
 impl Pop {
@@ -146,11 +173,27 @@ impl Pop {
             }
             modes.push((ifname.clone(), mode));
         }
-        Ok(Pop {
+        let tunnel_source = n.tunnel_source.expect("validated");
+        let backends: Vec<Ipv4Addr> = net.backend_nodes().filter_map(|b| b.address).collect();
+        let mut pop = Pop {
             edge,
             node: node.to_owned(),
             modes,
-        })
+            tunnel_source,
+            backends,
+            last_probe: None,
+        };
+        pop.tick()?;
+        Ok(pop)
+    }
+
+    /// Periodic housekeeping; call it every few hundred milliseconds.
+    pub fn tick(&mut self) -> anyhow::Result<()> {
+        if self.last_probe.is_none_or(|t| t.elapsed() >= PROBE_EVERY) {
+            probe_next_hops(self.tunnel_source, &self.backends)?;
+            self.last_probe = Some(Instant::now());
+        }
+        Ok(())
     }
 
     pub fn snapshot(&mut self) -> anyhow::Result<Snapshot> {

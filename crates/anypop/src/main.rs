@@ -129,6 +129,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let mut last = Instant::now();
             while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
                 std::thread::sleep(Duration::from_millis(200));
+                pop.tick()?;
                 if last.elapsed() >= Duration::from_secs(interval.max(1)) {
                     let now = pop.snapshot()?;
                     let secs = last.elapsed().as_secs_f64();

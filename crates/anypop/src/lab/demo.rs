@@ -137,8 +137,9 @@ pub fn run(opts: DemoOptions, stop: Arc<AtomicBool>) -> anyhow::Result<bool> {
     pop.exec(&["sysctl", "-q", "-w", "net.ipv4.conf.pop-in.forwarding=1"])?;
     pop.exec(&["sysctl", "-q", "-w", "net.ipv4.conf.pop-out.forwarding=1"])?;
     backend.exec(&["ip", "addr", "add", "192.0.2.21/24", "dev", "be-in"])?;
-    // Resolve the backend's MAC once so the first packets already take the XDP fast path.
-    pop.exec(&["ping", "-c", "1", "-W", "1", "192.0.2.21"]).ok();
+    // Until the backend's MAC is resolved (the daemon probes it at start), encapsulated packets
+    // are handed to the kernel, which must accept their local outer source to forward them.
+    pop.exec(&["sysctl", "-q", "-w", "net.ipv4.conf.pop-in.accept_local=1"])?;
 
     let net = config::parse(DEMO_NETWORK, "demo.toml", std::path::Path::new("."))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -162,6 +163,7 @@ pub fn run(opts: DemoOptions, stop: Arc<AtomicBool>) -> anyhow::Result<bool> {
         let mut last = Instant::now();
         while !pop_done.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(100));
+            p.tick()?;
             if last.elapsed() >= Duration::from_secs(1) {
                 let now = p.snapshot()?;
                 let secs = last.elapsed().as_secs_f64();
