@@ -1,0 +1,259 @@
+//! The `anypop` binary as an operator uses it: `check` on good and bad files, `run` attaching
+//! natively (or refusing / falling back on a driver without native XDP), detaching on exit, and
+//! `--leave-running`. Each `run` happens in a private network namespace with its own pin root.
+mod common;
+
+use std::{
+    path::PathBuf,
+    process::{Command, Output},
+};
+
+use common::*;
+
+fn anypop() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_anypop"))
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn example() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/config/example.toml")
+}
+
+#[test]
+fn check_accepts_the_example_and_compiles_a_node() {
+    let o = anypop()
+        .args(["check", "--config"])
+        .arg(example())
+        .args(["--node", "pop-nyc-1"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("OK — 2 services, 4 rules, 1 profiles, 4 nodes (2 pops, 2 backends)"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn check_reports_every_problem_with_lines_and_fails() {
+    let dir = std::env::temp_dir().join(format!("anypop-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("bad.toml");
+    std::fs::write(
+        &f,
+        "[[service]]\nname = \"g\"\nvip = \"203.0.113.10\"\nprotocol = \"udp\"\nports = \"9-1\"\nbackends = [\"nobody\"]\n",
+    )
+    .unwrap();
+    let o = anypop()
+        .args(["check", "--config"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(!o.status.success());
+    let t = text(&o);
+    assert!(
+        t.contains("bad.toml:5: service \"g\": ports: 9-1 is an empty range"),
+        "{t}"
+    );
+    assert!(
+        t.contains("bad.toml:6: service \"g\": backends: \"nobody\" is not a node"),
+        "{t}"
+    );
+    let o = anypop()
+        .args(["check", "--config", "/nonexistent/net.toml"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("cannot read the network file"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// A network whose POP runs on interface `ifname` in the test namespace.
+fn pop_network(ifname: &str, mode: &str) -> String {
+    format!(
+        r#"
+[[service]]
+name = "g"
+vip = "203.0.113.10"
+protocol = "udp"
+ports = "27015"
+backends = ["be-1"]
+
+[[node]]
+name = "pop-1"
+role = "pop"
+interfaces = ["{ifname}"]
+tunnel_source = "198.51.100.1"
+xdp_mode = "{mode}"
+
+[[node]]
+name = "be-1"
+role = "backend"
+interface = "eth0"
+address = "198.51.100.21"
+"#
+    )
+}
+
+/// Runs `anypop run` for 2 s inside a fresh namespace prepared by `setup`; returns its output and
+/// what `ip link show` says afterwards.
+fn run_in_netns(
+    net: String,
+    setup: &'static [&'static [&'static str]],
+    extra: &'static [&'static str],
+) -> (Output, String, PathBuf) {
+    std::thread::spawn(move || {
+        private_netns();
+        for cmd in setup {
+            sh(cmd);
+        }
+        let seq = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let dir = std::env::temp_dir().join(format!("anypop-run-{}-{seq}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = dir.join("net.toml");
+        std::fs::write(&cfg, net).unwrap();
+        let pins = PathBuf::from(format!(
+            "/sys/fs/bpf/anypop-cli-{}-{seq}",
+            std::process::id()
+        ));
+        let o = anypop()
+            .args([
+                "run",
+                "--node",
+                "pop-1",
+                "--duration",
+                "2",
+                "--interval",
+                "1",
+                "--config",
+            ])
+            .arg(&cfg)
+            .arg("--pin-root")
+            .arg(&pins)
+            .args(extra)
+            .output()
+            .unwrap();
+        let link = String::from_utf8_lossy(
+            &Command::new("ip")
+                .args(["link", "show"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .into_owned();
+        std::fs::remove_dir_all(&dir).unwrap();
+        (o, link, pins)
+    })
+    .join()
+    .unwrap()
+}
+
+const VETH: &[&[&str]] = &[
+    &[
+        "ip", "link", "add", "t0", "type", "veth", "peer", "name", "t1",
+    ],
+    &["ip", "link", "set", "t0", "up"],
+    &["ip", "link", "set", "t1", "up"],
+    &["ip", "addr", "add", "198.51.100.1/24", "dev", "t0"],
+    &["sysctl", "-q", "-w", "net.ipv4.conf.all.forwarding=1"],
+    &["sysctl", "-q", "-w", "net.ipv4.conf.t0.forwarding=1"],
+];
+
+#[test]
+fn run_attaches_natively_logs_counters_and_detaches_on_exit() {
+    require_root();
+    let (o, link, pins) = run_in_netns(pop_network("t0", "native"), VETH, &[]);
+    let _ = std::fs::remove_dir_all(&pins);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("interface t0: XDP attached in native mode"),
+        "{t}"
+    );
+    assert!(
+        t.contains("fwd ") && t.contains("/s"),
+        "a counter summary line: {t}"
+    );
+    assert!(t.contains("detaching XDP"), "{t}");
+    assert!(!link.contains("xdp"), "still attached after exit: {link}");
+}
+
+#[test]
+fn leave_running_pins_the_link_and_keeps_xdp_attached() {
+    require_root();
+    let (o, link, pins) = run_in_netns(pop_network("t0", "native"), VETH, &["--leave-running"]);
+    let pinned = pins.join("pop-1").join("link_t0").exists();
+    let _ = std::fs::remove_dir_all(&pins);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(pinned, "link pin missing: {t}");
+    assert!(link.contains("xdp"), "XDP should stay attached: {link}");
+}
+
+/// A bridge: a real device whose driver has no native XDP.
+const NO_NATIVE: &[&[&str]] = &[
+    &["ip", "link", "add", "d0", "type", "bridge"],
+    &["ip", "link", "set", "d0", "up"],
+    &["ip", "addr", "add", "198.51.100.1/24", "dev", "d0"],
+    &["sysctl", "-q", "-w", "net.ipv4.conf.all.forwarding=1"],
+    &["sysctl", "-q", "-w", "net.ipv4.conf.d0.forwarding=1"],
+];
+
+#[test]
+fn no_native_xdp_fails_clearly_unless_auto() {
+    require_root();
+    let (o, _, pins) = run_in_netns(pop_network("d0", "native"), NO_NATIVE, &[]);
+    let _ = std::fs::remove_dir_all(&pins);
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(
+        t.contains("cannot run XDP natively") && t.contains("xdp_mode = \"auto\""),
+        "{t}"
+    );
+    let (o, link, pins) = run_in_netns(pop_network("d0", "auto"), NO_NATIVE, &[]);
+    let _ = std::fs::remove_dir_all(&pins);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("GENERIC mode"), "{t}");
+    assert!(!link.contains("xdp"), "{link}");
+}
+
+#[test]
+fn run_explains_missing_interface_and_forwarding() {
+    require_root();
+    let (o, _, pins) = run_in_netns(pop_network("nope0", "native"), VETH, &[]);
+    let _ = std::fs::remove_dir_all(&pins);
+    assert!(
+        text(&o).contains("interface nope0 (node pop-1) does not exist"),
+        "{}",
+        text(&o)
+    );
+    const NOFWD: &[&[&str]] = &[
+        &[
+            "ip", "link", "add", "t0", "type", "veth", "peer", "name", "t1",
+        ],
+        &["ip", "addr", "add", "198.51.100.1/24", "dev", "t0"],
+    ];
+    let (o, _, pins) = run_in_netns(pop_network("t0", "native"), NOFWD, &[]);
+    let _ = std::fs::remove_dir_all(&pins);
+    assert!(
+        text(&o).contains("IPv4 forwarding is off on t0"),
+        "{}",
+        text(&o)
+    );
+}
