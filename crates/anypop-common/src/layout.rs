@@ -92,6 +92,17 @@ pub struct Settings {
     pub _pad: u32,
 }
 
+/// An address as key words: see [`VipKey::addr`].
+pub fn addr_words(bytes: &[u8]) -> [u32; 4] {
+    let mut w = [0u32; 4];
+    for (i, c) in bytes.chunks(4).take(4).enumerate() {
+        let mut b = [0u8; 4];
+        b[..c.len()].copy_from_slice(c);
+        w[i] = u32::from_ne_bytes(b);
+    }
+    w
+}
+
 /// Key of `VIPS`: is this destination one of our anycast addresses?
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -99,8 +110,10 @@ pub struct VipKey {
     pub generation: u8,
     pub family: u8,
     pub _pad: [u8; 2],
-    /// IPv4 uses the first 4 bytes; the rest stay zero.
-    pub addr: [u8; 16],
+    /// 32-bit words in network byte order (`u32::from_ne_bytes` of each 4 bytes); IPv4 uses
+    /// the first word, the rest stay zero. Words, not bytes: the program fills keys with four
+    /// register stores instead of a byte-wise copy.
+    pub addr: [u32; 4],
 }
 
 /// Key of `SERVICES`: VIP + protocol + destination port → service index.
@@ -115,7 +128,8 @@ pub struct ServiceKey {
     /// Host byte order. 0 for ICMP services.
     pub port: u16,
     pub _pad2: u16,
-    pub addr: [u8; 16],
+    /// As in [`VipKey::addr`].
+    pub addr: [u32; 4],
 }
 
 /// `SVC_INFO[gen * max_services + index]`.
@@ -178,6 +192,18 @@ pub struct RuleEntry {
     pub len_lo: u16,
     pub len_hi: u16,
 }
+
+/// IPv4 source classification, DIR-24-8 style: one array word per 8 consecutive /24s, one byte
+/// per /24 holding a *class* (0 = no listed prefix covers it; 1..=254 = index into
+/// `SRC4_CLASS`, the prefix-set bitmap; [`CLASS_USE_LPM`] = prefixes longer than /24 exist inside,
+/// ask the LPM trie). Two array reads, inlined by the verifier, whatever the number of prefixes.
+pub const DIR_WORDS_BITS: u32 = 21;
+/// Words per generation in `SRC4_DIR`.
+pub const DIR_WORDS: u32 = 1 << DIR_WORDS_BITS;
+/// Class meaning "look the address up in the LPM trie".
+pub const CLASS_USE_LPM: u64 = 255;
+/// Classes per generation in `SRC4_CLASS`.
+pub const CLASSES: u32 = 256;
 
 /// LPM key data for IPv4 sources: byte 0 is the generation, bytes 1..5 the address.
 /// The trie's prefix length is `8 + prefix`, so the generation byte always takes part.
@@ -243,7 +269,8 @@ pub struct FlowKey {
     pub proto: u8,
     pub family: u8,
     pub _pad: [u8; 2],
-    pub src: [u8; 16],
+    /// As in [`VipKey::addr`].
+    pub src: [u32; 4],
 }
 
 /// Value of `FLOWS`.
@@ -265,7 +292,8 @@ pub struct BucketKey {
     pub profile_id: u32,
     pub family: u8,
     pub _pad: [u8; 3],
-    pub src: [u8; 16],
+    /// As in [`VipKey::addr`].
+    pub src: [u32; 4],
 }
 
 /// Value of `BUCKETS`: GCRA timestamps updated with compare-and-swap by any CPU.

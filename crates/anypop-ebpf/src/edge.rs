@@ -47,6 +47,11 @@ static SET_TBL: Array<u64> = Array::pinned(GENERATIONS * MAX_SERVICES * SET_CHUN
 #[map]
 static SRC_V4: LpmTrie<LpmData4, u64> = LpmTrie::pinned(262_144, 0);
 #[map]
+static SRC4_DIR: Array<u64> =
+    Array::pinned(GENERATIONS * DIR_WORDS, aya_ebpf::bindings::BPF_F_MMAPABLE);
+#[map]
+static SRC4_CLASS: Array<u64> = Array::pinned(GENERATIONS * CLASSES, 0);
+#[map]
 static SRC_V6: LpmTrie<LpmData6, u64> = LpmTrie::pinned(262_144, 0);
 #[map]
 static PROFILES: Array<Profile> = Array::pinned(GENERATIONS * MAX_PROFILES, 0);
@@ -134,8 +139,12 @@ fn run(ctx: &XdpContext) -> Verdict {
         Some(s) => *s,
         None => return pass(Reason::PassNotVip),
     };
-    let mut pkt = Packet::empty();
-    if let Err(r) = parse_packet(ctx, &mut pkt) {
+    // The packet summary lives in zeroed 8-byte words (see `zero_words`); all-zero bytes are a
+    // valid `Packet` (numbers 0, flags false).
+    let mut pkt_words = PacketWords { w: [0; 8] };
+    zero_words(&mut pkt_words.w);
+    let pkt = unsafe { &mut *(&mut pkt_words as *mut PacketWords as *mut Packet) };
+    if let Err(r) = parse_packet(ctx, pkt) {
         return if r == Reason::PassNotIp {
             pass(r)
         } else {
@@ -143,41 +152,46 @@ fn run(ctx: &XdpContext) -> Verdict {
         };
     }
 
-    // Only traffic to our anycast addresses is ours; everything else (SSH, BGP…) passes.
-    let mut vip = VipKey {
-        generation: generation as u8,
-        family: pkt.family,
-        _pad: [0; 2],
-        addr: [0; 16],
-    };
-    vip.addr = words_to_bytes(&pkt.dst);
-    if VIPS.get_ptr(&vip).is_none() {
-        return pass(Reason::PassNotVip);
-    }
-    if pkt.fragment {
-        return if settings.frag_policy == FRAG_PASS {
-            pass(Reason::PassFragment)
-        } else {
-            drop(Reason::DropFragment)
+    // One hash lookup decides the common case: a service key exists only for a VIP, so a hit
+    // is both "ours" and "which service". Only on a miss do we ask whether the destination is a
+    // VIP at all (our own traffic passes; a VIP without that service drops).
+    let mut svc = NONE;
+    if !pkt.fragment && !pkt.malformed_l4 {
+        let skey = ServiceKey {
+            generation: generation as u8,
+            family: pkt.family,
+            proto: pkt.proto,
+            _pad: 0,
+            port: pkt.dport,
+            _pad2: 0,
+            addr: pkt.dst,
         };
+        if let Some(s) = SERVICES.get_ptr(&skey) {
+            svc = unsafe { *s };
+        }
     }
-    if pkt.malformed_l4 {
-        return drop(Reason::DropMalformed);
+    if svc == NONE {
+        let vip = VipKey {
+            generation: generation as u8,
+            family: pkt.family,
+            _pad: [0; 2],
+            addr: pkt.dst,
+        };
+        if VIPS.get_ptr(&vip).is_none() {
+            return pass(Reason::PassNotVip);
+        }
+        if pkt.fragment {
+            return if settings.frag_policy == FRAG_PASS {
+                pass(Reason::PassFragment)
+            } else {
+                drop(Reason::DropFragment)
+            };
+        }
+        if pkt.malformed_l4 {
+            return drop(Reason::DropMalformed);
+        }
+        return drop(Reason::DropNoService);
     }
-
-    let skey = ServiceKey {
-        generation: generation as u8,
-        family: pkt.family,
-        proto: pkt.proto,
-        _pad: 0,
-        port: pkt.dport,
-        _pad2: 0,
-        addr: vip.addr,
-    };
-    let svc = match SERVICES.get_ptr(&skey) {
-        Some(s) => unsafe { *s },
-        None => return drop(Reason::DropNoService),
-    };
     let max_services = settings.max_services;
     if svc >= max_services {
         return drop(Reason::DropNoService);
@@ -192,7 +206,7 @@ fn run(ctx: &XdpContext) -> Verdict {
     // ---- rules: first match decides ----
     let mut profile = info.profile;
     if info.rule_count > 0 {
-        let slot = first_matching_rule(generation, gs, info, &pkt);
+        let slot = first_matching_rule(generation, gs, info, pkt);
         if let Some(rule) = RULES
             .get(gs * RULES_PER_SERVICE + (slot & 63))
             .filter(|_| slot != NONE)
@@ -212,7 +226,7 @@ fn run(ctx: &XdpContext) -> Verdict {
 
     // ---- per-source rate limit ----
     if profile != NONE {
-        let r = rate_limit(generation, info.stable_id, profile, &pkt, &settings);
+        let r = rate_limit(generation, info.stable_id, profile, pkt, &settings);
         if let Some(r) = Reason::from_u32(r) {
             return drop(r);
         }
@@ -227,11 +241,11 @@ fn run(ctx: &XdpContext) -> Verdict {
     }
     // [generation, service index, generation-service index, service id] in; [address, index] out.
     let mut chosen = [generation, svc, gs, info.stable_id];
-    if !pick_backend(&mut chosen, &pkt) {
+    if !pick_backend(&mut chosen, pkt) {
         return drop(Reason::DropNoBackend);
     }
     let [backend_addr, backend_index, _, _] = chosen;
-    let packed = encapsulate(ctx, &pkt, &settings, backend_addr);
+    let packed = encapsulate(ctx, pkt, &settings, backend_addr);
     let v = verdict(
         (packed >> 32) as u32,
         Reason::from_u32(packed as u32).unwrap_or(Reason::DropNoRoute),
@@ -248,18 +262,26 @@ fn run(ctx: &XdpContext) -> Verdict {
     v
 }
 
+/// Longest-prefix match of an IPv4 source whose /24 holds longer prefixes.
 #[inline(always)]
-fn words_to_bytes(w: &[u32; 4]) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    let a = w[0].to_ne_bytes();
-    let b = w[1].to_ne_bytes();
-    let c = w[2].to_ne_bytes();
-    let d = w[3].to_ne_bytes();
-    out[0..4].copy_from_slice(&a);
-    out[4..8].copy_from_slice(&b);
-    out[8..12].copy_from_slice(&c);
-    out[12..16].copy_from_slice(&d);
-    out
+fn source_sets_v4_lpm(generation: u32, pkt: &Packet) -> u64 {
+    let mut k = LpmKeyWords { w: [0; 3] };
+    // prefix_len (u32) | generation (u8) | address (4 bytes) | padding
+    k.w[0] = (8 + 32) as u64
+        | ((generation as u64 & 0xff) << 32)
+        | ((pkt.src[0] as u64 & 0xff_ffff) << 40);
+    k.w[1] = (pkt.src[0] >> 24) as u64;
+    let key = &k as *const LpmKeyWords as *const Key<LpmData4>;
+    match SRC_V4.get(unsafe { &*key }) {
+        Some(v) => *v,
+        None => 0,
+    }
+}
+
+/// Backing store for LPM keys (4-byte prefix length + data, at most 24 bytes).
+#[repr(C, align(8))]
+struct LpmKeyWords {
+    w: [u64; 3],
 }
 
 /// Count of trailing zero bits by binary search: BPF has no ctz instruction and this keeps the
@@ -297,19 +319,35 @@ fn ctz64(mut x: u64) -> u32 {
 /// belongs to, and at most 8 table reads turn those into the rules that name them.
 #[inline(always)]
 fn source_rules(generation: u32, gs: u32, pkt: &Packet) -> u64 {
+    // IPv4: the DIR-24-8 array answers in two reads; the trie only for /24s that hold longer
+    // prefixes. IPv6: the trie. (LPM keys are built in 8-byte-aligned words with explicit
+    // stores: a byte array would be zeroed and filled by byte loops, BPF having no memset.)
     let sets = if pkt.family == FAMILY_V4 {
-        let mut data: LpmData4 = [0; 8];
-        data[0] = generation as u8;
-        data[1..5].copy_from_slice(&pkt.src[0].to_ne_bytes());
-        match SRC_V4.get(Key::new(8 + 32, data)) {
-            Some(v) => *v,
+        let a = u32::from_be(pkt.src[0]);
+        let class = match SRC4_DIR.get((generation << DIR_WORDS_BITS) | (a >> 11)) {
+            Some(w) => (*w >> (((a >> 8) & 7) * 8)) & 0xff,
             None => 0,
+        };
+        if class == 0 {
+            0
+        } else if class != CLASS_USE_LPM {
+            match SRC4_CLASS.get(generation * CLASSES + class as u32) {
+                Some(v) => *v,
+                None => 0,
+            }
+        } else {
+            source_sets_v4_lpm(generation, pkt)
         }
     } else {
-        let mut data: LpmData6 = [0; 20];
-        data[0] = generation as u8;
-        data[1..17].copy_from_slice(&words_to_bytes(&pkt.src));
-        match SRC_V6.get(Key::new(8 + 128, data)) {
+        let mut k = LpmKeyWords { w: [0; 3] };
+        let b = &mut k as *mut LpmKeyWords as *mut u8;
+        unsafe {
+            core::ptr::write_unaligned(b as *mut u32, 8 + 128);
+            *b.add(4) = generation as u8;
+            core::ptr::write_unaligned(b.add(5) as *mut [u32; 4], pkt.src);
+        }
+        let key = &k as *const LpmKeyWords as *const Key<LpmData6>;
+        match SRC_V6.get(unsafe { &*key }) {
             Some(v) => *v,
             None => 0,
         }
@@ -373,6 +411,11 @@ fn first_matching_rule(generation: u32, gs: u32, info: &ServiceInfo, pkt: &Packe
         ip_len: pkt.ip_len,
         _pad: 0,
     };
+    // The first candidate usually decides (a listed flood source; a rule aimed at this traffic):
+    // check it here, and pay for the loop helper only when it does not match.
+    if rule_step(0, &mut walk) == 1 || walk.candidates == 0 {
+        return walk.found;
+    }
     // bpf_loop: the verifier checks the body once instead of once per possible iteration (an
     // unrolled 64-step walk with this many branches exceeds its one-million-instruction budget).
     unsafe {
@@ -494,15 +537,16 @@ fn rate_limit_inner(
     settings: &Settings,
 ) -> Option<Reason> {
     let profile = PROFILES.get(generation * MAX_PROFILES + (profile_index & (MAX_PROFILES - 1)))?;
-    let key = BucketKey {
-        service_id,
-        profile_id: profile.stable_id,
-        family: pkt.family,
-        _pad: [0; 3],
-        src: words_to_bytes(&pkt.src),
-    };
+    let mut key_words = Words4 { w: [0; 4] };
+    zero_words(&mut key_words.w);
+    let key = unsafe { &mut *(&mut key_words as *mut Words4 as *mut BucketKey) };
+    key.service_id = service_id;
+    key.profile_id = profile.stable_id;
+    key.family = pkt.family;
+    key.src = pkt.src;
+    let key: &BucketKey = key;
     let now = unsafe { bpf_ktime_get_ns() };
-    let bucket = match BUCKETS.get_ptr_mut(&key) {
+    let bucket = match BUCKETS.get_ptr_mut(key) {
         Some(b) => b,
         None => {
             // A source we have not seen: the new-source cap blunts random-source floods that
@@ -521,10 +565,12 @@ fn rate_limit_inner(
                     }
                 }
             }
-            let fresh = Bucket::default();
+            let mut fresh = Words4 { w: [0; 4] };
+            zero_words(&mut fresh.w);
+            let fresh = unsafe { &*(&fresh as *const Words4 as *const Bucket) };
             // BPF_NOEXIST: if another CPU created it meanwhile, theirs wins; either is empty.
-            let _ = BUCKETS.insert(&key, &fresh, 1);
-            match BUCKETS.get_ptr_mut(&key) {
+            let _ = BUCKETS.insert(key, fresh, 1);
+            match BUCKETS.get_ptr_mut(key) {
                 Some(b) => b,
                 // Could not store a bucket (map full and LRU could not evict): let it through
                 // rather than drop players.
@@ -593,9 +639,8 @@ fn pick_backend_inner(
         proto: pkt.proto,
         family: pkt.family,
         _pad: [0; 2],
-        src: words_to_bytes(&pkt.src),
+        src: pkt.src,
     };
-    let now = unsafe { bpf_ktime_get_ns() };
     if let Some(f) = FLOWS.get_ptr_mut(&key) {
         let addr = unsafe { (*f).backend };
         let bk = BackendServiceKey {
@@ -604,7 +649,8 @@ fn pick_backend_inner(
             addr,
         };
         if let Some(idx) = BE_SVC.get_ptr(&bk) {
-            unsafe { (*f).last_seen_ns = now };
+            // No last-seen update here: the LRU already tracks recency, and a clock read per
+            // packet is not free in a VM.
             return Some((addr, unsafe { *idx }));
         }
     }
@@ -618,7 +664,7 @@ fn pick_backend_inner(
     let value = FlowValue {
         backend: be.addr,
         _pad: 0,
-        last_seen_ns: now,
+        last_seen_ns: unsafe { bpf_ktime_get_ns() },
     };
     let _ = FLOWS.insert(&key, &value, 0);
     Some((be.addr, bi))
@@ -629,6 +675,41 @@ fn csum_fold(mut sum: u32) -> u16 {
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);
     !(sum as u16)
+}
+
+/// Backing store for 32-byte keys and values (`BucketKey`, `Bucket`).
+#[repr(C, align(8))]
+struct Words4 {
+    w: [u64; 4],
+}
+
+const _: () =
+    assert!(core::mem::size_of::<BucketKey>() <= 32 && core::mem::size_of::<Bucket>() <= 32);
+
+/// Backing store for [`Packet`].
+#[repr(C, align(8))]
+struct PacketWords {
+    w: [u64; 8],
+}
+
+const _: () = assert!(core::mem::size_of::<Packet>() <= core::mem::size_of::<PacketWords>());
+
+/// Backing store for `bpf_fib_lookup` (64 bytes), zeroed word by word.
+#[repr(C, align(8))]
+struct FibWords {
+    w: [u64; 8],
+}
+
+/// Zeroes with one 8-byte store per word. Volatile, so LLVM cannot fuse the stores into a
+/// `memset` call — which for BPF is a byte-at-a-time loop.
+#[inline(always)]
+fn zero_words<const N: usize>(w: &mut [u64; N]) {
+    let p = w.as_mut_ptr();
+    let mut i = 0;
+    while i < N {
+        unsafe { core::ptr::write_volatile(p.add(i), 0) };
+        i += 1;
+    }
 }
 
 /// Wraps the IPv4 packet in an outer IPv4 header (protocol 4) from the tunnel source to the
@@ -649,7 +730,9 @@ fn encapsulate_inner(ctx: &XdpContext, pkt: &Packet, settings: &Settings, backen
     }
     let ingress = ctx.ingress_ifindex() as u32;
 
-    let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    let mut fib_words = FibWords { w: [0; 8] };
+    zero_words(&mut fib_words.w);
+    let fib = unsafe { &mut *(&mut fib_words as *mut FibWords as *mut bpf_fib_lookup) };
     fib.family = AF_INET;
     fib.l4_protocol = IPPROTO_IPIP;
     fib.__bindgen_anon_1.tot_len = outer_len as u16;
@@ -659,7 +742,7 @@ fn encapsulate_inner(ctx: &XdpContext, pkt: &Packet, settings: &Settings, backen
     let rc = unsafe {
         fib_lookup(
             ctx.ctx as *mut _,
-            &mut fib as *mut _,
+            fib as *mut _,
             core::mem::size_of::<bpf_fib_lookup>() as i32,
             0,
         )

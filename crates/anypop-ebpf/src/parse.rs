@@ -71,28 +71,6 @@ fn word(b: &[u8], i: usize) -> u32 {
     u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
 }
 
-impl Packet {
-    pub const fn empty() -> Packet {
-        Packet {
-            family: 0,
-            proto: 0,
-            ttl: 0,
-            tos: 0,
-            tcp_flags: 0,
-            icmp_type: 0,
-            fragment: false,
-            dont_fragment: false,
-            malformed_l4: false,
-            sport: 0,
-            dport: 0,
-            ip_len: 0,
-            l3_off: 0,
-            src: [0; 4],
-            dst: [0; 4],
-        }
-    }
-}
-
 /// Parses into `p`. A separate BPF function (not inlined) so its header copies get their own
 /// stack frame instead of adding to the 512 bytes of the main program.
 #[inline(never)]

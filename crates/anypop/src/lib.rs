@@ -4,6 +4,7 @@
 //! - [`config`]: parse and validate the network file, compile it into kernel map entries.
 //! - [`dataplane`]: load, pin, attach the kernel programs and fill their maps.
 //! - [`telemetry`]: read the per-verdict counters and format them.
+pub mod bench;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;

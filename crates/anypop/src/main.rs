@@ -56,6 +56,18 @@ enum Command {
         #[arg(long)]
         duration: Option<u64>,
     },
+    /// Benchmark ns/packet of the programs beside an empty program, XDP_DROP and xdp-filter.
+    Bench {
+        /// Single-run samples per path.
+        #[arg(long, default_value_t = 20_000)]
+        iterations: u32,
+        /// Repetitions per sample for the `repeat` method.
+        #[arg(long, default_value_t = 200_000)]
+        repeat: u32,
+        /// Blocklist sizes to measure (flatness from 1 to 100,000 prefixes).
+        #[arg(long, value_delimiter = ',', default_value = "1,1000,100000")]
+        prefixes: Vec<usize>,
+    },
     /// The lab: anycast networks in network namespaces.
     Lab {
         #[command(subcommand)]
@@ -139,6 +151,21 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             pop.stop(leave_running)
+        }
+        Command::Bench {
+            iterations,
+            repeat,
+            prefixes,
+        } => {
+            if unsafe { libc::geteuid() } != 0 {
+                bail!(
+                    "the benchmark loads eBPF programs in a private network namespace: run it as root"
+                );
+            }
+            println!("machine: {}", anypop::bench::machine_facts());
+            let rows = anypop::bench::run(iterations.max(100), repeat.max(1), &prefixes)?;
+            println!("{}", anypop::bench::table(&rows));
+            Ok(())
         }
         Command::Lab {
             command:

@@ -234,6 +234,32 @@ fn every_drop_and_pass_reason() {
             Reason::DropRule,
             None,
         );
+        // A /32 inside a /24: the DIR table sends the lookup to the trie, which decides per host.
+        let host = udp4([100, 99, 0, 7], 5000, VIP, 27015, b"x");
+        case(t, "one host", &host, a0, XDP_DROP, Reason::DropRule, None);
+        let neighbour = udp4([100, 99, 0, 8], 5000, VIP, 27015, b"x");
+        let want = expected_ipip(&neighbour, 14, BE1_MAC, lab.a0_mac, TUNNEL, BE1);
+        case(
+            t,
+            "its /24 neighbour",
+            &neighbour,
+            a0,
+            XDP_TX,
+            Reason::FwdIpip,
+            Some(&want),
+        );
+        // The trusted rule comes first: the same host on a trusted port is forwarded.
+        let trusted = udp4([100, 99, 0, 7], 5000, VIP, 27016, b"x");
+        let want = expected_ipip(&trusted, 14, BE2_MAC, lab.b0_mac, TUNNEL, BE2);
+        case(
+            t,
+            "one host, trusted port",
+            &trusted,
+            a0,
+            XDP_REDIRECT,
+            Reason::FwdIpip,
+            Some(&want),
+        );
         // Fragments: a non-first fragment to a VIP follows the policy (drop).
         let frag = set_frag4(
             &udp4(PLAYER, 5000, VIP, 27015, b"0123456789abcdef"),

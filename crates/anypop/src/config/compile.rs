@@ -49,14 +49,10 @@ pub struct EdgeTables {
     pub names: Names,
 }
 
-fn addr_bytes(a: IpAddr) -> (u8, [u8; 16]) {
-    let mut out = [0u8; 16];
+fn addr_key(a: IpAddr) -> (u8, [u32; 4]) {
     match a {
-        IpAddr::V4(v) => {
-            out[..4].copy_from_slice(&v.octets());
-            (FAMILY_V4, out)
-        }
-        IpAddr::V6(v) => (FAMILY_V6, v.octets()),
+        IpAddr::V4(v) => (FAMILY_V4, addr_words(&v.octets())),
+        IpAddr::V6(v) => (FAMILY_V6, addr_words(&v.octets())),
     }
 }
 
@@ -177,7 +173,7 @@ pub fn compile_edge(
         let si = si as u32;
         let gs = g * max_services + si;
         t.names.services.push(s.name.clone());
-        let (family, addr) = addr_bytes(s.vip);
+        let (family, addr) = addr_key(s.vip);
         if vips.insert((family, addr)) {
             t.vips.push(VipKey {
                 generation,

@@ -3,6 +3,7 @@
 use std::{
     collections::BTreeSet,
     net::Ipv4Addr,
+    os::fd::{AsFd, AsRawFd},
     path::{Path, PathBuf},
 };
 
@@ -76,6 +77,7 @@ impl Edge {
             .map_max_entries("RULES", g * ms * RULES_PER_SERVICE)
             .map_max_entries("SET_TBL", g * ms * SET_CHUNKS * 256)
             .map_max_entries("MAGLEV", g * ms * MAGLEV_SIZE)
+            .map_max_entries("SRC4_DIR", g * DIR_WORDS)
             .map_max_entries("SVC_HITS", g * ms)
             .map_max_entries("FLOWS", sizes.flow_entries.max(1024))
             .map_max_entries("BUCKETS", sizes.bucket_entries.max(1024));
@@ -225,8 +227,9 @@ impl Edge {
                 }
             }
         }
+        let v4 = prefix_sets::compile_v4(&tables.prefix_sets_v4);
+        self.write_source_dir(generation, &v4)?;
         {
-            let v4 = prefix_sets::compile_v4(&tables.prefix_sets_v4);
             let mut m: LpmTrie<&mut MapData, LpmData4, u64> =
                 LpmTrie::try_from(self.map("SRC_V4")?).map_err(|e| map_err("SRC_V4", e))?;
             for (net, bits) in v4 {
@@ -313,6 +316,52 @@ impl Edge {
             generation: gen32,
             version: new.version,
         })
+    }
+
+    /// Fills the standby half of the DIR-24-8 source table and its class table (see
+    /// `anypop_common::layout::DIR_WORDS`). The 16 MiB half is built in memory and copied through
+    /// a memory mapping of the array: one copy instead of two million syscalls.
+    fn write_source_dir(
+        &mut self,
+        generation: u8,
+        v4: &[(ipnet::Ipv4Net, u64)],
+    ) -> Result<(), DataplaneError> {
+        let (dir, classes) = build_source_dir(v4);
+        {
+            let mut m: Array<&mut MapData, u64> =
+                Array::try_from(self.map("SRC4_CLASS")?).map_err(|e| map_err("SRC4_CLASS", e))?;
+            for (i, mask) in classes.iter().enumerate() {
+                m.set(generation as u32 * CLASSES + i as u32, mask, 0)
+                    .map_err(|e| map_err("SRC4_CLASS", e))?;
+            }
+        }
+        let fd = match self.map("SRC4_DIR")? {
+            aya::maps::Map::Array(d) => d.fd().as_fd().as_raw_fd(),
+            _ => return Err(DataplaneError::Map("SRC4_DIR is not an array".into())),
+        };
+        let total = (GENERATIONS * DIR_WORDS) as usize * 8;
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                total,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(DataplaneError::Map(format!(
+                "mmap SRC4_DIR: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        unsafe {
+            let dst = (base as *mut u64).add(generation as usize * DIR_WORDS as usize);
+            std::ptr::copy_nonoverlapping(dir.as_ptr(), dst, dir.len());
+            libc::munmap(base, total);
+        }
+        Ok(())
     }
 
     /// Removes the hash and trie entries of a slot (arrays are overwritten in place).
@@ -537,4 +586,91 @@ fn verifier_text(e: &aya::programs::ProgramError) -> String {
         );
     }
     s
+}
+
+/// The DIR-24-8 words for one generation and its class table (class 0 = no set). Prefixes are
+/// visited in (address, length) order, so each one is written after every prefix containing it
+/// and overwrites only its own range with its (already unioned) sets. A /24 that holds longer
+/// prefixes is marked [`CLASS_USE_LPM`]; so is every listed /24 when more than 254 distinct set
+/// combinations exist.
+pub fn build_source_dir(v4: &[(ipnet::Ipv4Net, u64)]) -> (Vec<u64>, Vec<u64>) {
+    let mut dir = vec![0u64; DIR_WORDS as usize];
+    let mut classes: Vec<u64> = vec![0];
+    let mut class_of: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
+    let distinct: std::collections::BTreeSet<u64> = v4.iter().map(|(_, b)| *b).collect();
+    let too_many = distinct.len() > 254;
+    let mut set_byte = |dir: &mut Vec<u64>, slash24: u32, class: u64| {
+        let w = (slash24 >> 3) as usize;
+        let shift = (slash24 & 7) * 8;
+        dir[w] = (dir[w] & !(0xff << shift)) | (class << shift);
+    };
+    for (net, bits) in v4 {
+        if net.prefix_len() > 24 {
+            continue;
+        }
+        let class = if too_many {
+            CLASS_USE_LPM
+        } else {
+            *class_of.entry(*bits).or_insert_with(|| {
+                classes.push(*bits);
+                (classes.len() - 1) as u64
+            })
+        };
+        let start = u32::from(net.network()) >> 8;
+        let count = 1u32 << (24 - net.prefix_len());
+        for b in start..start + count {
+            set_byte(&mut dir, b, class);
+        }
+    }
+    for (net, _) in v4 {
+        if net.prefix_len() > 24 {
+            set_byte(&mut dir, u32::from(net.network()) >> 8, CLASS_USE_LPM);
+        }
+    }
+    (dir, classes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn class_at(dir: &[u64], addr: &str) -> u64 {
+        let a = u32::from(addr.parse::<std::net::Ipv4Addr>().unwrap());
+        (dir[(a >> 11) as usize] >> (((a >> 8) & 7) * 8)) & 0xff
+    }
+
+    #[test]
+    fn dir_classes_follow_longest_prefix() {
+        let v4 = prefix_sets::compile_v4(&[
+            ("10.0.0.0/8".parse().unwrap(), 1),
+            ("10.1.0.0/16".parse().unwrap(), 2),
+            ("10.1.2.128/25".parse().unwrap(), 4),
+        ]);
+        let (dir, classes) = build_source_dir(&v4);
+        assert_eq!(classes[class_at(&dir, "10.9.9.9") as usize], 1);
+        assert_eq!(classes[class_at(&dir, "10.1.9.9") as usize], 3);
+        assert_eq!(
+            class_at(&dir, "10.1.2.1"),
+            CLASS_USE_LPM,
+            "a /24 holding a /25 asks the trie"
+        );
+        assert_eq!(class_at(&dir, "11.0.0.1"), 0);
+        assert_eq!(class_at(&dir, "9.255.255.255"), 0);
+    }
+
+    #[test]
+    fn too_many_combinations_fall_back_to_the_trie() {
+        let input: Vec<(ipnet::Ipv4Net, u64)> = (0..300u32)
+            .map(|i| {
+                (
+                    ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(0x0b00_0000 | (i << 8)), 24)
+                        .unwrap(),
+                    i as u64 + 1,
+                )
+            })
+            .collect();
+        let (dir, _) = build_source_dir(&prefix_sets::compile_v4(&input));
+        assert_eq!(class_at(&dir, "11.0.5.1"), CLASS_USE_LPM);
+        assert_eq!(class_at(&dir, "12.0.0.1"), 0);
+    }
 }
