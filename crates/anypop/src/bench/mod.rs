@@ -22,7 +22,7 @@ use crate::{
     dataplane::{
         baseline::Baseline,
         edge::{Edge, EdgeSizes},
-        testrun::{run_xdp, run_xdp_raw_fd},
+        testrun::run_xdp_raw_fd,
     },
     lab::netns::{Netns, run_cmd},
 };
@@ -131,41 +131,42 @@ fn write_prefixes(path: &std::path::Path, n: usize) -> anyhow::Result<()> {
     std::fs::write(path, s).with_context(|| format!("writing {}", path.display()))
 }
 
-/// Measures a program fd/closure both ways.
-struct Meter {
-    iterations: u32,
-    repeat: u32,
+/// One program on one frame, measured in rounds.
+struct Case {
+    program: String,
+    path: String,
+    fd: i32,
+    frame: Vec<u8>,
+    /// Leaves the frame unchanged, so `repeat` timing applies.
+    stateless: bool,
+    action: u32,
+    repeat_min: f64,
+    single_total: u64,
+    single_n: u64,
 }
 
-impl Meter {
-    fn single(
-        &self,
-        mut run: impl FnMut() -> anyhow::Result<(u32, u64)>,
-    ) -> anyhow::Result<(u32, f64)> {
-        let mut total = 0u64;
-        let mut action = 0;
-        for _ in 0..self.iterations {
-            let (a, ns) = run()?;
-            action = a;
-            total += ns;
+impl Case {
+    fn new(program: &str, path: &str, fd: i32, frame: &[u8], stateless: bool) -> Case {
+        Case {
+            program: program.into(),
+            path: path.into(),
+            fd,
+            frame: frame.to_vec(),
+            stateless,
+            action: 0,
+            repeat_min: f64::MAX,
+            single_total: 0,
+            single_n: 0,
         }
-        Ok((action, total as f64 / self.iterations as f64))
     }
+}
 
-    fn repeated(
-        &self,
-        mut run: impl FnMut(u32) -> anyhow::Result<(u32, u64)>,
-    ) -> anyhow::Result<(u32, f64)> {
-        let mut samples = Vec::new();
-        let mut action = 0;
-        for _ in 0..7 {
-            let (a, ns) = run(self.repeat)?;
-            action = a;
-            samples.push(ns as f64);
-        }
-        // The minimum: on a shared VM, noise only ever adds time.
-        samples.sort_by(|a, b| a.total_cmp(b));
-        Ok((action, samples[0]))
+/// Removes a benchmark pin directory however the run ends.
+struct PinGuard(std::path::PathBuf);
+
+impl Drop for PinGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -224,119 +225,95 @@ pub fn run(iterations: u32, repeat: u32, prefix_counts: &[usize]) -> anyhow::Res
     let xf_fd = xf.as_fd().as_raw_fd();
     let counts = prefix_counts.to_vec();
     let rows = ns.run(move || -> anyhow::Result<Vec<Row>> {
-        let meter = Meter { iterations, repeat };
         let a0 = crate::daemon::ifindex("a0", "bench")?;
         let mac = crate::daemon::mac_of("a0")?;
         let flood = udp4([198, 18, 7, 7], [203, 0, 113, 10], 27015);
         let player = udp4([100, 64, 1, 2], [203, 0, 113, 10], 27015);
         let limited = udp4([100, 100, 0, 1], [203, 0, 113, 10], 27016);
         let other = udp4([100, 64, 1, 2], [198, 51, 100, 1], 22);
-        let mut rows = Vec::new();
 
+        // Every program stays loaded for the whole run, so the measurements can be interleaved:
+        // on a shared VM the noise then falls on all of them alike.
         let base = Baseline::load()?;
-        for (name, path) in [
-            ("empty XDP program", "base_pass"),
-            ("bare XDP_DROP", "base_drop"),
-        ] {
-            let p = base.program(path);
-            let (a, r) = meter.repeated(|n| {
-                Ok(run_xdp(p, &flood, Some(a0), n).map(|r| (r.action, r.ns_per_run))?)
-            })?;
-            let (_, s) = meter.single(|| {
-                Ok(run_xdp(p, &flood, Some(a0), 1).map(|r| (r.action, r.ns_per_run))?)
-            })?;
-            rows.push(Row {
-                program: name.into(),
-                path: "any frame".into(),
-                action: a,
-                repeat_ns: Some(r),
-                single_ns: s,
-            });
-        }
-        for (path, frame) in [
-            ("drop: source on deny rule (1 address)", &flood),
-            ("pass: no rule matches", &player),
-        ] {
-            let (a, r) = meter.repeated(|n| Ok(run_xdp_raw_fd(xf_fd, frame, n)?))?;
-            let (_, s) = meter.single(|| Ok(run_xdp_raw_fd(xf_fd, frame, 1)?))?;
-            rows.push(Row {
-                program: "xdp-filter 1.3.1".into(),
-                path: path.into(),
-                action: a,
-                repeat_ns: Some(r),
-                single_ns: s,
-            });
-        }
-
+        let fd_of = |p: &aya::programs::Xdp| -> anyhow::Result<i32> {
+            Ok(p.fd().map_err(|e| anyhow!("{e}"))?.as_fd().as_raw_fd())
+        };
+        let mut cases: Vec<Case> = vec![
+            Case::new("empty XDP program", "any frame", fd_of(base.program("base_pass"))?, &flood, true),
+            Case::new("bare XDP_DROP", "any frame", fd_of(base.program("base_drop"))?, &flood, true),
+            Case::new("xdp-filter 1.3.1", "drop: source on deny rule (1 address)", xf_fd, &flood, true),
+            Case::new("xdp-filter 1.3.1", "pass: no rule matches", xf_fd, &player, true),
+        ];
         let dir = std::env::temp_dir().join(format!("anypop-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
+        let mut edges = Vec::new();
+        let mut guards = Vec::new();
         for &n in &counts {
             let file = dir.join(format!("prefixes-{n}.txt"));
             write_prefixes(&file, n)?;
             let net = config::parse(&network(file.to_str().unwrap()), "bench.toml", &dir)
                 .map_err(|e| anyhow!("{e}"))?;
-            let pins = std::path::PathBuf::from(format!(
-                "/sys/fs/bpf/anypop-bench-{}-{n}",
-                std::process::id()
-            ));
-            let result = (|| -> anyhow::Result<()> {
-                let mut edge = Edge::load(
-                    &pins,
-                    EdgeSizes {
-                        max_services: 4,
-                        flow_entries: 65_536,
-                        bucket_entries: 65_536,
-                    },
-                )?;
-                let slot = edge.standby_generation()?;
-                let t0 = Instant::now();
-                let tables = config::compile::compile_edge(&net, "pop-1", slot, 4)
-                    .map_err(|e| anyhow!("{e}"))?;
-                edge.apply(&tables)?;
-                eprintln!(
-                    "  {n} prefixes compiled and loaded in {:.2} s",
-                    t0.elapsed().as_secs_f64()
-                );
-                edge.add_interface(a0, mac)?;
-                let p = edge.program();
-                let label = format!("anypop edge ({n} prefixes)");
-                let paths: [(&str, &Vec<u8>, bool); 4] = [
-                    ("flood drop: source in blocklist", &flood, true),
-                    ("rate-limited drop (shared bucket, CAS)", &limited, true),
-                    ("pass-through: not a VIP", &other, true),
-                    ("forward: rules, Maglev, IPIP encap, XDP_TX", &player, false),
-                ];
-                for (path, frame, stateless) in paths {
-                    // Warm up state (bucket exists and is empty; flow pinned).
-                    for _ in 0..3 {
-                        run_xdp(p, frame, Some(a0), 1)?;
-                    }
-                    let (a, r) = if stateless {
-                        let (a, r) = meter.repeated(|k| {
-                            Ok(run_xdp(p, frame, Some(a0), k).map(|r| (r.action, r.ns_per_run))?)
-                        })?;
-                        (a, Some(r))
-                    } else {
-                        (run_xdp(p, frame, Some(a0), 1)?.action, None)
-                    };
-                    let (_, s) = meter.single(|| {
-                        Ok(run_xdp(p, frame, Some(a0), 1).map(|r| (r.action, r.ns_per_run))?)
-                    })?;
-                    rows.push(Row {
-                        program: label.clone(),
-                        path: path.into(),
-                        action: a,
-                        repeat_ns: r,
-                        single_ns: s,
-                    });
-                }
-                Ok(())
-            })();
-            let _ = std::fs::remove_dir_all(&pins);
-            result?;
+            let pins = std::path::PathBuf::from(format!("/sys/fs/bpf/anypop-bench-{}-{n}", std::process::id()));
+            guards.push(PinGuard(pins.clone()));
+            let mut edge = Edge::load(
+                &pins,
+                EdgeSizes {
+                    max_services: 4,
+                    flow_entries: 65_536,
+                    bucket_entries: 65_536,
+                },
+            )?;
+            let slot = edge.standby_generation()?;
+            let t0 = Instant::now();
+            let tables = config::compile::compile_edge(&net, "pop-1", slot, 4).map_err(|e| anyhow!("{e}"))?;
+            edge.apply(&tables)?;
+            eprintln!("  {n} prefixes compiled and loaded in {:.2} s", t0.elapsed().as_secs_f64());
+            edge.add_interface(a0, mac)?;
+            let fd = fd_of(edge.program())?;
+            let label = format!("anypop edge ({n} prefixes)");
+            cases.push(Case::new(&label, "flood drop: source in blocklist", fd, &flood, true));
+            cases.push(Case::new(&label, "rate-limited drop (shared bucket, CAS)", fd, &limited, true));
+            cases.push(Case::new(&label, "pass-through: not a VIP", fd, &other, true));
+            cases.push(Case::new(&label, "forward: rules, Maglev, IPIP encap, XDP_TX", fd, &player, false));
+            edges.push(edge);
         }
         let _ = std::fs::remove_dir_all(&dir);
-        Ok(rows)
+        // Warm up state (rate-limit buckets exist and are empty; flows are pinned).
+        for c in &cases {
+            for _ in 0..3 {
+                run_xdp_raw_fd(c.fd, &c.frame, Some(a0), 1)?;
+            }
+        }
+        let rounds = 15u32;
+        let per_round = (iterations / rounds).max(1);
+        for round in 0..rounds {
+            for c in cases.iter_mut() {
+                if c.stateless {
+                    let (a, ns) = run_xdp_raw_fd(c.fd, &c.frame, Some(a0), repeat)?;
+                    c.action = a;
+                    c.repeat_min = c.repeat_min.min(ns as f64);
+                }
+                for _ in 0..per_round {
+                    let (a, ns) = run_xdp_raw_fd(c.fd, &c.frame, Some(a0), 1)?;
+                    c.action = a;
+                    c.single_total += ns;
+                    c.single_n += 1;
+                }
+            }
+            eprint!("\r  measuring: round {}/{rounds}", round + 1);
+        }
+        eprintln!();
+        drop(edges);
+        Ok(cases
+            .into_iter()
+            .map(|c| Row {
+                program: c.program,
+                path: c.path,
+                action: c.action,
+                repeat_ns: c.stateless.then_some(c.repeat_min),
+                single_ns: c.single_total as f64 / c.single_n.max(1) as f64,
+            })
+            .collect())
     })??;
     drop(xf);
     Ok(rows)

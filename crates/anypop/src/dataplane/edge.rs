@@ -599,7 +599,7 @@ pub fn build_source_dir(v4: &[(ipnet::Ipv4Net, u64)]) -> (Vec<u64>, Vec<u64>) {
     let mut class_of: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
     let distinct: std::collections::BTreeSet<u64> = v4.iter().map(|(_, b)| *b).collect();
     let too_many = distinct.len() > 254;
-    let mut set_byte = |dir: &mut Vec<u64>, slash24: u32, class: u64| {
+    let set_byte = |dir: &mut Vec<u64>, slash24: u32, class: u64| {
         let w = (slash24 >> 3) as usize;
         let shift = (slash24 & 7) * 8;
         dir[w] = (dir[w] & !(0xff << shift)) | (class << shift);

@@ -83,6 +83,7 @@ pub fn run_xdp(
 pub fn run_xdp_raw_fd(
     prog_fd: i32,
     frame: &[u8],
+    ingress_ifindex: Option<u32>,
     repeat: u32,
 ) -> Result<(u32, u64), DataplaneError> {
     #[repr(C)]
@@ -106,13 +107,27 @@ pub fn run_xdp_raw_fd(
         _pad: u32,
     }
     const BPF_PROG_TEST_RUN: libc::c_long = 10;
+    let ctx = XdpMd {
+        data: 0,
+        data_end: frame.len() as u32,
+        ingress_ifindex: ingress_ifindex.unwrap_or(0),
+        ..Default::default()
+    };
+    // The frame may be rewritten (encapsulation grows it): give the kernel room to write back.
+    let mut out = vec![0u8; frame.len() + 256];
     let mut attr = TestAttr {
         prog_fd: prog_fd as u32,
         data_size_in: frame.len() as u32,
         data_in: frame.as_ptr() as u64,
+        data_size_out: out.len() as u32,
+        data_out: out.as_mut_ptr() as u64,
         repeat: repeat.max(1),
         ..Default::default()
     };
+    if ingress_ifindex.is_some() {
+        attr.ctx_size_in = std::mem::size_of::<XdpMd>() as u32;
+        attr.ctx_in = &ctx as *const XdpMd as u64;
+    }
     let rc = unsafe {
         libc::syscall(
             libc::SYS_bpf,
