@@ -132,6 +132,28 @@ pub struct ServiceKey {
     pub addr: [u32; 4],
 }
 
+/// Key of `VIPS4`: the IPv4 form of [`VipKey`], 8 bytes so the hash is cheap.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VipKey4 {
+    /// Network byte order (as read from the packet).
+    pub addr: u32,
+    pub generation: u32,
+}
+
+/// Key of `SERVICES4`: the IPv4 form of [`ServiceKey`] in 8 bytes. This lookup is on every
+/// packet's path, and the kernel hashes the whole key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ServiceKey4 {
+    /// Network byte order.
+    pub addr: u32,
+    /// Host byte order; 0 for ICMP.
+    pub port: u16,
+    pub proto: u8,
+    pub generation: u8,
+}
+
 /// `SVC_INFO[gen * max_services + index]`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -339,7 +361,9 @@ mod pod {
         Control,
         Settings,
         VipKey,
+        VipKey4,
         ServiceKey,
+        ServiceKey4,
         ServiceInfo,
         RuleEntry,
         Profile,
@@ -364,6 +388,8 @@ mod tests {
     fn layouts_have_no_hidden_padding() {
         assert_eq!(size_of::<VipKey>(), 20);
         assert_eq!(size_of::<ServiceKey>(), 24);
+        assert_eq!(size_of::<ServiceKey4>(), 8);
+        assert_eq!(size_of::<VipKey4>(), 8);
         assert_eq!(size_of::<ServiceInfo>(), 16 + 8 + 8 * PCLASS_COUNT);
         assert_eq!(size_of::<RuleEntry>(), 32);
         assert_eq!(size_of::<FlowKey>(), 28);

@@ -39,6 +39,10 @@ static VIPS: HashMap<VipKey, u32> = HashMap::pinned(1024, 0);
 #[map]
 static SERVICES: HashMap<ServiceKey, u32> = HashMap::pinned(131_072, 0);
 #[map]
+static VIPS4: HashMap<VipKey4, u32> = HashMap::pinned(1024, 0);
+#[map]
+static SERVICES4: HashMap<ServiceKey4, u32> = HashMap::pinned(131_072, 0);
+#[map]
 static SVC_INFO: Array<ServiceInfo> = Array::pinned(GENERATIONS * MAX_SERVICES, 0);
 #[map]
 static RULES: Array<RuleEntry> = Array::pinned(GENERATIONS * MAX_SERVICES * RULES_PER_SERVICE, 0);
@@ -156,7 +160,17 @@ fn run(ctx: &XdpContext) -> Verdict {
     // is both "ours" and "which service". Only on a miss do we ask whether the destination is a
     // VIP at all (our own traffic passes; a VIP without that service drops).
     let mut svc = NONE;
-    if !pkt.fragment && !pkt.malformed_l4 {
+    if !pkt.fragment && !pkt.malformed_l4 && pkt.family == FAMILY_V4 {
+        let skey = ServiceKey4 {
+            addr: pkt.dst[0],
+            port: pkt.dport,
+            proto: pkt.proto,
+            generation: generation as u8,
+        };
+        if let Some(s) = SERVICES4.get_ptr(&skey) {
+            svc = unsafe { *s };
+        }
+    } else if !pkt.fragment && !pkt.malformed_l4 {
         let skey = ServiceKey {
             generation: generation as u8,
             family: pkt.family,
@@ -171,13 +185,22 @@ fn run(ctx: &XdpContext) -> Verdict {
         }
     }
     if svc == NONE {
-        let vip = VipKey {
-            generation: generation as u8,
-            family: pkt.family,
-            _pad: [0; 2],
-            addr: pkt.dst,
+        let is_vip = if pkt.family == FAMILY_V4 {
+            let vip = VipKey4 {
+                addr: pkt.dst[0],
+                generation,
+            };
+            VIPS4.get_ptr(&vip).is_some()
+        } else {
+            let vip = VipKey {
+                generation: generation as u8,
+                family: pkt.family,
+                _pad: [0; 2],
+                addr: pkt.dst,
+            };
+            VIPS.get_ptr(&vip).is_some()
         };
-        if VIPS.get_ptr(&vip).is_none() {
+        if !is_vip {
             return pass(Reason::PassNotVip);
         }
         if pkt.fragment {

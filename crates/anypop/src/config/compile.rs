@@ -28,8 +28,11 @@ pub type MaglevInput = (String, u32, u32);
 pub struct EdgeTables {
     pub generation: u8,
     pub settings: Settings,
+    /// IPv6 VIPs and services (IPv4 ones are in the compact maps below).
     pub vips: Vec<VipKey>,
     pub services: Vec<(ServiceKey, u32)>,
+    pub vips4: Vec<VipKey4>,
+    pub services4: Vec<(ServiceKey4, u32)>,
     /// (index = generation × max_services + service, info)
     pub service_info: Vec<(u32, ServiceInfo)>,
     /// (index = (generation × max_services + service) × 64 + slot, rule)
@@ -175,12 +178,19 @@ pub fn compile_edge(
         t.names.services.push(s.name.clone());
         let (family, addr) = addr_key(s.vip);
         if vips.insert((family, addr)) {
-            t.vips.push(VipKey {
-                generation,
-                family,
-                _pad: [0; 2],
-                addr,
-            });
+            if family == FAMILY_V4 {
+                t.vips4.push(VipKey4 {
+                    addr: addr[0],
+                    generation: g,
+                });
+            } else {
+                t.vips.push(VipKey {
+                    generation,
+                    family,
+                    _pad: [0; 2],
+                    addr,
+                });
+            }
         }
         let proto = match (s.protocol, family) {
             (Protocol::Udp, _) => PROTO_UDP,
@@ -194,18 +204,30 @@ pub fn compile_edge(
             s.ports.iter().flat_map(|&(a, b)| a..=b).collect()
         };
         for port in ports {
-            t.services.push((
-                ServiceKey {
-                    generation,
-                    family,
-                    proto,
-                    _pad: 0,
-                    port,
-                    _pad2: 0,
-                    addr,
-                },
-                si,
-            ));
+            if family == FAMILY_V4 {
+                t.services4.push((
+                    ServiceKey4 {
+                        addr: addr[0],
+                        port,
+                        proto,
+                        generation,
+                    },
+                    si,
+                ));
+            } else {
+                t.services.push((
+                    ServiceKey {
+                        generation,
+                        family,
+                        proto,
+                        _pad: 0,
+                        port,
+                        _pad2: 0,
+                        addr,
+                    },
+                    si,
+                ));
+            }
         }
 
         let own_profile = match &s.limit {
@@ -351,9 +373,11 @@ mod tests {
         let t = compile_edge(&net, "pop-nyc-1", 1, 64).unwrap();
         assert_eq!(t.generation, 1);
         // rust-eu: 28015-28016 (2 ports) + web: 443 (1 port)
-        assert_eq!(t.services.len(), 3);
-        assert!(t.services.iter().all(|(k, _)| k.generation == 1));
-        assert_eq!(t.vips.len(), 1);
+        assert_eq!(t.services4.len(), 3);
+        assert!(t.services4.iter().all(|(k, _)| k.generation == 1));
+        assert_eq!(t.services4[0].0.addr, u32::from_ne_bytes([203, 0, 113, 10]));
+        assert_eq!(t.vips4.len(), 1);
+        assert!(t.services.is_empty() && t.vips.is_empty(), "no IPv6 services in the example");
         assert_eq!(
             t.settings.tunnel_source,
             u32::from_ne_bytes([198, 51, 100, 10])

@@ -9,7 +9,7 @@ use std::{
 
 use anypop_common::layout::*;
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf, EbpfLoader, Pod,
     maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key, xdp::DevMapHash},
     programs::{Xdp, XdpMode, links::FdLink, xdp::XdpLinkId},
 };
@@ -137,15 +137,49 @@ impl Edge {
         Ok((1 - (self.control()?.active_gen & 1)) as u8)
     }
 
+    /// Inserts entries into a hash map.
+    fn put_hash<K: Pod, V: Pod>(&mut self, name: &str, entries: impl IntoIterator<Item = (K, V)>) -> Result<(), DataplaneError> {
+        let mut m: HashMap<&mut MapData, K, V> = HashMap::try_from(self.map(name)?).map_err(|e| map_err(name, e))?;
+        for (k, v) in entries {
+            m.insert(k, v, 0).map_err(|e| map_err(name, e))?;
+        }
+        Ok(())
+    }
+
+    /// Sets entries of an array map.
+    fn put_array<V: Pod>(&mut self, name: &str, entries: impl IntoIterator<Item = (u32, V)>) -> Result<(), DataplaneError> {
+        let mut m: Array<&mut MapData, V> = Array::try_from(self.map(name)?).map_err(|e| map_err(name, e))?;
+        for (i, v) in entries {
+            m.set(i, v, 0).map_err(|e| map_err(name, e))?;
+        }
+        Ok(())
+    }
+
+    /// Removes the hash-map entries whose key matches `belongs`.
+    fn clear_hash<K: Pod, V: Pod>(&mut self, name: &str, belongs: impl Fn(&K) -> bool) -> Result<(), DataplaneError> {
+        let mut m: HashMap<&mut MapData, K, V> = HashMap::try_from(self.map(name)?).map_err(|e| map_err(name, e))?;
+        let keys: Vec<K> = m.keys().filter_map(Result::ok).filter(|k| belongs(k)).collect();
+        for k in keys {
+            let _ = m.remove(&k);
+        }
+        Ok(())
+    }
+
+    /// Removes the LPM entries whose data matches `belongs`.
+    fn clear_lpm<K: Pod>(&mut self, name: &str, belongs: impl Fn(&K) -> bool) -> Result<(), DataplaneError> {
+        let mut m: LpmTrie<&mut MapData, K, u64> = LpmTrie::try_from(self.map(name)?).map_err(|e| map_err(name, e))?;
+        let keys: Vec<Key<K>> = m.keys().filter_map(Result::ok).filter(|k| belongs(&k.data())).collect();
+        for k in keys {
+            let _ = m.remove(&k);
+        }
+        Ok(())
+    }
+
     /// Writes `tables` (compiled for the standby slot) into the maps, then makes it live with one
     /// store to `CONTROL`. The live slot is not touched until that store, so a failure anywhere
     /// before it leaves the running config as it was.
     pub fn apply(&mut self, tables: &EdgeTables) -> Result<Applied, DataplaneError> {
-        let generation = tables
-            .vips
-            .first()
-            .map(|v| v.generation)
-            .unwrap_or(self.standby_generation()?);
+        let generation = tables.generation;
         let standby = self.standby_generation()?;
         if generation != standby {
             return Err(DataplaneError::Map(format!(
@@ -156,82 +190,44 @@ impl Edge {
         self.clear_slot(generation)?;
         let ms = self.sizes.max_services;
 
-        {
-            let mut m: Array<&mut MapData, Settings> =
-                Array::try_from(self.map("SETTINGS")?).map_err(|e| map_err("SETTINGS", e))?;
-            let mut s = tables.settings;
-            s.max_services = ms;
-            m.set(gen32, s, 0).map_err(|e| map_err("SETTINGS", e))?;
-        }
-        {
-            let mut m: HashMap<&mut MapData, VipKey, u32> =
-                HashMap::try_from(self.map("VIPS")?).map_err(|e| map_err("VIPS", e))?;
-            for v in &tables.vips {
-                m.insert(v, 1, 0).map_err(|e| map_err("VIPS", e))?;
-            }
-        }
-        {
-            let mut m: HashMap<&mut MapData, ServiceKey, u32> =
-                HashMap::try_from(self.map("SERVICES")?).map_err(|e| map_err("SERVICES", e))?;
-            for (k, v) in &tables.services {
-                m.insert(k, v, 0).map_err(|e| map_err("SERVICES", e))?;
-            }
-        }
-        {
-            let mut m: Array<&mut MapData, ServiceInfo> =
-                Array::try_from(self.map("SVC_INFO")?).map_err(|e| map_err("SVC_INFO", e))?;
-            for (i, v) in &tables.service_info {
-                m.set(*i, v, 0).map_err(|e| map_err("SVC_INFO", e))?;
-            }
-        }
-        {
-            let mut m: Array<&mut MapData, RuleEntry> =
-                Array::try_from(self.map("RULES")?).map_err(|e| map_err("RULES", e))?;
-            for (i, v) in &tables.rules {
-                m.set(*i, v, 0).map_err(|e| map_err("RULES", e))?;
-            }
-        }
-        {
-            // Every chunk that any set uses is written whole (zeros included) for every service,
-            // so no entry of an earlier config in this slot can leak into this one.
-            let mut chunks = BTreeSet::new();
-            for (_, bits) in tables
-                .prefix_sets_v4
-                .iter()
-                .map(|(p, b)| (p.to_string(), *b))
-                .chain(
-                    tables
-                        .prefix_sets_v6
-                        .iter()
-                        .map(|(p, b)| (p.to_string(), *b)),
-                )
-            {
-                for c in 0..SET_CHUNKS {
-                    if (bits >> (c * 8)) & 0xff != 0 {
-                        chunks.insert(c);
-                    }
-                }
-            }
-            let nonzero: std::collections::HashMap<u32, u64> =
-                tables.set_table.iter().copied().collect();
-            let mut m: Array<&mut MapData, u64> =
-                Array::try_from(self.map("SET_TBL")?).map_err(|e| map_err("SET_TBL", e))?;
-            for svc in 0..(tables.service_info.len() as u32) {
-                let gs = gen32 * ms + svc;
-                for &c in &chunks {
-                    for byte in 0..256u32 {
-                        let i = set_table_index(gs, c, byte);
-                        m.set(i, nonzero.get(&i).copied().unwrap_or(0), 0)
-                            .map_err(|e| map_err("SET_TBL", e))?;
-                    }
+        let mut settings = tables.settings;
+        settings.max_services = ms;
+        self.put_array("SETTINGS", [(gen32, settings)])?;
+        self.put_hash("VIPS", tables.vips.iter().map(|v| (*v, 1u32)))?;
+        self.put_hash("SERVICES", tables.services.iter().copied())?;
+        self.put_hash("VIPS4", tables.vips4.iter().map(|v| (*v, 1u32)))?;
+        self.put_hash("SERVICES4", tables.services4.iter().copied())?;
+        self.put_array("SVC_INFO", tables.service_info.iter().copied())?;
+        self.put_array("RULES", tables.rules.iter().copied())?;
+
+        // Every chunk that any set uses is written whole (zeros included) for every service,
+        // so no entry of an earlier config in this slot can leak into this one.
+        let mut chunks = BTreeSet::new();
+        let all_bits = tables.prefix_sets_v4.iter().map(|(_, b)| *b).chain(tables.prefix_sets_v6.iter().map(|(_, b)| *b));
+        for bits in all_bits {
+            for c in 0..SET_CHUNKS {
+                if (bits >> (c * 8)) & 0xff != 0 {
+                    chunks.insert(c);
                 }
             }
         }
+        let nonzero: std::collections::HashMap<u32, u64> = tables.set_table.iter().copied().collect();
+        let mut set_entries = Vec::new();
+        for svc in 0..(tables.service_info.len() as u32) {
+            let gs = gen32 * ms + svc;
+            for &c in &chunks {
+                for byte in 0..256u32 {
+                    let i = set_table_index(gs, c, byte);
+                    set_entries.push((i, nonzero.get(&i).copied().unwrap_or(0)));
+                }
+            }
+        }
+        self.put_array("SET_TBL", set_entries)?;
+
         let v4 = prefix_sets::compile_v4(&tables.prefix_sets_v4);
         self.write_source_dir(generation, &v4)?;
         {
-            let mut m: LpmTrie<&mut MapData, LpmData4, u64> =
-                LpmTrie::try_from(self.map("SRC_V4")?).map_err(|e| map_err("SRC_V4", e))?;
+            let mut m: LpmTrie<&mut MapData, LpmData4, u64> = LpmTrie::try_from(self.map("SRC_V4")?).map_err(|e| map_err("SRC_V4", e))?;
             for (net, bits) in v4 {
                 let mut data = [0u8; 8];
                 data[0] = generation;
@@ -242,8 +238,7 @@ impl Edge {
         }
         {
             let v6 = prefix_sets::compile_v6(&tables.prefix_sets_v6);
-            let mut m: LpmTrie<&mut MapData, LpmData6, u64> =
-                LpmTrie::try_from(self.map("SRC_V6")?).map_err(|e| map_err("SRC_V6", e))?;
+            let mut m: LpmTrie<&mut MapData, LpmData6, u64> = LpmTrie::try_from(self.map("SRC_V6")?).map_err(|e| map_err("SRC_V6", e))?;
             for (net, bits) in v6 {
                 let mut data = [0u8; 20];
                 data[0] = generation;
@@ -252,66 +247,44 @@ impl Edge {
                     .map_err(|e| map_err("SRC_V6", e))?;
             }
         }
-        {
-            let mut m: Array<&mut MapData, Profile> =
-                Array::try_from(self.map("PROFILES")?).map_err(|e| map_err("PROFILES", e))?;
-            for (i, v) in &tables.profiles {
-                m.set(*i, v, 0).map_err(|e| map_err("PROFILES", e))?;
-            }
-        }
-        {
-            let mut m: Array<&mut MapData, Backend> =
-                Array::try_from(self.map("BACKENDS")?).map_err(|e| map_err("BACKENDS", e))?;
-            for (i, v) in &tables.backends {
-                m.set(*i, v, 0).map_err(|e| map_err("BACKENDS", e))?;
-            }
-        }
-        {
-            let mut m: HashMap<&mut MapData, BackendServiceKey, u32> =
-                HashMap::try_from(self.map("BE_SVC")?).map_err(|e| map_err("BE_SVC", e))?;
-            for k in &tables.backend_services {
+        self.put_array("PROFILES", tables.profiles.iter().copied())?;
+        self.put_array("BACKENDS", tables.backends.iter().copied())?;
+        let be_svc: Vec<(BackendServiceKey, u32)> = tables
+            .backend_services
+            .iter()
+            .map(|k| {
                 let idx = tables
                     .backends
                     .iter()
-                    .position(|(_, b)| b.addr == k.addr)
-                    .map(|p| tables.backends[p].0 % MAX_BACKENDS)
+                    .find(|(_, b)| b.addr == k.addr)
+                    .map(|(i, _)| i % MAX_BACKENDS)
                     .unwrap_or(NONE);
-                m.insert(k, idx, 0).map_err(|e| map_err("BE_SVC", e))?;
+                (*k, idx)
+            })
+            .collect();
+        self.put_hash("BE_SVC", be_svc)?;
+        let mut maglev = Vec::new();
+        for (svc, inputs) in &tables.maglev_inputs {
+            let backends: Vec<anypop_common::maglev::MaglevBackend<'_>> = inputs
+                .iter()
+                .map(|(name, weight, _)| anypop_common::maglev::MaglevBackend { name, weight: *weight })
+                .collect();
+            let table = anypop_common::maglev::build(&backends, MAGLEV_SIZE);
+            let base = (gen32 * ms + svc) * MAGLEV_SIZE;
+            for (i, entry) in table.iter().enumerate() {
+                let v = if *entry == NONE { NONE } else { inputs[*entry as usize].2 };
+                maglev.push((base + i as u32, v));
             }
         }
-        {
-            let mut m: Array<&mut MapData, u32> =
-                Array::try_from(self.map("MAGLEV")?).map_err(|e| map_err("MAGLEV", e))?;
-            for (svc, inputs) in &tables.maglev_inputs {
-                let backends: Vec<anypop_common::maglev::MaglevBackend<'_>> = inputs
-                    .iter()
-                    .map(|(name, weight, _)| anypop_common::maglev::MaglevBackend {
-                        name,
-                        weight: *weight,
-                    })
-                    .collect();
-                let table = anypop_common::maglev::build(&backends, MAGLEV_SIZE);
-                let base = (gen32 * ms + svc) * MAGLEV_SIZE;
-                for (i, entry) in table.iter().enumerate() {
-                    let v = if *entry == NONE {
-                        NONE
-                    } else {
-                        inputs[*entry as usize].2
-                    };
-                    m.set(base + i as u32, v, 0)
-                        .map_err(|e| map_err("MAGLEV", e))?;
-                }
-            }
-        }
+        self.put_array("MAGLEV", maglev)?;
+
         // The switch: one 8-byte value, read once per packet by the program.
-        let mut m: Array<&mut MapData, Control> =
-            Array::try_from(self.map("CONTROL")?).map_err(|e| map_err("CONTROL", e))?;
-        let old = m.get(&0, 0).map_err(|e| map_err("CONTROL", e))?;
+        let old = self.control()?;
         let new = Control {
             active_gen: gen32,
             version: old.version.wrapping_add(1),
         };
-        m.set(0, new, 0).map_err(|e| map_err("CONTROL", e))?;
+        self.put_array("CONTROL", [(0u32, new)])?;
         Ok(Applied {
             generation: gen32,
             version: new.version,
@@ -366,76 +339,17 @@ impl Edge {
 
     /// Removes the hash and trie entries of a slot (arrays are overwritten in place).
     fn clear_slot(&mut self, generation: u8) -> Result<(), DataplaneError> {
-        {
-            let mut m: HashMap<&mut MapData, VipKey, u32> =
-                HashMap::try_from(self.map("VIPS")?).map_err(|e| map_err("VIPS", e))?;
-            let keys: Vec<VipKey> = m
-                .keys()
-                .filter_map(Result::ok)
-                .filter(|k| k.generation == generation)
-                .collect();
-            for k in keys {
-                let _ = m.remove(&k);
-            }
-        }
-        {
-            let mut m: HashMap<&mut MapData, ServiceKey, u32> =
-                HashMap::try_from(self.map("SERVICES")?).map_err(|e| map_err("SERVICES", e))?;
-            let keys: Vec<ServiceKey> = m
-                .keys()
-                .filter_map(Result::ok)
-                .filter(|k| k.generation == generation)
-                .collect();
-            for k in keys {
-                let _ = m.remove(&k);
-            }
-        }
-        {
-            let mut m: HashMap<&mut MapData, BackendServiceKey, u32> =
-                HashMap::try_from(self.map("BE_SVC")?).map_err(|e| map_err("BE_SVC", e))?;
-            let keys: Vec<BackendServiceKey> = m
-                .keys()
-                .filter_map(Result::ok)
-                .filter(|k| k.generation == generation as u32)
-                .collect();
-            for k in keys {
-                let _ = m.remove(&k);
-            }
-        }
-        {
-            let mut m: LpmTrie<&mut MapData, LpmData4, u64> =
-                LpmTrie::try_from(self.map("SRC_V4")?).map_err(|e| map_err("SRC_V4", e))?;
-            let keys: Vec<Key<LpmData4>> = m
-                .keys()
-                .filter_map(Result::ok)
-                .filter(|k| k.data()[0] == generation)
-                .collect();
-            for k in keys {
-                let _ = m.remove(&k);
-            }
-        }
-        {
-            let mut m: LpmTrie<&mut MapData, LpmData6, u64> =
-                LpmTrie::try_from(self.map("SRC_V6")?).map_err(|e| map_err("SRC_V6", e))?;
-            let keys: Vec<Key<LpmData6>> = m
-                .keys()
-                .filter_map(Result::ok)
-                .filter(|k| k.data()[0] == generation)
-                .collect();
-            for k in keys {
-                let _ = m.remove(&k);
-            }
-        }
-        {
-            // Service infos beyond the new config's count must read as "no rules, no backends".
-            let ms = self.sizes.max_services;
-            let mut m: Array<&mut MapData, ServiceInfo> =
-                Array::try_from(self.map("SVC_INFO")?).map_err(|e| map_err("SVC_INFO", e))?;
-            for s in 0..ms {
-                m.set(generation as u32 * ms + s, ServiceInfo::default(), 0)
-                    .map_err(|e| map_err("SVC_INFO", e))?;
-            }
-        }
+        let g32 = generation as u32;
+        self.clear_hash::<VipKey, u32>("VIPS", |k| k.generation == generation)?;
+        self.clear_hash::<ServiceKey, u32>("SERVICES", |k| k.generation == generation)?;
+        self.clear_hash::<VipKey4, u32>("VIPS4", |k| k.generation == g32)?;
+        self.clear_hash::<ServiceKey4, u32>("SERVICES4", |k| k.generation == generation)?;
+        self.clear_hash::<BackendServiceKey, u32>("BE_SVC", |k| k.generation == g32)?;
+        self.clear_lpm::<LpmData4>("SRC_V4", |d| d[0] == generation)?;
+        self.clear_lpm::<LpmData6>("SRC_V6", |d| d[0] == generation)?;
+        // Service infos beyond the new config's count must read as "no rules, no backends".
+        let ms = self.sizes.max_services;
+        self.put_array("SVC_INFO", (0..ms).map(|s| (g32 * ms + s, ServiceInfo::default())))?;
         Ok(())
     }
 
