@@ -239,10 +239,34 @@ pub fn run(iterations: u32, repeat: u32, prefix_counts: &[usize]) -> anyhow::Res
             Ok(p.fd().map_err(|e| anyhow!("{e}"))?.as_fd().as_raw_fd())
         };
         let mut cases: Vec<Case> = vec![
-            Case::new("empty XDP program", "any frame", fd_of(base.program("base_pass"))?, &flood, true),
-            Case::new("bare XDP_DROP", "any frame", fd_of(base.program("base_drop"))?, &flood, true),
-            Case::new("xdp-filter 1.3.1", "drop: source on deny rule (1 address)", xf_fd, &flood, true),
-            Case::new("xdp-filter 1.3.1", "pass: no rule matches", xf_fd, &player, true),
+            Case::new(
+                "empty XDP program",
+                "any frame",
+                fd_of(base.program("base_pass"))?,
+                &flood,
+                true,
+            ),
+            Case::new(
+                "bare XDP_DROP",
+                "any frame",
+                fd_of(base.program("base_drop"))?,
+                &flood,
+                true,
+            ),
+            Case::new(
+                "xdp-filter 1.3.1",
+                "drop: source on deny rule (1 address)",
+                xf_fd,
+                &flood,
+                true,
+            ),
+            Case::new(
+                "xdp-filter 1.3.1",
+                "pass: no rule matches",
+                xf_fd,
+                &player,
+                true,
+            ),
         ];
         let dir = std::env::temp_dir().join(format!("anypop-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
@@ -253,7 +277,10 @@ pub fn run(iterations: u32, repeat: u32, prefix_counts: &[usize]) -> anyhow::Res
             write_prefixes(&file, n)?;
             let net = config::parse(&network(file.to_str().unwrap()), "bench.toml", &dir)
                 .map_err(|e| anyhow!("{e}"))?;
-            let pins = std::path::PathBuf::from(format!("/sys/fs/bpf/anypop-bench-{}-{n}", std::process::id()));
+            let pins = std::path::PathBuf::from(format!(
+                "/sys/fs/bpf/anypop-bench-{}-{n}",
+                std::process::id()
+            ));
             guards.push(PinGuard(pins.clone()));
             let mut edge = Edge::load(
                 &pins,
@@ -265,16 +292,44 @@ pub fn run(iterations: u32, repeat: u32, prefix_counts: &[usize]) -> anyhow::Res
             )?;
             let slot = edge.standby_generation()?;
             let t0 = Instant::now();
-            let tables = config::compile::compile_edge(&net, "pop-1", slot, 4).map_err(|e| anyhow!("{e}"))?;
+            let tables = config::compile::compile_edge(&net, "pop-1", slot, 4)
+                .map_err(|e| anyhow!("{e}"))?;
             edge.apply(&tables)?;
-            eprintln!("  {n} prefixes compiled and loaded in {:.2} s", t0.elapsed().as_secs_f64());
+            eprintln!(
+                "  {n} prefixes compiled and loaded in {:.2} s",
+                t0.elapsed().as_secs_f64()
+            );
             edge.add_interface(a0, mac)?;
             let fd = fd_of(edge.program())?;
             let label = format!("anypop edge ({n} prefixes)");
-            cases.push(Case::new(&label, "flood drop: source in blocklist", fd, &flood, true));
-            cases.push(Case::new(&label, "rate-limited drop (shared bucket, CAS)", fd, &limited, true));
-            cases.push(Case::new(&label, "pass-through: not a VIP", fd, &other, true));
-            cases.push(Case::new(&label, "forward: rules, Maglev, IPIP encap, XDP_TX", fd, &player, false));
+            cases.push(Case::new(
+                &label,
+                "flood drop: source in blocklist",
+                fd,
+                &flood,
+                true,
+            ));
+            cases.push(Case::new(
+                &label,
+                "rate-limited drop (shared bucket, CAS)",
+                fd,
+                &limited,
+                true,
+            ));
+            cases.push(Case::new(
+                &label,
+                "pass-through: not a VIP",
+                fd,
+                &other,
+                true,
+            ));
+            cases.push(Case::new(
+                &label,
+                "forward: rules, Maglev, IPIP encap, XDP_TX",
+                fd,
+                &player,
+                false,
+            ));
             edges.push(edge);
         }
         let _ = std::fs::remove_dir_all(&dir);

@@ -377,7 +377,10 @@ mod tests {
         assert!(t.services4.iter().all(|(k, _)| k.generation == 1));
         assert_eq!(t.services4[0].0.addr, u32::from_ne_bytes([203, 0, 113, 10]));
         assert_eq!(t.vips4.len(), 1);
-        assert!(t.services.is_empty() && t.vips.is_empty(), "no IPv6 services in the example");
+        assert!(
+            t.services.is_empty() && t.vips.is_empty(),
+            "no IPv6 services in the example"
+        );
         assert_eq!(
             t.settings.tunnel_source,
             u32::from_ne_bytes([198, 51, 100, 10])

@@ -138,8 +138,13 @@ impl Edge {
     }
 
     /// Inserts entries into a hash map.
-    fn put_hash<K: Pod, V: Pod>(&mut self, name: &str, entries: impl IntoIterator<Item = (K, V)>) -> Result<(), DataplaneError> {
-        let mut m: HashMap<&mut MapData, K, V> = HashMap::try_from(self.map(name)?).map_err(|e| map_err(name, e))?;
+    fn put_hash<K: Pod, V: Pod>(
+        &mut self,
+        name: &str,
+        entries: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<(), DataplaneError> {
+        let mut m: HashMap<&mut MapData, K, V> =
+            HashMap::try_from(self.map(name)?).map_err(|e| map_err(name, e))?;
         for (k, v) in entries {
             m.insert(k, v, 0).map_err(|e| map_err(name, e))?;
         }
@@ -147,8 +152,13 @@ impl Edge {
     }
 
     /// Sets entries of an array map.
-    fn put_array<V: Pod>(&mut self, name: &str, entries: impl IntoIterator<Item = (u32, V)>) -> Result<(), DataplaneError> {
-        let mut m: Array<&mut MapData, V> = Array::try_from(self.map(name)?).map_err(|e| map_err(name, e))?;
+    fn put_array<V: Pod>(
+        &mut self,
+        name: &str,
+        entries: impl IntoIterator<Item = (u32, V)>,
+    ) -> Result<(), DataplaneError> {
+        let mut m: Array<&mut MapData, V> =
+            Array::try_from(self.map(name)?).map_err(|e| map_err(name, e))?;
         for (i, v) in entries {
             m.set(i, v, 0).map_err(|e| map_err(name, e))?;
         }
@@ -156,9 +166,18 @@ impl Edge {
     }
 
     /// Removes the hash-map entries whose key matches `belongs`.
-    fn clear_hash<K: Pod, V: Pod>(&mut self, name: &str, belongs: impl Fn(&K) -> bool) -> Result<(), DataplaneError> {
-        let mut m: HashMap<&mut MapData, K, V> = HashMap::try_from(self.map(name)?).map_err(|e| map_err(name, e))?;
-        let keys: Vec<K> = m.keys().filter_map(Result::ok).filter(|k| belongs(k)).collect();
+    fn clear_hash<K: Pod, V: Pod>(
+        &mut self,
+        name: &str,
+        belongs: impl Fn(&K) -> bool,
+    ) -> Result<(), DataplaneError> {
+        let mut m: HashMap<&mut MapData, K, V> =
+            HashMap::try_from(self.map(name)?).map_err(|e| map_err(name, e))?;
+        let keys: Vec<K> = m
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| belongs(k))
+            .collect();
         for k in keys {
             let _ = m.remove(&k);
         }
@@ -166,9 +185,18 @@ impl Edge {
     }
 
     /// Removes the LPM entries whose data matches `belongs`.
-    fn clear_lpm<K: Pod>(&mut self, name: &str, belongs: impl Fn(&K) -> bool) -> Result<(), DataplaneError> {
-        let mut m: LpmTrie<&mut MapData, K, u64> = LpmTrie::try_from(self.map(name)?).map_err(|e| map_err(name, e))?;
-        let keys: Vec<Key<K>> = m.keys().filter_map(Result::ok).filter(|k| belongs(&k.data())).collect();
+    fn clear_lpm<K: Pod>(
+        &mut self,
+        name: &str,
+        belongs: impl Fn(&K) -> bool,
+    ) -> Result<(), DataplaneError> {
+        let mut m: LpmTrie<&mut MapData, K, u64> =
+            LpmTrie::try_from(self.map(name)?).map_err(|e| map_err(name, e))?;
+        let keys: Vec<Key<K>> = m
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| belongs(&k.data()))
+            .collect();
         for k in keys {
             let _ = m.remove(&k);
         }
@@ -203,7 +231,11 @@ impl Edge {
         // Every chunk that any set uses is written whole (zeros included) for every service,
         // so no entry of an earlier config in this slot can leak into this one.
         let mut chunks = BTreeSet::new();
-        let all_bits = tables.prefix_sets_v4.iter().map(|(_, b)| *b).chain(tables.prefix_sets_v6.iter().map(|(_, b)| *b));
+        let all_bits = tables
+            .prefix_sets_v4
+            .iter()
+            .map(|(_, b)| *b)
+            .chain(tables.prefix_sets_v6.iter().map(|(_, b)| *b));
         for bits in all_bits {
             for c in 0..SET_CHUNKS {
                 if (bits >> (c * 8)) & 0xff != 0 {
@@ -211,7 +243,8 @@ impl Edge {
                 }
             }
         }
-        let nonzero: std::collections::HashMap<u32, u64> = tables.set_table.iter().copied().collect();
+        let nonzero: std::collections::HashMap<u32, u64> =
+            tables.set_table.iter().copied().collect();
         let mut set_entries = Vec::new();
         for svc in 0..(tables.service_info.len() as u32) {
             let gs = gen32 * ms + svc;
@@ -227,7 +260,8 @@ impl Edge {
         let v4 = prefix_sets::compile_v4(&tables.prefix_sets_v4);
         self.write_source_dir(generation, &v4)?;
         {
-            let mut m: LpmTrie<&mut MapData, LpmData4, u64> = LpmTrie::try_from(self.map("SRC_V4")?).map_err(|e| map_err("SRC_V4", e))?;
+            let mut m: LpmTrie<&mut MapData, LpmData4, u64> =
+                LpmTrie::try_from(self.map("SRC_V4")?).map_err(|e| map_err("SRC_V4", e))?;
             for (net, bits) in v4 {
                 let mut data = [0u8; 8];
                 data[0] = generation;
@@ -238,7 +272,8 @@ impl Edge {
         }
         {
             let v6 = prefix_sets::compile_v6(&tables.prefix_sets_v6);
-            let mut m: LpmTrie<&mut MapData, LpmData6, u64> = LpmTrie::try_from(self.map("SRC_V6")?).map_err(|e| map_err("SRC_V6", e))?;
+            let mut m: LpmTrie<&mut MapData, LpmData6, u64> =
+                LpmTrie::try_from(self.map("SRC_V6")?).map_err(|e| map_err("SRC_V6", e))?;
             for (net, bits) in v6 {
                 let mut data = [0u8; 20];
                 data[0] = generation;
@@ -267,12 +302,19 @@ impl Edge {
         for (svc, inputs) in &tables.maglev_inputs {
             let backends: Vec<anypop_common::maglev::MaglevBackend<'_>> = inputs
                 .iter()
-                .map(|(name, weight, _)| anypop_common::maglev::MaglevBackend { name, weight: *weight })
+                .map(|(name, weight, _)| anypop_common::maglev::MaglevBackend {
+                    name,
+                    weight: *weight,
+                })
                 .collect();
             let table = anypop_common::maglev::build(&backends, MAGLEV_SIZE);
             let base = (gen32 * ms + svc) * MAGLEV_SIZE;
             for (i, entry) in table.iter().enumerate() {
-                let v = if *entry == NONE { NONE } else { inputs[*entry as usize].2 };
+                let v = if *entry == NONE {
+                    NONE
+                } else {
+                    inputs[*entry as usize].2
+                };
                 maglev.push((base + i as u32, v));
             }
         }
@@ -349,7 +391,10 @@ impl Edge {
         self.clear_lpm::<LpmData6>("SRC_V6", |d| d[0] == generation)?;
         // Service infos beyond the new config's count must read as "no rules, no backends".
         let ms = self.sizes.max_services;
-        self.put_array("SVC_INFO", (0..ms).map(|s| (g32 * ms + s, ServiceInfo::default())))?;
+        self.put_array(
+            "SVC_INFO",
+            (0..ms).map(|s| (g32 * ms + s, ServiceInfo::default())),
+        )?;
         Ok(())
     }
 

@@ -9,7 +9,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::{Ipv4Net, Ipv6Net};
 
-/// A prefix as (network bits left-aligned in a u128, length, address width).
+/// Whether prefix `outer` contains prefix `inner`; each is (address in the low `width` bits of a
+/// u128, length). One u128 form serves both families, so the walk below exists once.
 fn covers(outer: (u128, u8), inner: (u128, u8), width: u8) -> bool {
     if outer.1 > inner.1 {
         return false;
@@ -178,22 +179,62 @@ mod tests {
         assert_eq!(lookup_v4(&c, "10.0.5.9".parse().unwrap()), 4 | 8);
     }
 
+    /// Addresses for the property tests: only a few bits vary (`mask`), so random prefixes nest,
+    /// overlap and duplicate often; half the probes fall inside an input prefix.
+    fn probe(prefix_addr: u128, host: u128, host_bits: u8, width: u8, inside: bool) -> u128 {
+        let low = if host_bits >= width {
+            u128::MAX >> (128 - width as u32)
+        } else {
+            (1u128 << host_bits) - 1
+        };
+        if inside {
+            prefix_addr | (host & low)
+        } else {
+            host & (u128::MAX >> (128 - width as u32))
+        }
+    }
+
     proptest! {
         #[test]
-        fn one_lookup_equals_brute_force(
-            prefixes in prop::collection::vec((any::<u32>(), 0u8..=32, 0u32..6), 1..40),
-            probes in prop::collection::vec(any::<u32>(), 1..40),
+        fn one_lookup_equals_brute_force_v4(
+            prefixes in prop::collection::vec((any::<u32>(), 0u8..=32, 0u32..64), 1..40),
+            probes in prop::collection::vec((any::<prop::sample::Index>(), any::<u32>(), any::<bool>()), 1..40),
         ) {
-            // Cluster addresses into a small space so that nesting actually happens.
+            let mask = 0xc0a8_0301u32;
             let input: Vec<(Ipv4Net, u64)> = prefixes
                 .iter()
-                .map(|&(a, l, s)| (Ipv4Net::new(Ipv4Addr::from(a & 0xff0f_0f00), l).unwrap().trunc(), 1u64 << s))
+                .map(|&(a, l, s)| (Ipv4Net::new(Ipv4Addr::from(a & mask), l).unwrap(), 1u64 << s))
                 .collect();
             let c = compile_v4(&input);
-            for p in probes {
-                let addr = Ipv4Addr::from(p & 0xff0f_0fff);
+            prop_assert!(c.windows(2).all(|w| (w[0].0.addr(), w[0].0.prefix_len()) < (w[1].0.addr(), w[1].0.prefix_len())));
+            for (i, host, inside) in probes {
+                let (n, _) = input[i.index(input.len())];
+                let n = n.trunc();
+                let a = probe(u32::from(n.addr()).into(), (host & mask).into(), 32 - n.prefix_len(), 32, inside);
+                let addr = Ipv4Addr::from(a as u32);
                 let want = input.iter().filter(|(n, _)| n.contains(&addr)).fold(0, |a, (_, b)| a | b);
                 prop_assert_eq!(lookup_v4(&c, addr), want);
+            }
+        }
+
+        #[test]
+        fn one_lookup_equals_brute_force_v6(
+            prefixes in prop::collection::vec((any::<u128>(), 0u8..=128, 0u32..64), 1..40),
+            probes in prop::collection::vec((any::<prop::sample::Index>(), any::<u128>(), any::<bool>()), 1..40),
+        ) {
+            let mask = (0x2001_0db8u128 << 96) | (0xf << 64) | 0x3;
+            let input: Vec<(Ipv6Net, u64)> = prefixes
+                .iter()
+                .map(|&(a, l, s)| (Ipv6Net::new(Ipv6Addr::from(a & mask), l).unwrap(), 1u64 << s))
+                .collect();
+            let c = compile_v6(&input);
+            for (i, host, inside) in probes {
+                let (n, _) = input[i.index(input.len())];
+                let n = n.trunc();
+                let a = probe(u128::from(n.addr()), host & mask, 128 - n.prefix_len(), 128, inside);
+                let addr = Ipv6Addr::from(a);
+                let want = input.iter().filter(|(n, _)| n.contains(&addr)).fold(0, |a, (_, b)| a | b);
+                prop_assert_eq!(lookup_v6(&c, addr), want);
             }
         }
     }
