@@ -348,7 +348,28 @@ pub struct Counter {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IfaceInfo {
     pub mac: [u8; 6],
-    pub _pad: [u8; 2],
+    /// Interface MTU: the limit for encapsulated packets sent with a cached next hop.
+    pub mtu: u16,
+}
+
+/// How long (in jiffies: 0.25 s at HZ=1000, 2.5 s at HZ=100) a cached FIB answer is used before
+/// `bpf_fib_lookup` is asked again. Reading jiffies costs one load; the FIB lookup is the most
+/// expensive step of the forward path.
+pub const FIB_CACHE_JIFFIES: u64 = 250;
+
+/// `FIB_CACHE[backend index]` (per CPU): the last FIB answer for a backend.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FibCacheEntry {
+    /// The backend this answer is for (indices move between config generations).
+    pub backend: u32,
+    pub ingress: u32,
+    pub egress: u32,
+    pub mtu: u32,
+    pub expires_jiffies: u64,
+    pub smac: [u8; 6],
+    pub dmac: [u8; 6],
+    pub _pad: [u8; 4],
 }
 
 #[cfg(feature = "user")]
@@ -375,7 +396,8 @@ mod pod {
         Bucket,
         SourceWindow,
         Counter,
-        IfaceInfo
+        IfaceInfo,
+        FibCacheEntry
     );
 }
 

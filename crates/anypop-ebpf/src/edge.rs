@@ -22,7 +22,7 @@ use anypop_common::{
 use atomic::{cas_u64, fetch_add_u64, load_u64, store_u64};
 use aya_ebpf::{
     bindings::{bpf_fib_lookup, xdp_action},
-    helpers::{bpf_fib_lookup as fib_lookup, bpf_ktime_get_ns, bpf_loop, bpf_xdp_adjust_head},
+    helpers::{bpf_fib_lookup as fib_lookup, bpf_jiffies64, bpf_ktime_get_ns, bpf_loop, bpf_xdp_adjust_head},
     macros::{map, xdp},
     maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
     programs::XdpContext,
@@ -67,6 +67,8 @@ static BE_SVC: HashMap<BackendServiceKey, u32> = HashMap::pinned(16_384, 0);
 static MAGLEV: Array<u32> = Array::pinned(GENERATIONS * MAX_SERVICES * MAGLEV_SIZE, 0);
 #[map]
 static IFACES: HashMap<u32, IfaceInfo> = HashMap::pinned(64, 0);
+#[map]
+static FIB_CACHE: PerCpuArray<FibCacheEntry> = PerCpuArray::pinned(MAX_BACKENDS, 0);
 #[map]
 static TX_PORTS: DevMapHash = DevMapHash::pinned(64, 0);
 
@@ -268,7 +270,7 @@ fn run(ctx: &XdpContext) -> Verdict {
         return drop(Reason::DropNoBackend);
     }
     let [backend_addr, backend_index, _, _] = chosen;
-    let packed = encapsulate(ctx, pkt, &settings, backend_addr);
+    let packed = encapsulate(ctx, pkt, &settings, backend_addr, backend_index);
     let v = verdict(
         (packed >> 32) as u32,
         Reason::from_u32(packed as u32).unwrap_or(Reason::DropNoRoute),
@@ -739,19 +741,33 @@ fn zero_words<const N: usize>(w: &mut [u64; N]) {
 /// backend and sends it toward the FIB's next hop. Returns `action << 32 | reason`.
 /// Not inlined: its own stack frame.
 #[inline(never)]
-fn encapsulate(ctx: &XdpContext, pkt: &Packet, settings: &Settings, backend: u32) -> u64 {
-    let v = encapsulate_inner(ctx, pkt, settings, backend);
+fn encapsulate(ctx: &XdpContext, pkt: &Packet, settings: &Settings, backend: u32, backend_index: u32) -> u64 {
+    let v = encapsulate_inner(ctx, pkt, settings, backend, backend_index);
     ((v.action as u64) << 32) | v.reason as u64
 }
 
 #[inline(always)]
-fn encapsulate_inner(ctx: &XdpContext, pkt: &Packet, settings: &Settings, backend: u32) -> Verdict {
+fn encapsulate_inner(ctx: &XdpContext, pkt: &Packet, settings: &Settings, backend: u32, backend_index: u32) -> Verdict {
     let inner_len = pkt.ip_len as u32;
     let outer_len = inner_len + IPV4_HLEN as u32;
     if outer_len > 0xffff {
         return drop(Reason::DropMtu);
     }
     let ingress = ctx.ingress_ifindex() as u32;
+
+    // A fresh cached FIB answer for this backend skips the lookup (this CPU's copy: no sharing).
+    let now = unsafe { bpf_jiffies64() };
+    let cache = FIB_CACHE.get_ptr_mut(backend_index & (MAX_BACKENDS - 1));
+    if let Some(c) = cache {
+        let c = unsafe { &*c };
+        if c.backend == backend && c.ingress == ingress && now < c.expires_jiffies {
+            if outer_len > c.mtu {
+                return drop(Reason::DropMtu);
+            }
+            let (smac, dmac, egress) = (c.smac, c.dmac, c.egress);
+            return write_and_send(ctx, pkt, settings, backend, smac, dmac, egress, false);
+        }
+    }
 
     let mut fib_words = FibWords { w: [0; 8] };
     zero_words(&mut fib_words.w);
@@ -771,7 +787,21 @@ fn encapsulate_inner(ctx: &XdpContext, pkt: &Packet, settings: &Settings, backen
         )
     };
     let (smac, dmac, egress, via_kernel) = match rc as u32 {
-        aya_ebpf::bindings::BPF_FIB_LKUP_RET_SUCCESS => (fib.smac, fib.dmac, fib.ifindex, false),
+        aya_ebpf::bindings::BPF_FIB_LKUP_RET_SUCCESS => {
+            // Remember the answer, with the egress MTU that the cached path must check itself.
+            if let (Some(c), Some(i)) = (cache, IFACES.get_ptr(&fib.ifindex)) {
+                unsafe {
+                    (*c).backend = backend;
+                    (*c).ingress = ingress;
+                    (*c).egress = fib.ifindex;
+                    (*c).mtu = (*i).mtu as u32;
+                    (*c).expires_jiffies = now + FIB_CACHE_JIFFIES;
+                    (*c).smac = fib.smac;
+                    (*c).dmac = fib.dmac;
+                }
+            }
+            (fib.smac, fib.dmac, fib.ifindex, false)
+        }
         aya_ebpf::bindings::BPF_FIB_LKUP_RET_FRAG_NEEDED => return drop(Reason::DropMtu),
         aya_ebpf::bindings::BPF_FIB_LKUP_RET_NO_NEIGH => {
             // The next hop's MAC is not known yet: hand the encapsulated packet to the kernel,
@@ -785,6 +815,24 @@ fn encapsulate_inner(ctx: &XdpContext, pkt: &Packet, settings: &Settings, backen
         _ => return drop(Reason::DropNoRoute),
     };
 
+    write_and_send(ctx, pkt, settings, backend, smac, dmac, egress, via_kernel)
+}
+
+/// Rewrites the frame into Ethernet + outer IPv4 + inner packet and picks the action.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn write_and_send(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    settings: &Settings,
+    backend: u32,
+    smac: [u8; 6],
+    dmac: [u8; 6],
+    egress: u32,
+    via_kernel: bool,
+) -> Verdict {
+    let ingress = ctx.ingress_ifindex() as u32;
+    let outer_len = pkt.ip_len as u32 + IPV4_HLEN as u32;
     // Grow the head: remove the old L2 header (with any VLAN tags), add 14 + 20.
     let delta = (pkt.l3_off as i32) - (ETH_HLEN + IPV4_HLEN) as i32;
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, delta) } != 0 {

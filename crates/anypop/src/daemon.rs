@@ -74,6 +74,28 @@ pub fn mac_of(ifname: &str) -> anyhow::Result<[u8; 6]> {
     Ok(mac)
 }
 
+/// The MTU of an interface (SIOCGIFMTU, for the calling thread's network namespace).
+pub fn mtu_of(ifname: &str) -> anyhow::Result<u16> {
+    if ifname.len() >= libc::IFNAMSIZ {
+        bail!("interface name {ifname:?} is too long");
+    }
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        bail!("socket: {}", std::io::Error::last_os_error());
+    }
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (i, b) in ifname.bytes().enumerate() {
+        req.ifr_name[i] = b as libc::c_char;
+    }
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFMTU, &mut req) };
+    let err = std::io::Error::last_os_error();
+    unsafe { libc::close(fd) };
+    if rc != 0 {
+        bail!("reading the MTU of {ifname}: {err}");
+    }
+    Ok(unsafe { req.ifr_ifru.ifru_mtu }.clamp(0, 65535) as u16)
+}
+
 /// bpf_fib_lookup refuses to forward from an interface with IPv4 forwarding off; say so up front
 /// instead of dropping every player as `drop_no_route`.
 fn check_forwarding(ifname: &str) -> anyhow::Result<()> {
@@ -138,7 +160,7 @@ impl Pop {
         let allow_generic = n.xdp_mode_auto(&net.defaults);
         let mut indexes = Vec::new();
         for ifname in &interfaces {
-            indexes.push((ifname.clone(), ifindex(ifname, node)?, mac_of(ifname)?));
+            indexes.push((ifname.clone(), ifindex(ifname, node)?, mac_of(ifname)?, mtu_of(ifname)?));
             check_forwarding(ifname)?;
         }
         let sizes = EdgeSizes {
@@ -159,10 +181,10 @@ impl Pop {
             applied.version
         );
         let mut modes = Vec::new();
-        for (_, idx, mac) in &indexes {
-            edge.add_interface(*idx, *mac)?;
+        for (_, idx, mac, mtu) in &indexes {
+            edge.add_interface(*idx, *mac, *mtu)?;
         }
-        for (ifname, _, _) in &indexes {
+        for (ifname, _, _, _) in &indexes {
             let mode = edge.attach(ifname, allow_generic)?;
             if mode == AttachMode::Generic {
                 tracing::warn!(

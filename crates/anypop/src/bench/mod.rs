@@ -299,7 +299,7 @@ pub fn run(iterations: u32, repeat: u32, prefix_counts: &[usize]) -> anyhow::Res
                 "  {n} prefixes compiled and loaded in {:.2} s",
                 t0.elapsed().as_secs_f64()
             );
-            edge.add_interface(a0, mac)?;
+            edge.add_interface(a0, mac, 1500)?;
             let fd = fd_of(edge.program())?;
             let label = format!("anypop edge ({n} prefixes)");
             cases.push(Case::new(

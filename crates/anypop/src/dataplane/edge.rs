@@ -400,11 +400,11 @@ impl Edge {
 
     /// Tells the program about one of our interfaces: its MAC (for packets handed to the kernel
     /// while a neighbour resolves) and that it may be a redirect target.
-    pub fn add_interface(&mut self, ifindex: u32, mac: [u8; 6]) -> Result<(), DataplaneError> {
+    pub fn add_interface(&mut self, ifindex: u32, mac: [u8; 6], mtu: u16) -> Result<(), DataplaneError> {
         {
             let mut m: HashMap<&mut MapData, u32, IfaceInfo> =
                 HashMap::try_from(self.map("IFACES")?).map_err(|e| map_err("IFACES", e))?;
-            m.insert(ifindex, IfaceInfo { mac, _pad: [0; 2] }, 0)
+            m.insert(ifindex, IfaceInfo { mac, mtu }, 0)
                 .map_err(|e| map_err("IFACES", e))?;
         }
         let mut d: DevMapHash<&mut MapData> =

@@ -180,8 +180,8 @@ impl TestEdge {
         let tables = config::compile::compile_edge(&net, "pop-1", slot, edge.sizes.max_services)
             .unwrap_or_else(|e| panic!("{e}"));
         edge.apply(&tables).unwrap();
-        edge.add_interface(lab.a0, lab.a0_mac).unwrap();
-        edge.add_interface(lab.b0, lab.b0_mac).unwrap();
+        edge.add_interface(lab.a0, lab.a0_mac, 1500).unwrap();
+        edge.add_interface(lab.b0, lab.b0_mac, 1500).unwrap();
         te.edge = Some(edge);
         te
     }
