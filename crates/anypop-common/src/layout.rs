@@ -299,11 +299,16 @@ pub struct FlowKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowValue {
-    /// Backend address, network byte order.
+    /// Backend address, network byte order: what survives config changes.
     pub backend: u32,
+    /// Backend index in the config generation that last confirmed this flow.
+    pub backend_index: u32,
+    /// [`Control::version`] of that confirmation: while it is still the live version, the flow
+    /// needs no re-check (saves a hash lookup per packet).
+    pub config_version: u32,
     pub _pad: u32,
-    /// Last packet, `bpf_ktime_get_ns`.
-    pub last_seen_ns: u64,
+    /// When the flow was created, `bpf_ktime_get_ns`.
+    pub created_ns: u64,
 }
 
 /// Key of the `BUCKETS` LRU: one source under one profile of one service.

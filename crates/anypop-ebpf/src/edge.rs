@@ -137,9 +137,9 @@ fn add(map: &PerCpuArray<Counter>, index: u32, bytes: u64) {
 
 #[inline(always)]
 fn run(ctx: &XdpContext) -> Verdict {
-    let generation = match CONTROL.get(0) {
-        Some(c) => c.active_gen & 1,
-        None => 0,
+    let (generation, version) = match CONTROL.get(0) {
+        Some(c) => (c.active_gen & 1, c.version),
+        None => (0, 0),
     };
     let settings = match SETTINGS.get(generation) {
         Some(s) => *s,
@@ -265,11 +265,11 @@ fn run(ctx: &XdpContext) -> Verdict {
         return drop(Reason::DropNoBackend);
     }
     // [generation, service index, generation-service index, service id] in; [address, index] out.
-    let mut chosen = [generation, svc, gs, info.stable_id];
+    let mut chosen = [generation, svc, gs, info.stable_id, version];
     if !pick_backend(&mut chosen, pkt) {
         return drop(Reason::DropNoBackend);
     }
-    let [backend_addr, backend_index, _, _] = chosen;
+    let [backend_addr, backend_index, _, _, _] = chosen;
     let packed = encapsulate(ctx, pkt, &settings, backend_addr, backend_index);
     let v = verdict(
         (packed >> 32) as u32,
@@ -633,13 +633,13 @@ fn rate_limit_inner(
 
 /// Existing flows stay on their backend while it still serves the service (also draining at
 /// weight 0); new flows go where the Maglev table says, identically on every POP.
-/// `io` holds `[generation, service, generation-service index, service id]` and receives
-/// `[backend address, backend index, ..]` (BPF functions take at most five arguments).
-/// Not inlined: its own stack frame.
+/// `io` holds `[generation, service, generation-service index, service id, config version]`
+/// and receives `[backend address, backend index, ..]` (BPF functions take at most five
+/// arguments). Not inlined: its own stack frame.
 #[inline(never)]
-fn pick_backend(io: &mut [u32; 4], pkt: &Packet) -> bool {
+fn pick_backend(io: &mut [u32; 5], pkt: &Packet) -> bool {
     let out = io;
-    match pick_backend_inner(out[0], out[1], out[2], out[3], pkt) {
+    match pick_backend_inner(out[0], out[4], out[1], out[2], out[3], pkt) {
         Some((a, i)) => {
             out[0] = a;
             out[1] = i;
@@ -652,6 +652,7 @@ fn pick_backend(io: &mut [u32; 4], pkt: &Packet) -> bool {
 #[inline(always)]
 fn pick_backend_inner(
     generation: u32,
+    version: u32,
     svc: u32,
     gs: u32,
     service_id: u32,
@@ -667,16 +668,25 @@ fn pick_backend_inner(
         src: pkt.src,
     };
     if let Some(f) = FLOWS.get_ptr_mut(&key) {
-        let addr = unsafe { (*f).backend };
+        let (addr, index, checked) = unsafe { ((*f).backend, (*f).backend_index, (*f).config_version) };
+        if checked == version {
+            return Some((addr, index));
+        }
+        // The config changed since this flow was last confirmed: does its backend still serve
+        // the service (draining at weight 0 counts)? Then stay; otherwise choose again.
         let bk = BackendServiceKey {
             generation,
             service: svc,
             addr,
         };
         if let Some(idx) = BE_SVC.get_ptr(&bk) {
-            // No last-seen update here: the LRU already tracks recency, and a clock read per
-            // packet is not free in a VM.
-            return Some((addr, unsafe { *idx }));
+            let idx = unsafe { *idx };
+            // Plain stores: two CPUs confirming the same flow write the same values.
+            unsafe {
+                (*f).backend_index = idx;
+                (*f).config_version = version;
+            }
+            return Some((addr, idx));
         }
     }
     let h = flow_hash(&pkt.src, &pkt.dst, pkt.sport, pkt.dport, pkt.proto);
@@ -688,8 +698,10 @@ fn pick_backend_inner(
     let be = BACKENDS.get(generation * MAX_BACKENDS + (bi & (MAX_BACKENDS - 1)))?;
     let value = FlowValue {
         backend: be.addr,
+        backend_index: bi,
+        config_version: version,
         _pad: 0,
-        last_seen_ns: unsafe { bpf_ktime_get_ns() },
+        created_ns: unsafe { bpf_ktime_get_ns() },
     };
     let _ = FLOWS.insert(&key, &value, 0);
     Some((be.addr, bi))
