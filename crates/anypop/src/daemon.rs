@@ -160,7 +160,12 @@ impl Pop {
         let allow_generic = n.xdp_mode_auto(&net.defaults);
         let mut indexes = Vec::new();
         for ifname in &interfaces {
-            indexes.push((ifname.clone(), ifindex(ifname, node)?, mac_of(ifname)?, mtu_of(ifname)?));
+            indexes.push((
+                ifname.clone(),
+                ifindex(ifname, node)?,
+                mac_of(ifname)?,
+                mtu_of(ifname)?,
+            ));
             check_forwarding(ifname)?;
         }
         let sizes = EdgeSizes {

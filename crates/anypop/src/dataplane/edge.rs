@@ -400,7 +400,12 @@ impl Edge {
 
     /// Tells the program about one of our interfaces: its MAC (for packets handed to the kernel
     /// while a neighbour resolves) and that it may be a redirect target.
-    pub fn add_interface(&mut self, ifindex: u32, mac: [u8; 6], mtu: u16) -> Result<(), DataplaneError> {
+    pub fn add_interface(
+        &mut self,
+        ifindex: u32,
+        mac: [u8; 6],
+        mtu: u16,
+    ) -> Result<(), DataplaneError> {
         {
             let mut m: HashMap<&mut MapData, u32, IfaceInfo> =
                 HashMap::try_from(self.map("IFACES")?).map_err(|e| map_err("IFACES", e))?;

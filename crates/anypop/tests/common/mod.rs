@@ -378,3 +378,21 @@ pub fn expected_ipip(
     v.extend_from_slice(&frame[l3 + inner_len..]);
     v
 }
+
+impl TestEdge {
+    /// Compiles `network` into the standby slot and switches to it (what a live apply does).
+    pub fn apply(&mut self, network: &str) {
+        let net = config::parse(network, "test.toml", std::path::Path::new("."))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let edge = self.edge();
+        let slot = edge.standby_generation().unwrap();
+        let tables = config::compile::compile_edge(&net, "pop-1", slot, edge.sizes.max_services)
+            .unwrap_or_else(|e| panic!("{e}"));
+        edge.apply(&tables).unwrap();
+    }
+}
+
+/// The outer destination (the backend) of a forwarded frame.
+pub fn outer_dst(out: &[u8]) -> [u8; 4] {
+    [out[30], out[31], out[32], out[33]]
+}
