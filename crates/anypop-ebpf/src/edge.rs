@@ -22,7 +22,10 @@ use anypop_common::{
 use atomic::{cas_u64, fetch_add_u64, load_u64, store_u64};
 use aya_ebpf::{
     bindings::{bpf_fib_lookup, xdp_action},
-    helpers::{bpf_fib_lookup as fib_lookup, bpf_jiffies64, bpf_ktime_get_ns, bpf_loop, bpf_xdp_adjust_head},
+    helpers::{
+        bpf_fib_lookup as fib_lookup, bpf_jiffies64, bpf_ktime_get_ns, bpf_loop,
+        bpf_xdp_adjust_head,
+    },
     macros::{map, xdp},
     maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
     programs::XdpContext,
@@ -377,6 +380,13 @@ fn source_rules(generation: u32, gs: u32, pkt: &Packet) -> u64 {
             None => 0,
         }
     };
+    // Most networks have at most 8 prefix sets: one table read.
+    if sets >> 8 == 0 {
+        return match SET_TBL.get(set_table_index(gs, 0, sets as u32)) {
+            Some(r) if sets != 0 => *r,
+            _ => 0,
+        };
+    }
     let mut rules = 0u64;
     let mut chunk = 0u32;
     while chunk < SET_CHUNKS {
@@ -438,7 +448,7 @@ fn first_matching_rule(generation: u32, gs: u32, info: &ServiceInfo, pkt: &Packe
     };
     // The first candidate usually decides (a listed flood source; a rule aimed at this traffic):
     // check it here, and pay for the loop helper only when it does not match.
-    if rule_step(0, &mut walk) == 1 || walk.candidates == 0 {
+    if step(&mut walk) == 1 || walk.candidates == 0 {
         return walk.found;
     }
     // bpf_loop: the verifier checks the body once instead of once per possible iteration (an
@@ -472,7 +482,12 @@ struct RuleWalk {
 
 /// One step: the lowest candidate slot is checked in full; 1 stops the loop.
 extern "C" fn rule_step(_index: u64, walk: *mut RuleWalk) -> i64 {
-    let w = unsafe { &mut *walk };
+    step(unsafe { &mut *walk })
+}
+
+/// The body of [`rule_step`], inlined where the first candidate is checked directly.
+#[inline(always)]
+fn step(w: &mut RuleWalk) -> i64 {
     if w.candidates == 0 {
         return 1;
     }
@@ -668,7 +683,8 @@ fn pick_backend_inner(
         src: pkt.src,
     };
     if let Some(f) = FLOWS.get_ptr_mut(&key) {
-        let (addr, index, checked) = unsafe { ((*f).backend, (*f).backend_index, (*f).config_version) };
+        let (addr, index, checked) =
+            unsafe { ((*f).backend, (*f).backend_index, (*f).config_version) };
         if checked == version {
             return Some((addr, index));
         }
@@ -753,13 +769,25 @@ fn zero_words<const N: usize>(w: &mut [u64; N]) {
 /// backend and sends it toward the FIB's next hop. Returns `action << 32 | reason`.
 /// Not inlined: its own stack frame.
 #[inline(never)]
-fn encapsulate(ctx: &XdpContext, pkt: &Packet, settings: &Settings, backend: u32, backend_index: u32) -> u64 {
+fn encapsulate(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    settings: &Settings,
+    backend: u32,
+    backend_index: u32,
+) -> u64 {
     let v = encapsulate_inner(ctx, pkt, settings, backend, backend_index);
     ((v.action as u64) << 32) | v.reason as u64
 }
 
 #[inline(always)]
-fn encapsulate_inner(ctx: &XdpContext, pkt: &Packet, settings: &Settings, backend: u32, backend_index: u32) -> Verdict {
+fn encapsulate_inner(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    settings: &Settings,
+    backend: u32,
+    backend_index: u32,
+) -> Verdict {
     let inner_len = pkt.ip_len as u32;
     let outer_len = inner_len + IPV4_HLEN as u32;
     if outer_len > 0xffff {
