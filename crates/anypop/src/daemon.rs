@@ -214,6 +214,25 @@ impl Pop {
         Ok(pop)
     }
 
+    /// Fill levels of the state tables, as one log line; a warning when one is nearly full
+    /// (an LRU that is full evicts: players' flows and rate-limit buckets start to churn).
+    pub fn fill_line(&mut self) -> anyhow::Result<String> {
+        let (flows, buckets) = self.edge.state_fill()?;
+        let (fsize, bsize) = (
+            self.edge.sizes.flow_entries as f64,
+            self.edge.sizes.bucket_entries as f64,
+        );
+        let (fp, bp) = (100.0 * flows as f64 / fsize, 100.0 * buckets as f64 / bsize);
+        if fp > 90.0 || bp > 90.0 {
+            tracing::warn!(
+                "state tables nearly full (flows {fp:.0}%, buckets {bp:.0}%): raise flow_table_size / bucket_table_size in [defaults]"
+            );
+        }
+        Ok(format!(
+            "state: flows {flows} ({fp:.1}% of {fsize}), rate-limit buckets {buckets} ({bp:.1}% of {bsize})"
+        ))
+    }
+
     /// Periodic housekeeping; call it every few hundred milliseconds.
     pub fn tick(&mut self) -> anyhow::Result<()> {
         if self.last_probe.is_none_or(|t| t.elapsed() >= PROBE_EVERY) {

@@ -139,6 +139,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let deadline = duration.map(|d| Instant::now() + Duration::from_secs(d));
             let mut prev = pop.snapshot()?;
             let mut last = Instant::now();
+            // Counting LRU entries walks the whole table: every minute, not every summary.
+            let mut last_fill: Option<Instant> = None;
             while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
                 std::thread::sleep(Duration::from_millis(200));
                 pop.tick()?;
@@ -146,6 +148,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     let now = pop.snapshot()?;
                     let secs = last.elapsed().as_secs_f64();
                     tracing::info!("{}", anypop::telemetry::summary_line(&prev, &now, secs));
+                    if last_fill.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                        tracing::info!("{}", pop.fill_line()?);
+                        last_fill = Some(Instant::now());
+                    }
                     prev = now;
                     last = Instant::now();
                 }

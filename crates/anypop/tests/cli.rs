@@ -189,6 +189,10 @@ fn run_attaches_natively_logs_counters_and_detaches_on_exit() {
         t.contains("fwd ") && t.contains("/s"),
         "a counter summary line: {t}"
     );
+    assert!(
+        t.contains("state: flows 0 (0.0% of"),
+        "fill levels are logged: {t}"
+    );
     assert!(t.contains("detaching XDP"), "{t}");
     assert!(!link.contains("xdp"), "still attached after exit: {link}");
 }
