@@ -16,5 +16,14 @@ rustfmt --edition 2024 --check crates/anypop-ebpf/src/*.rs
 echo "== clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
-echo "== tests (host unit tests + kernel golden-packet tests)"
-cargo test --workspace -- --test-threads=2 "$@"
+echo "== tests (host unit tests, kernel golden-packet, property, flow and CLI tests)"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --all-targets -- --test-threads=2 "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole suite (cargo prints one per test binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "Tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"

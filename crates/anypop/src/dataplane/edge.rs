@@ -475,6 +475,13 @@ impl Edge {
         Ok(out)
     }
 
+    /// The kernel's run-time statistics of the program: total time spent in it and the number of
+    /// runs. They only advance while statistics are enabled ([`enable_cost_stats`]).
+    pub fn cost(&self) -> Result<(u64, u64), DataplaneError> {
+        let info = self.program().info().map_err(|e| map_err("program info", e))?;
+        Ok((info.run_time().as_nanos() as u64, info.run_count()))
+    }
+
     /// Counters by verdict reason, summed over CPUs.
     pub fn snapshot(&mut self) -> Result<crate::telemetry::Snapshot, DataplaneError> {
         Ok(crate::telemetry::Snapshot {
@@ -637,4 +644,11 @@ mod tests {
         assert_eq!(class_at(&dir, "11.0.5.1"), CLASS_USE_LPM);
         assert_eq!(class_at(&dir, "12.0.0.1"), 0);
     }
+}
+
+/// Turns on the kernel's per-program run-time statistics while the returned descriptor lives:
+/// what a program costs per packet is invisible to `top`. Statistics cost a little on every run,
+/// so they are on only while someone is measuring.
+pub fn enable_cost_stats() -> Result<std::os::fd::OwnedFd, DataplaneError> {
+    aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| map_err("BPF_ENABLE_STATS", e))
 }

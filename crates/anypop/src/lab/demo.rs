@@ -159,7 +159,9 @@ pub fn run(opts: DemoOptions, stop: Arc<AtomicBool>) -> anyhow::Result<bool> {
         let mut p = Pop::start_with(&net, "pop-1", &pin_root)?;
         let modes: Vec<String> = p.modes.iter().map(|(i, m)| format!("{i}: {m}")).collect();
         let _ = tx.send(format!("edge attached ({})", modes.join(", ")));
+        let _stats = crate::dataplane::edge::enable_cost_stats()?;
         let mut prev = p.snapshot()?;
+        let mut prev_cost = p.edge.cost()?;
         let mut last = Instant::now();
         while !pop_done.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(100));
@@ -174,8 +176,12 @@ pub fn run(opts: DemoOptions, stop: Arc<AtomicBool>) -> anyhow::Result<bool> {
                         parts.push(format!("{}={}/s", reason.name(), telemetry::si(pps)));
                     }
                 }
+                let cost = p.edge.cost()?;
+                let runs = cost.1.saturating_sub(prev_cost.1);
+                let ns = cost.0.saturating_sub(prev_cost.0).checked_div(runs).unwrap_or(0);
+                prev_cost = cost;
                 let _ = tx.send(format!(
-                    "pop: {}",
+                    "edge {ns:>3} ns/pkt | pop: {}",
                     if parts.is_empty() {
                         "idle".into()
                     } else {
