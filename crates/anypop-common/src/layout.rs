@@ -377,6 +377,15 @@ pub struct FibCacheEntry {
     pub _pad: [u8; 4],
 }
 
+/// `B_SETTINGS[0]`: what the backend programs need to know about their node.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendSettings {
+    /// This backend's address (the IPIP outer destination), network byte order.
+    pub address: u32,
+    pub _pad: u32,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -402,7 +411,8 @@ mod pod {
         SourceWindow,
         Counter,
         IfaceInfo,
-        FibCacheEntry
+        FibCacheEntry,
+        BackendSettings
     );
 }
 

@@ -41,6 +41,17 @@ pub enum Reason {
     PassV6Service = 15,
     /// Tail room / head room adjustment failed (should not happen on a sane driver).
     DropAdjustFailed = 16,
+    /// Backend: an IPIP packet from a known POP to us, for a configured service: decapsulated
+    /// and passed to the stack.
+    DecapIpip = 17,
+    /// Backend: not for us (not IPIP, not to our address, or not for a service): untouched.
+    PassNotOurs = 18,
+    /// Backend: IPIP to us from a source that is not a known POP (no open relay).
+    DropUnknownPop = 19,
+    /// Backend: a service reply sent straight to the player with the FIB's next hop.
+    DsrRewrite = 20,
+    /// Backend: a service reply for which the FIB had no answer; left to the kernel.
+    DsrFibFail = 21,
 }
 
 /// Number of counter slots reserved for reasons (room for the backend and later programs).
@@ -48,7 +59,7 @@ pub const REASON_SLOTS: u32 = 32;
 
 impl Reason {
     /// Every reason, in numeric order.
-    pub const ALL: [Reason; 17] = [
+    pub const ALL: [Reason; 22] = [
         Reason::PassNotIp,
         Reason::PassNotVip,
         Reason::DropMalformed,
@@ -66,6 +77,11 @@ impl Reason {
         Reason::FwdIpipKernel,
         Reason::PassV6Service,
         Reason::DropAdjustFailed,
+        Reason::DecapIpip,
+        Reason::PassNotOurs,
+        Reason::DropUnknownPop,
+        Reason::DsrRewrite,
+        Reason::DsrFibFail,
     ];
 
     /// The stable snake_case name used in logs, metrics and captures.
@@ -88,6 +104,11 @@ impl Reason {
             Reason::FwdIpipKernel => "fwd_ipip_kernel",
             Reason::PassV6Service => "pass_v6_service",
             Reason::DropAdjustFailed => "drop_adjust_failed",
+            Reason::DecapIpip => "decap_ipip",
+            Reason::PassNotOurs => "pass_not_ours",
+            Reason::DropUnknownPop => "drop_unknown_pop",
+            Reason::DsrRewrite => "dsr_rewrite",
+            Reason::DsrFibFail => "dsr_fib_fail",
         }
     }
 
@@ -116,6 +137,7 @@ impl Reason {
                 | Reason::DropNoBackend
                 | Reason::DropNoRoute
                 | Reason::DropAdjustFailed
+                | Reason::DropUnknownPop
         )
     }
 }

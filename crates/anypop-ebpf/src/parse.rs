@@ -66,7 +66,7 @@ fn load<T: Copy>(ctx: &XdpContext, off: usize) -> Option<T> {
 /// frame itself is at least 2-byte aligned), while a `u32` at offset 26 would be misaligned and
 /// byte-wise copies cost several instructions per byte.
 #[inline(always)]
-fn words_at(ctx: &XdpContext, off: usize, words: usize) -> Option<*const u16> {
+pub fn words_at(ctx: &XdpContext, off: usize, words: usize) -> Option<*const u16> {
     let start = data(ctx);
     let end = data_end(ctx);
     if off > MAX_OFFSET || start + off + words * 2 > end {
@@ -77,13 +77,13 @@ fn words_at(ctx: &XdpContext, off: usize, words: usize) -> Option<*const u16> {
 
 /// Word `i` in network byte order as read (use `u16::from_be` for the number).
 #[inline(always)]
-fn w(p: *const u16, i: usize) -> u16 {
+pub fn w(p: *const u16, i: usize) -> u16 {
     unsafe { core::ptr::read(p.add(i)) }
 }
 
 /// Two raw words as the `u32` whose native bytes are the packet's bytes (address words).
 #[inline(always)]
-fn w32(p: *const u16, i: usize) -> u32 {
+pub fn w32(p: *const u16, i: usize) -> u32 {
     (w(p, i) as u32) | ((w(p, i + 1) as u32) << 16)
 }
 

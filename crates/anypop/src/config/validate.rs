@@ -767,6 +767,17 @@ pub fn validate(text: &str, origin: &str, base_dir: &Path) -> Result<Network, Co
             let l = l.get_ref();
             check_limit(&mut c, &item, ll, &l.pps, &l.bps, &l.burst, &l.block)
         });
+        // An IPv4 service is forwarded to backends: without any, every player would be dropped.
+        if matches!(vip, Some(IpAddr::V4(_)))
+            && s.backends.as_ref().is_none_or(|b| b.get_ref().is_empty())
+        {
+            c.push(
+                line,
+                &item,
+                "backends",
+                "no backend serves this VIP; list at least one role = \"backend\" node in backends = [...]",
+            );
+        }
         if let (Some(vip), Some(protocol)) = (vip, protocol) {
             if let Some(n) = nodes.iter().find(|n| {
                 n.address.map(IpAddr::V4) == Some(vip)
@@ -1212,6 +1223,17 @@ profile = "x"
         );
         assert!(e.contains("below one packet"), "{e}");
         assert!(e.contains("block"), "{e}");
+    }
+
+    #[test]
+    fn an_ipv4_service_needs_a_backend() {
+        let e = err(
+            "\n[[service]]\nname = \"g\"\nvip = \"203.0.113.10\"\nprotocol = \"udp\"\nports = \"1\"\n",
+        );
+        assert!(
+            e.contains("service \"g\": backends: no backend serves this VIP"),
+            "{e}"
+        );
     }
 
     #[test]

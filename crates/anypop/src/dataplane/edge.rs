@@ -478,7 +478,10 @@ impl Edge {
     /// The kernel's run-time statistics of the program: total time spent in it and the number of
     /// runs. They only advance while statistics are enabled ([`enable_cost_stats`]).
     pub fn cost(&self) -> Result<(u64, u64), DataplaneError> {
-        let info = self.program().info().map_err(|e| map_err("program info", e))?;
+        let info = self
+            .program()
+            .info()
+            .map_err(|e| map_err("program info", e))?;
         Ok((info.run_time().as_nanos() as u64, info.run_count()))
     }
 

@@ -1,4 +1,5 @@
 //! Load, pin, attach the kernel programs and fill their maps.
+pub mod backend;
 pub mod baseline;
 pub mod edge;
 pub mod prefix_sets;

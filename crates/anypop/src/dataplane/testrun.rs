@@ -144,3 +144,40 @@ pub fn run_xdp_raw_fd(
     }
     Ok((attr.retval, attr.duration as u64))
 }
+
+/// What one TC test run returned.
+#[derive(Clone, Debug)]
+pub struct TcRun {
+    /// TC action (`TC_ACT_OK` = 0, `TC_ACT_SHOT` = 2, `TC_ACT_REDIRECT` = 7).
+    pub action: i32,
+    pub output: Vec<u8>,
+}
+
+/// Runs a TC program on `frame` as if it were leaving through `ifindex` (in the calling
+/// thread's network namespace).
+pub fn run_tc(
+    prog: &aya::programs::SchedClassifier,
+    frame: &[u8],
+    ifindex: u32,
+) -> Result<TcRun, DataplaneError> {
+    // struct __sk_buff is 192 bytes; the kernel accepts only a few fields set, ifindex (offset
+    // 40) among them.
+    let mut ctx = [0u8; 192];
+    ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+    let mut out = vec![0u8; frame.len() + 256];
+    let opts = TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        ctx_in: Some(&ctx),
+        repeat: 1,
+        ..Default::default()
+    };
+    let r = prog
+        .test_run(opts)
+        .map_err(|e| DataplaneError::TestRun(format!("{e:#}")))?;
+    out.truncate(r.data_size_out as usize);
+    Ok(TcRun {
+        action: r.return_value as i32,
+        output: out,
+    })
+}

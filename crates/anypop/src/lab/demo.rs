@@ -178,7 +178,11 @@ pub fn run(opts: DemoOptions, stop: Arc<AtomicBool>) -> anyhow::Result<bool> {
                 }
                 let cost = p.edge.cost()?;
                 let runs = cost.1.saturating_sub(prev_cost.1);
-                let ns = cost.0.saturating_sub(prev_cost.0).checked_div(runs).unwrap_or(0);
+                let ns = cost
+                    .0
+                    .saturating_sub(prev_cost.0)
+                    .checked_div(runs)
+                    .unwrap_or(0);
                 prev_cost = cost;
                 let _ = tx.send(format!(
                     "edge {ns:>3} ns/pkt | pop: {}",

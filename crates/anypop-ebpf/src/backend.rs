@@ -1,0 +1,269 @@
+//! The backend's programs, sharing one set of maps:
+//! - `decap` (XDP on the backend's interface): IPIP from a known POP, to our address, for a
+//!   configured service → outer header removed, passed to the stack, where the game server has
+//!   the VIP bound. Anything else passes untouched; IPIP from an unknown source is dropped.
+//! - `dsr` (TC egress): a reply whose source is a VIP and whose source port belongs to that
+//!   service goes straight to the player, with the next hop from `bpf_fib_lookup`.
+#![no_std]
+#![no_main]
+#![allow(dead_code)]
+
+mod parse;
+
+use anypop_common::{layout::*, verdict::Reason};
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, bpf_fib_lookup, xdp_action},
+    helpers::{bpf_fib_lookup as fib_lookup, bpf_redirect, bpf_xdp_adjust_head},
+    macros::{classifier, map, xdp},
+    maps::{Array, HashMap, PerCpuArray},
+    programs::{TcContext, XdpContext},
+};
+use parse::{data, data_end, w, w32, words_at};
+
+#[map]
+static B_SETTINGS: Array<BackendSettings> = Array::pinned(1, 0);
+/// POP tunnel sources allowed to send us IPIP.
+#[map]
+static B_POPS: HashMap<u32, u32> = HashMap::pinned(4096, 0);
+/// Services this backend serves (VIP, port, protocol; generation 0).
+#[map]
+static B_SERVICES: HashMap<ServiceKey4, u32> = HashMap::pinned(131_072, 0);
+#[map]
+static B_COUNTERS: PerCpuArray<Counter> =
+    PerCpuArray::pinned(anypop_common::verdict::REASON_SLOTS, 0);
+
+const AF_INET: u8 = 2;
+const FIB_OUTPUT: u32 = aya_ebpf::bindings::BPF_FIB_LOOKUP_OUTPUT;
+
+#[inline(always)]
+fn count(reason: Reason, bytes: u64) {
+    if let Some(c) = B_COUNTERS.get_ptr_mut(reason as u32) {
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes;
+        }
+    }
+}
+
+#[xdp]
+pub fn decap(ctx: XdpContext) -> u32 {
+    let len = (ctx.data_end() - ctx.data()) as u64;
+    let (action, reason) = try_decap(&ctx);
+    count(reason, len);
+    action
+}
+
+#[inline(always)]
+fn try_decap(ctx: &XdpContext) -> (u32, Reason) {
+    let pass = (xdp_action::XDP_PASS, Reason::PassNotOurs);
+    let settings = match B_SETTINGS.get(0) {
+        Some(s) => *s,
+        None => return pass,
+    };
+    // Ethernet with up to two VLAN tags.
+    let mut l3 = 14usize;
+    let mut eth_type = match words_at(ctx, 12, 1) {
+        Some(p) => u16::from_be(w(p, 0)),
+        None => return pass,
+    };
+    let mut tag = 0;
+    while tag < 2 && (eth_type == 0x8100 || eth_type == 0x88a8) {
+        eth_type = match words_at(ctx, l3 + 2, 1) {
+            Some(p) => u16::from_be(w(p, 0)),
+            None => return pass,
+        };
+        l3 += 4;
+        tag += 1;
+    }
+    if eth_type != 0x0800 {
+        return pass;
+    }
+    let outer = match words_at(ctx, l3, 10) {
+        Some(p) => p,
+        None => return pass,
+    };
+    let w0 = u16::from_be(w(outer, 0));
+    let proto = u16::from_be(w(outer, 4)) as u8;
+    if w0 >> 12 != 4 || proto != 4 || w32(outer, 8) != settings.address {
+        return pass;
+    }
+    let ihl = (((w0 >> 8) & 0xf) as usize) * 4;
+    if ihl < 20 {
+        return (xdp_action::XDP_DROP, Reason::DropMalformed);
+    }
+    // No open relay: only our POPs may tunnel to us.
+    if B_POPS.get_ptr(&w32(outer, 6)).is_none() {
+        return (xdp_action::XDP_DROP, Reason::DropUnknownPop);
+    }
+    let inner_off = l3 + ihl;
+    let inner = match words_at(ctx, inner_off, 10) {
+        Some(p) => p,
+        None => return (xdp_action::XDP_DROP, Reason::DropMalformed),
+    };
+    let i0 = u16::from_be(w(inner, 0));
+    if i0 >> 12 != 4 {
+        return pass;
+    }
+    let inner_ihl = (((i0 >> 8) & 0xf) as usize) * 4;
+    let inner_proto = u16::from_be(w(inner, 4)) as u8;
+    let port = if inner_proto == PROTO_UDP || inner_proto == PROTO_TCP {
+        match words_at(ctx, inner_off + inner_ihl, 2) {
+            Some(p) => u16::from_be(w(p, 1)),
+            None => return (xdp_action::XDP_DROP, Reason::DropMalformed),
+        }
+    } else {
+        0
+    };
+    let key = ServiceKey4 {
+        addr: w32(inner, 8),
+        port,
+        proto: inner_proto,
+        generation: 0,
+    };
+    if B_SERVICES.get_ptr(&key).is_none() {
+        return pass;
+    }
+    // Move the L2 header (with its VLAN tags) forward over the outer IP header, then drop the
+    // bytes in front: the frame becomes L2 + inner packet, ethertype unchanged (IPv4).
+    if !move_l2(ctx, l3, ihl) {
+        return (xdp_action::XDP_DROP, Reason::DropMalformed);
+    }
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, ihl as i32) } != 0 {
+        return (xdp_action::XDP_DROP, Reason::DropAdjustFailed);
+    }
+    (xdp_action::XDP_PASS, Reason::DecapIpip)
+}
+
+/// Copies the first `l2` bytes (14, 18 or 22) `by` bytes further into the frame. Read into a
+/// buffer first (the ranges overlap), with separate bounds checks for source and destination so
+/// the verifier can prove both.
+#[inline(always)]
+fn move_l2(ctx: &XdpContext, l2: usize, by: usize) -> bool {
+    if by > 60 || l2 > 22 {
+        return false;
+    }
+    let start = data(ctx);
+    if start + 22 > data_end(ctx) {
+        return false;
+    }
+    let src = start as *const u16;
+    let mut buf = [0u16; 11];
+    let mut i = 0;
+    while i < 11 {
+        buf[i] = unsafe { core::ptr::read(src.add(i)) };
+        i += 1;
+    }
+    let start = data(ctx);
+    if start + by + 22 > data_end(ctx) {
+        return false;
+    }
+    let dst = (start + by) as *mut u16;
+    let words = l2 / 2;
+    let mut i = 0;
+    while i < 11 {
+        if i < words {
+            unsafe { core::ptr::write(dst.add(i), buf[i]) };
+        }
+        i += 1;
+    }
+    true
+}
+
+#[classifier]
+pub fn dsr(ctx: TcContext) -> i32 {
+    let len = unsafe { (*ctx.skb.skb).len } as u64;
+    let (action, reason) = try_dsr(&ctx);
+    count(reason, len);
+    action
+}
+
+#[inline(always)]
+fn try_dsr(ctx: &TcContext) -> (i32, Reason) {
+    let pass = (TC_ACT_OK, Reason::PassNotOurs);
+    let eth_type: u16 = match ctx.load::<u16>(12) {
+        Ok(t) => u16::from_be(t),
+        Err(_) => return pass,
+    };
+    if eth_type != 0x0800 {
+        return pass;
+    }
+    let vihl: u8 = match ctx.load(14) {
+        Ok(v) => v,
+        Err(_) => return pass,
+    };
+    let ihl = ((vihl & 0xf) as usize) * 4;
+    let proto: u8 = match ctx.load(14 + 9) {
+        Ok(v) => v,
+        Err(_) => return pass,
+    };
+    let (src, dst, tot_len): (u32, u32, u16) = match (
+        ctx.load(14 + 12),
+        ctx.load(14 + 16),
+        ctx.load::<u16>(14 + 2),
+    ) {
+        (Ok(s), Ok(d), Ok(l)) => (s, d, u16::from_be(l)),
+        _ => return pass,
+    };
+    if vihl >> 4 != 4 || ihl < 20 || ihl > 60 {
+        return pass;
+    }
+    let sport = if proto == PROTO_UDP || proto == PROTO_TCP {
+        match ctx.load::<u16>(14 + ihl) {
+            Ok(p) => u16::from_be(p),
+            Err(_) => return pass,
+        }
+    } else {
+        0
+    };
+    let key = ServiceKey4 {
+        addr: src,
+        port: sport,
+        proto,
+        generation: 0,
+    };
+    if B_SERVICES.get_ptr(&key).is_none() {
+        return pass;
+    }
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    fib.family = AF_INET;
+    fib.l4_protocol = proto;
+    fib.__bindgen_anon_1.tot_len = tot_len;
+    fib.ifindex = ifindex;
+    fib.__bindgen_anon_3.ipv4_src = src;
+    fib.__bindgen_anon_4.ipv4_dst = dst;
+    let rc = unsafe {
+        fib_lookup(
+            ctx.skb.skb as *mut _,
+            &mut fib as *mut _,
+            core::mem::size_of::<bpf_fib_lookup>() as i32,
+            FIB_OUTPUT,
+        )
+    };
+    if rc != 0 {
+        return (TC_ACT_OK, Reason::DsrFibFail);
+    }
+    let mut macs = [0u8; 12];
+    macs[..6].copy_from_slice(&fib.dmac);
+    macs[6..].copy_from_slice(&fib.smac);
+    if ctx.store(0, &macs, 0).is_err() {
+        return (TC_ACT_OK, Reason::DsrFibFail);
+    }
+    if fib.ifindex == ifindex {
+        return (TC_ACT_OK, Reason::DsrRewrite);
+    }
+    (
+        unsafe { bpf_redirect(fib.ifindex, 0) } as i32,
+        Reason::DsrRewrite,
+    )
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

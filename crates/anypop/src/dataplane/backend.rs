@@ -1,0 +1,184 @@
+//! The backend's programs (`decap` on XDP, `dsr` on TC egress) and their shared maps: load, fill,
+//! attach, count.
+use std::path::{Path, PathBuf};
+
+use anypop_common::layout::{BackendSettings, Counter, ServiceKey4};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray},
+    programs::{SchedClassifier, TcAttachType, Xdp, XdpMode},
+};
+
+use super::{DataplaneError, edge::AttachMode};
+use crate::config::compile::BackendTables;
+
+static BACKEND_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/backend"));
+
+fn map_err(what: &str, e: impl std::fmt::Display) -> DataplaneError {
+    DataplaneError::Map(format!("{what}: {e}"))
+}
+
+/// The loaded backend programs.
+pub struct BackendPlane {
+    pub ebpf: Ebpf,
+    pub pin_dir: PathBuf,
+}
+
+impl BackendPlane {
+    /// Loads both programs, with their maps pinned in `pin_dir`.
+    pub fn load(pin_dir: &Path) -> Result<BackendPlane, DataplaneError> {
+        if BACKEND_OBJ.is_empty() {
+            return Err(DataplaneError::NotBuilt);
+        }
+        std::fs::create_dir_all(pin_dir).map_err(|e| DataplaneError::PinDir {
+            path: pin_dir.to_owned(),
+            source: e,
+        })?;
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(pin_dir)
+            .load(BACKEND_OBJ)
+            .map_err(|e| DataplaneError::Load(format!("{e:#}")))?;
+        {
+            let p: &mut Xdp = ebpf
+                .program_mut("decap")
+                .ok_or_else(|| DataplaneError::Load("program `decap` missing".into()))?
+                .try_into()
+                .map_err(|e| DataplaneError::Load(format!("{e}")))?;
+            p.load()
+                .map_err(|e| DataplaneError::Verifier(format!("{e:#}")))?;
+        }
+        {
+            let p: &mut SchedClassifier = ebpf
+                .program_mut("dsr")
+                .ok_or_else(|| DataplaneError::Load("program `dsr` missing".into()))?
+                .try_into()
+                .map_err(|e| DataplaneError::Load(format!("{e}")))?;
+            p.load()
+                .map_err(|e| DataplaneError::Verifier(format!("{e:#}")))?;
+        }
+        Ok(BackendPlane {
+            ebpf,
+            pin_dir: pin_dir.to_owned(),
+        })
+    }
+
+    pub fn decap(&self) -> &Xdp {
+        self.ebpf
+            .program("decap")
+            .expect("loaded")
+            .try_into()
+            .expect("xdp")
+    }
+
+    pub fn dsr(&self) -> &SchedClassifier {
+        self.ebpf
+            .program("dsr")
+            .expect("loaded")
+            .try_into()
+            .expect("tc")
+    }
+
+    fn map(&mut self, name: &str) -> Result<&mut aya::maps::Map, DataplaneError> {
+        self.ebpf
+            .map_mut(name)
+            .ok_or_else(|| DataplaneError::Map(format!("map {name} missing")))
+    }
+
+    /// Replaces the backend's tables (address, allowed POPs, services).
+    pub fn apply(&mut self, t: &BackendTables) -> Result<(), DataplaneError> {
+        {
+            let mut m: HashMap<&mut MapData, ServiceKey4, u32> =
+                HashMap::try_from(self.map("B_SERVICES")?).map_err(|e| map_err("B_SERVICES", e))?;
+            let old: Vec<ServiceKey4> = m
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| !t.services.contains(k))
+                .collect();
+            for k in &t.services {
+                m.insert(k, 1, 0).map_err(|e| map_err("B_SERVICES", e))?;
+            }
+            for k in old {
+                let _ = m.remove(&k);
+            }
+        }
+        {
+            let mut m: HashMap<&mut MapData, u32, u32> =
+                HashMap::try_from(self.map("B_POPS")?).map_err(|e| map_err("B_POPS", e))?;
+            let old: Vec<u32> = m
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| !t.pops.contains(k))
+                .collect();
+            for k in &t.pops {
+                m.insert(k, 1, 0).map_err(|e| map_err("B_POPS", e))?;
+            }
+            for k in old {
+                let _ = m.remove(&k);
+            }
+        }
+        let mut m: Array<&mut MapData, BackendSettings> =
+            Array::try_from(self.map("B_SETTINGS")?).map_err(|e| map_err("B_SETTINGS", e))?;
+        m.set(0, t.settings, 0)
+            .map_err(|e| map_err("B_SETTINGS", e))
+    }
+
+    /// Attaches `decap` (native XDP; generic only if allowed) and `dsr` (TC egress, TCX).
+    pub fn attach(
+        &mut self,
+        ifname: &str,
+        allow_generic: bool,
+    ) -> Result<AttachMode, DataplaneError> {
+        let mode = {
+            let p: &mut Xdp = self
+                .ebpf
+                .program_mut("decap")
+                .expect("loaded")
+                .try_into()
+                .expect("xdp");
+            match p.attach(ifname, XdpMode::Driver) {
+                Ok(_) => AttachMode::Native,
+                Err(native) if allow_generic => {
+                    p.attach(ifname, XdpMode::Skb)
+                        .map_err(|e| DataplaneError::Attach {
+                            ifname: ifname.to_owned(),
+                            detail: format!("native: {native}; generic: {e}"),
+                        })?;
+                    AttachMode::Generic
+                }
+                Err(native) => {
+                    return Err(DataplaneError::NoNativeXdp {
+                        ifname: ifname.to_owned(),
+                        detail: format!("{native}"),
+                    });
+                }
+            }
+        };
+        let p: &mut SchedClassifier = self
+            .ebpf
+            .program_mut("dsr")
+            .expect("loaded")
+            .try_into()
+            .expect("tc");
+        p.attach(ifname, TcAttachType::Egress)
+            .map_err(|e| DataplaneError::Attach {
+                ifname: ifname.to_owned(),
+                detail: format!("TC egress: {e}"),
+            })?;
+        Ok(mode)
+    }
+
+    /// Counters by verdict reason, summed over CPUs.
+    pub fn snapshot(&mut self) -> Result<crate::telemetry::Snapshot, DataplaneError> {
+        let m: PerCpuArray<&mut MapData, Counter> =
+            PerCpuArray::try_from(self.map("B_COUNTERS")?).map_err(|e| map_err("B_COUNTERS", e))?;
+        let mut by_reason = Vec::new();
+        for v in m.iter() {
+            let v = v.map_err(|e| map_err("B_COUNTERS", e))?;
+            by_reason.push(v.iter().fold(Counter::default(), |a, c| Counter {
+                packets: a.packets + c.packets,
+                bytes: a.bytes + c.bytes,
+            }));
+        }
+        Ok(crate::telemetry::Snapshot { by_reason })
+    }
+}

@@ -1,0 +1,323 @@
+//! Golden packets for the backend's programs, run by BPF_PROG_TEST_RUN on the real objects:
+//! `decap` (XDP) and `dsr` (TC egress, with an `__sk_buff` context). Every reason, exact output
+//! bytes, counters.
+mod common;
+
+use std::path::PathBuf;
+
+use anypop::{
+    config,
+    dataplane::{
+        backend::BackendPlane,
+        testrun::{XDP_DROP, XDP_PASS, run_tc, run_xdp},
+    },
+    telemetry::Snapshot,
+};
+use anypop_common::verdict::Reason;
+use common::*;
+use etherparse::{IpNumber, Ipv4Header};
+
+const NETWORK: &str = r#"
+[[service]]
+name = "game"
+vip = "203.0.113.10"
+protocol = "udp"
+ports = "27015"
+backends = ["be-1"]
+
+[[service]]
+name = "web"
+vip = "203.0.113.10"
+protocol = "tcp"
+ports = "443"
+backends = ["be-1"]
+
+[[service]]
+name = "elsewhere"
+vip = "203.0.113.10"
+protocol = "udp"
+ports = "27016"
+backends = ["be-2"]
+
+[[node]]
+name = "pop-1"
+role = "pop"
+interfaces = ["eth0"]
+tunnel_source = "198.51.100.1"
+
+[[node]]
+name = "be-1"
+role = "backend"
+interface = "a0"
+address = "192.0.2.21"
+
+[[node]]
+name = "be-2"
+role = "backend"
+interface = "eth0"
+address = "192.0.2.22"
+"#;
+
+const VIP: [u8; 4] = [203, 0, 113, 10];
+const PLAYER: [u8; 4] = [100, 64, 1, 2];
+const POP: [u8; 4] = [198, 51, 100, 1];
+const ME: [u8; 4] = [192, 0, 2, 21];
+const GATEWAY_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+const TC_ACT_OK: i32 = 0;
+
+struct TestBackend {
+    plane: Option<BackendPlane>,
+    pins: PathBuf,
+    a0: u32,
+    a0_mac: [u8; 6],
+}
+
+impl Drop for TestBackend {
+    fn drop(&mut self) {
+        self.plane.take();
+        let _ = std::fs::remove_dir_all(&self.pins);
+    }
+}
+
+impl TestBackend {
+    fn plane(&mut self) -> &mut BackendPlane {
+        self.plane.as_mut().unwrap()
+    }
+
+    fn snapshot(&mut self) -> Snapshot {
+        self.plane().snapshot().unwrap()
+    }
+
+    /// One XDP case: action, counter, output.
+    fn decap_case(
+        &mut self,
+        what: &str,
+        frame: &[u8],
+        action: u32,
+        reason: Reason,
+        out: Option<&[u8]>,
+    ) {
+        let before = self.snapshot();
+        let a0 = self.a0;
+        let r = run_xdp(self.plane().decap(), frame, Some(a0), 1).unwrap();
+        let after = self.snapshot();
+        assert_eq!(r.action, action, "{what}: action");
+        assert_eq!(
+            delta(&before, &after),
+            vec![(reason, 1)],
+            "{what}: counters"
+        );
+        assert_eq!(r.output, out.unwrap_or(frame), "{what}: output");
+    }
+
+    fn dsr_case(
+        &mut self,
+        what: &str,
+        frame: &[u8],
+        action: i32,
+        reason: Reason,
+        out: Option<&[u8]>,
+    ) {
+        let before = self.snapshot();
+        let a0 = self.a0;
+        let r = run_tc(self.plane().dsr(), frame, a0).unwrap();
+        let after = self.snapshot();
+        assert_eq!(r.action, action, "{what}: action");
+        assert_eq!(
+            delta(&before, &after),
+            vec![(reason, 1)],
+            "{what}: counters"
+        );
+        assert_eq!(r.output, out.unwrap_or(frame), "{what}: output");
+    }
+}
+
+/// A private namespace where the backend's a0 has 192.0.2.21/24 and players are reached through
+/// the gateway 192.0.2.1 (MAC 02:00:00:00:00:01).
+fn with_backend(f: impl FnOnce(&mut TestBackend) + Send + 'static) {
+    std::thread::spawn(move || {
+        require_root();
+        private_netns();
+        sh(&["ip", "link", "set", "lo", "up"]);
+        sh(&[
+            "ip",
+            "link",
+            "add",
+            "a0",
+            "address",
+            "02:00:00:00:0a:00",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "a1",
+        ]);
+        sh(&["ip", "link", "set", "a0", "up"]);
+        sh(&["ip", "link", "set", "a1", "up"]);
+        sh(&["ip", "addr", "add", "192.0.2.21/24", "dev", "a0"]);
+        sh(&["ip", "addr", "add", "203.0.113.10/32", "dev", "lo"]);
+        sh(&["ip", "route", "add", "100.64.0.0/10", "via", "192.0.2.1"]);
+        sh(&[
+            "ip",
+            "neigh",
+            "replace",
+            "192.0.2.1",
+            "lladdr",
+            "02:00:00:00:00:01",
+            "dev",
+            "a0",
+            "nud",
+            "permanent",
+        ]);
+        // bpf_fib_lookup answers only for interfaces with forwarding on (also in output mode).
+        sh(&["sysctl", "-q", "-w", "net.ipv4.conf.all.forwarding=1"]);
+        sh(&["sysctl", "-q", "-w", "net.ipv4.conf.a0.forwarding=1"]);
+        let pins = PathBuf::from(
+            format!(
+                "/sys/fs/bpf/anypop-betest-{}-{:?}",
+                std::process::id(),
+                std::thread::current().id()
+            )
+            .replace(['(', ')'], ""),
+        );
+        let net = config::parse(NETWORK, "test.toml", std::path::Path::new(".")).unwrap();
+        let tables = config::compile::compile_backend(&net, "be-1").unwrap();
+        let mut plane = BackendPlane::load(&pins).unwrap();
+        plane.apply(&tables).unwrap();
+        let mut t = TestBackend {
+            plane: Some(plane),
+            pins,
+            a0: anypop::daemon::ifindex("a0", "test").unwrap(),
+            a0_mac: anypop::daemon::mac_of("a0").unwrap(),
+        };
+        f(&mut t);
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e));
+}
+
+/// Wraps the IP packet of `inner` (an Ethernet frame) in IPIP from `src` to `dst`.
+fn ipip(inner: &[u8], src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+    let ip = &inner[14..];
+    let mut outer = Ipv4Header::new(ip.len() as u16, 63, IpNumber::IPV4, src, dst).unwrap();
+    outer.header_checksum = outer.calc_header_checksum();
+    let mut v = inner[..14].to_vec();
+    outer.write(&mut v).unwrap();
+    v.extend_from_slice(ip);
+    v
+}
+
+#[test]
+fn decap_every_reason_with_exact_bytes() {
+    with_backend(|t| {
+        let player = udp4(PLAYER, 40000, VIP, 27015, b"player tick");
+        let tunnelled = ipip(&player, POP, ME);
+        // Decapsulated: the same Ethernet header, then the player's packet byte for byte.
+        t.decap_case(
+            "udp from pop",
+            &tunnelled,
+            XDP_PASS,
+            Reason::DecapIpip,
+            Some(&player),
+        );
+        let tcp = tcp4(PLAYER, 50000, VIP, 443, true, false);
+        t.decap_case(
+            "tcp from pop",
+            &ipip(&tcp, POP, ME),
+            XDP_PASS,
+            Reason::DecapIpip,
+            Some(&tcp),
+        );
+        // VLAN tags stay in front of the inner packet.
+        let tagged = with_vlans(&tunnelled, &[(0x8100, 7)]);
+        let want = with_vlans(&player, &[(0x8100, 7)]);
+        t.decap_case("vlan", &tagged, XDP_PASS, Reason::DecapIpip, Some(&want));
+        // No open relay.
+        t.decap_case(
+            "unknown pop",
+            &ipip(&player, [198, 51, 100, 99], ME),
+            XDP_DROP,
+            Reason::DropUnknownPop,
+            None,
+        );
+        // Not ours: other destination, other service, not IPIP.
+        t.decap_case(
+            "other address",
+            &ipip(&player, POP, [192, 0, 2, 99]),
+            XDP_PASS,
+            Reason::PassNotOurs,
+            None,
+        );
+        let elsewhere = udp4(PLAYER, 40000, VIP, 27016, b"x");
+        t.decap_case(
+            "not our service",
+            &ipip(&elsewhere, POP, ME),
+            XDP_PASS,
+            Reason::PassNotOurs,
+            None,
+        );
+        t.decap_case("plain udp", &player, XDP_PASS, Reason::PassNotOurs, None);
+        // Truncated inside the inner header.
+        let cut = &tunnelled[..14 + 20 + 10];
+        t.decap_case(
+            "truncated inner",
+            cut,
+            XDP_DROP,
+            Reason::DropMalformed,
+            None,
+        );
+    });
+}
+
+#[test]
+fn dsr_sends_service_replies_to_the_fib_next_hop() {
+    with_backend(|t| {
+        // The game server's reply: source VIP:27015, to the player. Addressed by the stack to
+        // whatever it resolved; the program sets the FIB's next hop and our MAC.
+        let reply = udp4(VIP, 27015, PLAYER, 40000, b"server tick");
+        let mut want = reply.clone();
+        want[..6].copy_from_slice(&GATEWAY_MAC);
+        want[6..12].copy_from_slice(&t.a0_mac);
+        t.dsr_case(
+            "service reply",
+            &reply,
+            TC_ACT_OK,
+            Reason::DsrRewrite,
+            Some(&want),
+        );
+        let tcp = tcp4(VIP, 443, PLAYER, 50000, true, true);
+        let mut want = tcp.clone();
+        want[..6].copy_from_slice(&GATEWAY_MAC);
+        want[6..12].copy_from_slice(&t.a0_mac);
+        t.dsr_case(
+            "tcp reply",
+            &tcp,
+            TC_ACT_OK,
+            Reason::DsrRewrite,
+            Some(&want),
+        );
+        // Not a service port, or not from a VIP: untouched.
+        t.dsr_case(
+            "other port",
+            &udp4(VIP, 9999, PLAYER, 40000, b"x"),
+            TC_ACT_OK,
+            Reason::PassNotOurs,
+            None,
+        );
+        t.dsr_case(
+            "other source",
+            &udp4(ME, 27015, PLAYER, 40000, b"x"),
+            TC_ACT_OK,
+            Reason::PassNotOurs,
+            None,
+        );
+        // No route to the player (or forwarding off): counted, left to the kernel's own routing.
+        t.dsr_case(
+            "no route",
+            &udp4(VIP, 27015, [8, 8, 8, 8], 40000, b"x"),
+            TC_ACT_OK,
+            Reason::DsrFibFail,
+            None,
+        );
+    });
+}
