@@ -604,6 +604,13 @@ pub fn build_source_dir(v4: &[(ipnet::Ipv4Net, u64)]) -> (Vec<u64>, Vec<u64>) {
     (dir, classes)
 }
 
+/// Turns on the kernel's per-program run-time statistics while the returned descriptor lives:
+/// what a program costs per packet is invisible to `top`. Statistics cost a little on every run,
+/// so they are on only while someone is measuring.
+pub fn enable_cost_stats() -> Result<std::os::fd::OwnedFd, DataplaneError> {
+    aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| map_err("BPF_ENABLE_STATS", e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -647,11 +654,4 @@ mod tests {
         assert_eq!(class_at(&dir, "11.0.5.1"), CLASS_USE_LPM);
         assert_eq!(class_at(&dir, "12.0.0.1"), 0);
     }
-}
-
-/// Turns on the kernel's per-program run-time statistics while the returned descriptor lives:
-/// what a program costs per packet is invisible to `top`. Statistics cost a little on every run,
-/// so they are on only while someone is measuring.
-pub fn enable_cost_stats() -> Result<std::os::fd::OwnedFd, DataplaneError> {
-    aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| map_err("BPF_ENABLE_STATS", e))
 }
