@@ -152,9 +152,7 @@ impl Pop {
     pub fn start_with(net: &Network, node: &str, pin_root: &Path) -> anyhow::Result<Pop> {
         let n = net.node(node).map_err(|e| anyhow!("{e}"))?;
         if n.role != Role::Pop {
-            bail!(
-                "node {node} has role \"backend\"; the backend data plane (decap + DSR) is not part of this build yet — run POP nodes only"
-            );
+            bail!("node {node} is a backend; start it with BackendNode (anypop run does this)");
         }
         let interfaces = n.interfaces.clone();
         let allow_generic = n.xdp_mode_auto(&net.defaults);
@@ -261,6 +259,83 @@ impl Pop {
                 self.modes.len()
             );
         }
+        Ok(())
+    }
+}
+
+/// A running backend: `decap` and `dsr` attached to its interface, its VIPs on `lo`.
+pub struct BackendNode {
+    pub plane: crate::dataplane::backend::BackendPlane,
+    pub node: String,
+    pub mode: AttachMode,
+    /// VIPs this process added to `lo` (removed again on stop).
+    added_vips: Vec<Ipv4Addr>,
+}
+
+impl BackendNode {
+    /// Loads and attaches the backend programs for `node`, and makes sure game servers can bind
+    /// the VIPs (each is added to `lo` as a /32 unless already there).
+    pub fn start_with(net: &Network, node: &str, pin_root: &Path) -> anyhow::Result<BackendNode> {
+        let n = net.node(node).map_err(|e| anyhow!("{e}"))?;
+        let tables =
+            crate::config::compile::compile_backend(net, node).map_err(|e| anyhow!("{e}"))?;
+        let ifname = n.interfaces.first().cloned().unwrap_or_default();
+        ifindex(&ifname, node)?;
+        let fwd = std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{ifname}/forwarding"))
+            .unwrap_or_default();
+        if fwd.trim() != "1" {
+            tracing::warn!(
+                "IPv4 forwarding is off on {ifname}: the DSR program cannot ask the FIB for next hops, replies take the kernel's route (counted as dsr_fib_fail). Fix: sysctl -w net.ipv4.conf.{ifname}.forwarding=1"
+            );
+        }
+        let mut plane =
+            crate::dataplane::backend::BackendPlane::load(&node_pin_dir(pin_root, node))?;
+        plane.apply(&tables)?;
+        let mut added_vips = Vec::new();
+        for vip in &tables.vips {
+            let out = std::process::Command::new("ip")
+                .args(["addr", "add", &format!("{vip}/32"), "dev", "lo"])
+                .output()
+                .map_err(|e| anyhow!("running ip: {e}"))?;
+            if out.status.success() {
+                added_vips.push(*vip);
+                tracing::info!("VIP {vip} added to lo: game servers can bind it");
+            } else if !String::from_utf8_lossy(&out.stderr).contains("exists") {
+                bail!(
+                    "cannot add VIP {vip} to lo: {}; add it by hand: ip addr add {vip}/32 dev lo",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+        }
+        let mode = plane.attach(&ifname, n.xdp_mode_auto(&net.defaults))?;
+        tracing::info!("interface {ifname}: decap attached ({mode} XDP), dsr on TC egress");
+        Ok(BackendNode {
+            plane,
+            node: node.to_owned(),
+            mode,
+            added_vips,
+        })
+    }
+
+    pub fn snapshot(&mut self) -> anyhow::Result<Snapshot> {
+        Ok(self.plane.snapshot()?)
+    }
+
+    /// Detaches (by dropping the programs) and removes the VIPs this process added.
+    pub fn stop(self) -> anyhow::Result<()> {
+        let BackendNode {
+            plane,
+            node,
+            added_vips,
+            ..
+        } = self;
+        drop(plane);
+        for vip in added_vips {
+            let _ = std::process::Command::new("ip")
+                .args(["addr", "del", &format!("{vip}/32"), "dev", "lo"])
+                .output();
+        }
+        tracing::info!("node {node}: backend programs detached");
         Ok(())
     }
 }

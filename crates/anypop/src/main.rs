@@ -110,9 +110,20 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Check { config, node } => {
             let net = config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
             if let Some(node) = node {
-                net.node(&node).map_err(|e| anyhow::anyhow!("{e}"))?;
-                config::compile::compile_edge(&net, &node, 0, anypop_common::layout::MAX_SERVICES)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let role = net.node(&node).map_err(|e| anyhow::anyhow!("{e}"))?.role;
+                let compiled = match role {
+                    config::Role::Pop => config::compile::compile_edge(
+                        &net,
+                        &node,
+                        0,
+                        anypop_common::layout::MAX_SERVICES,
+                    )
+                    .map(|_| ()),
+                    config::Role::Backend => {
+                        config::compile::compile_backend(&net, &node).map(|_| ())
+                    }
+                };
+                compiled.map_err(|e| anyhow::anyhow!("{e}"))?;
             }
             println!("{}: OK — {}", config.display(), daemon::describe(&net));
             Ok(())
@@ -135,7 +146,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 signal_hook::flag::register(sig, Arc::clone(&stop))
                     .context("installing signal handler")?;
             }
-            let mut pop = daemon::Pop::start(&config, &node, &pin_root)?;
+            let net = config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            if net.node(&node).map_err(|e| anyhow::anyhow!("{e}"))?.role == config::Role::Backend {
+                return run_backend(&net, &node, &pin_root, interval, duration, &stop);
+            }
+            let mut pop = daemon::Pop::start_with(&net, &node, &pin_root)?;
             let deadline = duration.map(|d| Instant::now() + Duration::from_secs(d));
             let mut prev = pop.snapshot()?;
             let mut last = Instant::now();
@@ -201,4 +216,32 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `anypop run` for a backend node: attach decap + DSR, log counters until stopped.
+fn run_backend(
+    net: &config::Network,
+    node: &str,
+    pin_root: &std::path::Path,
+    interval: u64,
+    duration: Option<u64>,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
+    let mut be = daemon::BackendNode::start_with(net, node, pin_root)?;
+    let deadline = duration.map(|d| Instant::now() + Duration::from_secs(d));
+    let mut prev = be.snapshot()?;
+    let mut last = Instant::now();
+    while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
+        std::thread::sleep(Duration::from_millis(200));
+        if last.elapsed() >= Duration::from_secs(interval.max(1)) {
+            let now = be.snapshot()?;
+            tracing::info!(
+                "{}",
+                anypop::telemetry::summary_line(&prev, &now, last.elapsed().as_secs_f64())
+            );
+            prev = now;
+            last = Instant::now();
+        }
+    }
+    be.stop()
 }

@@ -6,6 +6,8 @@
 //! - [`compile`]: [`Network`] → kernel map entries for one node and one generation slot.
 pub mod compile;
 pub mod raw;
+#[cfg(test)]
+mod tests;
 pub mod validate;
 
 use std::{

@@ -1,0 +1,551 @@
+//! Whole-module tests: each validation rule of the network file is checked for the *location* it
+//! reports (file:line, item, field), because an operator fixing a file at 3 a.m. needs the line,
+//! not just the complaint. The per-file tests in `validate` and `compile` cover the parsers and
+//! the example; these pin down the messages and the compiled numbers of the less common paths.
+use std::path::Path;
+
+use anypop_common::layout::*;
+
+use super::{Protocol, compile::compile_edge, parse};
+
+/// Two nodes every snippet can refer to; snippets are appended after it.
+const BASE: &str = r#"[[node]]
+name = "pop-1"
+role = "pop"
+interfaces = ["eth0"]
+tunnel_source = "198.51.100.1"
+
+[[node]]
+name = "be-1"
+role = "backend"
+interface = "eth0"
+address = "192.0.2.21"
+"#;
+
+fn text(extra: &str) -> String {
+    format!("{BASE}{extra}")
+}
+
+/// The error text for BASE + `extra` (panics when the file is valid).
+fn err(extra: &str) -> String {
+    match parse(&text(extra), "net.toml", Path::new(".")) {
+        Ok(_) => panic!("expected an error for:\n{extra}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// 1-based line of the `nth` (0-based) line of BASE + `extra` containing `needle`.
+fn line_of(extra: &str, needle: &str, nth: usize) -> usize {
+    text(extra)
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains(needle))
+        .nth(nth)
+        .unwrap_or_else(|| panic!("{needle:?} not in snippet"))
+        .0
+        + 1
+}
+
+/// Asserts that some line of `e` starts with `net.toml:LINE: PREFIX` and contains `words`.
+fn assert_problem(e: &str, line: usize, prefix: &str, words: &str) {
+    let start = format!("net.toml:{line}: {prefix}");
+    assert!(
+        e.lines()
+            .any(|l| l.starts_with(&start) && l.contains(words)),
+        "no line starting with {start:?} and containing {words:?} in:\n{e}"
+    );
+}
+
+fn udp_service(name: &str, ports: &str) -> String {
+    format!(
+        "\n[[service]]\nname = \"{name}\"\nvip = \"203.0.113.10\"\nprotocol = \"udp\"\nports = \"{ports}\"\nbackends = [\"be-1\"]\n"
+    )
+}
+
+#[test]
+fn duplicate_names_point_at_the_second_definition() {
+    let extra = format!(
+        "{}{}\n[[profile]]\nname = \"p\"\npps = 10\n\n[[profile]]\nname = \"p\"\npps = 20\n\n[[node]]\nname = \"be-1\"\nrole = \"backend\"\ninterface = \"eth1\"\naddress = \"192.0.2.99\"\n",
+        udp_service("g", "1"),
+        udp_service("g", "2"),
+    );
+    let e = err(&extra);
+    assert_problem(
+        &e,
+        line_of(&extra, "name = \"g\"", 1),
+        "service \"g\": name:",
+        "duplicate service name",
+    );
+    assert_problem(
+        &e,
+        line_of(&extra, "name = \"p\"", 1),
+        "profile \"p\": name:",
+        "duplicate profile name",
+    );
+    assert_problem(
+        &e,
+        line_of(&extra, "name = \"be-1\"", 1),
+        "node \"be-1\": name:",
+        "duplicate node name",
+    );
+    assert_eq!(e.lines().count(), 3, "{e}");
+}
+
+#[test]
+fn unknown_references_name_the_missing_thing() {
+    let extra = r#"
+[[node]]
+name = "be-2"
+role = "backend"
+interface = "eth0"
+address = "192.0.2.22"
+pops = ["pop-9"]
+
+[[service]]
+name = "g"
+vip = "203.0.113.10"
+protocol = "udp"
+ports = "1"
+backends = ["be-1", "ghost", "pop-1"]
+
+[[rule]]
+name = "lim"
+action = "limit"
+profile = "nope"
+
+[[rule]]
+name = "scoped"
+action = "deny"
+services = ["zzz"]
+"#;
+    let e = err(extra);
+    assert_problem(
+        &e,
+        line_of(extra, "pops =", 0),
+        "node \"be-2\": pops:",
+        "\"pop-9\" is not a POP",
+    );
+    let bl = line_of(extra, "backends =", 0);
+    assert_problem(
+        &e,
+        bl,
+        "service \"g\": backends:",
+        "\"ghost\" is not a node",
+    );
+    assert_problem(
+        &e,
+        bl,
+        "service \"g\": backends:",
+        "\"pop-1\" is a POP, not a backend",
+    );
+    assert_problem(
+        &e,
+        line_of(extra, "profile = \"nope\"", 0),
+        "rule \"lim\": profile:",
+        "\"nope\" is not a [[profile]]",
+    );
+    assert_problem(
+        &e,
+        line_of(extra, "services = [\"zzz\"]", 0),
+        "rule \"scoped\": services:",
+        "\"zzz\" is not a [[service]]",
+    );
+}
+
+#[test]
+fn port_mistakes_are_located_and_explained() {
+    let extra = format!(
+        "{}{}{}",
+        udp_service("zero", "0"),
+        udp_service("words", "lots"),
+        udp_service("backwards", "28015-28010"),
+    );
+    let e = err(&extra);
+    assert_problem(
+        &e,
+        line_of(&extra, "ports = \"0\"", 0),
+        "service \"zero\": ports:",
+        "outside 1-65535",
+    );
+    assert_problem(
+        &e,
+        line_of(&extra, "ports = \"lots\"", 0),
+        "service \"words\": ports:",
+        "N or LOW-HIGH",
+    );
+    assert_problem(
+        &e,
+        line_of(&extra, "28015-28010", 0),
+        "service \"backwards\": ports:",
+        "is an empty range (start above end); write LOW-HIGH with LOW <= HIGH",
+    );
+    assert_eq!(e.lines().count(), 3, "{e}");
+}
+
+#[test]
+fn icmp_takes_no_ports_and_udp_needs_them() {
+    let extra = "\n[[service]]\nname = \"ping\"\nvip = \"203.0.113.10\"\nprotocol = \"icmp\"\nports = \"1\"\nbackends = [\"be-1\"]\n\n[[service]]\nname = \"u\"\nvip = \"203.0.113.11\"\nprotocol = \"udp\"\nbackends = [\"be-1\"]\n";
+    let e = err(extra);
+    assert_problem(
+        &e,
+        line_of(extra, "ports = \"1\"", 0),
+        "service \"ping\": ports:",
+        "takes no ports",
+    );
+    // A missing field has no span of its own: the error points at the [[service]] header.
+    assert_problem(
+        &e,
+        line_of(extra, "[[service]]", 1),
+        "service \"u\": ports:",
+        "missing",
+    );
+}
+
+#[test]
+fn overlapping_services_name_both() {
+    let extra = format!(
+        "{}{}",
+        udp_service("first", "100-200"),
+        udp_service("second", "150")
+    );
+    let e = err(&extra);
+    let l = e
+        .lines()
+        .find(|l| l.contains("already served"))
+        .unwrap_or_else(|| panic!("{e}"));
+    assert!(
+        l.contains("service \"second\"") && l.contains("service \"first\"") && l.contains("150"),
+        "{l}"
+    );
+}
+
+#[test]
+fn nodes_missing_role_fields_point_at_their_header() {
+    let extra = "\n[[node]]\nname = \"pop-2\"\nrole = \"pop\"\n\n[[node]]\nname = \"be-2\"\nrole = \"backend\"\n";
+    let e = err(extra);
+    let pop = line_of(extra, "[[node]]", 2);
+    let be = line_of(extra, "[[node]]", 3);
+    assert_problem(&e, pop, "node \"pop-2\": interfaces:", "missing");
+    assert_problem(&e, pop, "node \"pop-2\": tunnel_source:", "missing");
+    assert_problem(&e, be, "node \"be-2\": address:", "missing");
+    assert_problem(&e, be, "node \"be-2\": interface:", "missing");
+}
+
+#[test]
+fn rate_limits_are_checked_where_written() {
+    let extra = r#"
+[[profile]]
+name = "none"
+burst = 2.0
+
+[[profile]]
+name = "zero"
+pps = 0
+
+[[profile]]
+name = "thin"
+pps = 10
+burst = 0.05
+
+[[profile]]
+name = "tiny-bytes"
+bps = "8kbit"
+burst = 1.0
+
+[[service]]
+name = "g"
+vip = "203.0.113.10"
+protocol = "udp"
+ports = "1"
+backends = ["be-1"]
+limit = { bps = "fast" }
+"#;
+    let e = err(extra);
+    assert_problem(
+        &e,
+        line_of(extra, "name = \"none\"", 0) - 1,
+        "profile \"none\": limit:",
+        "neither pps nor bps",
+    );
+    assert_problem(
+        &e,
+        line_of(extra, "pps = 0", 0),
+        "profile \"zero\": pps:",
+        "above zero",
+    );
+    assert_problem(
+        &e,
+        line_of(extra, "burst = 0.05", 0),
+        "profile \"thin\": burst:",
+        "below one packet",
+    );
+    // 8 kbit/s × 1 s = 1000 bytes: not even one full-size packet fits the bucket.
+    assert_problem(
+        &e,
+        line_of(extra, "burst = 1.0", 0),
+        "profile \"tiny-bytes\": burst:",
+        "1500 bytes",
+    );
+    assert_problem(
+        &e,
+        line_of(extra, "limit = {", 0),
+        "service \"g\": bps:",
+        "not a rate",
+    );
+}
+
+#[test]
+fn limit_action_and_profile_go_together() {
+    let extra = "\n[[profile]]\nname = \"p\"\npps = 10\n\n[[rule]]\nname = \"a\"\naction = \"limit\"\n\n[[rule]]\nname = \"b\"\naction = \"deny\"\nprofile = \"p\"\n";
+    let e = err(extra);
+    assert_problem(
+        &e,
+        line_of(extra, "action = \"limit\"", 0),
+        "rule \"a\": profile:",
+        "needs profile",
+    );
+    assert_problem(
+        &e,
+        line_of(extra, "profile = \"p\"", 0),
+        "rule \"b\": profile:",
+        "only rules with action = \"limit\"",
+    );
+}
+
+#[test]
+fn bad_prefixes_are_quoted_with_their_line() {
+    let extra =
+        "\n[[rule]]\naction = \"deny\"\nsrc = [\"10.0.0.0/8\", \"10.0.0.0/40\", \"nonsense\"]\n";
+    let e = err(extra);
+    let l = line_of(extra, "src =", 0);
+    assert_problem(&e, l, "rule \"rule-1\": src:", "\"10.0.0.0/40\"");
+    assert_problem(&e, l, "rule \"rule-1\": src:", "\"nonsense\"");
+}
+
+#[test]
+fn too_many_rules_in_the_file() {
+    let mut extra = String::new();
+    for i in 0..=MAX_RULES_TOTAL {
+        extra.push_str(&format!(
+            "\n[[rule]]\naction = \"deny\"\nttl = \"{}\"\n",
+            i % 256
+        ));
+    }
+    let e = err(&extra);
+    assert!(e.contains("1025 rules; at most 1024"), "{e}");
+}
+
+#[test]
+fn identical_prefix_lists_share_one_set() {
+    // 65 rules naming the same prefixes (in different order and spelling) use one set, so the
+    // limit of 64 sets is not reached.
+    let mut extra = String::new();
+    for i in 0..65 {
+        let src = if i % 2 == 0 {
+            "[\"10.0.0.0/8\", \"192.0.2.1\"]"
+        } else {
+            "[\"192.0.2.1/32\", \"10.1.2.3/8\", \"10.0.0.0/8\"]"
+        };
+        extra.push_str(&format!(
+            "\n[[rule]]\naction = \"deny\"\nsrc = {src}\nservices = []\n"
+        ));
+    }
+    let net = parse(&text(&extra), "net.toml", Path::new(".")).unwrap();
+    assert_eq!(net.rules.len(), 65);
+    assert!(net.rules.iter().all(|r| r.src_v4 == net.rules[0].src_v4));
+}
+
+#[test]
+fn a_vip_may_not_be_a_node_address() {
+    let extra = "\n[[service]]\nname = \"g\"\nvip = \"198.51.100.1\"\nprotocol = \"udp\"\nports = \"1\"\nbackends = [\"be-1\"]\n";
+    let e = err(extra);
+    assert_problem(
+        &e,
+        line_of(extra, "vip =", 0),
+        "service \"g\": vip:",
+        "node \"pop-1\"",
+    );
+}
+
+#[test]
+fn toml_syntax_errors_carry_the_line() {
+    let extra = "\n[[service]]\nname = \"g\nvip = 1\n";
+    let e = err(extra);
+    let l = line_of(extra, "name = \"g", 0);
+    assert!(e.starts_with(&format!("net.toml:{l}:")), "{e}");
+    let extra = "\n[defaults]\nfragmets = \"drop\"\n";
+    let e = err(extra);
+    assert!(e.contains("fragmets"), "{e}");
+    assert!(
+        e.starts_with(&format!("net.toml:{}:", line_of(extra, "fragmets", 0))),
+        "{e}"
+    );
+}
+
+#[test]
+fn unknown_node_lists_the_known_ones() {
+    let net = parse(BASE, "net.toml", Path::new(".")).unwrap();
+    let e = net.node("pop-9").unwrap_err().to_string();
+    assert!(e.contains("pop-1") && e.contains("be-1"), "{e}");
+    assert_eq!(
+        net.node("be-1").unwrap().address.unwrap().octets(),
+        [192, 0, 2, 21]
+    );
+}
+
+#[test]
+fn the_hash_follows_the_bytes() {
+    let a = parse(BASE, "net.toml", Path::new(".")).unwrap();
+    let b = parse(BASE, "other.toml", Path::new(".")).unwrap();
+    let c = parse(&format!("{BASE}\n# comment\n"), "net.toml", Path::new(".")).unwrap();
+    assert_eq!(a.source_text_hash, b.source_text_hash);
+    assert_ne!(a.source_text_hash, c.source_text_hash);
+}
+
+#[test]
+fn ipv6_and_icmp_services_compile_to_the_generic_keys() {
+    let extra = r#"
+[[service]]
+name = "g6"
+vip = "2001:db8::10"
+protocol = "udp"
+ports = ["27015", "27020-27021"]
+backends = ["be-1"]
+
+[[service]]
+name = "ping6"
+vip = "2001:db8::10"
+protocol = "icmp"
+
+[[service]]
+name = "ping4"
+vip = "203.0.113.10"
+protocol = "icmp"
+backends = ["be-1"]
+"#;
+    let net = parse(&text(extra), "net.toml", Path::new(".")).unwrap();
+    assert_eq!(net.services[0].protocol, Protocol::Udp);
+    let t = compile_edge(&net, "pop-1", 0, 8).unwrap();
+    // IPv6: one VIP, 3 UDP ports + 1 ICMPv6 entry (port 0) in the generic maps.
+    assert_eq!(t.vips.len(), 1);
+    assert_eq!(t.vips[0].family, FAMILY_V6);
+    assert_eq!(t.services.len(), 4);
+    let icmp6: Vec<_> = t
+        .services
+        .iter()
+        .filter(|(k, _)| k.proto == PROTO_ICMPV6)
+        .collect();
+    assert_eq!(icmp6.len(), 1);
+    assert_eq!((icmp6[0].0.port, icmp6[0].1), (0, 1));
+    // IPv4 ICMP: the compact maps, port 0, protocol 1.
+    assert_eq!(t.services4.len(), 1);
+    assert_eq!(
+        (
+            t.services4[0].0.proto,
+            t.services4[0].0.port,
+            t.services4[0].1
+        ),
+        (PROTO_ICMP, 0, 2)
+    );
+    // Only IPv4 services are forwarded, so only they get a Maglev table.
+    assert_eq!(
+        t.maglev_inputs.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        vec![2]
+    );
+}
+
+#[test]
+fn scoped_rules_and_two_prefix_sets_fill_slots_per_service() {
+    let extra = format!(
+        "{}{}{}",
+        udp_service("a", "1"),
+        udp_service("b", "2"),
+        r#"
+[[rule]]
+name = "only-b"
+action = "deny"
+services = ["b"]
+src = ["10.0.0.0/8"]
+
+[[rule]]
+name = "both"
+action = "deny"
+src = ["2001:db8::/32", "192.0.2.0/24"]
+protocol = ["icmp", "udp"]
+dst_ports = "1-2"
+icmp_type = "8"
+"#
+    );
+    let net = parse(&text(&extra), "net.toml", Path::new(".")).unwrap();
+    let t = compile_edge(&net, "pop-1", 1, 4).unwrap();
+    let info = |svc: u32| {
+        t.service_info
+            .iter()
+            .find(|(i, _)| *i == 4 + svc)
+            .unwrap()
+            .1
+    };
+    // Service a sees only "both" (slot 0); service b sees "only-b" (slot 0) and "both" (slot 1).
+    assert_eq!(info(0).rule_count, 1);
+    assert_eq!(info(1).rule_count, 2);
+    let rule = |svc: u32, slot: u32| {
+        t.rules
+            .iter()
+            .find(|(i, _)| *i == (4 + svc) * RULES_PER_SERVICE + slot)
+            .unwrap()
+            .1
+    };
+    assert_eq!(rule(0, 0).rule_index, 1);
+    assert_eq!(rule(1, 0).rule_index, 0);
+    assert_eq!(rule(1, 1).rule_index, 1);
+    let both = rule(1, 1);
+    assert_eq!(both.flags, RF_DPORT | RF_ICMP_TYPE);
+    assert_eq!((both.dport_lo, both.dport_hi), (1, 2));
+    assert_eq!((both.icmp_type_lo, both.icmp_type_hi), (8, 8));
+    assert_eq!(both.profile, NONE);
+    // Protocol bitmaps for service b: "only-b" takes every class, "both" only ICMP and UDP.
+    let b = info(1);
+    assert_eq!(b.proto_rules[PCLASS_TCP as usize], 0b01);
+    assert_eq!(b.proto_rules[PCLASS_UDP as usize], 0b11);
+    assert_eq!(b.proto_rules[PCLASS_ICMP as usize], 0b11);
+    assert_eq!(b.proto_rules[PCLASS_OTHER as usize], 0b01);
+    assert_eq!(b.any_src_rules, 0);
+    // Two prefix sets; each prefix is tagged with its set's bit.
+    assert_eq!(t.prefix_sets_v4.len(), 2);
+    assert_eq!(t.prefix_sets_v6.len(), 1);
+    let bit_of = |p: &str| {
+        let p: ipnet::Ipv4Net = p.parse().unwrap();
+        t.prefix_sets_v4.iter().find(|(q, _)| *q == p).unwrap().1
+    };
+    let (only_b, both_bit) = (bit_of("10.0.0.0/8"), bit_of("192.0.2.0/24"));
+    assert_ne!(only_b, both_bit);
+    assert_eq!(t.prefix_sets_v6[0].1, both_bit);
+    // Set table of service b, chunk 0: byte 0b11 (both sets) → both slots.
+    let gs = 4 + 1;
+    let lookup = |byte: u32| {
+        t.set_table
+            .iter()
+            .find(|(i, _)| *i == set_table_index(gs, 0, byte))
+            .map(|e| e.1)
+            .unwrap_or(0)
+    };
+    assert_eq!(lookup(only_b as u32), 0b01);
+    assert_eq!(lookup(both_bit as u32), 0b10);
+    assert_eq!(lookup(0b11), 0b11);
+    // Service a: 128 bytes have the "both" bit on, and every entry maps to slot 0.
+    let a_entries: Vec<_> = t
+        .set_table
+        .iter()
+        .filter(|(i, _)| (set_table_index(4, 0, 0)..set_table_index(5, 0, 0)).contains(i))
+        .collect();
+    assert_eq!(a_entries.len(), 128);
+    assert!(a_entries.iter().all(|(_, r)| *r == 1));
+}
+
+#[test]
+fn compile_refuses_more_services_than_the_maps_hold() {
+    let extra = format!("{}{}", udp_service("a", "1"), udp_service("b", "2"));
+    let net = parse(&text(&extra), "net.toml", Path::new(".")).unwrap();
+    let e = compile_edge(&net, "pop-1", 0, 1).unwrap_err().to_string();
+    assert!(e.contains("2 services") && e.contains("sized for 1"), "{e}");
+}
