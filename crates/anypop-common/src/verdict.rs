@@ -52,6 +52,12 @@ pub enum Reason {
     DsrRewrite = 20,
     /// Backend: a service reply for which the FIB had no answer; left to the kernel.
     DsrFibFail = 21,
+    /// Backend, tunnel mode: an IPIP packet for a service left for the kernel's tunnel, its flow
+    /// remembered for the reply.
+    PassTunnel = 22,
+    /// Backend, tunnel mode: a reply caught in the tunnel, outer header stripped, source set to
+    /// the VIP the player addressed, sent straight to the player.
+    DsrTunnel = 23,
 }
 
 /// Number of counter slots reserved for reasons (room for the backend and later programs).
@@ -59,7 +65,7 @@ pub const REASON_SLOTS: u32 = 32;
 
 impl Reason {
     /// Every reason, in numeric order.
-    pub const ALL: [Reason; 22] = [
+    pub const ALL: [Reason; 24] = [
         Reason::PassNotIp,
         Reason::PassNotVip,
         Reason::DropMalformed,
@@ -82,6 +88,8 @@ impl Reason {
         Reason::DropUnknownPop,
         Reason::DsrRewrite,
         Reason::DsrFibFail,
+        Reason::PassTunnel,
+        Reason::DsrTunnel,
     ];
 
     /// The stable snake_case name used in logs, metrics and captures.
@@ -109,6 +117,8 @@ impl Reason {
             Reason::DropUnknownPop => "drop_unknown_pop",
             Reason::DsrRewrite => "dsr_rewrite",
             Reason::DsrFibFail => "dsr_fib_fail",
+            Reason::PassTunnel => "pass_tunnel",
+            Reason::DsrTunnel => "dsr_tunnel",
         }
     }
 

@@ -12,10 +12,13 @@ mod parse;
 
 use anypop_common::{layout::*, verdict::Reason};
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, bpf_fib_lookup, xdp_action},
+    bindings::{
+        BPF_F_ADJ_ROOM_DECAP_L3_IPV4, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_OK,
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, bpf_fib_lookup, xdp_action,
+    },
     helpers::{bpf_fib_lookup as fib_lookup, bpf_redirect, bpf_xdp_adjust_head},
     macros::{classifier, map, xdp},
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::{TcContext, XdpContext},
 };
 use parse::{data, data_end, w, w32, words_at};
@@ -28,6 +31,9 @@ static B_POPS: HashMap<u32, u32> = HashMap::pinned(4096, 0);
 /// Services this backend serves (VIP, port, protocol; generation 0).
 #[map]
 static B_SERVICES: HashMap<ServiceKey4, u32> = HashMap::pinned(131_072, 0);
+/// Players' flows seen on the way in (tunnel mode): the VIP each one addressed.
+#[map]
+static B_FLOWS: LruHashMap<ReplyKey, u32> = LruHashMap::pinned(262_144, 0);
 #[map]
 static B_COUNTERS: PerCpuArray<Counter> =
     PerCpuArray::pinned(anypop_common::verdict::REASON_SLOTS, 0);
@@ -106,13 +112,13 @@ fn try_decap(ctx: &XdpContext) -> (u32, Reason) {
     }
     let inner_ihl = (((i0 >> 8) & 0xf) as usize) * 4;
     let inner_proto = u16::from_be(w(inner, 4)) as u8;
-    let port = if inner_proto == PROTO_UDP || inner_proto == PROTO_TCP {
+    let (player_port, port) = if inner_proto == PROTO_UDP || inner_proto == PROTO_TCP {
         match words_at(ctx, inner_off + inner_ihl, 2) {
-            Some(p) => u16::from_be(w(p, 1)),
+            Some(p) => (u16::from_be(w(p, 0)), u16::from_be(w(p, 1))),
             None => return (xdp_action::XDP_DROP, Reason::DropMalformed),
         }
     } else {
-        0
+        (0, 0)
     };
     let key = ServiceKey4 {
         addr: w32(inner, 8),
@@ -122,6 +128,21 @@ fn try_decap(ctx: &XdpContext) -> (u32, Reason) {
     };
     if B_SERVICES.get_ptr(&key).is_none() {
         return pass;
+    }
+    if settings.mode == BACKEND_TUNNEL {
+        // The kernel's tunnel decapsulates; remember which VIP this player addressed, so the
+        // reply that comes back through the tunnel can be given it (and nothing else).
+        let flow = ReplyKey {
+            player: w32(inner, 6),
+            player_port,
+            service_port: port,
+            proto: inner_proto,
+            _pad: [0; 3],
+        };
+        if B_FLOWS.get_ptr(&flow).is_none() {
+            let _ = B_FLOWS.insert(&flow, &key.addr, 0);
+        }
+        return (xdp_action::XDP_PASS, Reason::PassTunnel);
     }
     // Move the L2 header (with its VLAN tags) forward over the outer IP header, then drop the
     // bytes in front: the frame becomes L2 + inner packet, ethertype unchanged (IPv4).
@@ -207,6 +228,13 @@ fn try_dsr(ctx: &TcContext) -> (i32, Reason) {
     if vihl >> 4 != 4 || ihl < 20 || ihl > 60 {
         return pass;
     }
+    if proto == 4 {
+        // An encapsulated reply going back to a POP through a kernel tunnel (tunnel mode).
+        if ihl != 20 || B_POPS.get_ptr(&dst).is_none() {
+            return pass;
+        }
+        return tunnel_reply(ctx);
+    }
     let sport = if proto == PROTO_UDP || proto == PROTO_TCP {
         match ctx.load::<u16>(14 + ihl) {
             Ok(p) => u16::from_be(p),
@@ -224,6 +252,106 @@ fn try_dsr(ctx: &TcContext) -> (i32, Reason) {
     if B_SERVICES.get_ptr(&key).is_none() {
         return pass;
     }
+    match next_hop(ctx, src, dst, proto, tot_len) {
+        Some(action) => (action, Reason::DsrRewrite),
+        None => (TC_ACT_OK, Reason::DsrFibFail),
+    }
+}
+
+/// Tunnel mode: strips the outer header of a reply headed for a POP, gives the inner packet the
+/// VIP the player addressed (only for a flow seen coming in: never an arbitrary rewrite), fixes
+/// the IP and UDP/TCP checksums (ICMP has no pseudo-header: untouched) and sends it straight to
+/// the player.
+#[inline(always)]
+fn tunnel_reply(ctx: &TcContext) -> (i32, Reason) {
+    let pass = (TC_ACT_OK, Reason::PassNotOurs);
+    const INNER: usize = 14 + 20;
+    let vihl: u8 = match ctx.load(INNER) {
+        Ok(v) => v,
+        Err(_) => return pass,
+    };
+    let ihl = ((vihl & 0xf) as usize) * 4;
+    if vihl >> 4 != 4 || ihl < 20 || ihl > 60 {
+        return pass;
+    }
+    let (proto, old_src, player, tot_len): (u8, u32, u32, u16) = match (
+        ctx.load(INNER + 9),
+        ctx.load(INNER + 12),
+        ctx.load(INNER + 16),
+        ctx.load::<u16>(INNER + 2),
+    ) {
+        (Ok(p), Ok(s), Ok(d), Ok(l)) => (p, s, d, u16::from_be(l)),
+        _ => return pass,
+    };
+    let l4 = INNER + ihl;
+    let (sport, dport) = if proto == PROTO_UDP || proto == PROTO_TCP {
+        match (ctx.load::<u16>(l4), ctx.load::<u16>(l4 + 2)) {
+            (Ok(a), Ok(b)) => (u16::from_be(a), u16::from_be(b)),
+            _ => return pass,
+        }
+    } else {
+        (0, 0)
+    };
+    let flow = ReplyKey {
+        player,
+        player_port: dport,
+        service_port: sport,
+        proto,
+        _pad: [0; 3],
+    };
+    let vip = match B_FLOWS.get_ptr(&flow) {
+        Some(v) => unsafe { *v },
+        None => return pass,
+    };
+    // Inner source := VIP, with incremental checksum updates.
+    if vip != old_src {
+        if ctx
+            .l3_csum_replace(INNER + 10, old_src as u64, vip as u64, 4)
+            .is_err()
+        {
+            return pass;
+        }
+        let csum_off = match proto {
+            PROTO_UDP => Some((l4 + 6, BPF_F_MARK_MANGLED_0 as u64)),
+            PROTO_TCP => Some((l4 + 16, 0)),
+            _ => None,
+        };
+        if let Some((off, extra)) = csum_off {
+            let udp_zero = proto == PROTO_UDP && matches!(ctx.load::<u16>(off), Ok(0));
+            if !udp_zero
+                && ctx
+                    .l4_csum_replace(
+                        off,
+                        old_src as u64,
+                        vip as u64,
+                        BPF_F_PSEUDO_HDR as u64 | extra | 4,
+                    )
+                    .is_err()
+            {
+                return pass;
+            }
+        }
+        if ctx.store(INNER + 12, &vip, 0).is_err() {
+            return pass;
+        }
+    }
+    // Remove the outer header; the decap flag keeps GSO metadata right for large TCP sends.
+    if ctx
+        .adjust_room(-20, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_DECAP_L3_IPV4 as u64)
+        .is_err()
+    {
+        return (TC_ACT_OK, Reason::DsrFibFail);
+    }
+    match next_hop(ctx, vip, player, proto, tot_len) {
+        Some(action) => (action, Reason::DsrTunnel),
+        None => (TC_ACT_OK, Reason::DsrFibFail),
+    }
+}
+
+/// Sets the MACs of the FIB's next hop for `src` → `dst` and returns the TC action (redirect
+/// when the egress is another interface).
+#[inline(always)]
+fn next_hop(ctx: &TcContext, src: u32, dst: u32, proto: u8, tot_len: u16) -> Option<i32> {
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
     fib.family = AF_INET;
@@ -241,21 +369,17 @@ fn try_dsr(ctx: &TcContext) -> (i32, Reason) {
         )
     };
     if rc != 0 {
-        return (TC_ACT_OK, Reason::DsrFibFail);
+        return None;
     }
     let mut macs = [0u8; 12];
     macs[..6].copy_from_slice(&fib.dmac);
     macs[6..].copy_from_slice(&fib.smac);
-    if ctx.store(0, &macs, 0).is_err() {
-        return (TC_ACT_OK, Reason::DsrFibFail);
-    }
+    ctx.store(0, &macs, 0).ok()?;
     if fib.ifindex == ifindex {
-        return (TC_ACT_OK, Reason::DsrRewrite);
+        Some(TC_ACT_OK)
+    } else {
+        Some(unsafe { bpf_redirect(fib.ifindex, 0) } as i32)
     }
-    (
-        unsafe { bpf_redirect(fib.ifindex, 0) } as i32,
-        Reason::DsrRewrite,
-    )
 }
 
 #[cfg(not(test))]

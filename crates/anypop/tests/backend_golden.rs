@@ -135,6 +135,10 @@ impl TestBackend {
 /// A private namespace where the backend's a0 has 192.0.2.21/24 and players are reached through
 /// the gateway 192.0.2.1 (MAC 02:00:00:00:00:01).
 fn with_backend(f: impl FnOnce(&mut TestBackend) + Send + 'static) {
+    with_backend_net(NETWORK.to_string(), f)
+}
+
+fn with_backend_net(network: String, f: impl FnOnce(&mut TestBackend) + Send + 'static) {
     std::thread::spawn(move || {
         require_root();
         private_netns();
@@ -180,7 +184,7 @@ fn with_backend(f: impl FnOnce(&mut TestBackend) + Send + 'static) {
             )
             .replace(['(', ')'], ""),
         );
-        let net = config::parse(NETWORK, "test.toml", std::path::Path::new(".")).unwrap();
+        let net = config::parse(&network, "test.toml", std::path::Path::new(".")).unwrap();
         let tables = config::compile::compile_backend(&net, "be-1").unwrap();
         let mut plane = BackendPlane::load(&pins).unwrap();
         plane.apply(&tables).unwrap();
@@ -317,6 +321,83 @@ fn dsr_sends_service_replies_to_the_fib_next_hop() {
             &udp4(VIP, 27015, [8, 8, 8, 8], 40000, b"x"),
             TC_ACT_OK,
             Reason::DsrFibFail,
+            None,
+        );
+    });
+}
+
+/// The same network with be-1 in tunnel-compatible mode (a kernel IPIP tunnel decapsulates).
+fn tunnel_network() -> String {
+    NETWORK.replace(
+        "address = \"192.0.2.21\"",
+        "address = \"192.0.2.21\"\nmode = \"tunnel\"",
+    )
+}
+
+/// The reply as the kernel tunnel emits it: outer IPv4 (backend → POP, protocol 4) around the
+/// game server's packet, whose source is the tunnel's own address.
+fn tunnelled_reply(inner: &[u8]) -> Vec<u8> {
+    ipip(inner, ME, POP)
+}
+
+#[test]
+fn tunnel_mode_remembers_flows_and_rewrites_replies() {
+    with_backend_net(tunnel_network(), |t| {
+        // In: left for the kernel's tunnel, flow remembered.
+        let player = udp4(PLAYER, 40000, VIP, 27015, b"player tick");
+        let tunnelled = ipip(&player, POP, ME);
+        t.decap_case("tunnel in", &tunnelled, XDP_PASS, Reason::PassTunnel, None);
+        let syn = tcp4(PLAYER, 50000, VIP, 443, true, false);
+        t.decap_case(
+            "tunnel in tcp",
+            &ipip(&syn, POP, ME),
+            XDP_PASS,
+            Reason::PassTunnel,
+            None,
+        );
+
+        // Out: the server answered from the tunnel address into the tunnel. The program strips
+        // the outer header and gives the reply the VIP; the result must equal the packet the
+        // server would have sent from the VIP, checksums included.
+        let from_tunnel = udp4([10, 99, 0, 2], 27015, PLAYER, 40000, b"server tick");
+        let mut want = udp4(VIP, 27015, PLAYER, 40000, b"server tick");
+        want[..6].copy_from_slice(&GATEWAY_MAC);
+        want[6..12].copy_from_slice(&t.a0_mac);
+        t.dsr_case(
+            "tunnel reply udp",
+            &tunnelled_reply(&from_tunnel),
+            TC_ACT_OK,
+            Reason::DsrTunnel,
+            Some(&want),
+        );
+        let synack = tcp4([10, 99, 0, 2], 443, PLAYER, 50000, true, true);
+        let mut want = tcp4(VIP, 443, PLAYER, 50000, true, true);
+        want[..6].copy_from_slice(&GATEWAY_MAC);
+        want[6..12].copy_from_slice(&t.a0_mac);
+        t.dsr_case(
+            "tunnel reply tcp",
+            &tunnelled_reply(&synack),
+            TC_ACT_OK,
+            Reason::DsrTunnel,
+            Some(&want),
+        );
+
+        // A reply for a flow never seen coming in is not rewritten: never an arbitrary source.
+        let stranger = udp4([10, 99, 0, 2], 27015, PLAYER, 41111, b"x");
+        t.dsr_case(
+            "unknown flow",
+            &tunnelled_reply(&stranger),
+            TC_ACT_OK,
+            Reason::PassNotOurs,
+            None,
+        );
+        // IPIP to something that is not a POP is not ours either.
+        let other = ipip(&from_tunnel, ME, [198, 51, 100, 77]);
+        t.dsr_case(
+            "ipip to non-pop",
+            &other,
+            TC_ACT_OK,
+            Reason::PassNotOurs,
             None,
         );
     });

@@ -385,7 +385,11 @@ pub fn compile_backend(net: &Network, node: &str) -> Result<BackendTables, Confi
     let mut t = BackendTables {
         settings: BackendSettings {
             address: u32::from_ne_bytes(n.address.expect("validated").octets()),
-            _pad: 0,
+            mode: if n.tunnel_mode {
+                BACKEND_TUNNEL
+            } else {
+                BACKEND_NATIVE
+            },
         },
         ..Default::default()
     };

@@ -177,6 +177,8 @@ pub struct Node {
     pub xdp_mode: Option<XdpModeSetting>,
     /// Backend: POPs allowed to send IPIP here (empty = all POPs).
     pub pops: Vec<String>,
+    /// Backend: a kernel IPIP tunnel decapsulates and replies go into it (tunnel-compatible mode).
+    pub tunnel_mode: bool,
     pub line: usize,
 }
 

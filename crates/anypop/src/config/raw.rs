@@ -91,4 +91,6 @@ pub struct RawNode {
     pub address: Option<Spanned<String>>,
     pub xdp_mode: Option<Spanned<String>>,
     pub pops: Option<Spanned<Vec<String>>>,
+    /// Backend: "native" (our XDP decapsulates) or "tunnel" (a kernel IPIP tunnel does).
+    pub mode: Option<Spanned<String>>,
 }

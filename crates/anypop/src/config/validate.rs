@@ -524,6 +524,7 @@ pub fn validate(text: &str, origin: &str, base_dir: &Path) -> Result<Network, Co
                 .as_ref()
                 .map(|p| p.get_ref().clone())
                 .unwrap_or_default(),
+            tunnel_mode: false,
             line,
         };
         match role {
@@ -568,6 +569,9 @@ pub fn validate(text: &str, origin: &str, base_dir: &Path) -> Result<Network, Co
                         "only backends take `address`; a POP uses `tunnel_source`",
                     );
                 }
+                if let Some(m) = &n.mode {
+                    c.at(m, &item, "mode", "only backends take `mode`");
+                }
             }
             Role::Backend => {
                 match (&n.interface, &n.interfaces) {
@@ -587,6 +591,20 @@ pub fn validate(text: &str, origin: &str, base_dir: &Path) -> Result<Network, Co
                         "interfaces",
                         "a backend takes one `interface = \"eth0\"`",
                     ),
+                }
+                if let Some(m) = &n.mode {
+                    match m.get_ref().as_str() {
+                        "native" => {}
+                        "tunnel" => node.tunnel_mode = true,
+                        other => c.at(
+                            m,
+                            &item,
+                            "mode",
+                            format!(
+                                "{other:?} is not a backend mode; use \"native\" or \"tunnel\""
+                            ),
+                        ),
+                    }
                 }
                 match &n.address {
                     Some(a) => node.address = parse_v4(&mut c, a, "address"),
