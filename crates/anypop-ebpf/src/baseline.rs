@@ -3,7 +3,11 @@
 #![no_std]
 #![no_main]
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, xdp_action},
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
 
 /// Returns XDP_PASS without touching the packet.
 #[xdp]
@@ -33,6 +37,12 @@ pub fn base_tx(ctx: XdpContext) -> u32 {
         e[6..12].copy_from_slice(&tmp);
     }
     xdp_action::XDP_TX
+}
+
+/// Returns TC_ACT_OK without touching the packet: the floor for TC programs.
+#[classifier]
+pub fn base_tc(_ctx: TcContext) -> i32 {
+    TC_ACT_OK
 }
 
 #[cfg(not(test))]

@@ -20,9 +20,10 @@ use anyhow::{Context, anyhow, bail};
 use crate::{
     config,
     dataplane::{
+        backend::BackendPlane,
         baseline::Baseline,
         edge::{Edge, EdgeSizes},
-        testrun::run_xdp_raw_fd,
+        testrun::{run_tc_raw_fd, run_xdp_raw_fd},
     },
     lab::netns::{Netns, run_cmd},
 };
@@ -32,6 +33,8 @@ use crate::{
 pub struct Row {
     pub program: String,
     pub path: String,
+    /// A TC program (actions numbered differently from XDP's).
+    pub tc: bool,
     pub action: u32,
     /// ns/packet by the `repeat` method (None where it cannot apply).
     pub repeat_ns: Option<f64>,
@@ -112,6 +115,52 @@ fn udp4(src: [u8; 4], dst: [u8; 4], dport: u16) -> Vec<u8> {
     f
 }
 
+/// The backend side of the benchmark: be-1 at a0's address, one POP.
+const BACKEND_NETWORK: &str = r#"
+[[service]]
+name = "game"
+vip = "203.0.113.10"
+protocol = "udp"
+ports = "27015"
+backends = ["be-1"]
+
+[[node]]
+name = "pop-1"
+role = "pop"
+interfaces = ["eth0"]
+tunnel_source = "198.51.100.50"
+
+[[node]]
+name = "be-1"
+role = "backend"
+interface = "a0"
+address = "198.51.100.1"
+"#;
+
+/// Wraps the IP packet of an Ethernet frame in IPIP.
+fn ipip(frame: &[u8], src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+    let inner = &frame[14..];
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&((20 + inner.len()) as u16).to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 4;
+    ip[12..16].copy_from_slice(&src);
+    ip[16..20].copy_from_slice(&dst);
+    let mut sum = 0u32;
+    for c in ip.chunks(2) {
+        sum += u16::from_be_bytes([c[0], c[1]]) as u32;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    let mut v = frame[..14].to_vec();
+    v.extend_from_slice(&ip);
+    v.extend_from_slice(inner);
+    v
+}
+
 /// Pseudo-random /24s (deterministic) outside the ranges the frames use.
 fn write_prefixes(path: &std::path::Path, n: usize) -> anyhow::Result<()> {
     let mut s = String::with_capacity(n * 16);
@@ -139,6 +188,8 @@ struct Case {
     frame: Vec<u8>,
     /// Leaves the frame unchanged, so `repeat` timing applies.
     stateless: bool,
+    /// A TC program (run with an `__sk_buff` context) rather than XDP.
+    tc: bool,
     action: u32,
     repeat_min: f64,
     single_total: u64,
@@ -146,6 +197,20 @@ struct Case {
 }
 
 impl Case {
+    fn tc(mut self) -> Case {
+        self.tc = true;
+        self
+    }
+
+    /// One test run of this case.
+    fn run(&self, ifindex: u32, repeat: u32) -> anyhow::Result<(u32, u64)> {
+        Ok(if self.tc {
+            run_tc_raw_fd(self.fd, &self.frame, ifindex, repeat)?
+        } else {
+            run_xdp_raw_fd(self.fd, &self.frame, Some(ifindex), repeat)?
+        })
+    }
+
     fn new(program: &str, path: &str, fd: i32, frame: &[u8], stateless: bool) -> Case {
         Case {
             program: program.into(),
@@ -153,6 +218,7 @@ impl Case {
             fd,
             frame: frame.to_vec(),
             stateless,
+            tc: false,
             action: 0,
             repeat_min: f64::MAX,
             single_total: 0,
@@ -221,6 +287,15 @@ pub fn run(iterations: u32, repeat: u32, prefix_counts: &[usize]) -> anyhow::Res
     ])?;
     ns.exec(&["sysctl", "-q", "-w", "net.ipv4.conf.all.forwarding=1"])?;
     ns.exec(&["sysctl", "-q", "-w", "net.ipv4.conf.a0.forwarding=1"])?;
+    ns.exec(&["ip", "addr", "add", "203.0.113.10/32", "dev", "lo"])?;
+    ns.exec(&[
+        "ip",
+        "route",
+        "add",
+        "100.64.0.0/10",
+        "via",
+        "198.51.100.21",
+    ])?;
     let xf = xdp_filter_prog(&ns)?;
     let xf_fd = xf.as_fd().as_raw_fd();
     let counts = prefix_counts.to_vec();
@@ -236,6 +311,9 @@ pub fn run(iterations: u32, repeat: u32, prefix_counts: &[usize]) -> anyhow::Res
         // on a shared VM the noise then falls on all of them alike.
         let base = Baseline::load()?;
         let fd_of = |p: &aya::programs::Xdp| -> anyhow::Result<i32> {
+            Ok(p.fd().map_err(|e| anyhow!("{e}"))?.as_fd().as_raw_fd())
+        };
+        let fd_of_tc = |p: &aya::programs::SchedClassifier| -> anyhow::Result<i32> {
             Ok(p.fd().map_err(|e| anyhow!("{e}"))?.as_fd().as_raw_fd())
         };
         let mut cases: Vec<Case> = vec![
@@ -333,10 +411,74 @@ pub fn run(iterations: u32, repeat: u32, prefix_counts: &[usize]) -> anyhow::Res
             edges.push(edge);
         }
         let _ = std::fs::remove_dir_all(&dir);
+
+        // The backend's programs on the same interface: a0 plays the backend 198.51.100.1,
+        // players are reached through 198.51.100.21.
+        let be_net = config::parse(BACKEND_NETWORK, "bench.toml", std::path::Path::new("."))
+            .map_err(|e| anyhow!("{e}"))?;
+        let be_pins = std::path::PathBuf::from(format!(
+            "/sys/fs/bpf/anypop-bench-{}-backend",
+            std::process::id()
+        ));
+        guards.push(PinGuard(be_pins.clone()));
+        let mut plane = BackendPlane::load(&be_pins)?;
+        plane.apply(
+            &config::compile::compile_backend(&be_net, "be-1").map_err(|e| anyhow!("{e}"))?,
+        )?;
+        let tunnelled = ipip(&player, [198, 51, 100, 50], [198, 51, 100, 1]);
+        let reply = udp4([203, 0, 113, 10], [100, 64, 1, 2], 40000);
+        let mut reply = reply;
+        // source port 27015 (the service), destination the player's port
+        reply[34..36].copy_from_slice(&27015u16.to_be_bytes());
+        cases.push(
+            Case::new(
+                "empty TC program",
+                "any frame",
+                fd_of_tc(base.tc())?,
+                &reply,
+                true,
+            )
+            .tc(),
+        );
+        cases.push(Case::new(
+            "anypop decap (XDP)",
+            "IPIP from a POP: decapsulate, pass",
+            fd_of(plane.decap())?,
+            &tunnelled,
+            false,
+        ));
+        cases.push(Case::new(
+            "anypop decap (XDP)",
+            "not ours: pass untouched",
+            fd_of(plane.decap())?,
+            &other,
+            true,
+        ));
+        cases.push(
+            Case::new(
+                "anypop dsr (TC egress)",
+                "service reply: FIB next hop, MACs",
+                fd_of_tc(plane.dsr())?,
+                &reply,
+                true,
+            )
+            .tc(),
+        );
+        cases.push(
+            Case::new(
+                "anypop dsr (TC egress)",
+                "not a service reply: untouched",
+                fd_of_tc(plane.dsr())?,
+                &other,
+                true,
+            )
+            .tc(),
+        );
+
         // Warm up state (rate-limit buckets exist and are empty; flows are pinned).
         for c in &cases {
             for _ in 0..3 {
-                run_xdp_raw_fd(c.fd, &c.frame, Some(a0), 1)?;
+                c.run(a0, 1)?;
             }
         }
         let rounds = 15u32;
@@ -344,12 +486,12 @@ pub fn run(iterations: u32, repeat: u32, prefix_counts: &[usize]) -> anyhow::Res
         for round in 0..rounds {
             for c in cases.iter_mut() {
                 if c.stateless {
-                    let (a, ns) = run_xdp_raw_fd(c.fd, &c.frame, Some(a0), repeat)?;
+                    let (a, ns) = c.run(a0, repeat)?;
                     c.action = a;
                     c.repeat_min = c.repeat_min.min(ns as f64);
                 }
                 for _ in 0..per_round {
-                    let (a, ns) = run_xdp_raw_fd(c.fd, &c.frame, Some(a0), 1)?;
+                    let (a, ns) = c.run(a0, 1)?;
                     c.action = a;
                     c.single_total += ns;
                     c.single_n += 1;
@@ -359,11 +501,13 @@ pub fn run(iterations: u32, repeat: u32, prefix_counts: &[usize]) -> anyhow::Res
         }
         eprintln!();
         drop(edges);
+        drop(plane);
         Ok(cases
             .into_iter()
             .map(|c| Row {
                 program: c.program,
                 path: c.path,
+                tc: c.tc,
                 action: c.action,
                 repeat_ns: c.stateless.then_some(c.repeat_min),
                 single_ns: c.single_total as f64 / c.single_n.max(1) as f64,
@@ -374,7 +518,15 @@ pub fn run(iterations: u32, repeat: u32, prefix_counts: &[usize]) -> anyhow::Res
     Ok(rows)
 }
 
-fn action_name(a: u32) -> &'static str {
+fn action_name(a: u32, tc: bool) -> &'static str {
+    if tc {
+        return match a {
+            0 => "TC_ACT_OK",
+            2 => "TC_ACT_SHOT",
+            7 => "TC_ACT_REDIRECT",
+            _ => "?",
+        };
+    }
     match a {
         0 => "ABORTED",
         1 => "DROP",
@@ -412,7 +564,7 @@ pub fn table(rows: &[Row]) -> String {
             "| {} | {} | {} | {} | {:.0} |",
             r.program,
             r.path,
-            action_name(r.action),
+            action_name(r.action, r.tc),
             r.repeat_ns
                 .map(|v| format!("{v:.1}"))
                 .unwrap_or_else(|| "n/a (rewrites frame)".into()),

@@ -21,6 +21,15 @@ impl Baseline {
         }
         let mut ebpf =
             Ebpf::load(BASELINE_OBJ).map_err(|e| DataplaneError::Load(format!("{e:#}")))?;
+        {
+            let p: &mut aya::programs::SchedClassifier = ebpf
+                .program_mut("base_tc")
+                .ok_or_else(|| DataplaneError::Load("base_tc missing".into()))?
+                .try_into()
+                .map_err(|e| DataplaneError::Load(format!("{e}")))?;
+            p.load()
+                .map_err(|e| DataplaneError::Verifier(format!("{e:#}")))?;
+        }
         for name in ["base_pass", "base_drop", "base_tx"] {
             let p: &mut Xdp = ebpf
                 .program_mut(name)
@@ -40,6 +49,15 @@ impl Baseline {
             .expect("baseline program")
             .try_into()
             .expect("xdp")
+    }
+
+    /// The empty TC program.
+    pub fn tc(&self) -> &aya::programs::SchedClassifier {
+        self.ebpf
+            .program("base_tc")
+            .expect("baseline program")
+            .try_into()
+            .expect("tc")
     }
 
     /// Attaches a program natively (veth and real NICs with XDP support); detached on drop.

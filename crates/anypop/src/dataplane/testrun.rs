@@ -86,6 +86,26 @@ pub fn run_xdp_raw_fd(
     ingress_ifindex: Option<u32>,
     repeat: u32,
 ) -> Result<(u32, u64), DataplaneError> {
+    run_raw_fd(prog_fd, frame, ingress_ifindex, repeat, false)
+}
+
+/// BPF_PROG_TEST_RUN of a TC program fd, as if the frame left through `ifindex`.
+pub fn run_tc_raw_fd(
+    prog_fd: i32,
+    frame: &[u8],
+    ifindex: u32,
+    repeat: u32,
+) -> Result<(u32, u64), DataplaneError> {
+    run_raw_fd(prog_fd, frame, Some(ifindex), repeat, true)
+}
+
+fn run_raw_fd(
+    prog_fd: i32,
+    frame: &[u8],
+    ingress_ifindex: Option<u32>,
+    repeat: u32,
+    tc: bool,
+) -> Result<(u32, u64), DataplaneError> {
     #[repr(C)]
     #[derive(Default)]
     struct TestAttr {
@@ -124,7 +144,13 @@ pub fn run_xdp_raw_fd(
         repeat: repeat.max(1),
         ..Default::default()
     };
-    if ingress_ifindex.is_some() {
+    // struct __sk_buff (192 bytes) with only ifindex (offset 40) set, for TC programs.
+    let mut skb = [0u8; 192];
+    skb[40..44].copy_from_slice(&ingress_ifindex.unwrap_or(0).to_ne_bytes());
+    if tc {
+        attr.ctx_size_in = skb.len() as u32;
+        attr.ctx_in = skb.as_ptr() as u64;
+    } else if ingress_ifindex.is_some() {
         attr.ctx_size_in = std::mem::size_of::<XdpMd>() as u32;
         attr.ctx_in = &ctx as *const XdpMd as u64;
     }
