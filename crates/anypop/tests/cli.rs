@@ -261,3 +261,37 @@ fn run_explains_missing_interface_and_forwarding() {
         text(&o)
     );
 }
+
+#[test]
+fn run_on_a_backend_attaches_decap_and_dsr_and_cleans_up_its_vips() {
+    require_root();
+    let net = r#"
+[[service]]
+name = "g"
+vip = "203.0.113.10"
+protocol = "udp"
+ports = "27015"
+backends = ["pop-1"]
+"#;
+    // A backend node named pop-1 keeps run_in_netns' --node argument valid.
+    let net = format!(
+        "{}\n[[node]]\nname = \"edge\"\nrole = \"pop\"\ninterfaces = [\"x0\"]\ntunnel_source = \"198.51.100.9\"\n\n[[node]]\nname = \"pop-1\"\nrole = \"backend\"\ninterface = \"t0\"\naddress = \"198.51.100.1\"\n",
+        net
+    );
+    const SETUP: &[&[&str]] = &[
+        &["ip", "link", "add", "t0", "type", "veth", "peer", "name", "t1"],
+        &["ip", "link", "set", "t0", "up"],
+        &["ip", "link", "set", "t1", "up"],
+        &["ip", "link", "set", "lo", "up"],
+        &["ip", "addr", "add", "198.51.100.1/24", "dev", "t0"],
+        &["sysctl", "-q", "-w", "net.ipv4.conf.t0.forwarding=1"],
+    ];
+    let (o, link, pins) = run_in_netns(net, SETUP, &[]);
+    let _ = std::fs::remove_dir_all(&pins);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("VIP 203.0.113.10 added to lo"), "{t}");
+    assert!(t.contains("interface t0: decap attached (native XDP), dsr on TC egress"), "{t}");
+    assert!(t.contains("backend programs detached"), "{t}");
+    assert!(!link.contains("xdp"), "{link}");
+}
