@@ -45,10 +45,10 @@ pub fn ifindex(ifname: &str, node: &str) -> anyhow::Result<u32> {
     Ok(idx)
 }
 
-/// The MAC address of an interface. Asked of the kernel through a socket (SIOCGIFHWADDR), which
-/// answers for the calling thread's network namespace; /sys/class/net would answer for the
-/// namespace sysfs was mounted in.
-pub fn mac_of(ifname: &str) -> anyhow::Result<[u8; 6]> {
+/// Asks the kernel about an interface with an `ifreq` ioctl on a socket, which answers for the
+/// calling thread's network namespace (/sys/class/net would answer for the namespace sysfs was
+/// mounted in).
+fn ifreq_ioctl(ifname: &str, request: libc::c_ulong, what: &str) -> anyhow::Result<libc::ifreq> {
     if ifname.len() >= libc::IFNAMSIZ {
         bail!("interface name {ifname:?} is too long");
     }
@@ -60,12 +60,18 @@ pub fn mac_of(ifname: &str) -> anyhow::Result<[u8; 6]> {
     for (i, b) in ifname.bytes().enumerate() {
         req.ifr_name[i] = b as libc::c_char;
     }
-    let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut req) };
+    let rc = unsafe { libc::ioctl(fd, request, &mut req) };
     let err = std::io::Error::last_os_error();
     unsafe { libc::close(fd) };
     if rc != 0 {
-        bail!("reading the MAC address of {ifname}: {err}");
+        bail!("reading the {what} of {ifname}: {err}");
     }
+    Ok(req)
+}
+
+/// The MAC address of an interface (SIOCGIFHWADDR).
+pub fn mac_of(ifname: &str) -> anyhow::Result<[u8; 6]> {
+    let req = ifreq_ioctl(ifname, libc::SIOCGIFHWADDR, "MAC address")?;
     let sa = unsafe { req.ifr_ifru.ifru_hwaddr };
     let mut mac = [0u8; 6];
     for (i, m) in mac.iter_mut().enumerate() {
@@ -74,25 +80,9 @@ pub fn mac_of(ifname: &str) -> anyhow::Result<[u8; 6]> {
     Ok(mac)
 }
 
-/// The MTU of an interface (SIOCGIFMTU, for the calling thread's network namespace).
+/// The MTU of an interface (SIOCGIFMTU).
 pub fn mtu_of(ifname: &str) -> anyhow::Result<u16> {
-    if ifname.len() >= libc::IFNAMSIZ {
-        bail!("interface name {ifname:?} is too long");
-    }
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        bail!("socket: {}", std::io::Error::last_os_error());
-    }
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (i, b) in ifname.bytes().enumerate() {
-        req.ifr_name[i] = b as libc::c_char;
-    }
-    let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFMTU, &mut req) };
-    let err = std::io::Error::last_os_error();
-    unsafe { libc::close(fd) };
-    if rc != 0 {
-        bail!("reading the MTU of {ifname}: {err}");
-    }
+    let req = ifreq_ioctl(ifname, libc::SIOCGIFMTU, "MTU")?;
     Ok(unsafe { req.ifr_ifru.ifru_mtu }.clamp(0, 65535) as u16)
 }
 

@@ -279,7 +279,9 @@ backends = ["pop-1"]
         net
     );
     const SETUP: &[&[&str]] = &[
-        &["ip", "link", "add", "t0", "type", "veth", "peer", "name", "t1"],
+        &[
+            "ip", "link", "add", "t0", "type", "veth", "peer", "name", "t1",
+        ],
         &["ip", "link", "set", "t0", "up"],
         &["ip", "link", "set", "t1", "up"],
         &["ip", "link", "set", "lo", "up"],
@@ -291,7 +293,10 @@ backends = ["pop-1"]
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     assert!(t.contains("VIP 203.0.113.10 added to lo"), "{t}");
-    assert!(t.contains("interface t0: decap attached (native XDP), dsr on TC egress"), "{t}");
+    assert!(
+        t.contains("interface t0: decap attached (native XDP), dsr on TC egress"),
+        "{t}"
+    );
     assert!(t.contains("backend programs detached"), "{t}");
     assert!(!link.contains("xdp"), "{link}");
 }
