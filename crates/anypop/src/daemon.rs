@@ -156,8 +156,9 @@ impl Pop {
             ));
             check_forwarding(ifname)?;
         }
+        // Sized for the most services a file may have, so a reload can add services.
         let sizes = EdgeSizes {
-            max_services: (net.services.len() as u32).clamp(1, anypop_common::layout::MAX_SERVICES),
+            max_services: anypop_common::layout::MAX_SERVICES,
             flow_entries: net.defaults.flow_table_size,
             bucket_entries: net.defaults.bucket_table_size,
         };
@@ -200,6 +201,32 @@ impl Pop {
         };
         pop.tick()?;
         Ok(pop)
+    }
+
+    /// Makes a new version of the network file live: validated and compiled first, written into
+    /// the standby slot, then switched in one store. Any failure leaves the running config as it
+    /// was; state (flows, rate-limit buckets) is kept either way.
+    pub fn apply(&mut self, net: &Network) -> anyhow::Result<crate::dataplane::edge::Applied> {
+        let n = net.node(&self.node).map_err(|e| anyhow!("{e}"))?;
+        if n.role != Role::Pop {
+            bail!(
+                "node {} is no longer a POP in the new file; restart the daemon to change roles",
+                self.node
+            );
+        }
+        let running: Vec<&str> = self.modes.iter().map(|(i, _)| i.as_str()).collect();
+        if n.interfaces.iter().map(String::as_str).collect::<Vec<_>>() != running {
+            tracing::warn!(
+                "the new file changes this POP's interfaces; that takes a restart (config applied to the current ones)"
+            );
+        }
+        let standby = self.edge.standby_generation()?;
+        let tables = compile_edge(net, &self.node, standby, self.edge.sizes.max_services)
+            .map_err(|e| anyhow!("{e}"))?;
+        let applied = self.edge.apply(&tables)?;
+        self.backends = net.backend_nodes().filter_map(|b| b.address).collect();
+        self.last_probe = None;
+        Ok(applied)
     }
 
     /// Fill levels of the state tables, as one log line; a warning when one is nearly full
@@ -309,6 +336,15 @@ impl BackendNode {
 
     pub fn snapshot(&mut self) -> anyhow::Result<Snapshot> {
         Ok(self.plane.snapshot()?)
+    }
+
+    /// Applies a new version of the network file (services, allowed POPs). VIPs newly served are
+    /// added to `lo`; a failure leaves the running tables as they were.
+    pub fn apply(&mut self, net: &Network) -> anyhow::Result<()> {
+        let tables =
+            crate::config::compile::compile_backend(net, &self.node).map_err(|e| anyhow!("{e}"))?;
+        self.plane.apply(&tables)?;
+        Ok(())
     }
 
     /// Detaches (by dropping the programs) and removes the VIPs this process added.

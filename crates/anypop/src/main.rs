@@ -146,9 +146,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 signal_hook::flag::register(sig, Arc::clone(&stop))
                     .context("installing signal handler")?;
             }
+            // SIGHUP: re-read the network file and apply it live.
+            let reload = Arc::new(AtomicBool::new(false));
+            signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
+                .context("installing signal handler")?;
             let net = config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
             if net.node(&node).map_err(|e| anyhow::anyhow!("{e}"))?.role == config::Role::Backend {
-                return run_backend(&net, &node, &pin_root, interval, duration, &stop);
+                return run_backend(
+                    &net, &node, &pin_root, interval, duration, &stop, &reload, &config,
+                );
             }
             let mut pop = daemon::Pop::start_with(&net, &node, &pin_root)?;
             let deadline = duration.map(|d| Instant::now() + Duration::from_secs(d));
@@ -159,6 +165,24 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
                 std::thread::sleep(Duration::from_millis(200));
                 pop.tick()?;
+                if reload.swap(false, Ordering::Relaxed) {
+                    match config::load(&config)
+                        .map_err(|e| anyhow::anyhow!("{e}"))
+                        .and_then(|n| pop.apply(&n).map(|a| (n, a)))
+                    {
+                        Ok((n, a)) => tracing::info!(
+                            "reloaded {}: config {:016x} live in slot {} (switch #{})",
+                            config.display(),
+                            n.source_text_hash,
+                            a.generation,
+                            a.version
+                        ),
+                        Err(e) => tracing::error!(
+                            "{} not applied, the running config stays:\n{e:#}",
+                            config.display()
+                        ),
+                    }
+                }
                 if last.elapsed() >= Duration::from_secs(interval.max(1)) {
                     let now = pop.snapshot()?;
                     let secs = last.elapsed().as_secs_f64();
@@ -219,6 +243,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// `anypop run` for a backend node: attach decap + DSR, log counters until stopped.
+#[allow(clippy::too_many_arguments)]
 fn run_backend(
     net: &config::Network,
     node: &str,
@@ -226,6 +251,8 @@ fn run_backend(
     interval: u64,
     duration: Option<u64>,
     stop: &AtomicBool,
+    reload: &AtomicBool,
+    config_path: &std::path::Path,
 ) -> anyhow::Result<()> {
     let mut be = daemon::BackendNode::start_with(net, node, pin_root)?;
     let deadline = duration.map(|d| Instant::now() + Duration::from_secs(d));
@@ -233,6 +260,18 @@ fn run_backend(
     let mut last = Instant::now();
     while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
         std::thread::sleep(Duration::from_millis(200));
+        if reload.swap(false, Ordering::Relaxed) {
+            match config::load(config_path)
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .and_then(|n| be.apply(&n))
+            {
+                Ok(()) => tracing::info!("reloaded {}", config_path.display()),
+                Err(e) => tracing::error!(
+                    "{} not applied, the running config stays:\n{e:#}",
+                    config_path.display()
+                ),
+            }
+        }
         if last.elapsed() >= Duration::from_secs(interval.max(1)) {
             let now = be.snapshot()?;
             tracing::info!(

@@ -300,3 +300,83 @@ backends = ["pop-1"]
     assert!(t.contains("backend programs detached"), "{t}");
     assert!(!link.contains("xdp"), "{link}");
 }
+
+#[test]
+fn sighup_applies_a_new_file_live_and_keeps_the_running_one_when_it_is_bad() {
+    require_root();
+    let out = std::thread::spawn(|| {
+        private_netns();
+        for cmd in VETH {
+            sh(cmd);
+        }
+        let seq = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let dir = std::env::temp_dir().join(format!("anypop-hup-{}-{seq}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = dir.join("net.toml");
+        std::fs::write(&cfg, pop_network("t0", "native")).unwrap();
+        let pins = PathBuf::from(format!(
+            "/sys/fs/bpf/anypop-hup-{}-{seq}",
+            std::process::id()
+        ));
+        let child = anypop()
+            .args([
+                "run",
+                "--node",
+                "pop-1",
+                "--duration",
+                "6",
+                "--interval",
+                "1",
+                "--config",
+            ])
+            .arg(&cfg)
+            .arg("--pin-root")
+            .arg(&pins)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        std::thread::sleep(std::time::Duration::from_millis(2000));
+        // A good change: one more port.
+        std::fs::write(
+            &cfg,
+            pop_network("t0", "native").replace("ports = \"27015\"", "ports = \"27015-27016\""),
+        )
+        .unwrap();
+        unsafe { libc::kill(pid, libc::SIGHUP) };
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        // A bad change: must not replace the running config.
+        std::fs::write(
+            &cfg,
+            pop_network("t0", "native").replace("ports = \"27015\"", "ports = \"0\""),
+        )
+        .unwrap();
+        unsafe { libc::kill(pid, libc::SIGHUP) };
+        let o = child.wait_with_output().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let _ = std::fs::remove_dir_all(&pins);
+        o
+    })
+    .join()
+    .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("live in slot 1 (switch #1)"),
+        "first config: {t}"
+    );
+    assert!(
+        t.contains("live in slot 0 (switch #2)"),
+        "reloaded config: {t}"
+    );
+    assert!(t.contains("not applied, the running config stays"), "{t}");
+    assert!(
+        t.contains("ports: 0-0 is outside 1-65535"),
+        "the reason is given: {t}"
+    );
+    assert!(!t.contains("switch #3"), "{t}");
+}
