@@ -380,3 +380,34 @@ fn sighup_applies_a_new_file_live_and_keeps_the_running_one_when_it_is_bad() {
     );
     assert!(!t.contains("switch #3"), "{t}");
 }
+
+#[test]
+fn the_lab_demo_runs_and_its_player_survives_the_flood() {
+    require_root();
+    let child = anypop()
+        .args(["lab", "demo", "--duration", "6"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let o = child.wait_with_output().unwrap();
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("players survived the flood"), "{t}");
+    assert!(t.contains("reached the game server: 0"), "{t}");
+    // Everything it built is gone again: no namespace named after its process is left.
+    let ns = String::from_utf8_lossy(
+        &Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(!ns.contains(&format!("ap-{pid}-")), "left behind: {ns}");
+    assert!(
+        !std::path::Path::new(&format!("/sys/fs/bpf/anypop-demo-{pid}")).exists(),
+        "pins left behind"
+    );
+}
