@@ -365,3 +365,112 @@ impl BackendNode {
         Ok(())
     }
 }
+
+/// The runtime directory of the daemon that owns `pin_dir` (bpffs holds only BPF objects, so the
+/// lock, pid and apply hand-over files live under /run, named after the pin directory).
+pub fn run_dir(pin_dir: &Path) -> PathBuf {
+    let name: String = pin_dir
+        .to_string_lossy()
+        .trim_matches('/')
+        .chars()
+        .map(|c| if c == '/' { '_' } else { c })
+        .collect();
+    PathBuf::from("/run/anypop").join(name)
+}
+
+/// One daemon per node: an exclusive `flock` on `daemon.pid` in its [`run_dir`], held for the
+/// life of the process (the kernel releases it however the process ends: no stale lock).
+pub struct DaemonLock {
+    _file: std::fs::File,
+    dir: PathBuf,
+}
+
+impl Drop for DaemonLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl DaemonLock {
+    pub fn acquire(pin_dir: &Path, node: &str) -> anyhow::Result<DaemonLock> {
+        use std::io::{Read, Seek, Write};
+        use std::os::fd::AsRawFd;
+        let dir = run_dir(pin_dir);
+        std::fs::create_dir_all(&dir).map_err(|e| anyhow!("creating {}: {e}", dir.display()))?;
+        let path = dir.join("daemon.pid");
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| anyhow!("opening {}: {e}", path.display()))?;
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let mut pid = String::new();
+            let _ = f.read_to_string(&mut pid);
+            bail!(
+                "another anypop daemon (pid {}) already runs node {node}; stop it first (two daemons for one node would fight over its maps)",
+                pid.trim()
+            );
+        }
+        f.set_len(0)?;
+        f.rewind()?;
+        write!(f, "{}", std::process::id())?;
+        Ok(DaemonLock { _file: f, dir })
+    }
+
+    /// The network file a pending `anypop apply` asked for, if any (consumed).
+    pub fn take_apply_request(&self) -> Option<PathBuf> {
+        let p = self.dir.join("apply.request");
+        let s = std::fs::read_to_string(&p).ok()?;
+        let _ = std::fs::remove_file(&p);
+        Some(PathBuf::from(s.trim()))
+    }
+
+    /// Records the outcome of an apply for `anypop apply` to report.
+    pub fn report(&self, outcome: &str) {
+        let tmp = self.dir.join("apply.result.tmp");
+        if std::fs::write(&tmp, outcome).is_ok() {
+            let _ = std::fs::rename(&tmp, self.dir.join("apply.result"));
+        }
+    }
+}
+
+/// `anypop apply`: asks the daemon of a node (found through its lock file) to apply `config`, and
+/// waits for its answer. The file is validated here first, so a bad one never reaches the daemon.
+pub fn request_apply(pin_dir: &Path, node: &str, config: &Path) -> anyhow::Result<String> {
+    use std::os::fd::AsRawFd;
+    let dir = run_dir(pin_dir);
+    let lock = dir.join("daemon.pid");
+    let f = std::fs::File::open(&lock).map_err(|_| {
+        anyhow!(
+            "no anypop daemon runs node {node} here ({} not found); start it with anypop run",
+            lock.display()
+        )
+    })?;
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        bail!("no anypop daemon runs node {node} (its lock is free); start it with anypop run");
+    }
+    let pid: i32 = std::fs::read_to_string(&lock)?
+        .trim()
+        .parse()
+        .map_err(|_| anyhow!("{} holds no pid", lock.display()))?;
+    let abs = std::fs::canonicalize(config).map_err(|e| anyhow!("{}: {e}", config.display()))?;
+    let result = dir.join("apply.result");
+    let _ = std::fs::remove_file(&result);
+    std::fs::write(dir.join("apply.request"), abs.to_string_lossy().as_bytes())?;
+    if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+        bail!(
+            "cannot signal the daemon (pid {pid}): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(s) = std::fs::read_to_string(&result) {
+            return Ok(s);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("the daemon (pid {pid}) did not answer within 30 s; see its log")
+}

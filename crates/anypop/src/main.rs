@@ -68,6 +68,16 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "1,1000,100000")]
         prefixes: Vec<usize>,
     },
+    /// Apply a changed network file to the running daemon of a node, live (validated here first;
+    /// a file with any problem never replaces the running config).
+    Apply {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        node: String,
+        #[arg(long, default_value_os_t = anypop::dataplane::pin_root())]
+        pin_root: PathBuf,
+    },
     /// The lab: anycast networks in network namespaces.
     Lab {
         #[command(subcommand)]
@@ -151,9 +161,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
                 .context("installing signal handler")?;
             let net = config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
-            if net.node(&node).map_err(|e| anyhow::anyhow!("{e}"))?.role == config::Role::Backend {
+            let role = net.node(&node).map_err(|e| anyhow::anyhow!("{e}"))?.role;
+            let lock = daemon::DaemonLock::acquire(
+                &anypop::dataplane::node_pin_dir(&pin_root, &node),
+                &node,
+            )?;
+            if role == config::Role::Backend {
                 return run_backend(
-                    &net, &node, &pin_root, interval, duration, &stop, &reload, &config,
+                    &net, &node, &pin_root, interval, duration, &stop, &reload, &config, &lock,
                 );
             }
             let mut pop = daemon::Pop::start_with(&net, &node, &pin_root)?;
@@ -166,22 +181,32 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 std::thread::sleep(Duration::from_millis(200));
                 pop.tick()?;
                 if reload.swap(false, Ordering::Relaxed) {
-                    match config::load(&config)
+                    let path = lock.take_apply_request().unwrap_or_else(|| config.clone());
+                    let outcome = config::load(&path)
                         .map_err(|e| anyhow::anyhow!("{e}"))
-                        .and_then(|n| pop.apply(&n).map(|a| (n, a)))
-                    {
-                        Ok((n, a)) => tracing::info!(
-                            "reloaded {}: config {:016x} live in slot {} (switch #{})",
-                            config.display(),
-                            n.source_text_hash,
-                            a.generation,
-                            a.version
-                        ),
-                        Err(e) => tracing::error!(
-                            "{} not applied, the running config stays:\n{e:#}",
-                            config.display()
-                        ),
-                    }
+                        .and_then(|n| pop.apply(&n).map(|a| (n, a)));
+                    let report = match outcome {
+                        Ok((n, a)) => {
+                            let m = format!(
+                                "applied {}: config {:016x} live in slot {} (switch #{})",
+                                path.display(),
+                                n.source_text_hash,
+                                a.generation,
+                                a.version
+                            );
+                            tracing::info!("{m}");
+                            m
+                        }
+                        Err(e) => {
+                            let m = format!(
+                                "{} not applied, the running config stays:\n{e:#}",
+                                path.display()
+                            );
+                            tracing::error!("{m}");
+                            format!("error: {m}")
+                        }
+                    };
+                    lock.report(&report);
                 }
                 if last.elapsed() >= Duration::from_secs(interval.max(1)) {
                     let now = pop.snapshot()?;
@@ -196,6 +221,35 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             pop.stop(leave_running)
+        }
+        Command::Apply {
+            config,
+            node,
+            pin_root,
+        } => {
+            let net = config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let role = net.node(&node).map_err(|e| anyhow::anyhow!("{e}"))?.role;
+            let compiled = match role {
+                config::Role::Pop => config::compile::compile_edge(
+                    &net,
+                    &node,
+                    0,
+                    anypop_common::layout::MAX_SERVICES,
+                )
+                .map(|_| ()),
+                config::Role::Backend => config::compile::compile_backend(&net, &node).map(|_| ()),
+            };
+            compiled.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let answer = daemon::request_apply(
+                &anypop::dataplane::node_pin_dir(&pin_root, &node),
+                &node,
+                &config,
+            )?;
+            if let Some(err) = answer.strip_prefix("error: ") {
+                bail!("{err}");
+            }
+            println!("{answer}");
+            Ok(())
         }
         Command::Bench {
             iterations,
@@ -253,6 +307,7 @@ fn run_backend(
     stop: &AtomicBool,
     reload: &AtomicBool,
     config_path: &std::path::Path,
+    lock: &daemon::DaemonLock,
 ) -> anyhow::Result<()> {
     let mut be = daemon::BackendNode::start_with(net, node, pin_root)?;
     let deadline = duration.map(|d| Instant::now() + Duration::from_secs(d));
@@ -261,16 +316,27 @@ fn run_backend(
     while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
         std::thread::sleep(Duration::from_millis(200));
         if reload.swap(false, Ordering::Relaxed) {
-            match config::load(config_path)
+            let path = lock
+                .take_apply_request()
+                .unwrap_or_else(|| config_path.to_owned());
+            let report = match config::load(&path)
                 .map_err(|e| anyhow::anyhow!("{e}"))
                 .and_then(|n| be.apply(&n))
             {
-                Ok(()) => tracing::info!("reloaded {}", config_path.display()),
-                Err(e) => tracing::error!(
-                    "{} not applied, the running config stays:\n{e:#}",
-                    config_path.display()
-                ),
-            }
+                Ok(()) => {
+                    tracing::info!("applied {}", path.display());
+                    format!("applied {}", path.display())
+                }
+                Err(e) => {
+                    let m = format!(
+                        "{} not applied, the running config stays:\n{e:#}",
+                        path.display()
+                    );
+                    tracing::error!("{m}");
+                    format!("error: {m}")
+                }
+            };
+            lock.report(&report);
         }
         if last.elapsed() >= Duration::from_secs(interval.max(1)) {
             let now = be.snapshot()?;

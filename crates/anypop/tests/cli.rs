@@ -411,3 +411,108 @@ fn the_lab_demo_runs_and_its_player_survives_the_flood() {
         "pins left behind"
     );
 }
+
+#[test]
+fn apply_reaches_the_running_daemon_and_a_second_daemon_is_refused() {
+    require_root();
+    let (applied, bad, second, log) = std::thread::spawn(|| {
+        private_netns();
+        for cmd in VETH {
+            sh(cmd);
+        }
+        let seq = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let dir = std::env::temp_dir().join(format!("anypop-apply-{}-{seq}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = dir.join("net.toml");
+        std::fs::write(&cfg, pop_network("t0", "native")).unwrap();
+        let pins = PathBuf::from(format!(
+            "/sys/fs/bpf/anypop-apply-{}-{seq}",
+            std::process::id()
+        ));
+        let child = anypop()
+            .args([
+                "run",
+                "--node",
+                "pop-1",
+                "--duration",
+                "6",
+                "--interval",
+                "1",
+                "--config",
+            ])
+            .arg(&cfg)
+            .arg("--pin-root")
+            .arg(&pins)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(2000));
+        let new = dir.join("new.toml");
+        std::fs::write(
+            &new,
+            pop_network("t0", "native").replace("ports = \"27015\"", "ports = \"27015-27020\""),
+        )
+        .unwrap();
+        let applied = anypop()
+            .args(["apply", "--node", "pop-1", "--config"])
+            .arg(&new)
+            .arg("--pin-root")
+            .arg(&pins)
+            .output()
+            .unwrap();
+        let badf = dir.join("bad.toml");
+        std::fs::write(
+            &badf,
+            pop_network("t0", "native").replace("ports = \"27015\"", "ports = \"9-1\""),
+        )
+        .unwrap();
+        let bad = anypop()
+            .args(["apply", "--node", "pop-1", "--config"])
+            .arg(&badf)
+            .arg("--pin-root")
+            .arg(&pins)
+            .output()
+            .unwrap();
+        let second = anypop()
+            .args(["run", "--node", "pop-1", "--duration", "1", "--config"])
+            .arg(&cfg)
+            .arg("--pin-root")
+            .arg(&pins)
+            .output()
+            .unwrap();
+        let log = child.wait_with_output().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let _ = std::fs::remove_dir_all(&pins);
+        (applied, bad, second, log)
+    })
+    .join()
+    .unwrap();
+    assert!(applied.status.success(), "{}", text(&applied));
+    assert!(
+        text(&applied).contains("live in slot 0 (switch #2)"),
+        "{}",
+        text(&applied)
+    );
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad).contains("9-1 is an empty range"),
+        "{}",
+        text(&bad)
+    );
+    assert!(!second.status.success());
+    assert!(
+        text(&second).contains("another anypop daemon"),
+        "{}",
+        text(&second)
+    );
+    assert!(log.status.success(), "{}", text(&log));
+    assert!(
+        !text(&log).contains("switch #3"),
+        "the bad file never reached the daemon: {}",
+        text(&log)
+    );
+}
