@@ -67,7 +67,10 @@ static BACKENDS: Array<Backend> = Array::pinned(GENERATIONS * MAX_BACKENDS, 0);
 #[map]
 static BE_SVC: HashMap<BackendServiceKey, u32> = HashMap::pinned(16_384, 0);
 #[map]
-static MAGLEV: Array<u32> = Array::pinned(GENERATIONS * MAX_SERVICES * MAGLEV_SIZE, 0);
+static MAGLEV: Array<u32> = Array::pinned(
+    GENERATIONS * MAX_SERVICES * MAGLEV_SIZE,
+    aya_ebpf::bindings::BPF_F_MMAPABLE,
+);
 #[map]
 static IFACES: HashMap<u32, IfaceInfo> = HashMap::pinned(64, 0);
 #[map]

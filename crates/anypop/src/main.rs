@@ -264,6 +264,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             println!("machine: {}", anypop::bench::machine_facts());
             let rows = anypop::bench::run(iterations.max(100), repeat.max(1), &prefixes)?;
             println!("{}", anypop::bench::table(&rows));
+            let (parse, compile, write) = anypop::bench::apply_at_scale(64, 1000, 100_000)?;
+            println!(
+                "config generation at scale (64 services, 1,000 rules, 100,000 prefixes): parse+validate {:.3} s, compile {:.3} s, write+switch {:.3} s, total {:.3} s",
+                parse,
+                compile,
+                write,
+                parse + compile + write
+            );
             Ok(())
         }
         Command::Lab {

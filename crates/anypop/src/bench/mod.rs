@@ -537,6 +537,79 @@ fn action_name(a: u32, tc: bool) -> &'static str {
     }
 }
 
+/// A network at the scale of issue 5: `services` services, `rules` rules (scoped so that each
+/// service has at most 64), one shared blocklist of `prefixes` prefixes.
+fn large_network(services: usize, rules: usize, prefix_file: &str) -> String {
+    let mut s = String::from("[defaults]\nnew_source_cap = 0\n");
+    for i in 0..services {
+        s.push_str(&format!(
+            "\n[[service]]\nname = \"svc-{i}\"\nvip = \"203.0.113.{}\"\nprotocol = \"udp\"\nports = \"27015\"\nbackends = [\"be-1\", \"be-2\"]\nlimit = {{ pps = 300, burst = 2.0 }}\n",
+            10 + i
+        ));
+    }
+    for i in 0..rules {
+        let svc = i % services;
+        if i % 16 == 0 {
+            s.push_str(&format!(
+                "\n[[rule]]\nname = \"r{i}\"\naction = \"deny\"\nservices = [\"svc-{svc}\"]\nsrc_file = \"{prefix_file}\"\n"
+            ));
+        } else {
+            s.push_str(&format!(
+                "\n[[rule]]\nname = \"r{i}\"\naction = \"deny\"\nservices = [\"svc-{svc}\"]\nprotocol = \"udp\"\ndst_ports = \"27015\"\nttl = \"{}\"\n",
+                i % 256
+            ));
+        }
+    }
+    s.push_str("\n[[node]]\nname = \"pop-1\"\nrole = \"pop\"\ninterfaces = [\"a0\"]\ntunnel_source = \"198.51.100.1\"\n");
+    s.push_str("\n[[node]]\nname = \"be-1\"\nrole = \"backend\"\ninterface = \"eth0\"\naddress = \"192.0.2.21\"\n");
+    s.push_str("\n[[node]]\nname = \"be-2\"\nrole = \"backend\"\ninterface = \"eth0\"\naddress = \"192.0.2.22\"\n");
+    s
+}
+
+/// Times a whole config generation at scale: parse + validate, compile, write the standby slot,
+/// switch. Returns (parse s, compile s, write+switch s).
+pub fn apply_at_scale(
+    services: usize,
+    rules: usize,
+    prefixes: usize,
+) -> anyhow::Result<(f64, f64, f64)> {
+    let dir = std::env::temp_dir().join(format!("anypop-scale-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("blocklist.txt");
+    write_prefixes(&file, prefixes)?;
+    let text = large_network(services, rules, file.to_str().unwrap());
+    let pins = PinGuard(std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/anypop-scale-{}",
+        std::process::id()
+    )));
+    let result = (|| -> anyhow::Result<(f64, f64, f64)> {
+        let mut edge = Edge::load(&pins.0, EdgeSizes::default())?;
+        // A first generation, so the timed one replaces a live config as an apply would.
+        let net = config::parse(&text, "scale.toml", &dir).map_err(|e| anyhow!("{e}"))?;
+        let slot = edge.standby_generation()?;
+        edge.apply(
+            &config::compile::compile_edge(&net, "pop-1", slot, edge.sizes.max_services)
+                .map_err(|e| anyhow!("{e}"))?,
+        )?;
+        let t0 = Instant::now();
+        let net = config::parse(&text, "scale.toml", &dir).map_err(|e| anyhow!("{e}"))?;
+        let t1 = Instant::now();
+        let slot = edge.standby_generation()?;
+        let tables = config::compile::compile_edge(&net, "pop-1", slot, edge.sizes.max_services)
+            .map_err(|e| anyhow!("{e}"))?;
+        let t2 = Instant::now();
+        edge.apply(&tables)?;
+        let t3 = Instant::now();
+        Ok((
+            (t1 - t0).as_secs_f64(),
+            (t2 - t1).as_secs_f64(),
+            (t3 - t2).as_secs_f64(),
+        ))
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
 /// The machine the figures were measured on.
 pub fn machine_facts() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")

@@ -846,6 +846,7 @@ pub fn validate(text: &str, origin: &str, base_dir: &Path) -> Result<Network, Co
     let mut rules = Vec::new();
     let mut rule_lines: HashMap<String, usize> = HashMap::new();
     let mut prefix_sets: BTreeSet<(Vec<Ipv4Net>, Vec<Ipv6Net>)> = BTreeSet::new();
+    let mut prefix_files: HashMap<std::path::PathBuf, Result<Vec<IpNet>, String>> = HashMap::new();
     for (i, r) in raw.rules.iter().enumerate() {
         let line = c.line(r.span().start);
         let r = r.get_ref();
@@ -944,9 +945,13 @@ pub fn validate(text: &str, origin: &str, base_dir: &Path) -> Result<Network, Co
         }
         if let Some(f) = &r.src_file {
             let path = base_dir.join(f.get_ref());
-            match read_prefix_file(&path) {
-                Ok(v) => src.extend(v),
-                Err(e) => c.at(f, &item, "src_file", e),
+            // A shared blocklist named by many rules is read once.
+            let read = prefix_files
+                .entry(path.clone())
+                .or_insert_with(|| read_prefix_file(&path));
+            match read {
+                Ok(v) => src.extend(v.iter().copied()),
+                Err(e) => c.at(f, &item, "src_file", e.clone()),
             }
         }
         let mut src_v4: Vec<Ipv4Net> = src

@@ -298,7 +298,8 @@ impl Edge {
             })
             .collect();
         self.put_hash("BE_SVC", be_svc)?;
-        let mut maglev = Vec::new();
+        // Maglev tables (65,537 entries per service) through a memory mapping of the array.
+        let mut tables_by_slot = Vec::new();
         for (svc, inputs) in &tables.maglev_inputs {
             let backends: Vec<anypop_common::maglev::MaglevBackend<'_>> = inputs
                 .iter()
@@ -308,17 +309,24 @@ impl Edge {
                 })
                 .collect();
             let table = anypop_common::maglev::build(&backends, MAGLEV_SIZE);
-            let base = (gen32 * ms + svc) * MAGLEV_SIZE;
-            for (i, entry) in table.iter().enumerate() {
-                let v = if *entry == NONE {
-                    NONE
-                } else {
-                    inputs[*entry as usize].2
-                };
-                maglev.push((base + i as u32, v));
-            }
+            let base = ((gen32 * ms + svc) * MAGLEV_SIZE) as usize;
+            let values: Vec<u64> = table
+                .iter()
+                .map(|e| {
+                    if *e == NONE {
+                        NONE as u64
+                    } else {
+                        inputs[*e as usize].2 as u64
+                    }
+                })
+                .collect();
+            tables_by_slot.push((base, values));
         }
-        self.put_array("MAGLEV", maglev)?;
+        self.with_mapped_array("MAGLEV", GENERATIONS * ms * MAGLEV_SIZE, |words| {
+            for (base, values) in &tables_by_slot {
+                words[*base..*base + values.len()].copy_from_slice(values);
+            }
+        })?;
 
         // The switch: one 8-byte value, read once per packet by the program.
         let old = self.control()?;
@@ -331,6 +339,44 @@ impl Edge {
             generation: gen32,
             version: new.version,
         })
+    }
+
+    /// Runs `fill` on a memory mapping of a `BPF_F_MMAPABLE` array of `entries` elements. Array
+    /// elements are 8-byte aligned in the kernel, so each element is one `u64` word here (a `u32`
+    /// value sits in its low half). One copy instead of a syscall per element.
+    fn with_mapped_array(
+        &mut self,
+        name: &str,
+        entries: u32,
+        fill: impl FnOnce(&mut [u64]),
+    ) -> Result<(), DataplaneError> {
+        let fd = match self.map(name)? {
+            aya::maps::Map::Array(d) => d.fd().as_fd().as_raw_fd(),
+            _ => return Err(DataplaneError::Map(format!("{name} is not an array"))),
+        };
+        let len = entries as usize * 8;
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(DataplaneError::Map(format!(
+                "mmap {name}: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        // SAFETY: the mapping is `len` bytes, page aligned, and only this process writes the
+        // standby part of it; the program reads the live part concurrently.
+        let words = unsafe { std::slice::from_raw_parts_mut(base as *mut u64, entries as usize) };
+        fill(words);
+        unsafe { libc::munmap(base, len) };
+        Ok(())
     }
 
     /// Fills the standby half of the DIR-24-8 source table and its class table (see
@@ -350,32 +396,10 @@ impl Edge {
                     .map_err(|e| map_err("SRC4_CLASS", e))?;
             }
         }
-        let fd = match self.map("SRC4_DIR")? {
-            aya::maps::Map::Array(d) => d.fd().as_fd().as_raw_fd(),
-            _ => return Err(DataplaneError::Map("SRC4_DIR is not an array".into())),
-        };
-        let total = (GENERATIONS * DIR_WORDS) as usize * 8;
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                total,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(DataplaneError::Map(format!(
-                "mmap SRC4_DIR: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
-        unsafe {
-            let dst = (base as *mut u64).add(generation as usize * DIR_WORDS as usize);
-            std::ptr::copy_nonoverlapping(dir.as_ptr(), dst, dir.len());
-            libc::munmap(base, total);
-        }
+        self.with_mapped_array("SRC4_DIR", GENERATIONS * DIR_WORDS, |words| {
+            let start = generation as usize * DIR_WORDS as usize;
+            words[start..start + dir.len()].copy_from_slice(&dir);
+        })?;
         Ok(())
     }
 
