@@ -181,32 +181,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 std::thread::sleep(Duration::from_millis(200));
                 pop.tick()?;
                 if reload.swap(false, Ordering::Relaxed) {
-                    let path = lock.take_apply_request().unwrap_or_else(|| config.clone());
-                    let outcome = config::load(&path)
-                        .map_err(|e| anyhow::anyhow!("{e}"))
-                        .and_then(|n| pop.apply(&n).map(|a| (n, a)));
-                    let report = match outcome {
-                        Ok((n, a)) => {
-                            let m = format!(
-                                "applied {}: config {:016x} live in slot {} (switch #{})",
-                                path.display(),
-                                n.source_text_hash,
-                                a.generation,
-                                a.version
-                            );
-                            tracing::info!("{m}");
-                            m
-                        }
-                        Err(e) => {
-                            let m = format!(
-                                "{} not applied, the running config stays:\n{e:#}",
-                                path.display()
-                            );
-                            tracing::error!("{m}");
-                            format!("error: {m}")
-                        }
-                    };
-                    lock.report(&report);
+                    reload_now(&lock, &config, |net| {
+                        let a = pop.apply(net)?;
+                        Ok(format!(
+                            "config {:016x} live in slot {} (switch #{})",
+                            net.source_text_hash, a.generation, a.version
+                        ))
+                    });
                 }
                 if last.elapsed() >= Duration::from_secs(interval.max(1)) {
                     let now = pop.snapshot()?;
@@ -324,27 +305,10 @@ fn run_backend(
     while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
         std::thread::sleep(Duration::from_millis(200));
         if reload.swap(false, Ordering::Relaxed) {
-            let path = lock
-                .take_apply_request()
-                .unwrap_or_else(|| config_path.to_owned());
-            let report = match config::load(&path)
-                .map_err(|e| anyhow::anyhow!("{e}"))
-                .and_then(|n| be.apply(&n))
-            {
-                Ok(()) => {
-                    tracing::info!("applied {}", path.display());
-                    format!("applied {}", path.display())
-                }
-                Err(e) => {
-                    let m = format!(
-                        "{} not applied, the running config stays:\n{e:#}",
-                        path.display()
-                    );
-                    tracing::error!("{m}");
-                    format!("error: {m}")
-                }
-            };
-            lock.report(&report);
+            reload_now(lock, config_path, |net| {
+                be.apply(net)?;
+                Ok("backend tables replaced".into())
+            });
         }
         if last.elapsed() >= Duration::from_secs(interval.max(1)) {
             let now = be.snapshot()?;
@@ -357,4 +321,34 @@ fn run_backend(
         }
     }
     be.stop()
+}
+
+/// One reload (SIGHUP or `anypop apply`): the file `anypop apply` asked for, else the daemon's own;
+/// validated and applied by `apply`, the outcome logged and reported back to `anypop apply`. A
+/// failure anywhere leaves the running config in place.
+fn reload_now(
+    lock: &daemon::DaemonLock,
+    own: &std::path::Path,
+    apply: impl FnOnce(&config::Network) -> anyhow::Result<String>,
+) {
+    let path = lock.take_apply_request().unwrap_or_else(|| own.to_owned());
+    let outcome = config::load(&path)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .and_then(|n| apply(&n));
+    let report = match outcome {
+        Ok(what) => {
+            let m = format!("applied {}: {what}", path.display());
+            tracing::info!("{m}");
+            m
+        }
+        Err(e) => {
+            let m = format!(
+                "{} not applied, the running config stays:\n{e:#}",
+                path.display()
+            );
+            tracing::error!("{m}");
+            format!("error: {m}")
+        }
+    };
+    lock.report(&report);
 }

@@ -301,44 +301,51 @@ backends = ["pop-1"]
     assert!(!link.contains("xdp"), "{link}");
 }
 
+/// In the calling thread's new private namespace (with the VETH set-up), starts `anypop run`
+/// for 6 s on a fresh network file; returns its temp dir, file, pin root and process.
+fn start_daemon_in_private_netns(tag: &str) -> (PathBuf, PathBuf, PathBuf, std::process::Child) {
+    private_netns();
+    for cmd in VETH {
+        sh(cmd);
+    }
+    let seq = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let dir = std::env::temp_dir().join(format!("anypop-{tag}-{}-{seq}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("net.toml");
+    std::fs::write(&cfg, pop_network("t0", "native")).unwrap();
+    let pins = PathBuf::from(format!(
+        "/sys/fs/bpf/anypop-{tag}-{}-{seq}",
+        std::process::id()
+    ));
+    let child = anypop()
+        .args([
+            "run",
+            "--node",
+            "pop-1",
+            "--duration",
+            "6",
+            "--interval",
+            "1",
+            "--config",
+        ])
+        .arg(&cfg)
+        .arg("--pin-root")
+        .arg(&pins)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    (dir, cfg, pins, child)
+}
+
 #[test]
 fn sighup_applies_a_new_file_live_and_keeps_the_running_one_when_it_is_bad() {
     require_root();
     let out = std::thread::spawn(|| {
-        private_netns();
-        for cmd in VETH {
-            sh(cmd);
-        }
-        let seq = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let dir = std::env::temp_dir().join(format!("anypop-hup-{}-{seq}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let cfg = dir.join("net.toml");
-        std::fs::write(&cfg, pop_network("t0", "native")).unwrap();
-        let pins = PathBuf::from(format!(
-            "/sys/fs/bpf/anypop-hup-{}-{seq}",
-            std::process::id()
-        ));
-        let child = anypop()
-            .args([
-                "run",
-                "--node",
-                "pop-1",
-                "--duration",
-                "6",
-                "--interval",
-                "1",
-                "--config",
-            ])
-            .arg(&cfg)
-            .arg("--pin-root")
-            .arg(&pins)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let (dir, cfg, pins, child) = start_daemon_in_private_netns("hup");
         let pid = child.id() as i32;
         std::thread::sleep(std::time::Duration::from_millis(2000));
         // A good change: one more port.
@@ -416,40 +423,7 @@ fn the_lab_demo_runs_and_its_player_survives_the_flood() {
 fn apply_reaches_the_running_daemon_and_a_second_daemon_is_refused() {
     require_root();
     let (applied, bad, second, log) = std::thread::spawn(|| {
-        private_netns();
-        for cmd in VETH {
-            sh(cmd);
-        }
-        let seq = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let dir = std::env::temp_dir().join(format!("anypop-apply-{}-{seq}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let cfg = dir.join("net.toml");
-        std::fs::write(&cfg, pop_network("t0", "native")).unwrap();
-        let pins = PathBuf::from(format!(
-            "/sys/fs/bpf/anypop-apply-{}-{seq}",
-            std::process::id()
-        ));
-        let child = anypop()
-            .args([
-                "run",
-                "--node",
-                "pop-1",
-                "--duration",
-                "6",
-                "--interval",
-                "1",
-                "--config",
-            ])
-            .arg(&cfg)
-            .arg("--pin-root")
-            .arg(&pins)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let (dir, cfg, pins, child) = start_daemon_in_private_netns("apply");
         std::thread::sleep(std::time::Duration::from_millis(2000));
         let new = dir.join("new.toml");
         std::fs::write(
