@@ -68,6 +68,16 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "1,1000,100000")]
         prefixes: Vec<usize>,
     },
+    /// What a node's data plane is doing: daemon, config version, verdicts with rates, state.
+    Status {
+        #[arg(long)]
+        node: String,
+        #[arg(long, default_value_os_t = anypop::dataplane::pin_root())]
+        pin_root: PathBuf,
+        /// Seconds over which rates are measured.
+        #[arg(long, default_value_t = 1)]
+        window: u64,
+    },
     /// Apply a changed network file to the running daemon of a node, live (validated here first;
     /// a file with any problem never replaces the running config).
     Apply {
@@ -202,6 +212,18 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             pop.stop(leave_running)
+        }
+        Command::Status {
+            node,
+            pin_root,
+            window,
+        } => {
+            let dir = anypop::dataplane::node_pin_dir(&pin_root, &node);
+            print!(
+                "{}",
+                anypop::telemetry::status::report(&dir, &node, Duration::from_secs(window.max(1)))?
+            );
+            Ok(())
         }
         Command::Apply {
             config,

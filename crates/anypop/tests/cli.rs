@@ -422,7 +422,7 @@ fn the_lab_demo_runs_and_its_player_survives_the_flood() {
 #[test]
 fn apply_reaches_the_running_daemon_and_a_second_daemon_is_refused() {
     require_root();
-    let (applied, bad, second, log) = std::thread::spawn(|| {
+    let (applied, bad, second, log, status) = std::thread::spawn(|| {
         let (dir, cfg, pins, child) = start_daemon_in_private_netns("apply");
         std::thread::sleep(std::time::Duration::from_millis(2000));
         let new = dir.join("new.toml");
@@ -451,6 +451,11 @@ fn apply_reaches_the_running_daemon_and_a_second_daemon_is_refused() {
             .arg(&pins)
             .output()
             .unwrap();
+        let status = anypop()
+            .args(["status", "--node", "pop-1", "--pin-root"])
+            .arg(&pins)
+            .output()
+            .unwrap();
         let second = anypop()
             .args(["run", "--node", "pop-1", "--duration", "1", "--config"])
             .arg(&cfg)
@@ -461,7 +466,7 @@ fn apply_reaches_the_running_daemon_and_a_second_daemon_is_refused() {
         let log = child.wait_with_output().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         let _ = std::fs::remove_dir_all(&pins);
-        (applied, bad, second, log)
+        (applied, bad, second, log, status)
     })
     .join()
     .unwrap();
@@ -477,6 +482,11 @@ fn apply_reaches_the_running_daemon_and_a_second_daemon_is_refused() {
         "{}",
         text(&bad)
     );
+    let st = text(&status);
+    assert!(status.status.success(), "{st}");
+    assert!(st.contains("daemon: running (pid"), "{st}");
+    assert!(st.contains("config: switch #2, live slot 0"), "{st}");
+    assert!(st.contains("state: 0 flows"), "{st}");
     assert!(!second.status.success());
     assert!(
         text(&second).contains("another anypop daemon"),
