@@ -107,6 +107,8 @@ pub struct Pop {
     tunnel_source: Ipv4Addr,
     backends: Vec<Ipv4Addr>,
     last_probe: Option<Instant>,
+    /// Names behind the live generation's indices (rules, services, backends), for metrics.
+    pub names: crate::config::compile::Names,
 }
 
 /// How often the next hops of backends are re-probed.
@@ -168,6 +170,7 @@ impl Pop {
         let tables = compile_edge(net, node, standby, edge.sizes.max_services)
             .map_err(|e| anyhow!("{e}"))?;
         let applied = edge.apply(&tables)?;
+        let names = tables.names.clone();
         tracing::info!(
             "node {node}: config {:016x} live in slot {} (switch #{})",
             net.source_text_hash,
@@ -198,6 +201,7 @@ impl Pop {
             tunnel_source,
             backends,
             last_probe: None,
+            names,
         };
         pop.tick()?;
         Ok(pop)
@@ -224,9 +228,65 @@ impl Pop {
         let tables = compile_edge(net, &self.node, standby, self.edge.sizes.max_services)
             .map_err(|e| anyhow!("{e}"))?;
         let applied = self.edge.apply(&tables)?;
+        self.names = tables.names.clone();
         self.backends = net.backend_nodes().filter_map(|b| b.address).collect();
         self.last_probe = None;
         Ok(applied)
+    }
+
+    /// All counters in the Prometheus text format (see [`crate::telemetry::metrics`]).
+    pub fn metrics(&mut self) -> anyhow::Result<String> {
+        use crate::telemetry::metrics::{Family, render};
+        let control = self.edge.control()?;
+        let generation = control.active_gen as usize;
+        let verdicts = self.edge.snapshot()?;
+        let rules = self.edge.counters("RULE_HITS")?;
+        let services = self.edge.counters("SVC_HITS")?;
+        let backends = self.edge.counters("BE_HITS")?;
+        let ms = self.edge.sizes.max_services as usize;
+        let pick = |all: &[anypop_common::layout::Counter],
+                    base: usize,
+                    names: &[String]|
+         -> Vec<(String, u64)> {
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.clone(), all.get(base + i).map(|c| c.packets).unwrap_or(0)))
+                .collect()
+        };
+        Ok(render(
+            &self.node,
+            &verdicts,
+            control.version as u64,
+            &[
+                Family {
+                    name: "anypop_rule_hits_total",
+                    help: "Packets that matched each rule (first match), live config.",
+                    label: "rule",
+                    values: pick(
+                        &rules,
+                        generation * anypop_common::layout::MAX_RULES_TOTAL as usize,
+                        &self.names.rules,
+                    ),
+                },
+                Family {
+                    name: "anypop_service_packets_total",
+                    help: "Packets addressed to each service, live config.",
+                    label: "service",
+                    values: pick(&services, generation * ms, &self.names.services),
+                },
+                Family {
+                    name: "anypop_backend_packets_total",
+                    help: "Packets forwarded to each backend, live config.",
+                    label: "backend",
+                    values: pick(
+                        &backends,
+                        generation * anypop_common::layout::MAX_BACKENDS as usize,
+                        &self.names.backends,
+                    ),
+                },
+            ],
+        ))
     }
 
     /// Fill levels of the state tables, as one log line; a warning when one is nearly full

@@ -55,6 +55,9 @@ enum Command {
         /// Stop after this many seconds (for scripts and tests); default: until SIGINT/SIGTERM.
         #[arg(long)]
         duration: Option<u64>,
+        /// Prometheus metrics listen address ("off" to disable).
+        #[arg(long, default_value = "127.0.0.1:9542")]
+        metrics: String,
     },
     /// Benchmark ns/packet of the programs beside an empty program, XDP_DROP and xdp-filter.
     Bench {
@@ -155,7 +158,19 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             interval,
             leave_running,
             duration,
+            metrics,
         } => {
+            let latest = Arc::new(std::sync::Mutex::new(String::new()));
+            if metrics != "off" {
+                let addr: std::net::SocketAddr = metrics
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("--metrics {metrics:?} is not an address; write IP:PORT (e.g. 127.0.0.1:9542) or off"))?;
+                if let Err(e) = anypop::telemetry::metrics::serve(addr, Arc::clone(&latest)) {
+                    tracing::warn!("{e:#}");
+                } else {
+                    tracing::info!("metrics on http://{addr}/metrics");
+                }
+            }
             if unsafe { libc::geteuid() } != 0 {
                 bail!(
                     "anypop run loads eBPF programs and attaches XDP: run it as root (or with CAP_BPF and CAP_NET_ADMIN)"
@@ -179,6 +194,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             if role == config::Role::Backend {
                 return run_backend(
                     &net, &node, &pin_root, interval, duration, &stop, &reload, &config, &lock,
+                    &latest,
                 );
             }
             let mut pop = daemon::Pop::start_with(&net, &node, &pin_root)?;
@@ -187,9 +203,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let mut last = Instant::now();
             // Counting LRU entries walks the whole table: every minute, not every summary.
             let mut last_fill: Option<Instant> = None;
+            let mut last_metrics = Instant::now() - Duration::from_secs(2);
             while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
                 std::thread::sleep(Duration::from_millis(200));
                 pop.tick()?;
+                if last_metrics.elapsed() >= Duration::from_secs(1) {
+                    *latest.lock().unwrap() = pop.metrics()?;
+                    last_metrics = Instant::now();
+                }
                 if reload.swap(false, Ordering::Relaxed) {
                     reload_now(&lock, &config, |net| {
                         let a = pop.apply(net)?;
@@ -319,6 +340,7 @@ fn run_backend(
     reload: &AtomicBool,
     config_path: &std::path::Path,
     lock: &daemon::DaemonLock,
+    latest: &std::sync::Mutex<String>,
 ) -> anyhow::Result<()> {
     let mut be = daemon::BackendNode::start_with(net, node, pin_root)?;
     let deadline = duration.map(|d| Instant::now() + Duration::from_secs(d));
@@ -326,6 +348,9 @@ fn run_backend(
     let mut last = Instant::now();
     while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
         std::thread::sleep(Duration::from_millis(200));
+        if let Ok(snap) = be.snapshot() {
+            *latest.lock().unwrap() = anypop::telemetry::metrics::render(node, &snap, 0, &[]);
+        }
         if reload.swap(false, Ordering::Relaxed) {
             reload_now(lock, config_path, |net| {
                 be.apply(net)?;

@@ -4,6 +4,7 @@
 mod common;
 
 use std::{
+    io::{Read, Write},
     path::PathBuf,
     process::{Command, Output},
 };
@@ -164,6 +165,7 @@ fn run_in_netns(
 }
 
 const VETH: &[&[&str]] = &[
+    &["ip", "link", "set", "lo", "up"],
     &[
         "ip", "link", "add", "t0", "type", "veth", "peer", "name", "t1",
     ],
@@ -422,7 +424,7 @@ fn the_lab_demo_runs_and_its_player_survives_the_flood() {
 #[test]
 fn apply_reaches_the_running_daemon_and_a_second_daemon_is_refused() {
     require_root();
-    let (applied, bad, second, log, status) = std::thread::spawn(|| {
+    let (applied, bad, second, log, status, metrics) = std::thread::spawn(|| {
         let (dir, cfg, pins, child) = start_daemon_in_private_netns("apply");
         std::thread::sleep(std::time::Duration::from_millis(2000));
         let new = dir.join("new.toml");
@@ -456,6 +458,14 @@ fn apply_reaches_the_running_daemon_and_a_second_daemon_is_refused() {
             .arg(&pins)
             .output()
             .unwrap();
+        // The metrics endpoint (default: loopback of this namespace) serves every reason.
+        let metrics = {
+            let mut c = std::net::TcpStream::connect("127.0.0.1:9542").unwrap();
+            c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+            let mut body = String::new();
+            c.read_to_string(&mut body).unwrap();
+            body
+        };
         let second = anypop()
             .args(["run", "--node", "pop-1", "--duration", "1", "--config"])
             .arg(&cfg)
@@ -466,7 +476,7 @@ fn apply_reaches_the_running_daemon_and_a_second_daemon_is_refused() {
         let log = child.wait_with_output().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         let _ = std::fs::remove_dir_all(&pins);
-        (applied, bad, second, log, status)
+        (applied, bad, second, log, status, metrics)
     })
     .join()
     .unwrap();
@@ -481,6 +491,21 @@ fn apply_reaches_the_running_daemon_and_a_second_daemon_is_refused() {
         text(&bad).contains("9-1 is an empty range"),
         "{}",
         text(&bad)
+    );
+    for r in anypop_common::verdict::Reason::ALL {
+        let line = format!(
+            "anypop_packets_total{{node=\"pop-1\",reason=\"{}\"}}",
+            r.name()
+        );
+        assert!(metrics.contains(&line), "{line} missing from:\n{metrics}");
+    }
+    assert!(
+        metrics.contains("anypop_config_version{node=\"pop-1\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("anypop_service_packets_total{node=\"pop-1\",service=\"g\"} 0"),
+        "{metrics}"
     );
     let st = text(&status);
     assert!(status.status.success(), "{st}");
