@@ -303,6 +303,17 @@ backends = ["pop-1"]
     assert!(!link.contains("xdp"), "{link}");
 }
 
+/// Removes a test's temp dir and pin root however the test ends (also on a panic).
+struct Cleanup(Vec<PathBuf>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
+}
+
 /// In the calling thread's new private namespace (with the VETH set-up), starts `anypop run`
 /// for 6 s on a fresh network file; returns its temp dir, file, pin root and process.
 fn start_daemon_in_private_netns(tag: &str) -> (PathBuf, PathBuf, PathBuf, std::process::Child) {
@@ -348,6 +359,7 @@ fn sighup_applies_a_new_file_live_and_keeps_the_running_one_when_it_is_bad() {
     require_root();
     let out = std::thread::spawn(|| {
         let (dir, cfg, pins, child) = start_daemon_in_private_netns("hup");
+        let _cleanup = Cleanup(vec![dir.clone(), pins.clone()]);
         let pid = child.id() as i32;
         std::thread::sleep(std::time::Duration::from_millis(2000));
         // A good change: one more port.
@@ -426,6 +438,7 @@ fn apply_reaches_the_running_daemon_and_a_second_daemon_is_refused() {
     require_root();
     let (applied, bad, second, log, status, metrics) = std::thread::spawn(|| {
         let (dir, cfg, pins, child) = start_daemon_in_private_netns("apply");
+        let _cleanup = Cleanup(vec![dir.clone(), pins.clone()]);
         std::thread::sleep(std::time::Duration::from_millis(2000));
         let new = dir.join("new.toml");
         std::fs::write(
