@@ -17,7 +17,7 @@ use anypop::{
     config,
     daemon::{BackendNode, Pop},
     dataplane::baseline::Baseline,
-    lab::netns::{Netns, veth},
+    lab::{demo::build, netns::Netns},
 };
 use anypop_common::verdict::Reason;
 
@@ -116,62 +116,8 @@ fn udp_and_tcp_through_pop_with_direct_replies() {
     let router = Netns::new("router").unwrap();
     let pop = Netns::new("pop").unwrap();
     let backend = Netns::new("backend").unwrap();
-    veth(&player, "p0", &router, "r-p").unwrap();
-    veth(&router, "r-pop", &pop, "pop-in").unwrap();
-    veth(&router, "r-be", &backend, "be-in").unwrap();
-    for (ns, cmds) in [
-        // veth leaves TX checksums to "hardware" that does not exist; once XDP rewrites a frame the
-        // kernel no longer completes them. Real NICs put complete checksums on the wire: so do we.
-        (
-            &player,
-            vec![
-                "ip addr add 100.64.0.2/24 dev p0",
-                "ip route add default via 100.64.0.1",
-                "ethtool -K p0 tx off",
-            ],
-        ),
-        (
-            &router,
-            vec![
-                "ip addr add 100.64.0.1/24 dev r-p",
-                "ip addr add 198.51.100.2/24 dev r-pop",
-                "ip addr add 192.0.2.1/24 dev r-be",
-                "ip route add 203.0.113.10/32 via 198.51.100.1",
-                "ethtool -K r-p tx off",
-                "ethtool -K r-pop tx off",
-                "ethtool -K r-be tx off",
-                "sysctl -q -w net.ipv4.conf.all.forwarding=1",
-                "sysctl -q -w net.ipv4.conf.all.rp_filter=0",
-                "sysctl -q -w net.ipv4.conf.r-be.rp_filter=0",
-            ],
-        ),
-        (
-            &pop,
-            vec![
-                "ip addr add 198.51.100.1/24 dev pop-in",
-                "ethtool -K pop-in tx off",
-                "ip route add default via 198.51.100.2",
-                "sysctl -q -w net.ipv4.conf.all.forwarding=1",
-                "sysctl -q -w net.ipv4.conf.pop-in.forwarding=1",
-            ],
-        ),
-        (
-            &backend,
-            vec![
-                "ip addr add 192.0.2.21/24 dev be-in",
-                "ethtool -K be-in tx off",
-                "ip route add default via 192.0.2.1",
-                "sysctl -q -w net.ipv4.conf.all.forwarding=1",
-                "sysctl -q -w net.ipv4.conf.be-in.forwarding=1",
-                "sysctl -q -w net.ipv4.conf.all.rp_filter=0",
-                "sysctl -q -w net.ipv4.conf.be-in.rp_filter=0",
-            ],
-        ),
-    ] {
-        for c in cmds {
-            ns.exec(&c.split_whitespace().collect::<Vec<_>>()).unwrap();
-        }
-    }
+    // The demo's topology: client (player + attacker) — router — POP, router — backend.
+    build(&player, &router, &pop, &backend).unwrap();
     let pins = PinGuard(PathBuf::from(format!(
         "/sys/fs/bpf/anypop-e2e-{}",
         std::process::id()

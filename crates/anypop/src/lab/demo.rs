@@ -99,8 +99,9 @@ fn percentile(v: &mut [u64], p: f64) -> u64 {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
-/// Builds the four namespaces and their addresses.
-fn build(client: &Netns, router: &Netns, pop: &Netns, backend: &Netns) -> anyhow::Result<()> {
+/// Builds the four-namespace topology of the module docs: veths, addresses, routes, sysctls
+/// (the end-to-end tests use it too).
+pub fn build(client: &Netns, router: &Netns, pop: &Netns, backend: &Netns) -> anyhow::Result<()> {
     veth(client, "c0", router, "r-c")?;
     veth(router, "r-pop", pop, "pop-in")?;
     veth(router, "r-be", backend, "be-in")?;
