@@ -2,7 +2,7 @@
 //! `cargo build` of the user space always embeds programs built from the same commit.
 use std::{env, fs, path::PathBuf};
 
-const PROGRAMS: &[&str] = &["edge", "baseline", "backend"];
+const PROGRAMS: &[&str] = &["edge", "baseline", "backend", "trafficgen"];
 
 fn main() -> anyhow::Result<()> {
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("../anypop-ebpf");

@@ -4,6 +4,7 @@ pub mod baseline;
 pub mod edge;
 pub mod prefix_sets;
 pub mod testrun;
+pub mod trafficgen;
 
 use std::path::{Path, PathBuf};
 
