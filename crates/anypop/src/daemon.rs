@@ -9,7 +9,7 @@ use std::{
 use anyhow::{anyhow, bail};
 
 use crate::{
-    config::{self, Network, Role, compile::compile_edge},
+    config::{Network, Role, compile::compile_edge},
     dataplane::{
         edge::{AttachMode, Edge, EdgeSizes},
         node_pin_dir,
@@ -136,11 +136,6 @@ pub fn probe_next_hops(tunnel_source: Ipv4Addr, backends: &[Ipv4Addr]) -> anyhow
 impl Pop {
     /// Loads, fills and attaches the edge program for `node`. A config that does not validate or
     /// compile fails here, before anything is attached.
-    pub fn start(config_path: &Path, node: &str, pin_root: &Path) -> anyhow::Result<Pop> {
-        let net = config::load(config_path).map_err(|e| anyhow!("{e}"))?;
-        Self::start_with(&net, node, pin_root)
-    }
-
     pub fn start_with(net: &Network, node: &str, pin_root: &Path) -> anyhow::Result<Pop> {
         let n = net.node(node).map_err(|e| anyhow!("{e}"))?;
         if n.role != Role::Pop {

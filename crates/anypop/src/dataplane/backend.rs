@@ -171,14 +171,7 @@ impl BackendPlane {
     pub fn snapshot(&mut self) -> Result<crate::telemetry::Snapshot, DataplaneError> {
         let m: PerCpuArray<&mut MapData, Counter> =
             PerCpuArray::try_from(self.map("B_COUNTERS")?).map_err(|e| map_err("B_COUNTERS", e))?;
-        let mut by_reason = Vec::new();
-        for v in m.iter() {
-            let v = v.map_err(|e| map_err("B_COUNTERS", e))?;
-            by_reason.push(v.iter().fold(Counter::default(), |a, c| Counter {
-                packets: a.packets + c.packets,
-                bytes: a.bytes + c.bytes,
-            }));
-        }
+        let by_reason = crate::telemetry::sum_per_cpu(&m).map_err(|e| map_err("B_COUNTERS", e))?;
         Ok(crate::telemetry::Snapshot { by_reason })
     }
 }

@@ -2,7 +2,6 @@
 //! directory, write config generations into its maps, attach it to interfaces.
 use std::{
     collections::BTreeSet,
-    net::Ipv4Addr,
     os::fd::{AsFd, AsRawFd},
     path::{Path, PathBuf},
 };
@@ -520,15 +519,7 @@ impl Edge {
     pub fn counters(&mut self, map: &str) -> Result<Vec<Counter>, DataplaneError> {
         let m: PerCpuArray<&mut MapData, Counter> =
             PerCpuArray::try_from(self.map(map)?).map_err(|e| map_err(map, e))?;
-        let mut out = Vec::new();
-        for v in m.iter() {
-            let v = v.map_err(|e| map_err(map, e))?;
-            out.push(v.iter().fold(Counter::default(), |a, c| Counter {
-                packets: a.packets + c.packets,
-                bytes: a.bytes + c.bytes,
-            }));
-        }
-        Ok(out)
+        crate::telemetry::sum_per_cpu(&m).map_err(|e| map_err(map, e))
     }
 
     /// Entries in the flow table and in the rate-limit bucket table (their fill levels).
@@ -544,15 +535,6 @@ impl Edge {
             m.keys().count()
         };
         Ok((flows, buckets))
-    }
-
-    /// Address a flow of this source is pinned to, if any (for tests and `status`).
-    pub fn flow_backend(&mut self, key: &FlowKey) -> Result<Option<Ipv4Addr>, DataplaneError> {
-        let m: HashMap<&mut MapData, FlowKey, FlowValue> =
-            HashMap::try_from(self.map("FLOWS")?).map_err(|e| map_err("FLOWS", e))?;
-        Ok(m.get(key, 0)
-            .ok()
-            .map(|v| Ipv4Addr::from(v.backend.to_ne_bytes())))
     }
 }
 

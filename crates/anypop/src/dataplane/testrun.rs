@@ -11,6 +11,28 @@ pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
 pub const XDP_REDIRECT: u32 = 4;
 
+impl XdpMd {
+    /// The context of a `len`-byte frame arriving on `ifindex` (0: the kernel's default).
+    pub(crate) fn for_frame(len: usize, ifindex: u32) -> XdpMd {
+        XdpMd {
+            data_end: len as u32,
+            ingress_ifindex: ifindex,
+            ..Default::default()
+        }
+    }
+
+    /// Its bytes, as BPF_PROG_TEST_RUN takes them.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        // SAFETY: repr(C), six u32 fields, no padding.
+        unsafe {
+            std::slice::from_raw_parts(
+                self as *const XdpMd as *const u8,
+                std::mem::size_of::<XdpMd>(),
+            )
+        }
+    }
+}
+
 /// What one run returned.
 #[derive(Clone, Debug)]
 pub struct XdpRun {
@@ -22,10 +44,10 @@ pub struct XdpRun {
 }
 
 /// The `xdp_md` context passed in: which interface the frame "arrived" on matters for the FIB
-/// lookup and for XDP_TX.
+/// lookup and for XDP_TX (and, in live-frames mode, is where frames are sent).
 #[repr(C)]
 #[derive(Default, Clone, Copy)]
-struct XdpMd {
+pub(crate) struct XdpMd {
     data: u32,
     data_end: u32,
     data_meta: u32,
@@ -44,18 +66,8 @@ pub fn run_xdp(
     repeat: u32,
 ) -> Result<XdpRun, DataplaneError> {
     let mut out = vec![0u8; frame.len() + 256];
-    let ctx = XdpMd {
-        data: 0,
-        data_end: frame.len() as u32,
-        ingress_ifindex: ingress_ifindex.unwrap_or(0),
-        ..Default::default()
-    };
-    let ctx_bytes: &[u8] = unsafe {
-        std::slice::from_raw_parts(
-            &ctx as *const XdpMd as *const u8,
-            std::mem::size_of::<XdpMd>(),
-        )
-    };
+    let ctx = XdpMd::for_frame(frame.len(), ingress_ifindex.unwrap_or(0));
+    let ctx_bytes = ctx.as_bytes();
     let opts = TestRunOptions {
         data_in: Some(frame),
         data_out: Some(&mut out),
@@ -127,12 +139,7 @@ fn run_raw_fd(
         _pad: u32,
     }
     const BPF_PROG_TEST_RUN: libc::c_long = 10;
-    let ctx = XdpMd {
-        data: 0,
-        data_end: frame.len() as u32,
-        ingress_ifindex: ingress_ifindex.unwrap_or(0),
-        ..Default::default()
-    };
+    let ctx = XdpMd::for_frame(frame.len(), ingress_ifindex.unwrap_or(0));
     // The frame may be rewritten (encapsulation grows it): give the kernel room to write back.
     let mut out = vec![0u8; frame.len() + 256];
     let mut attr = TestAttr {
@@ -145,8 +152,7 @@ fn run_raw_fd(
         ..Default::default()
     };
     // struct __sk_buff (192 bytes) with only ifindex (offset 40) set, for TC programs.
-    let mut skb = [0u8; 192];
-    skb[40..44].copy_from_slice(&ingress_ifindex.unwrap_or(0).to_ne_bytes());
+    let skb = skb_ctx(ingress_ifindex.unwrap_or(0));
     if tc {
         attr.ctx_size_in = skb.len() as u32;
         attr.ctx_in = skb.as_ptr() as u64;
@@ -171,6 +177,14 @@ fn run_raw_fd(
     Ok((attr.retval, attr.duration as u64))
 }
 
+/// A `struct __sk_buff` context (192 bytes) for TC test runs: the kernel accepts only a few
+/// fields set, `ifindex` (offset 40) among them, which makes the frame "leave" through it.
+fn skb_ctx(ifindex: u32) -> [u8; 192] {
+    let mut ctx = [0u8; 192];
+    ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+    ctx
+}
+
 /// What one TC test run returned.
 #[derive(Clone, Debug)]
 pub struct TcRun {
@@ -186,10 +200,7 @@ pub fn run_tc(
     frame: &[u8],
     ifindex: u32,
 ) -> Result<TcRun, DataplaneError> {
-    // struct __sk_buff is 192 bytes; the kernel accepts only a few fields set, ifindex (offset
-    // 40) among them.
-    let mut ctx = [0u8; 192];
-    ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+    let ctx = skb_ctx(ifindex);
     let mut out = vec![0u8; frame.len() + 256];
     let opts = TestRunOptions {
         data_in: Some(frame),

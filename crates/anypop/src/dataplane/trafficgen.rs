@@ -84,14 +84,11 @@ impl TrafficGen {
             .expect("loaded")
             .try_into()
             .expect("xdp");
-        let mut ctx = [0u32; 6];
-        ctx[1] = frame.len() as u32;
-        ctx[3] = ifindex;
-        let ctx_bytes: &[u8] = unsafe { std::slice::from_raw_parts(ctx.as_ptr() as *const u8, 24) };
+        let ctx = super::testrun::XdpMd::for_frame(frame.len(), ifindex);
         let opts = TestRunOptions {
             data_in: Some(frame),
             data_out: None,
-            ctx_in: Some(ctx_bytes),
+            ctx_in: Some(ctx.as_bytes()),
             ctx_out: None,
             repeat: count.max(1),
             attrs: TestRunAttrs::new().xdp_live_frames(64),

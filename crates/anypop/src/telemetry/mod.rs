@@ -5,6 +5,23 @@ pub mod status;
 
 use anypop_common::{layout::Counter, verdict::Reason};
 
+/// Sums a per-CPU counter array over CPUs, one entry per index. Every counter map of every
+/// program (verdicts, rules, services, backends) is read through this.
+pub fn sum_per_cpu<T: std::borrow::Borrow<aya::maps::MapData>>(
+    map: &aya::maps::PerCpuArray<T, Counter>,
+) -> Result<Vec<Counter>, aya::maps::MapError> {
+    map.iter()
+        .map(|v| {
+            v.map(|per_cpu| {
+                per_cpu.iter().fold(Counter::default(), |a, c| Counter {
+                    packets: a.packets + c.packets,
+                    bytes: a.bytes + c.bytes,
+                })
+            })
+        })
+        .collect()
+}
+
 /// Counters by reason at one moment.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {

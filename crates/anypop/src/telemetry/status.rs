@@ -24,14 +24,7 @@ fn counters(pin_dir: &Path, name: &str) -> anyhow::Result<Snapshot> {
     let m: PerCpuArray<MapData, Counter> =
         PerCpuArray::try_from(Map::PerCpuArray(open(pin_dir, name)?))
             .map_err(|e| anyhow!("{name}: {e}"))?;
-    let mut by_reason = Vec::new();
-    for v in m.iter() {
-        let v = v.map_err(|e| anyhow!("{name}: {e}"))?;
-        by_reason.push(v.iter().fold(Counter::default(), |a, c| Counter {
-            packets: a.packets + c.packets,
-            bytes: a.bytes + c.bytes,
-        }));
-    }
+    let by_reason = super::sum_per_cpu(&m).map_err(|e| anyhow!("{name}: {e}"))?;
     Ok(Snapshot { by_reason })
 }
 
