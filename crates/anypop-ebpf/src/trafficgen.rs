@@ -61,9 +61,12 @@ pub fn trafficgen(ctx: XdpContext) -> u32 {
             sum = (sum & 0xffff) + (sum >> 16);
             core::ptr::write(ip.add(5), (!(sum as u16)).to_be());
         }
-        if cfg.random_sport != 0 {
+        // ICMP has no ports: its first L4 bytes are type, code and checksum.
+        let proto = core::ptr::read((start + 23) as *const u8);
+        if cfg.random_sport != 0 && proto != 1 {
             let port = (bpf_get_prandom_u32() as u16) | 1024;
-            // The UDP checksum of generated frames is 0 (none); TCP floods are SYNs nobody checks.
+            // The UDP checksum of generated frames is 0 (none); TCP SYN floods carry a checksum
+            // that no longer matches (the edge decides on headers, never on L4 checksums).
             core::ptr::write(ip.add(10), port.to_be());
         }
     }

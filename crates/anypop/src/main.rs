@@ -100,14 +100,33 @@ enum Command {
 
 #[derive(Subcommand)]
 enum LabCommand {
-    /// A POP in namespaces forwards a player to its backend while a flood hits the VIP.
+    /// Players keep playing while a flood hits the anycast VIP and their route flaps between POPs.
     Demo {
         /// Seconds to run.
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 30)]
         duration: u64,
-        /// Player packets per second.
+        /// Player packets per second (a game's tick rate).
         #[arg(long, default_value_t = 64)]
         tick_rate: u32,
+        /// UDP players (1-24).
+        #[arg(long, default_value_t = 8)]
+        players: usize,
+        /// Flood frames per second over all POPs; 0 sends as fast as the generator can.
+        #[arg(long, default_value_t = 200_000)]
+        flood_pps: u64,
+        /// Flood kind: udp, syn or icmp.
+        #[arg(long, default_value = "udp")]
+        flood: anypop::dataplane::trafficgen::FloodKind,
+    },
+    /// Build the lab (namespaces, POPs, backends, daemons) and keep it until Ctrl-C, to explore
+    /// it by hand (`ip netns exec NS …`, `anypop status --pin-root … --node pop-1`).
+    Up {
+        /// POPs announcing the VIP.
+        #[arg(long, default_value_t = 2)]
+        pops: usize,
+        /// Backends with game servers.
+        #[arg(long, default_value_t = 2)]
+        backends: usize,
     },
 }
 
@@ -298,13 +317,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Lab {
-            command:
-                LabCommand::Demo {
-                    duration,
-                    tick_rate,
-                },
-        } => {
+        Command::Lab { command } => {
             if unsafe { libc::geteuid() } != 0 {
                 bail!("the lab creates network namespaces and loads eBPF programs: run it as root");
             }
@@ -313,17 +326,49 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 signal_hook::flag::register(sig, Arc::clone(&stop))
                     .context("installing signal handler")?;
             }
-            let ok = anypop::lab::demo::run(
-                anypop::lab::demo::DemoOptions {
-                    duration: Duration::from_secs(duration.max(4)),
+            let binary = std::env::current_exe().context("finding the anypop binary")?;
+            match command {
+                LabCommand::Demo {
+                    duration,
                     tick_rate,
-                },
-                stop,
-            )?;
-            if !ok {
-                bail!("the demo's players did not get through");
+                    players,
+                    flood_pps,
+                    flood,
+                } => {
+                    if !(1..=24).contains(&players) {
+                        bail!("--players must be between 1 and 24");
+                    }
+                    let ok = anypop::lab::demo::run(
+                        anypop::lab::demo::DemoOptions {
+                            duration: Duration::from_secs(duration.max(5)),
+                            tick_rate,
+                            players,
+                            flood_pps,
+                            flood_kind: flood,
+                        },
+                        &binary,
+                        stop,
+                    )?;
+                    if !ok {
+                        bail!("the demo's players did not get through cleanly");
+                    }
+                    Ok(())
+                }
+                LabCommand::Up { pops, backends } => {
+                    let lab = anypop::lab::topology::Lab::build(
+                        anypop::lab::topology::Topology { pops, backends },
+                        &binary,
+                        &|s| println!("lab: {s} …"),
+                    )?;
+                    println!("{}", lab.describe());
+                    println!("Ctrl-C removes everything.");
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    println!("cleaning up: daemons, namespaces, pins");
+                    Ok(())
+                }
             }
-            Ok(())
         }
     }
 }

@@ -403,10 +403,10 @@ fn sighup_applies_a_new_file_live_and_keeps_the_running_one_when_it_is_bad() {
 }
 
 #[test]
-fn the_lab_demo_runs_and_its_player_survives_the_flood() {
+fn the_lab_demo_runs_and_its_players_survive_the_flood_and_the_flap() {
     require_root();
     let child = anypop()
-        .args(["lab", "demo", "--duration", "6"])
+        .args(["lab", "demo", "--duration", "8", "--players", "4"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -415,9 +415,12 @@ fn the_lab_demo_runs_and_its_player_survives_the_flood() {
     let o = child.wait_with_output().unwrap();
     let t = text(&o);
     assert!(o.status.success(), "{t}");
-    assert!(t.contains("players survived the flood"), "{t}");
-    assert!(t.contains("reached the game server: 0"), "{t}");
-    // Everything it built is gone again: no namespace named after its process is left.
+    assert!(t.contains("players survived the flood and the route flap"), "{t}");
+    assert!(t.contains("reached a game server: 0"), "{t}");
+    assert!(t.contains("backend changes 0"), "{t}");
+    assert!(t.contains(">>> route flap"), "{t}");
+    // Everything it built is gone again: no namespace, pin directory or daemon lock named after
+    // its process is left.
     let ns = String::from_utf8_lossy(
         &Command::new("ip")
             .args(["netns", "list"])
@@ -427,10 +430,13 @@ fn the_lab_demo_runs_and_its_player_survives_the_flood() {
     )
     .into_owned();
     assert!(!ns.contains(&format!("ap-{pid}-")), "left behind: {ns}");
-    assert!(
-        !std::path::Path::new(&format!("/sys/fs/bpf/anypop-demo-{pid}")).exists(),
-        "pins left behind"
-    );
+    let leftovers: Vec<String> = std::fs::read_dir("/sys/fs/bpf")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&format!("anypop-lab-{pid}-")))
+        .collect();
+    assert!(leftovers.is_empty(), "pins left behind: {leftovers:?}");
 }
 
 #[test]

@@ -1,11 +1,10 @@
 //! The whole path in network namespaces: a player, a router (the "internet"), a POP running the
-//! real `edge` and a backend running the real `decap` + `dsr`, with game servers bound on the
-//! VIP. Real UDP and TCP sockets; the replies come back with the VIP as source and never pass the
-//! POP.
+//! real `anypop run` (edge) and a backend running the real `anypop run` (decap + dsr), with game
+//! servers bound on the VIP. Real UDP and TCP sockets; the replies come back with the VIP as
+//! source and never pass the POP.
 use std::{
     io::{Read, Write},
     net::{SocketAddrV4, TcpListener, TcpStream, UdpSocket},
-    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -13,43 +12,8 @@ use std::{
     time::Duration,
 };
 
-use anypop::{
-    config,
-    daemon::{BackendNode, Pop},
-    dataplane::baseline::Baseline,
-    lab::{demo::build, netns::Netns},
-};
+use anypop::lab::topology::{Lab, Topology, VIP, player_addr};
 use anypop_common::verdict::Reason;
-
-const NETWORK: &str = r#"
-[[service]]
-name = "game"
-vip = "203.0.113.10"
-protocol = "udp"
-ports = "27015"
-backends = ["be-1"]
-
-[[service]]
-name = "web"
-vip = "203.0.113.10"
-protocol = "tcp"
-ports = "443"
-backends = ["be-1"]
-
-[[node]]
-name = "pop-1"
-role = "pop"
-interfaces = ["pop-in"]
-tunnel_source = "198.51.100.1"
-
-[[node]]
-name = "be-1"
-role = "backend"
-interface = "be-in"
-address = "192.0.2.21"
-"#;
-
-const VIP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(203, 0, 113, 10);
 
 /// Counts frames with IPv4 source = VIP seen on an interface (AF_PACKET, in the calling thread's
 /// namespace) until `stop`.
@@ -102,51 +66,30 @@ fn count_vip_sourced(ifname: &str, stop: Arc<AtomicBool>, seen: Arc<AtomicU64>) 
     unsafe { libc::close(fd) };
 }
 
-struct PinGuard(PathBuf);
-impl Drop for PinGuard {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn udp_and_tcp_through_pop_with_direct_replies() {
     assert_eq!(unsafe { libc::geteuid() }, 0, "run as root");
-    let player = Netns::new("player").unwrap();
-    let router = Netns::new("router").unwrap();
-    let pop = Netns::new("pop").unwrap();
-    let backend = Netns::new("backend").unwrap();
-    // The demo's topology: client (player + attacker) — router — POP, router — backend.
-    build(&player, &router, &pop, &backend).unwrap();
-    let pins = PinGuard(PathBuf::from(format!(
-        "/sys/fs/bpf/anypop-e2e-{}",
-        std::process::id()
-    )));
-    let net = config::parse(NETWORK, "e2e.toml", std::path::Path::new(".")).unwrap();
-
-    // The POP's XDP_TX lands on the router's veth, which needs an XDP program to accept it.
-    let _router_xdp = router
-        .run(|| {
-            let mut b = Baseline::load().unwrap();
-            b.attach("base_pass", "r-pop").unwrap();
-            b
-        })
-        .unwrap();
-
+    let lab = Lab::build(
+        Topology {
+            pops: 1,
+            backends: 1,
+        },
+        std::path::Path::new(env!("CARGO_BIN_EXE_anypop")),
+        &|_| {},
+    )
+    .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let (net_b, pins_b, stop_b) = (net.clone(), pins.0.clone(), Arc::clone(&stop));
     let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let tx_b = tx.clone();
-    // Backend: decap + dsr, a UDP echo and a TCP echo bound on the VIP.
-    let be_thread = backend
+    // Backend: a UDP echo and a TCP echo bound on the VIP (the daemon put it on lo).
+    let stop_b = Arc::clone(&stop);
+    let be_thread = lab.backends[0]
         .spawn(move || {
-            let mut be = BackendNode::start_with(&net_b, "be-1", &pins_b).unwrap();
             let udp = UdpSocket::bind(SocketAddrV4::new(VIP, 27015)).unwrap();
             udp.set_read_timeout(Some(Duration::from_millis(100)))
                 .unwrap();
-            let tcp = TcpListener::bind(SocketAddrV4::new(VIP, 443)).unwrap();
+            let tcp = TcpListener::bind(SocketAddrV4::new(VIP, 27016)).unwrap();
             tcp.set_nonblocking(true).unwrap();
-            tx_b.send("backend ready".into()).unwrap();
+            tx.send("backend ready".into()).unwrap();
             let mut buf = [0u8; 1500];
             while !stop_b.load(Ordering::Relaxed) {
                 if let Ok((n, from)) = udp.recv_from(&mut buf) {
@@ -159,45 +102,28 @@ fn udp_and_tcp_through_pop_with_direct_replies() {
                     s.write_all(&b[..n]).unwrap();
                 }
             }
-            let snap = be.snapshot().unwrap();
-            be.stop().unwrap();
-            snap
         })
         .unwrap();
     assert_eq!(
         rx.recv_timeout(Duration::from_secs(20)).unwrap(),
         "backend ready"
     );
-
-    let (net_p, pins_p, stop_p) = (net.clone(), pins.0.clone(), Arc::clone(&stop));
+    // A capture on the POP's interface: no reply (source = VIP) may pass it.
     let seen = Arc::new(AtomicU64::new(0));
-    let seen_p = Arc::clone(&seen);
-    let pop_thread = pop
-        .spawn(move || {
-            let mut p = Pop::start_with(&net_p, "pop-1", &pins_p).unwrap();
-            tx.send("pop ready".into()).unwrap();
-            let stop_c = Arc::clone(&stop_p);
-            let capture = std::thread::spawn(move || count_vip_sourced("pop-in", stop_c, seen_p));
-            while !stop_p.load(Ordering::Relaxed) {
-                p.tick().unwrap();
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = capture.join();
-            let snap = p.snapshot().unwrap();
-            p.stop(false).unwrap();
-            snap
-        })
+    let (stop_c, seen_c) = (Arc::clone(&stop), Arc::clone(&seen));
+    let capture = lab.pops[0]
+        .spawn(move || count_vip_sourced("pop1-in", stop_c, seen_c))
         .unwrap();
-    assert_eq!(
-        rx.recv_timeout(Duration::from_secs(20)).unwrap(),
-        "pop ready"
-    );
     std::thread::sleep(Duration::from_millis(300));
+    let pop_before = lab.verdicts("pop-1").unwrap();
+    let be_before = lab.verdicts("be-1").unwrap();
 
     // The player: UDP round trips and one TCP connection, all to the VIP.
-    let result = player
-        .run(|| -> Result<(u32, String), String> {
-            let s = UdpSocket::bind("100.64.0.2:0").map_err(|e| e.to_string())?;
+    let me = player_addr(0);
+    let result = lab
+        .players
+        .run(move || -> Result<(u32, String), String> {
+            let s = UdpSocket::bind(SocketAddrV4::new(me, 0)).map_err(|e| e.to_string())?;
             s.set_read_timeout(Some(Duration::from_millis(500)))
                 .unwrap();
             let mut ok = 0;
@@ -216,7 +142,7 @@ fn udp_and_tcp_through_pop_with_direct_replies() {
                 }
             }
             let mut t = TcpStream::connect_timeout(
-                &SocketAddrV4::new(VIP, 443).into(),
+                &SocketAddrV4::new(VIP, 27016).into(),
                 Duration::from_secs(3),
             )
             .map_err(|e| format!("tcp connect: {e}"))?;
@@ -229,23 +155,28 @@ fn udp_and_tcp_through_pop_with_direct_replies() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(200));
     stop.store(true, Ordering::Relaxed);
-    let pop_snap = pop_thread.join().unwrap().unwrap();
-    let be_snap = be_thread.join().unwrap().unwrap();
+    be_thread.join().unwrap().unwrap();
+    capture.join().unwrap().unwrap();
+    let pop = lab.verdicts("pop-1").unwrap();
+    let be = lab.verdicts("be-1").unwrap();
+    let d = |a: &anypop::telemetry::Snapshot, b: &anypop::telemetry::Snapshot, r| {
+        b.get(r).packets - a.get(r).packets
+    };
 
     let (udp_ok, tcp_echo) = result.expect("player traffic");
     assert!(udp_ok >= 19, "UDP round trips: {udp_ok}/20");
     assert_eq!(tcp_echo, "hello over tcp");
     assert!(
-        pop_snap.get(Reason::FwdIpip).packets >= 20,
+        d(&pop_before, &pop, Reason::FwdIpip) >= 20,
         "POP forwarded {:?}",
-        pop_snap.get(Reason::FwdIpip)
+        pop.get(Reason::FwdIpip)
     );
     assert!(
-        be_snap.get(Reason::DecapIpip).packets >= 20,
+        d(&be_before, &be, Reason::DecapIpip) >= 20,
         "backend decapsulated"
     );
     assert!(
-        be_snap.get(Reason::DsrRewrite).packets >= 20,
+        d(&be_before, &be, Reason::DsrRewrite) >= 20,
         "replies through dsr"
     );
     assert_eq!(

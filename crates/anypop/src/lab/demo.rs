@@ -1,444 +1,452 @@
-//! `anypop lab demo`: a player keeps playing while a flood hits the anycast address.
+//! `anypop lab demo`: players keep playing while a flood hits the anycast address and their route
+//! flaps from one POP to the other.
 //!
-//! Topology (every namespace is ours, named `ap-<pid>-…`, and deleted at the end):
-//! ```text
-//!  client ns                       router ns ("internet")           pop ns
-//!  player   100.64.0.2 ─┐          r-c  100.64.0.1 / 198.18.0.1     pop-in 198.51.100.1
-//!  attacker 198.18.0.2 ─┴─ c0 ──── r-c   r-pop 198.51.100.2 ──────── (XDP edge)
-//!                                        r-be  192.0.2.1 ─────────── be-in 192.0.2.21  backend ns
-//!                                                                    (XDP decap, TC dsr, game server on the VIP)
-//! ```
-//! The router sends the VIP to the POP; the POP drops the flood and tunnels the player to the
-//! backend; the backend's game server answers straight back through the router: the POP carries
-//! only the inbound half.
+//! The lab of [`super::topology`] (two POPs, two backends, players, an attacker) runs the real
+//! `anypop run` on every node. The demo then plays four acts over its duration:
+//! 1. players only (each a UDP game client at a game's tick rate; one TCP session too);
+//! 2. a random-source flood from the attacker's range hits both POPs (our generator);
+//! 3. POP 1 withdraws the VIP: the router moves every player to POP 2 (a route flap) — Maglev is
+//!    identical on both POPs, so every player stays on its backend;
+//! 4. POP 1 comes back (equal-cost routes again); the flood stops at the end.
+//!
+//! Once a second it shows the flood offered, what each POP does by reason, its XDP mode and the
+//! edge program's cost per packet (kernel run-time statistics), the players' loss, RTT and
+//! backend changes. It ends with a summary and removes everything.
 use std::{
-    net::{Ipv4Addr, SocketAddrV4, UdpSocket},
-    path::PathBuf,
+    net::SocketAddrV4,
+    path::Path,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
+    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
-use anyhow::Context;
-
-use super::netns::{Netns, remove_leftovers, veth};
-use crate::{
-    config,
-    daemon::{BackendNode, Pop},
-    dataplane::baseline::Baseline,
-    telemetry,
-};
 use anypop_common::verdict::Reason;
 
-/// The demo's network file: one POP, one backend, a game service with a per-source limit, a
-/// blocklist rule for the attacker's range.
-pub const DEMO_NETWORK: &str = r#"
-[defaults]
-xdp_mode = "auto"
-
-[[service]]
-name = "rust-eu"
-vip = "203.0.113.10"
-protocol = "udp"
-ports = "28015-28016"
-backends = ["be-1"]
-limit = { pps = 300, burst = 2.0, block = "10s" }
-
-[[rule]]
-name = "blocklist"
-action = "deny"
-src = ["198.18.0.0/15"]
-
-[[node]]
-name = "pop-1"
-role = "pop"
-interfaces = ["pop-in"]
-tunnel_source = "198.51.100.1"
-
-[[node]]
-name = "be-1"
-role = "backend"
-interface = "be-in"
-address = "192.0.2.21"
-"#;
-
-const VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
-const PLAYER: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 2);
-const ATTACKER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
-const GAME_PORT: u16 = 28015;
+use super::{
+    game::{self, PlayerStats, ServerStats, TcpStats, percentile},
+    topology::{ATTACK_RANGE, GAME_PORT, Lab, TCP_PORT, Topology, VIP, player_addr, program_cost},
+};
+use crate::{
+    dataplane::trafficgen::{Flood, FloodKind, Pace, TrafficGen},
+    telemetry::{self, Snapshot, si},
+};
 
 /// Options of the demo.
 pub struct DemoOptions {
     pub duration: Duration,
     /// Player packets per second (a game tick rate).
     pub tick_rate: u32,
+    /// UDP players.
+    pub players: usize,
+    /// Flood frames per second in all (split over the POPs); 0: as fast as the generator goes.
+    pub flood_pps: u64,
+    pub flood_kind: FloodKind,
 }
 
-/// Removes the demo's pin directory on every exit path.
-struct PinGuard(PathBuf);
-impl Drop for PinGuard {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+/// A flood running from the attacker into every POP's transit link.
+pub struct RunningFlood {
+    pub sent: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<anyhow::Result<anyhow::Result<u64>>>>,
+    links: Vec<String>,
+}
+
+impl RunningFlood {
+    /// Starts one generator per POP: `kind` from random sources in the attacker's range to the
+    /// VIP's game port, `total_pps` split evenly (0: flat out), `max_frames` per POP if given.
+    pub fn start(
+        lab: &Lab,
+        kind: FloodKind,
+        total_pps: u64,
+        max_frames: Option<u64>,
+    ) -> anyhow::Result<RunningFlood> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let pops = lab.topology.pops;
+        let mut threads = Vec::new();
+        let mut links = Vec::new();
+        for i in 1..=pops {
+            let link = format!("at{i}");
+            let ifindex = Lab::ifindex(&lab.attacker, &link)?;
+            let flood = Flood {
+                kind,
+                src: "198.18.0.0".parse()?,
+                src_prefix_len: ATTACK_RANGE.split('/').nth(1).unwrap_or("15").parse()?,
+                sport: 40000,
+                random_sport: true,
+                dst: VIP,
+                dport: GAME_PORT,
+                payload_len: 32,
+                src_mac: Lab::mac(&lab.attacker, &link)?,
+                dst_mac: Lab::mac(&lab.pops[i - 1], &format!("pop{i}-tr"))?,
+            };
+            let pace = Pace {
+                pps: (total_pps > 0).then(|| (total_pps / pops as u64).max(1)),
+                max_frames,
+            };
+            let (stop_t, sent_t) = (Arc::clone(&stop), Arc::clone(&sent));
+            threads.push(lab.attacker.spawn(move || -> anyhow::Result<u64> {
+                let mut generator = TrafficGen::load()?;
+                Ok(generator.flood(&flood, ifindex, pace, &stop_t, &sent_t)?)
+            })?);
+            links.push(link);
+        }
+        Ok(RunningFlood {
+            sent,
+            stop,
+            threads,
+            links,
+        })
+    }
+
+    /// Whether every generator has finished (`max_frames` reached).
+    pub fn finished(&self) -> bool {
+        self.threads.iter().all(|t| t.is_finished())
+    }
+
+    /// Stops the flood; returns (frames sent, frames the attacker's veths dropped).
+    pub fn stop(self, lab: &Lab) -> anyhow::Result<(u64, u64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut total = 0;
+        for t in self.threads {
+            total += t
+                .join()
+                .map_err(|_| anyhow::anyhow!("generator thread panicked"))???;
+        }
+        let dropped = self
+            .links
+            .iter()
+            .map(|l| Lab::drops(&lab.attacker, l))
+            .sum();
+        Ok((total, dropped))
     }
 }
 
-/// Round-trip times of the player, in microseconds.
-#[derive(Default)]
-struct Rtts {
-    window: Vec<u64>,
-    all: Vec<u64>,
+/// Players of the demo and tests: UDP players at fixed ports (so their hashing is repeatable).
+pub struct Players {
+    pub stats: Vec<Arc<PlayerStats>>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<anyhow::Result<()>>>,
 }
 
-fn percentile(v: &mut [u64], p: f64) -> u64 {
-    if v.is_empty() {
-        return 0;
+impl Players {
+    /// Starts players `first..first+n` (addresses [`player_addr`], port 40000 + index).
+    pub fn start(lab: &Lab, first: usize, n: usize, tick_rate: u32) -> anyhow::Result<Players> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut stats = Vec::new();
+        let mut threads = Vec::new();
+        for i in first..first + n {
+            let (s, t) = game::spawn_player(
+                &lab.players,
+                SocketAddrV4::new(player_addr(i), 40000 + i as u16),
+                SocketAddrV4::new(VIP, GAME_PORT),
+                tick_rate,
+                Arc::clone(&stop),
+            )?;
+            stats.push(s);
+            threads.push(t);
+        }
+        Ok(Players {
+            stats,
+            stop,
+            threads,
+        })
     }
-    v.sort_unstable();
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
 
-/// Builds the four-namespace topology of the module docs: veths, addresses, routes, sysctls
-/// (the end-to-end tests use it too).
-pub fn build(client: &Netns, router: &Netns, pop: &Netns, backend: &Netns) -> anyhow::Result<()> {
-    veth(client, "c0", router, "r-c")?;
-    veth(router, "r-pop", pop, "pop-in")?;
-    veth(router, "r-be", backend, "be-in")?;
-    // veth leaves TX checksums to hardware that does not exist; once XDP rewrites a frame nobody
-    // completes them. Real NICs put complete checksums on the wire, so we do too.
-    let plan: [(&Netns, &[&str]); 4] = [
-        (
-            client,
-            &[
-                "ip addr add 100.64.0.2/24 dev c0",
-                "ip addr add 198.18.0.2/24 dev c0",
-                "ip route add default via 100.64.0.1",
-                "ethtool -K c0 tx off",
-            ],
-        ),
-        (
-            router,
-            &[
-                "ip addr add 100.64.0.1/24 dev r-c",
-                "ip addr add 198.18.0.1/24 dev r-c",
-                "ip addr add 198.51.100.2/24 dev r-pop",
-                "ip addr add 192.0.2.1/24 dev r-be",
-                "ip route add 203.0.113.10/32 via 198.51.100.1",
-                "sysctl -q -w net.ipv4.conf.all.forwarding=1",
-                "sysctl -q -w net.ipv4.conf.all.rp_filter=0",
-                "sysctl -q -w net.ipv4.conf.r-c.rp_filter=0",
-                "sysctl -q -w net.ipv4.conf.r-be.rp_filter=0",
-                "ethtool -K r-c tx off",
-                "ethtool -K r-pop tx off",
-                "ethtool -K r-be tx off",
-            ],
-        ),
-        (
-            pop,
-            &[
-                "ip addr add 198.51.100.1/24 dev pop-in",
-                "ip route add default via 198.51.100.2",
-                "sysctl -q -w net.ipv4.conf.all.forwarding=1",
-                "sysctl -q -w net.ipv4.conf.pop-in.forwarding=1",
-                "ethtool -K pop-in tx off",
-            ],
-        ),
-        (
-            backend,
-            &[
-                "ip addr add 192.0.2.21/24 dev be-in",
-                "ip route add default via 192.0.2.1",
-                "sysctl -q -w net.ipv4.conf.all.forwarding=1",
-                "sysctl -q -w net.ipv4.conf.be-in.forwarding=1",
-                "sysctl -q -w net.ipv4.conf.all.rp_filter=0",
-                "sysctl -q -w net.ipv4.conf.be-in.rp_filter=0",
-                "ethtool -K be-in tx off",
-            ],
-        ),
-    ];
-    for (ns, cmds) in plan {
-        for c in cmds {
-            ns.exec(&c.split_whitespace().collect::<Vec<_>>())?;
-        }
+    pub fn sent(&self) -> u64 {
+        self.stats
+            .iter()
+            .map(|s| s.sent.load(Ordering::Relaxed))
+            .sum()
     }
-    Ok(())
+    pub fn got(&self) -> u64 {
+        self.stats
+            .iter()
+            .map(|s| s.got.load(Ordering::Relaxed))
+            .sum()
+    }
+    pub fn backend_changes(&self) -> u64 {
+        self.stats
+            .iter()
+            .map(|s| s.backend_changes.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Stops every player (each collects its last echoes first).
+    pub fn stop(self) -> anyhow::Result<Vec<Arc<PlayerStats>>> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join()
+                .map_err(|_| anyhow::anyhow!("player thread panicked"))??;
+        }
+        Ok(self.stats)
+    }
 }
 
-/// Runs the demo; returns true when the player got through (under 1% loss) and no flood packet
-/// reached the backend.
-pub fn run(opts: DemoOptions, stop: Arc<AtomicBool>) -> anyhow::Result<bool> {
-    remove_leftovers();
-    println!("building the lab: client, router, pop and backend namespaces …");
-    let client = Netns::new("client")?;
-    let router = Netns::new("router")?;
-    let pop = Netns::new("pop")?;
-    let backend = Netns::new("backend")?;
-    build(&client, &router, &pop, &backend)?;
-    let net = config::parse(DEMO_NETWORK, "demo.toml", std::path::Path::new("."))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let pins = PinGuard(PathBuf::from(format!(
-        "/sys/fs/bpf/anypop-demo-{}",
-        std::process::id()
-    )));
+/// Game servers on every backend (backend j answers with id j).
+pub struct Servers {
+    pub stats: Vec<Arc<ServerStats>>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<anyhow::Result<()>>>,
+}
 
-    // The POP's XDP_TX frames land on the router's veth, which needs an XDP program to take them.
-    let _router_xdp = router.run(|| -> anyhow::Result<Baseline> {
-        let mut b = Baseline::load()?;
-        b.attach("base_pass", "r-pop")?;
-        Ok(b)
-    })??;
-
-    let done = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-
-    // Backend: decap + dsr, and a game server that echoes every tick from the VIP.
-    let (net_b, pins_b, done_b, tx_b) =
-        (net.clone(), pins.0.clone(), Arc::clone(&done), tx.clone());
-    let be_thread = backend.spawn(move || -> anyhow::Result<(u64, u64, u64)> {
-        let mut be = BackendNode::start_with(&net_b, "be-1", &pins_b)?;
-        let server =
-            UdpSocket::bind(SocketAddrV4::new(VIP, GAME_PORT)).context("game server bind")?;
-        server.set_read_timeout(Some(Duration::from_millis(100)))?;
-        let _ = tx_b.send(format!(
-            "backend: decap + dsr attached ({} XDP), game server on {VIP}:{GAME_PORT}",
-            be.mode
-        ));
-        let mut attacker_seen = 0u64;
-        let mut buf = [0u8; 1500];
-        while !done_b.load(Ordering::Relaxed) {
-            if let Ok((n, from)) = server.recv_from(&mut buf) {
-                if from.ip() == std::net::IpAddr::V4(ATTACKER) {
-                    attacker_seen += 1;
-                    continue;
-                }
-                let _ = server.send_to(&buf[..n], from);
-            }
+impl Servers {
+    pub fn start(lab: &Lab) -> anyhow::Result<Servers> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut stats = Vec::new();
+        let mut threads = Vec::new();
+        for (j, ns) in lab.backends.iter().enumerate() {
+            let (s, t) = game::spawn_server(
+                ns,
+                (j + 1) as u8,
+                VIP,
+                GAME_PORT,
+                TCP_PORT,
+                ATTACK_RANGE.parse()?,
+                Arc::clone(&stop),
+            )?;
+            stats.push(s);
+            threads.push(t);
         }
-        let s = be.snapshot()?;
-        be.stop()?;
-        Ok((
-            s.get(Reason::DecapIpip).packets,
-            s.get(Reason::DsrRewrite).packets,
-            attacker_seen,
-        ))
-    })?;
-    println!(
-        "{}",
-        rx.recv_timeout(Duration::from_secs(30))
-            .context("the backend did not start")?
-    );
+        Ok(Servers {
+            stats,
+            stop,
+            threads,
+        })
+    }
 
-    // POP: the edge, with a per-second line of what it does and costs.
-    let (net_p, pins_p, done_p, tx_p) = (net.clone(), pins.0.clone(), Arc::clone(&done), tx);
-    let pop_thread = pop.spawn(move || -> anyhow::Result<telemetry::Snapshot> {
-        let mut p = Pop::start_with(&net_p, "pop-1", &pins_p)?;
-        let modes: Vec<String> = p.modes.iter().map(|(i, m)| format!("{i}: {m}")).collect();
-        let _ = tx_p.send(format!("pop: edge attached ({})", modes.join(", ")));
-        let _stats = crate::dataplane::edge::enable_cost_stats()?;
-        let mut prev = p.snapshot()?;
-        let mut prev_cost = p.edge.cost()?;
-        let mut last = Instant::now();
-        while !done_p.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(100));
-            p.tick()?;
-            if last.elapsed() >= Duration::from_secs(1) {
-                let now = p.snapshot()?;
-                let r = telemetry::rates(&prev, &now, last.elapsed().as_secs_f64());
-                let parts: Vec<String> = r
-                    .iter()
-                    .filter(|(_, pps, _)| *pps > 0.0)
-                    .map(|(reason, pps, _)| format!("{}={}/s", reason.name(), telemetry::si(*pps)))
-                    .collect();
-                let cost = p.edge.cost()?;
-                let ns = cost
-                    .0
-                    .saturating_sub(prev_cost.0)
-                    .checked_div(cost.1.saturating_sub(prev_cost.1))
-                    .unwrap_or(0);
-                prev_cost = cost;
-                let _ = tx_p.send(format!(
-                    "edge {ns:>3} ns/pkt | pop {}",
-                    if parts.is_empty() {
-                        "idle".into()
-                    } else {
-                        parts.join(" ")
-                    }
-                ));
-                prev = now;
-                last = Instant::now();
-            }
-        }
-        let total = p.snapshot()?;
-        p.stop(false)?;
-        Ok(total)
-    })?;
-    println!(
-        "{}",
-        rx.recv_timeout(Duration::from_secs(30))
-            .context("the POP did not start")?
-    );
+    /// Flood packets that reached a game server (should stay 0).
+    pub fn unwanted(&self) -> u64 {
+        self.stats
+            .iter()
+            .map(|s| s.unwanted.load(Ordering::Relaxed))
+            .sum()
+    }
 
-    // The player: a steady tick, each echoed by the game server; RTT and loss measured.
-    let stop_all = Arc::new(AtomicBool::new(false));
-    let sent_player = Arc::new(AtomicU64::new(0));
-    let got_player = Arc::new(AtomicU64::new(0));
-    let rtts = Arc::new(Mutex::new(Rtts::default()));
-    let (sp, gp, rt, st) = (
-        Arc::clone(&sent_player),
-        Arc::clone(&got_player),
-        Arc::clone(&rtts),
-        Arc::clone(&stop_all),
-    );
-    let tick = opts.tick_rate.max(1);
-    let player_thread = client.spawn(move || -> anyhow::Result<()> {
-        let sock = UdpSocket::bind(SocketAddrV4::new(PLAYER, 0))?;
-        sock.set_nonblocking(true)?;
-        let start = Instant::now();
-        let mut n = 0u64;
-        let mut buf = [0u8; 64];
-        while !st.load(Ordering::Relaxed) {
-            let mut msg = [0u8; 16];
-            msg[..8].copy_from_slice(&n.to_be_bytes());
-            msg[8..].copy_from_slice(&(start.elapsed().as_micros() as u64).to_be_bytes());
-            let _ = sock.send_to(&msg, SocketAddrV4::new(VIP, GAME_PORT));
-            n += 1;
-            sp.store(n, Ordering::Relaxed);
-            let next = start + Duration::from_secs_f64(n as f64 / tick as f64);
-            // Collect echoes until the next tick is due.
-            while Instant::now() < next {
-                match sock.recv_from(&mut buf) {
-                    Ok((16, from))
-                        if from == std::net::SocketAddr::V4(SocketAddrV4::new(VIP, GAME_PORT)) =>
-                    {
-                        let t = u64::from_be_bytes(buf[8..16].try_into().unwrap());
-                        let rtt = (start.elapsed().as_micros() as u64).saturating_sub(t);
-                        gp.fetch_add(1, Ordering::Relaxed);
-                        let mut r = rt.lock().unwrap();
-                        r.window.push(rtt);
-                        r.all.push(rtt);
-                    }
-                    Ok(_) => {}
-                    Err(_) => std::thread::sleep(Duration::from_micros(200)),
-                }
-            }
+    pub fn stop(self) -> anyhow::Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join()
+                .map_err(|_| anyhow::anyhow!("server thread panicked"))??;
         }
         Ok(())
-    })?;
+    }
+}
 
-    // The attacker starts after a quarter of the run.
-    let flood_on = Arc::new(AtomicBool::new(false));
-    let sent_flood = Arc::new(AtomicU64::new(0));
-    let (fo, sf, st2) = (
-        Arc::clone(&flood_on),
-        Arc::clone(&sent_flood),
-        Arc::clone(&stop_all),
-    );
-    let flood_thread = client.spawn(move || -> anyhow::Result<()> {
-        let sock = UdpSocket::bind(SocketAddrV4::new(ATTACKER, 0))?;
-        sock.set_nonblocking(true)?;
-        let payload = [0xaa_u8; 64];
-        let mut n = 0u64;
-        while !st2.load(Ordering::Relaxed) {
-            if !fo.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(20));
-                continue;
-            }
-            for _ in 0..256 {
-                if sock
-                    .send_to(&payload, SocketAddrV4::new(VIP, GAME_PORT))
-                    .is_ok()
-                {
-                    n += 1;
-                }
-            }
-            sf.store(n, Ordering::Relaxed);
+/// One POP's line: mode, cost per packet, verdict rates.
+struct PopView {
+    prev: Snapshot,
+    prev_cost: Option<(u64, u64)>,
+}
+
+fn pop_line(lab: &Lab, i: usize, view: &mut PopView, secs: f64) -> anyhow::Result<String> {
+    let now = lab.verdicts(&format!("pop-{i}"))?;
+    let rates = telemetry::rates(&view.prev, &now, secs);
+    view.prev = now;
+    let parts: Vec<String> = rates
+        .iter()
+        .filter(|(_, pps, _)| *pps >= 0.5)
+        .map(|(r, pps, _)| format!("{}={}/s", r.name(), si(*pps)))
+        .collect();
+    let xdp = lab.xdp_of_pop(i, &format!("pop{i}-in"));
+    let cost = program_cost(xdp.prog_id);
+    let ns = match (view.prev_cost, cost) {
+        (Some((t0, n0)), Some((t1, n1))) if n1 > n0 => format!("{:>4}", (t1 - t0) / (n1 - n0)),
+        _ => "   -".into(),
+    };
+    view.prev_cost = cost;
+    Ok(format!(
+        "pop-{i} [{}] {ns} ns/pkt {}",
+        xdp.mode,
+        if parts.is_empty() {
+            "idle".into()
+        } else {
+            parts.join(" ")
         }
-        Ok(())
-    })?;
+    ))
+}
 
+/// Runs the demo; returns true when every player got through (under 1% loss, never moved to
+/// another backend) and no flood packet reached a game server.
+pub fn run(opts: DemoOptions, binary: &Path, stop: Arc<AtomicBool>) -> anyhow::Result<bool> {
+    let topology = Topology::default();
+    let lab = Lab::build(topology, binary, &|s| println!("lab: {s} …"))?;
+    println!(
+        "lab: up — {} POPs announce {VIP} (equal-cost routes at the router), {} backends with a game server on {VIP}:{GAME_PORT}/udp and :{TCP_PORT}/tcp",
+        topology.pops, topology.backends
+    );
+    for i in 1..=topology.pops {
+        println!(
+            "lab: pop-{i}: XDP {} on pop{i}-in, {} on pop{i}-tr",
+            lab.xdp_of_pop(i, &format!("pop{i}-in")).mode,
+            lab.xdp_of_pop(i, &format!("pop{i}-tr")).mode
+        );
+    }
+    let servers = Servers::start(&lab)?;
+    let players = Players::start(&lab, 0, opts.players.clamp(1, 24), opts.tick_rate.max(1))?;
+    let tcp_stop = Arc::new(AtomicBool::new(false));
+    let (tcp, tcp_thread): (Arc<TcpStats>, _) = game::spawn_tcp_player(
+        &lab.players,
+        player_addr(31),
+        SocketAddrV4::new(VIP, TCP_PORT),
+        10,
+        Arc::clone(&tcp_stop),
+    )?;
+    // Run-time statistics on while we watch (they cost a little on every packet).
+    let _stats = crate::dataplane::edge::enable_cost_stats()?;
+
+    let d = opts.duration;
+    let (flood_at, flap_at, back_at) = (d / 5, d * 2 / 5, d * 7 / 10);
+    println!(
+        "running {:?}: flood at {:?}, POP 1 withdraws at {:?} (route flap), returns at {:?}; Ctrl-C stops early",
+        d, flood_at, flap_at, back_at
+    );
+    let mut views: Vec<PopView> = (1..=topology.pops)
+        .map(|i| {
+            Ok(PopView {
+                prev: lab.verdicts(&format!("pop-{i}"))?,
+                prev_cost: None,
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let start_totals: Vec<Snapshot> = views.iter().map(|v| v.prev.clone()).collect();
+    let mut flood: Option<RunningFlood> = None;
+    let mut flood_sent_total = (0u64, 0u64);
+    let (mut flapped, mut returned) = (false, false);
     let start = Instant::now();
-    let flood_at = opts.duration / 4;
-    let (mut last_flood, mut last_sent, mut last_got) = (0, 0, 0);
-    println!(
-        "running for {:?}: the flood starts after {:?} (Ctrl-C stops early)",
-        opts.duration, flood_at
-    );
-    while start.elapsed() < opts.duration && !stop.load(Ordering::Relaxed) {
-        if start.elapsed() >= flood_at && !flood_on.load(Ordering::Relaxed) {
-            println!(">>> flood on: UDP from 198.18.0.2 to the VIP, flat out");
-            flood_on.store(true, Ordering::Relaxed);
-        }
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(1100)) {
-            let (f, s, g) = (
-                sent_flood.load(Ordering::Relaxed),
-                sent_player.load(Ordering::Relaxed),
-                got_player.load(Ordering::Relaxed),
-            );
-            let (p50, p99) = {
-                let mut r = rtts.lock().unwrap();
-                let mut w = std::mem::take(&mut r.window);
-                (percentile(&mut w, 0.5), percentile(&mut w, 0.99))
+    let mut last = Instant::now();
+    let (mut last_sent, mut last_got, mut last_flood) = (0u64, 0u64, 0u64);
+    while start.elapsed() < d && !stop.load(Ordering::Relaxed) {
+        let t = start.elapsed();
+        if t >= flood_at && flood.is_none() && flood_sent_total == (0, 0) {
+            let rate = if opts.flood_pps == 0 {
+                "flat out".to_string()
+            } else {
+                format!("{}/s", si(opts.flood_pps as f64))
             };
             println!(
-                "t={:>4.1}s flood {:>7}/s | player {:>3}/{:<3} echoed, rtt p50 {:>5} µs p99 {:>5} µs | {line}",
-                start.elapsed().as_secs_f64(),
-                telemetry::si((f - last_flood) as f64),
-                g - last_got,
-                s - last_sent,
-                p50,
-                p99
+                ">>> flood on: {:?} from random sources in {ATTACK_RANGE} to {VIP}:{GAME_PORT}, {rate}, into both POPs",
+                opts.flood_kind
             );
-            (last_flood, last_sent, last_got) = (f, s, g);
+            flood = Some(RunningFlood::start(
+                &lab,
+                opts.flood_kind,
+                opts.flood_pps,
+                None,
+            )?);
         }
+        if t >= flap_at && !flapped {
+            println!(">>> route flap: POP 1 withdraws {VIP}; the router sends every player to POP 2");
+            lab.route_via(&[2.min(topology.pops)])?;
+            flapped = true;
+        }
+        if t >= back_at && !returned {
+            println!(">>> POP 1 announces {VIP} again: equal-cost routes through both POPs");
+            lab.route_via(&(1..=topology.pops).collect::<Vec<_>>())?;
+            returned = true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        if last.elapsed() < Duration::from_secs(1) {
+            continue;
+        }
+        let secs = last.elapsed().as_secs_f64();
+        last = Instant::now();
+        let (s, g) = (players.sent(), players.got());
+        let mut rtts: Vec<u32> = players.stats.iter().flat_map(|p| p.take_rtts()).collect();
+        let f = flood.as_ref().map_or(0, |f| f.sent.load(Ordering::Relaxed));
+        let (ds, dg) = (s - last_sent, g - last_got);
+        // Echoes trail their ticks by a round trip: a window can show slightly more or less.
+        let loss = if ds == 0 {
+            0.0
+        } else {
+            100.0 * ds.saturating_sub(dg) as f64 / ds as f64
+        };
+        let mut line = format!(
+            "t={:>4.1}s flood {:>6}/s | players {dg:>4}/{ds:<4} loss {loss:>4.1}% rtt p50 {:>5} p99 {:>5} µs moves {} tcp {} |",
+            start.elapsed().as_secs_f64(),
+            si(f.saturating_sub(last_flood) as f64 / secs),
+            percentile(&mut rtts, 0.5),
+            percentile(&mut rtts, 0.99),
+            players.backend_changes(),
+            if tcp.broken.load(Ordering::Relaxed) {
+                "BROKEN".to_string()
+            } else {
+                format!("{} echoed", tcp.echoed.load(Ordering::Relaxed))
+            }
+        );
+        for (i, v) in views.iter_mut().enumerate() {
+            line += " ";
+            line += &pop_line(&lab, i + 1, v, secs)?;
+            line += " |";
+        }
+        println!("{line}");
+        (last_sent, last_got, last_flood) = (s, g, f);
     }
-    flood_on.store(false, Ordering::Relaxed);
-    stop_all.store(true, Ordering::Relaxed);
-    let _ = player_thread.join();
-    let _ = flood_thread.join();
-    std::thread::sleep(Duration::from_millis(300));
-    done.store(true, Ordering::Relaxed);
-    let pop_total = pop_thread
-        .join()
-        .map_err(|_| anyhow::anyhow!("pop thread panicked"))???;
-    let (decapped, dsr, attacker_seen) = be_thread
-        .join()
-        .map_err(|_| anyhow::anyhow!("backend thread panicked"))???;
+    if let Some(f) = flood.take() {
+        flood_sent_total = f.stop(&lab)?;
+    }
+    tcp_stop.store(true, Ordering::Relaxed);
+    let _ = tcp_thread.join();
+    let stats = players.stop()?;
+    std::thread::sleep(Duration::from_millis(200));
+    let unwanted = servers.unwanted();
+    servers.stop()?;
 
-    let sent = sent_player.load(Ordering::Relaxed);
-    let got = got_player.load(Ordering::Relaxed);
+    let sent: u64 = stats.iter().map(|p| p.sent.load(Ordering::Relaxed)).sum();
+    let got: u64 = stats.iter().map(|p| p.got.load(Ordering::Relaxed)).sum();
+    let moves: u64 = stats
+        .iter()
+        .map(|p| p.backend_changes.load(Ordering::Relaxed))
+        .sum();
+    let mut all: Vec<u32> = stats.iter().flat_map(|p| p.all_rtts()).collect();
     let loss = if sent == 0 {
         100.0
     } else {
         100.0 * sent.saturating_sub(got) as f64 / sent as f64
     };
-    let (p50, p99) = {
-        let mut r = rtts.lock().unwrap();
-        let mut all = std::mem::take(&mut r.all);
-        (percentile(&mut all, 0.5), percentile(&mut all, 0.99))
-    };
     println!("\n== summary");
     println!(
-        "player: {sent} ticks sent, {got} echoes back (loss {loss:.2}%), rtt p50 {p50} µs, p99 {p99} µs"
+        "players: {} UDP players sent {sent} ticks, {got} echoes came back (loss {loss:.2}%), rtt p50 {} µs p99 {} µs; backend changes {moves}",
+        stats.len(),
+        percentile(&mut all, 0.5),
+        percentile(&mut all, 0.99)
     );
     println!(
-        "flood: {} packets sent; dropped at the POP by rule: {}; reached the game server: {attacker_seen}",
-        sent_flood.load(Ordering::Relaxed),
-        pop_total.get(Reason::DropRule).packets
+        "tcp player: {} lines echoed, session {}",
+        tcp.echoed.load(Ordering::Relaxed),
+        if tcp.broken.load(Ordering::Relaxed) {
+            "BROKEN"
+        } else {
+            "intact"
+        }
     );
     println!(
-        "pop: fwd_ipip {}; backend: decap_ipip {decapped}, replies sent direct (dsr_rewrite) {dsr}",
-        pop_total.get(Reason::FwdIpip).packets
+        "flood: {} frames sent ({} dropped by the attacker's veths before a POP saw them); reached a game server: {unwanted}",
+        flood_sent_total.0, flood_sent_total.1
     );
-    let ok = loss < 1.0 && attacker_seen == 0;
+    for i in 1..=topology.pops {
+        let now = lab.verdicts(&format!("pop-{i}"))?;
+        let d: Vec<String> = Reason::ALL
+            .iter()
+            .filter_map(|&r| {
+                let n = now.get(r).packets - start_totals[i - 1].get(r).packets;
+                (n > 0).then(|| format!("{}={}", r.name(), n))
+            })
+            .collect();
+        println!("pop-{i}: {}", d.join(" "));
+    }
+    let ok = loss < 1.0 && moves == 0 && unwanted == 0 && !tcp.broken.load(Ordering::Relaxed);
     println!(
         "{}",
         if ok {
-            "players survived the flood: it was dropped at the POP, replies went straight back"
+            "players survived the flood and the route flap: the flood died at the POPs, every player stayed on its backend, replies went straight back"
         } else {
             "players did NOT get through cleanly (see above)"
         }
     );
-    println!("cleaning up namespaces and pins");
+    println!("cleaning up: daemons, namespaces, pins");
     Ok(ok)
 }

@@ -1,3 +1,10 @@
 //! Network-namespace topologies for the demo, the tests and the benchmarks.
+//! - [`netns`]: namespaces entered with `setns`, always deleted.
+//! - [`topology`]: the anycast lab (players, attacker, router, POPs, backends) running the real
+//!   daemons from one network file.
+//! - [`game`]: the lab's game server and game clients (loss, RTT, which backend answered).
+//! - [`demo`]: `anypop lab demo`, and the flood/players/servers handles the tests use too.
 pub mod demo;
+pub mod game;
 pub mod netns;
+pub mod topology;

@@ -90,6 +90,26 @@ impl Netns {
         }))
     }
 
+    /// A command that runs inside this namespace: the child enters it with `setns` between fork
+    /// and exec, so, unlike `ip netns exec`, it sees the same /sys and bpffs as we do (a daemon's
+    /// pins stay where the lab can read them).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> anyhow::Result<Command> {
+        use std::os::unix::process::CommandExt;
+        let path = format!("/run/netns/{}", self.name);
+        let file = File::open(&path).with_context(|| format!("opening {path}"))?;
+        let mut cmd = Command::new(program);
+        // SAFETY: setns is async-signal-safe; the closure touches nothing but the fd it owns.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Ok(cmd)
+    }
+
     /// Runs a command inside the namespace (spawned from a thread that entered it, so /sys and
     /// bpffs stay as they are).
     pub fn exec(&self, args: &[&str]) -> anyhow::Result<String> {

@@ -28,6 +28,16 @@ fn counters(pin_dir: &Path, name: &str) -> anyhow::Result<Snapshot> {
     Ok(Snapshot { by_reason })
 }
 
+/// The verdict counters of the node whose pins are in `pin_dir` (POP or backend), read while its
+/// daemon runs in another process (the lab reads its nodes this way).
+pub fn pinned_verdicts(pin_dir: &Path) -> anyhow::Result<Snapshot> {
+    if pin_dir.join("COUNTERS").exists() {
+        counters(pin_dir, "COUNTERS")
+    } else {
+        counters(pin_dir, "B_COUNTERS")
+    }
+}
+
 /// The status report of the node whose pins are in `pin_dir`; rates over `window`.
 pub fn report(pin_dir: &Path, node: &str, window: Duration) -> anyhow::Result<String> {
     let edge = pin_dir.join("COUNTERS").exists();
