@@ -415,7 +415,10 @@ fn the_lab_demo_runs_and_its_players_survive_the_flood_and_the_flap() {
     let o = child.wait_with_output().unwrap();
     let t = text(&o);
     assert!(o.status.success(), "{t}");
-    assert!(t.contains("players survived the flood and the route flap"), "{t}");
+    assert!(
+        t.contains("players survived the flood and the route flap"),
+        "{t}"
+    );
     assert!(t.contains("reached a game server: 0"), "{t}");
     assert!(t.contains("backend changes 0"), "{t}");
     assert!(t.contains(">>> route flap"), "{t}");

@@ -46,7 +46,9 @@ impl std::str::FromStr for FloodKind {
             "udp" => Ok(FloodKind::Udp),
             "syn" | "tcp" | "tcp-syn" => Ok(FloodKind::TcpSyn),
             "icmp" => Ok(FloodKind::IcmpEcho),
-            other => Err(format!("unknown flood kind {other:?}: use udp, syn or icmp")),
+            other => Err(format!(
+                "unknown flood kind {other:?}: use udp, syn or icmp"
+            )),
         }
     }
 }
@@ -238,7 +240,9 @@ impl TrafficGen {
                     continue;
                 }
             }
-            let n = left.min(BATCH).min(pace.pps.map_or(BATCH, |p| (p / 100).max(1)));
+            let n = left
+                .min(BATCH)
+                .min(pace.pps.map_or(BATCH, |p| (p / 100).max(1)));
             self.send(&frame, ifindex, n as u32)?;
             done += n;
             sent.fetch_add(n, Ordering::Relaxed);

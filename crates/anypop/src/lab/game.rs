@@ -183,7 +183,7 @@ pub fn spawn_player(
     let st = Arc::clone(&stats);
     let h = ns.spawn(move || -> anyhow::Result<()> {
         let sock = UdpSocket::bind(addr).with_context(|| format!("player bind {addr}"))?;
-        sock.set_read_timeout(Some(Duration::from_micros(500)))?;
+        sock.set_nonblocking(true)?;
         let start = Instant::now();
         let mut next = Instant::now();
         let mut seq = 0u64;
@@ -204,6 +204,13 @@ pub fn spawn_player(
                     next = now; // after a pause, do not burst to catch up
                 }
             }
+            // Wait for an echo until the next tick is due (poll has sub-millisecond timers;
+            // a socket read timeout is rounded up to the kernel's tick and would slow a fast
+            // player down).
+            let wait = next
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(5));
+            wait_readable(&sock, wait);
             match sock.recv_from(&mut buf) {
                 Ok((17, from)) if from == SocketAddr::V4(vip) => {
                     let t = u64::from_be_bytes(buf[8..16].try_into().unwrap());
@@ -223,6 +230,7 @@ pub fn spawn_player(
         // Collect late echoes of the last ticks.
         let until = Instant::now() + Duration::from_millis(300);
         while Instant::now() < until {
+            wait_readable(&sock, Duration::from_millis(5));
             if let Ok((17, _)) = sock.recv_from(&mut buf) {
                 st.got.fetch_add(1, Ordering::Relaxed);
             }
@@ -235,6 +243,21 @@ pub fn spawn_player(
             .and_then(|r| r)
     });
     Ok((stats, h))
+}
+
+/// Waits until `sock` is readable or `timeout` passes.
+fn wait_readable(sock: &UdpSocket, timeout: Duration) {
+    use std::os::fd::AsRawFd;
+    let mut pfd = libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
 }
 
 /// What a TCP player experienced.

@@ -3,8 +3,10 @@
 //! - [`topology`]: the anycast lab (players, attacker, router, POPs, backends) running the real
 //!   daemons from one network file.
 //! - [`game`]: the lab's game server and game clients (loss, RTT, which backend answered).
-//! - [`demo`]: `anypop lab demo`, and the flood/players/servers handles the tests use too.
+//! - [`traffic`]: players, game servers and the attacker's flood, as handles.
+//! - [`demo`]: `anypop lab demo`.
 pub mod demo;
 pub mod game;
 pub mod netns;
 pub mod topology;
+pub mod traffic;

@@ -202,10 +202,19 @@ impl Lab {
             (&self.players, "ip addr add 100.64.0.2/24 dev p0".into()),
             (&self.players, "ip route add default via 100.64.0.1".into()),
             (&self.router, "ip addr add 100.64.0.1/24 dev r-p".into()),
-            (&self.router, "sysctl -q -w net.ipv4.conf.all.forwarding=1".into()),
-            (&self.router, "sysctl -q -w net.ipv4.conf.all.rp_filter=0".into()),
+            (
+                &self.router,
+                "sysctl -q -w net.ipv4.conf.all.forwarding=1".into(),
+            ),
+            (
+                &self.router,
+                "sysctl -q -w net.ipv4.conf.all.rp_filter=0".into(),
+            ),
             // ECMP by the 5-tuple: players spread over the POPs as they do on the internet.
-            (&self.router, "sysctl -q -w net.ipv4.fib_multipath_hash_policy=1".into()),
+            (
+                &self.router,
+                "sysctl -q -w net.ipv4.fib_multipath_hash_policy=1".into(),
+            ),
         ];
         for i in 0..MAX_PLAYERS {
             plan.push((
@@ -216,29 +225,55 @@ impl Lab {
         for i in 1..=t.pops {
             let pop = &self.pops[i - 1];
             veth(&self.router, &format!("r-p{i}"), pop, &format!("pop{i}-in"))?;
-            veth(&self.attacker, &format!("at{i}"), pop, &format!("pop{i}-tr"))?;
+            veth(
+                &self.attacker,
+                &format!("at{i}"),
+                pop,
+                &format!("pop{i}-tr"),
+            )?;
             plan.extend([
-                (&self.router, format!("ip addr add 10.0.{i}.1/24 dev r-p{i}")),
+                (
+                    &self.router,
+                    format!("ip addr add 10.0.{i}.1/24 dev r-p{i}"),
+                ),
                 (pop, format!("ip addr add 10.0.{i}.2/24 dev pop{i}-in")),
                 (pop, format!("ip addr add 10.2.{i}.2/24 dev pop{i}-tr")),
                 (pop, format!("ip route add default via 10.0.{i}.1")),
                 (pop, "sysctl -q -w net.ipv4.conf.all.forwarding=1".into()),
-                (pop, format!("sysctl -q -w net.ipv4.conf.pop{i}-in.forwarding=1")),
-                (pop, format!("sysctl -q -w net.ipv4.conf.pop{i}-tr.forwarding=1")),
-                (&self.attacker, format!("ip addr add 10.2.{i}.1/24 dev at{i}")),
+                (
+                    pop,
+                    format!("sysctl -q -w net.ipv4.conf.pop{i}-in.forwarding=1"),
+                ),
+                (
+                    pop,
+                    format!("sysctl -q -w net.ipv4.conf.pop{i}-tr.forwarding=1"),
+                ),
+                (
+                    &self.attacker,
+                    format!("ip addr add 10.2.{i}.1/24 dev at{i}"),
+                ),
             ]);
         }
         for j in 1..=t.backends {
             let be = &self.backends[j - 1];
             veth(&self.router, &format!("r-b{j}"), be, &format!("be{j}-in"))?;
             plan.extend([
-                (&self.router, format!("ip addr add 10.1.{j}.1/24 dev r-b{j}")),
+                (
+                    &self.router,
+                    format!("ip addr add 10.1.{j}.1/24 dev r-b{j}"),
+                ),
                 (be, format!("ip addr add 10.1.{j}.2/24 dev be{j}-in")),
                 (be, format!("ip route add default via 10.1.{j}.1")),
                 (be, "sysctl -q -w net.ipv4.conf.all.forwarding=1".into()),
-                (be, format!("sysctl -q -w net.ipv4.conf.be{j}-in.forwarding=1")),
+                (
+                    be,
+                    format!("sysctl -q -w net.ipv4.conf.be{j}-in.forwarding=1"),
+                ),
                 (be, "sysctl -q -w net.ipv4.conf.all.rp_filter=0".into()),
-                (be, format!("sysctl -q -w net.ipv4.conf.be{j}-in.rp_filter=0")),
+                (
+                    be,
+                    format!("sysctl -q -w net.ipv4.conf.be{j}-in.rp_filter=0"),
+                ),
             ]);
         }
         // Every router interface: no reverse-path filter (replies from the VIP arrive from the
@@ -291,12 +326,20 @@ impl Lab {
             .to_vec();
         if pops.len() == 1 {
             let i = pops[0];
-            cmd.extend(["via", &format!("10.0.{i}.2"), "dev", &format!("r-p{i}")].map(String::from));
+            cmd.extend(
+                ["via", &format!("10.0.{i}.2"), "dev", &format!("r-p{i}")].map(String::from),
+            );
         } else {
             for &i in pops {
                 cmd.extend(
-                    ["nexthop", "via", &format!("10.0.{i}.2"), "dev", &format!("r-p{i}")]
-                        .map(String::from),
+                    [
+                        "nexthop",
+                        "via",
+                        &format!("10.0.{i}.2"),
+                        "dev",
+                        &format!("r-p{i}"),
+                    ]
+                    .map(String::from),
                 );
             }
         }
@@ -394,10 +437,20 @@ impl Lab {
             self.router.name,
         );
         for (i, ns) in self.pops.iter().enumerate() {
-            s += &format!("              pop-{} {} (log {})\n", i + 1, ns.name, self.dir.join(format!("pop-{}.log", i + 1)).display());
+            s += &format!(
+                "              pop-{} {} (log {})\n",
+                i + 1,
+                ns.name,
+                self.dir.join(format!("pop-{}.log", i + 1)).display()
+            );
         }
         for (j, ns) in self.backends.iter().enumerate() {
-            s += &format!("              be-{} {} (log {})\n", j + 1, ns.name, self.dir.join(format!("be-{}.log", j + 1)).display());
+            s += &format!(
+                "              be-{} {} (log {})\n",
+                j + 1,
+                ns.name,
+                self.dir.join(format!("be-{}.log", j + 1)).display()
+            );
         }
         s += &format!(
             "try:          ip netns exec {} ping -c 3 {VIP}\n              anypop status --pin-root {} --node pop-1",

@@ -1,0 +1,333 @@
+//! End-to-end in the anycast lab: two POPs behind a router with equal-cost routes to the VIP, two
+//! backends with game servers, players and an attacker, every node running the real
+//! `anypop run`. What players rely on: they keep playing through a flood, through a route flap
+//! between POPs, through a backend drain, and a greedy source is limited without hurting them.
+//! Bounded in time; no assertion on timings.
+use std::{
+    sync::atomic::Ordering,
+    time::{Duration, Instant},
+};
+
+use anypop::{
+    dataplane::trafficgen::FloodKind,
+    lab::{
+        topology::{Lab, Topology, network_file},
+        traffic::{Players, RunningFlood, Servers},
+    },
+    telemetry::Snapshot,
+};
+use anypop_common::verdict::Reason;
+
+fn lab() -> Lab {
+    assert_eq!(unsafe { libc::geteuid() }, 0, "run as root");
+    Lab::build(
+        Topology::default(),
+        std::path::Path::new(env!("CARGO_BIN_EXE_anypop")),
+        &|_| {},
+    )
+    .expect("the lab builds")
+}
+
+fn sleep(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+fn count(lab: &Lab, node: &str, r: Reason) -> u64 {
+    lab.verdicts(node).unwrap().get(r).packets
+}
+
+fn total(snaps: &[Snapshot], r: Reason) -> u64 {
+    snaps.iter().map(|s| s.get(r).packets).sum()
+}
+
+fn pops(lab: &Lab) -> Vec<Snapshot> {
+    (1..=lab.topology.pops)
+        .map(|i| lab.verdicts(&format!("pop-{i}")).unwrap())
+        .collect()
+}
+
+fn loss(sent: u64, got: u64) -> f64 {
+    100.0 * sent.saturating_sub(got) as f64 / sent.max(1) as f64
+}
+
+#[test]
+fn players_keep_playing_through_a_flood_and_every_flood_frame_is_counted() {
+    let lab = lab();
+    let servers = Servers::start(&lab).unwrap();
+    let before = pops(&lab);
+    let players = Players::start(&lab, 0, 8, 64).unwrap();
+    // 60,000 frames into each POP from random sources of the blocklisted range, paced so the two
+    // cores also run the players.
+    let flood = RunningFlood::start(&lab, FloodKind::Udp, 60_000, Some(60_000)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !flood.finished() && Instant::now() < deadline {
+        sleep(100);
+    }
+    let (sent, veth_dropped) = flood.stop(&lab).unwrap();
+    sleep(500);
+    let stats = players.stop().unwrap();
+    let after = pops(&lab);
+    let unwanted = servers.unwanted();
+    servers.stop().unwrap();
+
+    assert_eq!(sent, 120_000, "the generator sent what it was asked");
+    let dropped = total(&after, Reason::DropRule) - total(&before, Reason::DropRule);
+    assert_eq!(
+        dropped + veth_dropped,
+        sent,
+        "every flood frame is dropped by the blocklist at a POP (or by the veth before it)"
+    );
+    assert!(dropped > sent / 2, "most of the flood reached the POPs");
+    assert_eq!(unwanted, 0, "no flood packet reached a game server");
+    let (s, g): (u64, u64) = stats.iter().fold((0, 0), |(s, g), p| {
+        (
+            s + p.sent.load(Ordering::Relaxed),
+            g + p.got.load(Ordering::Relaxed),
+        )
+    });
+    assert!(s > 8 * 64, "players played: {s} ticks");
+    assert!(
+        loss(s, g) < 1.0,
+        "players lost {:.2}% ({g}/{s})",
+        loss(s, g)
+    );
+    let fwd = total(&after, Reason::FwdIpip) - total(&before, Reason::FwdIpip);
+    assert!(
+        fwd >= g,
+        "every echoed tick was forwarded by a POP ({fwd} < {g})"
+    );
+}
+
+#[test]
+fn tcp_sessions_survive_a_flood_and_a_route_flap() {
+    let lab = lab();
+    let servers = Servers::start(&lab).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut sessions = Vec::new();
+    for i in 20..24 {
+        sessions.push(
+            anypop::lab::game::spawn_tcp_player(
+                &lab.players,
+                anypop::lab::topology::player_addr(i),
+                std::net::SocketAddrV4::new(
+                    anypop::lab::topology::VIP,
+                    anypop::lab::topology::TCP_PORT,
+                ),
+                20,
+                std::sync::Arc::clone(&stop),
+            )
+            .unwrap(),
+        );
+    }
+    let flood = RunningFlood::start(&lab, FloodKind::TcpSyn, 40_000, None).unwrap();
+    sleep(1500);
+    lab.route_via(&[2]).unwrap();
+    sleep(1500);
+    lab.route_via(&[1]).unwrap();
+    sleep(1500);
+    let (sent, _) = flood.stop(&lab).unwrap();
+    stop.store(true, Ordering::Relaxed);
+    for (s, h) in sessions {
+        h.join().unwrap().unwrap();
+        assert!(
+            !s.broken.load(Ordering::Relaxed),
+            "a TCP session broke ({} of {} lines echoed)",
+            s.echoed.load(Ordering::Relaxed),
+            s.sent.load(Ordering::Relaxed)
+        );
+        assert!(s.echoed.load(Ordering::Relaxed) >= 40, "{s:?}");
+    }
+    assert!(sent > 0);
+    assert!(
+        count(&lab, "pop-1", Reason::DropRule) + count(&lab, "pop-2", Reason::DropRule) > 0,
+        "the SYN flood hit the blocklist"
+    );
+    assert_eq!(servers.unwanted(), 0);
+    servers.stop().unwrap();
+}
+
+#[test]
+fn a_route_flap_between_pops_keeps_every_player_on_its_backend() {
+    let lab = lab();
+    let servers = Servers::start(&lab).unwrap();
+    // Everyone through POP 1 first, so the flap certainly moves every player.
+    lab.route_via(&[1]).unwrap();
+    let players = Players::start(&lab, 0, 12, 64).unwrap();
+    sleep(1500);
+    let backends: Vec<u8> = players
+        .stats
+        .iter()
+        .map(|p| p.backend.load(Ordering::Relaxed))
+        .collect();
+    assert!(
+        backends.iter().all(|&b| b != 0),
+        "every player has a backend: {backends:?}"
+    );
+    assert!(
+        backends.contains(&1) && backends.contains(&2),
+        "Maglev spreads players: {backends:?}"
+    );
+    // The flap: POP 1 withdraws the VIP; every player now reaches POP 2, which never saw them.
+    let got_before: Vec<u64> = players
+        .stats
+        .iter()
+        .map(|p| p.got.load(Ordering::Relaxed))
+        .collect();
+    lab.route_via(&[2]).unwrap();
+    sleep(300);
+    let pop1_at_flap = count(&lab, "pop-1", Reason::FwdIpip);
+    let pop2_at_flap = count(&lab, "pop-2", Reason::FwdIpip);
+    sleep(1500);
+    assert_eq!(
+        count(&lab, "pop-1", Reason::FwdIpip),
+        pop1_at_flap,
+        "POP 1 carries nobody after the flap"
+    );
+    assert!(
+        count(&lab, "pop-2", Reason::FwdIpip) > pop2_at_flap + 12 * 64,
+        "POP 2 carries every player"
+    );
+    let (sent, got, changes) = (players.sent(), players.got(), players.backend_changes());
+    for (i, p) in players.stats.iter().enumerate() {
+        assert_eq!(
+            p.backend.load(Ordering::Relaxed),
+            backends[i],
+            "player {i} moved to another backend"
+        );
+        assert!(
+            p.got.load(Ordering::Relaxed) > got_before[i] + 64,
+            "player {i} kept playing after the flap"
+        );
+    }
+    assert_eq!(changes, 0, "no player ever changed backend");
+    players.stop().unwrap();
+    assert!(loss(sent, got) < 1.0, "loss {:.2}%", loss(sent, got));
+    servers.stop().unwrap();
+}
+
+#[test]
+fn a_drained_backend_keeps_its_players_and_new_ones_go_elsewhere() {
+    let lab = lab();
+    let servers = Servers::start(&lab).unwrap();
+    let players = Players::start(&lab, 0, 12, 64).unwrap();
+    sleep(1500);
+    let on = |p: &Players, b: u8| -> Vec<usize> {
+        p.stats
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.backend.load(Ordering::Relaxed) == b)
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let on_be2 = on(&players, 2);
+    assert!(!on_be2.is_empty(), "some players start on be-2");
+    let network = network_file(&lab.topology).replace(
+        "backends = [\"be-1\", \"be-2\"]\nlimit",
+        "backends = [\"be-1\", \"be-2\"]\nweights = { \"be-2\" = 0 }\nlimit",
+    );
+    assert!(network.contains("weights"), "the drain is in the file");
+    lab.apply(&network).expect("the drain applies live");
+    let got_at_drain: Vec<u64> = players
+        .stats
+        .iter()
+        .map(|p| p.got.load(Ordering::Relaxed))
+        .collect();
+    // New players after the drain.
+    let newcomers = Players::start(&lab, 12, 12, 64).unwrap();
+    sleep(1500);
+    assert_eq!(
+        on(&players, 2),
+        on_be2,
+        "existing players stay on the drained backend"
+    );
+    for &i in &on_be2 {
+        assert!(
+            players.stats[i].got.load(Ordering::Relaxed) > got_at_drain[i] + 64,
+            "player {i} keeps playing on be-2"
+        );
+    }
+    assert_eq!(players.backend_changes(), 0);
+    let new_on: Vec<u8> = newcomers
+        .stats
+        .iter()
+        .map(|p| p.backend.load(Ordering::Relaxed))
+        .collect();
+    assert!(
+        new_on.iter().all(|&b| b == 1),
+        "new players go to be-1 only: {new_on:?}"
+    );
+    let (sent, got) = (
+        players.sent() + newcomers.sent(),
+        players.got() + newcomers.got(),
+    );
+    players.stop().unwrap();
+    newcomers.stop().unwrap();
+    assert!(loss(sent, got) < 1.0, "loss {:.2}%", loss(sent, got));
+    servers.stop().unwrap();
+}
+
+#[test]
+fn a_source_above_its_limit_is_limited_then_blocked_for_the_block_time_and_others_are_not() {
+    // The lab's game service: 200 packets/s per source, 1 s burst, 3 s block.
+    let lab = lab();
+    let servers = Servers::start(&lab).unwrap();
+    let players = Players::start(&lab, 0, 6, 64).unwrap();
+    let greedy = Players::start(&lab, 6, 1, 1000).unwrap();
+    let g = &greedy.stats[0];
+    let before = pops(&lab);
+    sleep(1000);
+    // Over its limit: limited, and from its first violation blocked.
+    let (s1, g1) = (
+        g.sent.load(Ordering::Relaxed),
+        g.got.load(Ordering::Relaxed),
+    );
+    assert!(s1 > 600, "the greedy source sent {s1}");
+    assert!(
+        g1 < s1 / 2,
+        "the greedy source is limited: {g1} of {s1} answered"
+    );
+    // It slows to a legal rate at once, but stays blocked until the block time is over.
+    g.tick_rate.store(20, Ordering::Relaxed);
+    sleep(300);
+    let got_blocked_start = g.got.load(Ordering::Relaxed);
+    let sent_blocked_start = g.sent.load(Ordering::Relaxed);
+    sleep(1300);
+    assert!(
+        g.sent.load(Ordering::Relaxed) > sent_blocked_start + 15,
+        "it kept sending"
+    );
+    assert_eq!(
+        g.got.load(Ordering::Relaxed),
+        got_blocked_start,
+        "blocked: nothing answered within the block time"
+    );
+    // The block was set by its first violation, within its first second: 3 s later it is over.
+    sleep(1800);
+    let (s3, g3) = (
+        g.sent.load(Ordering::Relaxed),
+        g.got.load(Ordering::Relaxed),
+    );
+    sleep(1500);
+    let (s4, g4) = (
+        g.sent.load(Ordering::Relaxed),
+        g.got.load(Ordering::Relaxed),
+    );
+    assert!(
+        g4 - g3 + 2 >= s4 - s3,
+        "after the block time a legal rate passes again: {} of {}",
+        g4 - g3,
+        s4 - s3
+    );
+    let after = pops(&lab);
+    assert!(total(&after, Reason::DropRateLimit) > total(&before, Reason::DropRateLimit));
+    assert!(total(&after, Reason::DropBlocked) > total(&before, Reason::DropBlocked));
+    let (sent, got) = (players.sent(), players.got());
+    players.stop().unwrap();
+    greedy.stop().unwrap();
+    assert!(
+        loss(sent, got) < 1.0,
+        "other players are not limited: loss {:.2}%",
+        loss(sent, got)
+    );
+    servers.stop().unwrap();
+}
