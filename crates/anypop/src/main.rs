@@ -112,7 +112,7 @@ enum LabCommand {
         #[arg(long, default_value_t = 8)]
         players: usize,
         /// Flood frames per second over all POPs; 0 sends as fast as the generator can.
-        #[arg(long, default_value_t = 200_000)]
+        #[arg(long, default_value_t = 500_000)]
         flood_pps: u64,
         /// Flood kind: udp, syn or icmp.
         #[arg(long, default_value = "udp")]
