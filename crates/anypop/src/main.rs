@@ -118,6 +118,17 @@ enum LabCommand {
         #[arg(long, default_value = "udp")]
         flood: anypop::dataplane::trafficgen::FloodKind,
     },
+    /// Players' loss and RTT with no flood, then with the generator's maximum flood (a benchmark).
+    LoadTest {
+        /// Seconds per phase.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// UDP players.
+        #[arg(long, default_value_t = 8)]
+        players: usize,
+        #[arg(long, default_value_t = 64)]
+        tick_rate: u32,
+    },
     /// Build the lab (namespaces, POPs, backends, daemons) and keep it until Ctrl-C, to explore
     /// it by hand (`ip netns exec NS …`, `anypop status --pin-root … --node pop-1`).
     Up {
@@ -352,6 +363,20 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     if !ok {
                         bail!("the demo's players did not get through cleanly");
                     }
+                    Ok(())
+                }
+                LabCommand::LoadTest {
+                    seconds,
+                    players,
+                    tick_rate,
+                } => {
+                    if !(1..=24).contains(&players) {
+                        bail!("--players must be between 1 and 24");
+                    }
+                    println!("machine: {}", anypop::bench::machine_facts());
+                    let phases =
+                        anypop::lab::loadtest::run(&binary, players, tick_rate, seconds.max(1))?;
+                    println!("{}", anypop::lab::loadtest::table(&phases));
                     Ok(())
                 }
                 LabCommand::Up { pops, backends } => {

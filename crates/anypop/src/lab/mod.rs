@@ -5,8 +5,10 @@
 //! - [`game`]: the lab's game server and game clients (loss, RTT, which backend answered).
 //! - [`traffic`]: players, game servers and the attacker's flood, as handles.
 //! - [`demo`]: `anypop lab demo`.
+//! - [`loadtest`]: `anypop lab load-test`, players' loss and RTT without and with a flood.
 pub mod demo;
 pub mod game;
+pub mod loadtest;
 pub mod netns;
 pub mod topology;
 pub mod traffic;
