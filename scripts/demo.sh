@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The lab demo: set-up (idempotent), release build, then `anypop lab demo` (namespaces, POP,
-# backend, a player and a flood; everything is removed at the end). Extra flags go to the demo,
+# The lab demo: set-up (idempotent), release build, then `anypop lab demo` (an anycast network
+# in namespaces: players, a flood, a route flap; everything is removed at the end). Extra flags go to the demo,
 # e.g. `--duration 60`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
