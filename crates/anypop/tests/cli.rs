@@ -547,3 +547,88 @@ fn apply_reaches_the_running_daemon_and_a_second_daemon_is_refused() {
         text(&log)
     );
 }
+
+/// Starts `anypop lab up` and waits until the lab is built; returns the child and its output
+/// (kept open: the lab reports its clean-up there).
+fn lab_up() -> (std::process::Child, std::process::ChildStdout) {
+    let mut child = anypop()
+        .args(["lab", "up"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains("Ctrl-C removes everything") {
+        let n = out.read(&mut buf).unwrap();
+        assert!(n > 0, "lab up ended early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    (child, out)
+}
+
+/// Namespaces, pin directories and daemons of the lab of process `pid`.
+fn lab_traces(pid: u32) -> (usize, usize, usize) {
+    let ns = String::from_utf8_lossy(
+        &Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .matches(&format!("ap-{pid}-"))
+    .count();
+    let pins = std::fs::read_dir("/sys/fs/bpf")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("anypop-lab-{pid}-"))
+        })
+        .count();
+    let daemons = String::from_utf8_lossy(
+        &Command::new("pgrep")
+            .args(["-f", &format!("anypop-lab-{pid}-")])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .lines()
+    .count();
+    (ns, pins, daemons)
+}
+
+#[test]
+fn a_killed_lab_leaves_no_daemon_and_the_next_lab_removes_its_leftovers() {
+    require_root();
+    // A lab killed outright (no chance to clean up): its daemons die with it, its namespaces and
+    // pins stay behind...
+    let (mut first, _out) = lab_up();
+    let pid = first.id();
+    let (ns, pins, daemons) = lab_traces(pid);
+    assert!(
+        ns >= 7 && pins == 1 && daemons == 4,
+        "built: {ns} ns, {pins} pins, {daemons} daemons"
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(lab_traces(pid).2, 0, "the daemons of a killed lab stop");
+    // ... until the next lab starts; that one removes everything itself on Ctrl-C.
+    let (mut second, mut out) = lab_up();
+    assert_eq!(
+        lab_traces(pid),
+        (0, 0, 0),
+        "leftovers of the killed lab are gone"
+    );
+    let pid2 = second.id();
+    unsafe { libc::kill(pid2 as i32, libc::SIGINT) };
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    let status = second.wait().unwrap();
+    assert!(status.success(), "{rest}");
+    assert!(rest.contains("cleaning up"), "{rest}");
+    assert_eq!(lab_traces(pid2), (0, 0, 0), "Ctrl-C removes the lab");
+}

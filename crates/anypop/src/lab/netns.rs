@@ -92,7 +92,8 @@ impl Netns {
 
     /// A command that runs inside this namespace: the child enters it with `setns` between fork
     /// and exec, so, unlike `ip netns exec`, it sees the same /sys and bpffs as we do (a daemon's
-    /// pins stay where the lab can read them).
+    /// pins stay where the lab can read them). The child gets SIGTERM when the thread that
+    /// spawned it dies.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> anyhow::Result<Command> {
         use std::os::unix::process::CommandExt;
         let path = format!("/run/netns/{}", self.name);
@@ -101,6 +102,8 @@ impl Netns {
         // SAFETY: setns is async-signal-safe; the closure touches nothing but the fd it owns.
         unsafe {
             cmd.pre_exec(move || {
+                // A lab killed outright must not leave its daemons running.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
                 if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -140,6 +143,19 @@ pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Whether `name` is `<prefix><pid>-…` for a process that no longer exists (not us).
+pub fn owned_by_dead_process(name: &str, prefix: &str) -> bool {
+    let Some(rest) = name.strip_prefix(prefix) else {
+        return false;
+    };
+    let pid: u32 = rest
+        .split('-')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pid != 0 && pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// Deletes namespaces left behind by earlier runs whose process is gone.
 pub fn remove_leftovers() {
     let Ok(out) = run_cmd(&["ip", "netns", "list"]) else {
@@ -147,18 +163,7 @@ pub fn remove_leftovers() {
     };
     for line in out.lines() {
         let name = line.split_whitespace().next().unwrap_or("");
-        let Some(rest) = name.strip_prefix(PREFIX) else {
-            continue;
-        };
-        let pid: u32 = rest
-            .split('-')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        if pid != 0
-            && pid != std::process::id()
-            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
-        {
+        if owned_by_dead_process(name, PREFIX) {
             let _ = Command::new("ip").args(["netns", "del", name]).output();
         }
     }

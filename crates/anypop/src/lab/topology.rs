@@ -23,7 +23,7 @@ use std::{
 
 use anyhow::{Context, bail};
 
-use super::netns::{Netns, remove_leftovers, veth};
+use super::netns::{Netns, owned_by_dead_process, remove_leftovers, veth};
 use crate::{dataplane::baseline::Baseline, telemetry::Snapshot};
 
 /// The anycast address every POP announces.
@@ -155,6 +155,7 @@ impl Lab {
             );
         }
         remove_leftovers();
+        remove_lab_leftovers();
         let tag = format!(
             "{}-{}",
             std::process::id(),
@@ -453,8 +454,8 @@ impl Lab {
             );
         }
         s += &format!(
-            "try:          ip netns exec {} ping -c 3 {VIP}\n              anypop status --pin-root {} --node pop-1",
-            self.players.name,
+            "try:          ip netns exec {} ip route show {VIP}     (the anycast routes)\n              anypop status --pin-root {} --node pop-1",
+            self.router.name,
             self.pin_root.display()
         );
         s
@@ -571,6 +572,25 @@ impl Drop for Lab {
         let _ = std::fs::remove_dir_all(&self.pin_root);
         let _ = std::fs::remove_dir_all(&self.dir);
         // The namespaces delete themselves as the fields drop.
+    }
+}
+
+/// Removes pins, lock directories and files of labs whose process died without cleaning up
+/// (killed with SIGKILL, say); their namespaces go with [`remove_leftovers`].
+fn remove_lab_leftovers() {
+    for (dir, prefix) in [
+        (PathBuf::from("/sys/fs/bpf"), "anypop-lab-"),
+        (std::env::temp_dir(), "anypop-lab-"),
+        (PathBuf::from("/run/anypop"), "sys_fs_bpf_anypop-lab-"),
+    ] {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if owned_by_dead_process(&e.file_name().to_string_lossy(), prefix) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
     }
 }
 
