@@ -23,8 +23,16 @@ pub struct GenConfig {
     pub src_mask: u32,
     /// 1: random UDP/TCP source port.
     pub random_sport: u32,
-    pub _pad: u32,
+    /// Bytes of `template` to write over every frame before it leaves (0: none).
+    pub template_len: u32,
+    /// The frame as user space built it. A receiver that rewrites a frame in place (our edge
+    /// encapsulates in the same page, across a veth) hands the page back to the generator's pool
+    /// changed; rewriting it from here makes every frame the intended one again.
+    pub template: [u8; TEMPLATE_MAX],
 }
+
+/// Longest frame the template restores.
+pub const TEMPLATE_MAX: usize = 128;
 
 #[map]
 static TG_CONFIG: Array<GenConfig> = Array::with_max_entries(1, 0);
@@ -38,9 +46,34 @@ pub fn trafficgen(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_TX;
     }
     let cfg = match TG_CONFIG.get(0) {
-        Some(c) => *c,
+        Some(c) => c,
         None => return xdp_action::XDP_TX,
     };
+    // Eight bytes at a time, then the tail byte by byte.
+    let len = cfg.template_len as usize;
+    let mut i = 0usize;
+    while i + 8 <= TEMPLATE_MAX {
+        if i + 8 > len || start + i + 8 > end {
+            break;
+        }
+        // Volatile: otherwise LLVM turns this loop into a `memcpy` call of variable length,
+        // which BPF cannot express. Live frames start 8-byte aligned (page + fixed headroom).
+        unsafe {
+            let w = core::ptr::read_unaligned(cfg.template.as_ptr().add(i) as *const u64);
+            core::ptr::write_volatile((start + i) as *mut u64, w);
+        }
+        i += 8;
+    }
+    while i < TEMPLATE_MAX {
+        if i >= len || start + i + 1 > end {
+            break;
+        }
+        unsafe {
+            let b = core::ptr::read(cfg.template.as_ptr().add(i));
+            core::ptr::write_volatile((start + i) as *mut u8, b);
+        }
+        i += 1;
+    }
     let ip = (start + 14) as *mut u16;
     unsafe {
         if cfg.src_mask != 0 {

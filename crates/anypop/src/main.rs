@@ -128,6 +128,10 @@ enum LabCommand {
         players: usize,
         #[arg(long, default_value_t = 64)]
         tick_rate: u32,
+        /// Also switch the POPs' config this many times under legitimate load and account for
+        /// every frame (0: skip).
+        #[arg(long, default_value_t = 100)]
+        applies: usize,
     },
     /// Build the lab (namespaces, POPs, backends, daemons) and keep it until Ctrl-C, to explore
     /// it by hand (`ip netns exec NS …`, `anypop status --pin-root … --node pop-1`).
@@ -369,14 +373,20 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     seconds,
                     players,
                     tick_rate,
+                    applies,
                 } => {
                     if !(1..=24).contains(&players) {
                         bail!("--players must be between 1 and 24");
                     }
                     println!("machine: {}", anypop::bench::machine_facts());
-                    let phases =
-                        anypop::lab::loadtest::run(&binary, players, tick_rate, seconds.max(1))?;
-                    println!("{}", anypop::lab::loadtest::table(&phases));
+                    let phases = anypop::lab::loadtest::run(
+                        &binary,
+                        players,
+                        tick_rate,
+                        seconds.max(1),
+                        applies,
+                    )?;
+                    println!("{phases}");
                     Ok(())
                 }
                 LabCommand::Up { pops, backends } => {

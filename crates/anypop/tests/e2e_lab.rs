@@ -331,3 +331,32 @@ fn a_source_above_its_limit_is_limited_then_blocked_for_the_block_time_and_other
     );
     servers.stop().unwrap();
 }
+
+#[test]
+fn live_applies_under_traffic_lose_no_packet() {
+    let lab = lab();
+    // 20,000 frames into each POP at 10,000/s in all, while the POPs switch config 20 times.
+    let r = anypop::lab::loadtest::apply_under_load(&lab, 20, 20_000, 10_000).unwrap();
+    eprintln!("{r:?}");
+    assert_eq!(r.applies, 20);
+    assert_eq!(r.sent, 40_000);
+    assert_eq!(
+        r.dropped_deliberately, 0,
+        "the traffic matches no rule and no limit: {r:?}"
+    );
+    assert_eq!(
+        r.forwarded + r.veth_dropped,
+        r.sent,
+        "every frame was forwarded across the switches: {r:?}"
+    );
+    assert!(
+        r.other_reasons
+            .iter()
+            .all(|(reason, _)| matches!(reason, Reason::PassNotVip | Reason::PassNotIp)),
+        "besides, only the POPs' own background traffic (next-hop probes and their answers): {r:?}"
+    );
+    assert_eq!(
+        r.received, r.forwarded,
+        "the backends got every forwarded frame: {r:?}"
+    );
+}

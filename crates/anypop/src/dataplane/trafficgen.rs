@@ -18,13 +18,29 @@ static TRAFFICGEN_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR
 
 /// Mirrors `GenConfig` in the program.
 #[repr(C)]
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 struct GenConfig {
     src_base: u32,
     src_mask: u32,
     random_sport: u32,
-    _pad: u32,
+    template_len: u32,
+    template: [u8; TEMPLATE_MAX],
 }
+
+impl Default for GenConfig {
+    fn default() -> Self {
+        GenConfig {
+            src_base: 0,
+            src_mask: 0,
+            random_sport: 0,
+            template_len: 0,
+            template: [0; TEMPLATE_MAX],
+        }
+    }
+}
+
+/// Mirrors `TEMPLATE_MAX` in the program: frames up to this long are restored before each send.
+const TEMPLATE_MAX: usize = 128;
 
 unsafe impl aya::Pod for GenConfig {}
 
@@ -167,6 +183,8 @@ const FLAT_OUT_BURST: u64 = 262_144;
 /// A loaded generator.
 pub struct TrafficGen {
     ebpf: Ebpf,
+    /// What the program's config map holds.
+    cfg: GenConfig,
 }
 
 impl TrafficGen {
@@ -183,7 +201,10 @@ impl TrafficGen {
             .map_err(|e| DataplaneError::Load(format!("{e}")))?;
         p.load()
             .map_err(|e| DataplaneError::Verifier(format!("{e:#}")))?;
-        Ok(TrafficGen { ebpf })
+        Ok(TrafficGen {
+            ebpf,
+            cfg: GenConfig::default(),
+        })
     }
 
     /// Sources random within `base/prefix_len` (a fixed source with /32); optional random source
@@ -199,19 +220,20 @@ impl TrafficGen {
         } else {
             u32::MAX >> prefix_len
         };
-        let cfg = GenConfig {
-            src_base: u32::from(base),
-            src_mask: mask,
-            random_sport: random_sport as u32,
-            _pad: 0,
-        };
+        self.cfg.src_base = u32::from(base);
+        self.cfg.src_mask = mask;
+        self.cfg.random_sport = random_sport as u32;
+        self.write_config()
+    }
+
+    fn write_config(&mut self) -> Result<(), DataplaneError> {
         let mut m: Array<&mut MapData, GenConfig> = Array::try_from(
             self.ebpf
                 .map_mut("TG_CONFIG")
                 .ok_or_else(|| DataplaneError::Map("TG_CONFIG missing".into()))?,
         )
         .map_err(|e| DataplaneError::Map(format!("{e}")))?;
-        m.set(0, cfg, 0)
+        m.set(0, self.cfg, 0)
             .map_err(|e| DataplaneError::Map(format!("{e}")))
     }
 
@@ -257,7 +279,25 @@ impl TrafficGen {
 
     /// Sends `count` copies of `frame` (each re-randomised) out of `ifindex` (in the calling
     /// thread's namespace). Returns the time the kernel spent.
-    pub fn send(&self, frame: &[u8], ifindex: u32, count: u32) -> Result<Duration, DataplaneError> {
+    ///
+    /// Frames up to 128 bytes are rewritten from `frame` before each send: a receiver that
+    /// changes frames in place (across a veth it gets our very pages) cannot corrupt later ones.
+    pub fn send(
+        &mut self,
+        frame: &[u8],
+        ifindex: u32,
+        count: u32,
+    ) -> Result<Duration, DataplaneError> {
+        let len = if frame.len() <= TEMPLATE_MAX {
+            frame.len()
+        } else {
+            0
+        };
+        if self.cfg.template_len as usize != len || self.cfg.template[..len] != frame[..len] {
+            self.cfg.template[..len].copy_from_slice(&frame[..len]);
+            self.cfg.template_len = len as u32;
+            self.write_config()?;
+        }
         let p: &Xdp = self
             .ebpf
             .program("trafficgen")

@@ -1,6 +1,6 @@
 //! `anypop lab load-test`: what players feel with no flood and with the generator's maximum flood
 //! hitting the POPs — loss and RTT percentiles of the same players, measured back to back in the
-//! same lab (issue 4's last benchmark row; figures go to docs/BENCHMARKS.md).
+//! same lab — and whether live config applies lose packets under load ([`apply_under_load`]).
 use std::{
     path::Path,
     sync::atomic::Ordering,
@@ -82,14 +82,48 @@ fn phase(
     })
 }
 
-/// Runs both phases with `players` UDP players at `tick_rate` for `secs` each.
-pub fn run(binary: &Path, players: usize, tick_rate: u32, secs: u64) -> anyhow::Result<Vec<Phase>> {
+/// Runs both phases with `players` UDP players at `tick_rate` for `secs` each, then (unless
+/// `applies` is 0) [`apply_under_load`]; returns the report in Markdown.
+pub fn run(
+    binary: &Path,
+    players: usize,
+    tick_rate: u32,
+    secs: u64,
+    applies: usize,
+) -> anyhow::Result<String> {
     let lab = Lab::build(Topology::default(), binary, &|s| eprintln!("lab: {s} …"))?;
     let servers = Servers::start(&lab)?;
+    eprintln!("lab: {players} players, no flood, {secs} s …");
     let quiet = phase(&lab, "no flood", players, tick_rate, secs, false)?;
+    eprintln!("lab: {players} players, flood flat out, {secs} s …");
     let flood = phase(&lab, "flood flat out", players, tick_rate, secs, true)?;
     servers.stop()?;
-    Ok(vec![quiet, flood])
+    let mut out = table(&[quiet, flood]);
+    if applies > 0 {
+        eprintln!("lab: {applies} live applies under legitimate load …");
+        let frames = 100_000;
+        let r = apply_under_load(&lab, applies, frames, 20_000)?;
+        out += &format!(
+            "\nlive applies under load: {} config switches on each POP in {:.1} s while {} legitimate frames were sent: {} forwarded, {} dropped by the generator's veths, {} dropped on purpose, {} other verdicts; backends received {} — {}\n",
+            r.applies,
+            r.seconds,
+            r.sent,
+            r.forwarded,
+            r.veth_dropped,
+            r.dropped_deliberately,
+            r.other,
+            r.received,
+            if r.forwarded + r.veth_dropped == r.sent
+                && r.received == r.forwarded
+                && r.dropped_deliberately == 0
+            {
+                "no frame lost"
+            } else {
+                "FRAMES LOST"
+            }
+        );
+    }
+    Ok(out)
 }
 
 /// The result as a Markdown table.
@@ -112,4 +146,104 @@ pub fn table(phases: &[Phase]) -> String {
         );
     }
     s
+}
+
+/// What happened to legitimate traffic while the POPs' config was switched again and again.
+#[derive(Debug, Default)]
+pub struct ApplyUnderLoad {
+    pub applies: usize,
+    pub seconds: f64,
+    /// Frames the generator sent into the POPs.
+    pub sent: u64,
+    /// Frames the attacker-side veths dropped before a POP saw them.
+    pub veth_dropped: u64,
+    /// Frames the POPs forwarded to a backend.
+    pub forwarded: u64,
+    /// Frames the POPs dropped on purpose (rules, limits, caps: none expected here).
+    pub dropped_deliberately: u64,
+    /// Frames the POPs gave any other verdict.
+    pub other: u64,
+    /// Those other verdicts by reason.
+    pub other_reasons: Vec<(Reason, u64)>,
+    /// Frames the backends decapsulated.
+    pub received: u64,
+}
+
+/// Sends `frames` of legitimate traffic (1,024 sources outside every rule, a fixed source port:
+/// 1,024 flows, each well under the game's limit) through the POPs at `pps`, while applying
+/// `applies` new configs to every POP (alternately the lab's file and one with an extra rule that
+/// matches nothing of this traffic). Counts where every frame went.
+pub fn apply_under_load(
+    lab: &Lab,
+    applies: usize,
+    frames_per_pop: u64,
+    pps: u64,
+) -> anyhow::Result<ApplyUnderLoad> {
+    let base = super::topology::network_file(&lab.topology);
+    let changed = base.clone()
+        + "\n[[rule]]\nname = \"extra\"\naction = \"deny\"\nsrc = [\"192.0.2.0/24\"]\n";
+    let pops: Vec<String> = (1..=lab.topology.pops)
+        .map(|i| format!("pop-{i}"))
+        .collect();
+    let backends: Vec<String> = (1..=lab.topology.backends)
+        .map(|j| format!("be-{j}"))
+        .collect();
+    let read = |nodes: &[String]| -> anyhow::Result<Vec<crate::telemetry::Snapshot>> {
+        nodes.iter().map(|n| lab.verdicts(n)).collect()
+    };
+    let sum = |s: &[crate::telemetry::Snapshot], r: Reason| -> u64 {
+        s.iter().map(|x| x.get(r).packets).sum()
+    };
+    let all =
+        |s: &[crate::telemetry::Snapshot]| -> u64 { Reason::ALL.iter().map(|&r| sum(s, r)).sum() };
+    let (p0, b0) = (read(&pops)?, read(&backends)?);
+    let t0 = Instant::now();
+    let flood = RunningFlood::start_from(
+        lab,
+        FloodKind::Udp,
+        "100.100.0.0/22".parse()?,
+        false,
+        pps,
+        Some(frames_per_pop),
+    )?;
+    let mut done = 0;
+    while done < applies {
+        lab.apply_to(&pops, if done % 2 == 0 { &changed } else { &base })?;
+        done += 1;
+    }
+    while !flood.finished() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (sent, veth_dropped) = flood.stop(lab)?;
+    // Let the last frames cross the router.
+    std::thread::sleep(Duration::from_millis(500));
+    let seconds = t0.elapsed().as_secs_f64();
+    let (p1, b1) = (read(&pops)?, read(&backends)?);
+    let delta = |a: &[crate::telemetry::Snapshot], b: &[crate::telemetry::Snapshot], r| {
+        sum(b, r) - sum(a, r)
+    };
+    let deliberate = [
+        Reason::DropRule,
+        Reason::DropRateLimit,
+        Reason::DropBlocked,
+        Reason::DropSourceCap,
+    ];
+    let forwarded = delta(&p0, &p1, Reason::FwdIpip);
+    let dropped_deliberately: u64 = deliberate.iter().map(|&r| delta(&p0, &p1, r)).sum();
+    Ok(ApplyUnderLoad {
+        applies: done,
+        seconds,
+        sent,
+        veth_dropped,
+        forwarded,
+        dropped_deliberately,
+        other: (all(&p1) - all(&p0)).saturating_sub(forwarded + dropped_deliberately),
+        other_reasons: Reason::ALL
+            .iter()
+            .filter(|r| **r != Reason::FwdIpip && !deliberate.contains(r))
+            .map(|&r| (r, delta(&p0, &p1, r)))
+            .filter(|(_, n)| *n > 0)
+            .collect(),
+        received: delta(&b0, &b1, Reason::DecapIpip),
+    })
 }

@@ -479,9 +479,15 @@ impl Lab {
     /// Applies a new network file to every running daemon with `anypop apply` (validated first,
     /// switched live); fails with the first daemon's refusal.
     pub fn apply(&self, network: &str) -> anyhow::Result<()> {
+        let all: Vec<String> = self.daemons.iter().map(|d| d.node.clone()).collect();
+        self.apply_to(&all, network)
+    }
+
+    /// [`Lab::apply`] for some nodes only.
+    pub fn apply_to(&self, nodes: &[String], network: &str) -> anyhow::Result<()> {
         let path = self.dir.join("network-new.toml");
         std::fs::write(&path, network)?;
-        for d in &self.daemons {
+        for d in self.daemons.iter().filter(|d| nodes.contains(&d.node)) {
             let out = std::process::Command::new(&self.binary)
                 .args(["apply", "--config"])
                 .arg(&path)

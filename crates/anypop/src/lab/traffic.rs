@@ -25,10 +25,25 @@ pub struct RunningFlood {
 
 impl RunningFlood {
     /// Starts one generator per POP: `kind` from random sources in the attacker's range to the
-    /// VIP's service of that protocol, `total_pps` split evenly (0: flat out), `max_frames` per POP if given.
+    /// VIP's service of that protocol, `total_pps` split evenly (0: flat out), `max_frames` per
+    /// POP if given.
     pub fn start(
         lab: &Lab,
         kind: FloodKind,
+        total_pps: u64,
+        max_frames: Option<u64>,
+    ) -> anyhow::Result<RunningFlood> {
+        let range: ipnet::Ipv4Net = ATTACK_RANGE.parse()?;
+        Self::start_from(lab, kind, range, true, total_pps, max_frames)
+    }
+
+    /// Like [`RunningFlood::start`], from random sources in `sources`, with random or fixed
+    /// (40000) source ports: legitimate-looking traffic when `sources` is not blocklisted.
+    pub fn start_from(
+        lab: &Lab,
+        kind: FloodKind,
+        sources: ipnet::Ipv4Net,
+        random_sport: bool,
         total_pps: u64,
         max_frames: Option<u64>,
     ) -> anyhow::Result<RunningFlood> {
@@ -42,10 +57,10 @@ impl RunningFlood {
             let ifindex = Lab::ifindex(&lab.attacker, &link)?;
             let flood = Flood {
                 kind,
-                src: "198.18.0.0".parse()?,
-                src_prefix_len: ATTACK_RANGE.split('/').nth(1).unwrap_or("15").parse()?,
+                src: sources.network(),
+                src_prefix_len: sources.prefix_len(),
                 sport: 40000,
-                random_sport: true,
+                random_sport,
                 dst: VIP,
                 // Each kind at the service of its protocol, where the blocklist applies.
                 dport: if kind == FloodKind::TcpSyn {
