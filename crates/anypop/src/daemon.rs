@@ -325,6 +325,7 @@ impl Pop {
                 tracing::info!("left running: link pinned at {}", p.display());
             }
         } else {
+            self.edge.unpin_links();
             tracing::info!(
                 "node {}: detaching XDP from {} interface(s)",
                 self.node,
@@ -372,7 +373,11 @@ impl BackendNode {
             if out.status.success() {
                 added_vips.push(*vip);
                 tracing::info!("VIP {vip} added to lo: game servers can bind it");
-            } else if !String::from_utf8_lossy(&out.stderr).contains("exists") {
+            } else if !{
+                // "File exists" or "Address already assigned", depending on iproute2's version.
+                let err = String::from_utf8_lossy(&out.stderr);
+                err.contains("exists") || err.contains("already assigned")
+            } {
                 bail!(
                     "cannot add VIP {vip} to lo: {}; add it by hand: ip addr add {vip}/32 dev lo",
                     String::from_utf8_lossy(&out.stderr).trim()
@@ -402,14 +407,22 @@ impl BackendNode {
         Ok(())
     }
 
-    /// Detaches (by dropping the programs) and removes the VIPs this process added.
-    pub fn stop(self) -> anyhow::Result<()> {
+    /// Stops the daemon. `leave_running`: pin both attachments (the data plane and the VIPs on
+    /// `lo` stay for the game servers); otherwise detach and remove the VIPs this process added.
+    pub fn stop(self, leave_running: bool) -> anyhow::Result<()> {
         let BackendNode {
-            plane,
+            mut plane,
             node,
             added_vips,
             ..
         } = self;
+        if leave_running {
+            for p in plane.pin_links()? {
+                tracing::info!("left running: link pinned at {}", p.display());
+            }
+            return Ok(());
+        }
+        plane.unpin_links();
         drop(plane);
         for vip in added_vips {
             let _ = std::process::Command::new("ip")

@@ -49,8 +49,13 @@ enum Command {
         /// Seconds between counter summaries.
         #[arg(long, default_value_t = 5)]
         interval: u64,
-        /// On exit, pin the attachments and leave the data plane running (default: detach).
-        #[arg(long)]
+        /// On exit, detach the programs. By default the attachments are pinned and the data
+        /// plane keeps running without the daemon; the next `anypop run` (or a newer anypop)
+        /// adopts it, replacing the programs in place without losing a packet.
+        #[arg(long, conflicts_with = "leave_running")]
+        detach: bool,
+        /// Leave the data plane running on exit (the default; kept for scripts).
+        #[arg(long, hide = true)]
         leave_running: bool,
         /// Stop after this many seconds (for scripts and tests); default: until SIGINT/SIGTERM.
         #[arg(long)]
@@ -190,10 +195,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             node,
             pin_root,
             interval,
-            leave_running,
+            detach,
+            leave_running: _,
             duration,
             metrics,
         } => {
+            let leave_running = !detach;
             let latest = Arc::new(std::sync::Mutex::new(String::new()));
             if metrics != "off" {
                 let addr: std::net::SocketAddr = metrics
@@ -227,8 +234,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             )?;
             if role == config::Role::Backend {
                 return run_backend(
-                    &net, &node, &pin_root, interval, duration, &stop, &reload, &config, &lock,
+                    &net,
+                    &node,
+                    &pin_root,
+                    interval,
+                    duration,
+                    &stop,
+                    &reload,
+                    &config,
+                    &lock,
                     &latest,
+                    leave_running,
                 );
             }
             let mut pop = daemon::Pop::start_with(&net, &node, &pin_root)?;
@@ -421,6 +437,7 @@ fn run_backend(
     config_path: &std::path::Path,
     lock: &daemon::DaemonLock,
     latest: &std::sync::Mutex<String>,
+    leave_running: bool,
 ) -> anyhow::Result<()> {
     let mut be = daemon::BackendNode::start_with(net, node, pin_root)?;
     let deadline = duration.map(|d| Instant::now() + Duration::from_secs(d));
@@ -447,7 +464,7 @@ fn run_backend(
             last = Instant::now();
         }
     }
-    be.stop()
+    be.stop(leave_running)
 }
 
 /// One reload (SIGHUP or `anypop apply`): the file `anypop apply` asked for, else the daemon's own;

@@ -1,6 +1,6 @@
 //! The `anypop` binary as an operator uses it: `check` on good and bad files, `run` attaching
 //! natively (or refusing / falling back on a driver without native XDP), detaching on exit, and
-//! `--leave-running`. Each `run` happens in a private network namespace with its own pin root.
+//! leaving the data plane running by default and adopting it again. Each `run` happens in a private network namespace with its own pin root.
 mod common;
 
 use std::{
@@ -179,7 +179,7 @@ const VETH: &[&[&str]] = &[
 #[test]
 fn run_attaches_natively_logs_counters_and_detaches_on_exit() {
     require_root();
-    let (o, link, pins) = run_in_netns(pop_network("t0", "native"), VETH, &[]);
+    let (o, link, pins) = run_in_netns(pop_network("t0", "native"), VETH, &["--detach"]);
     let _ = std::fs::remove_dir_all(&pins);
     let t = text(&o);
     assert!(o.status.success(), "{t}");
@@ -200,9 +200,9 @@ fn run_attaches_natively_logs_counters_and_detaches_on_exit() {
 }
 
 #[test]
-fn leave_running_pins_the_link_and_keeps_xdp_attached() {
+fn by_default_the_data_plane_outlives_the_daemon_pinned() {
     require_root();
-    let (o, link, pins) = run_in_netns(pop_network("t0", "native"), VETH, &["--leave-running"]);
+    let (o, link, pins) = run_in_netns(pop_network("t0", "native"), VETH, &[]);
     let pinned = pins.join("pop-1").join("link_t0").exists();
     let _ = std::fs::remove_dir_all(&pins);
     let t = text(&o);
@@ -290,7 +290,7 @@ backends = ["pop-1"]
         &["ip", "addr", "add", "198.51.100.1/24", "dev", "t0"],
         &["sysctl", "-q", "-w", "net.ipv4.conf.t0.forwarding=1"],
     ];
-    let (o, link, pins) = run_in_netns(net, SETUP, &[]);
+    let (o, link, pins) = run_in_netns(net, SETUP, &["--detach"]);
     let _ = std::fs::remove_dir_all(&pins);
     let t = text(&o);
     assert!(o.status.success(), "{t}");
@@ -631,4 +631,70 @@ fn a_killed_lab_leaves_no_daemon_and_the_next_lab_removes_its_leftovers() {
     assert!(status.success(), "{rest}");
     assert!(rest.contains("cleaning up"), "{rest}");
     assert_eq!(lab_traces(pid2), (0, 0, 0), "Ctrl-C removes the lab");
+}
+
+#[test]
+fn a_restarted_daemon_adopts_the_running_data_plane_and_detach_removes_it() {
+    require_root();
+    std::thread::spawn(|| {
+        private_netns();
+        for cmd in VETH {
+            sh(cmd);
+        }
+        let dir = std::env::temp_dir().join(format!("anypop-adopt-{}", std::process::id()));
+        let pins = PathBuf::from(format!("/sys/fs/bpf/anypop-adopt-{}", std::process::id()));
+        let _cleanup = Cleanup(vec![dir.clone(), pins.clone()]);
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = dir.join("net.toml");
+        std::fs::write(&cfg, pop_network("t0", "native")).unwrap();
+        let run = |extra: &[&str]| {
+            anypop()
+                .args([
+                    "run",
+                    "--node",
+                    "pop-1",
+                    "--duration",
+                    "1",
+                    "--metrics",
+                    "off",
+                ])
+                .arg("--config")
+                .arg(&cfg)
+                .arg("--pin-root")
+                .arg(&pins)
+                .args(extra)
+                .output()
+                .unwrap()
+        };
+        let prog_id = || {
+            let out = Command::new("ip")
+                .args(["-d", "link", "show", "t0"])
+                .output()
+                .unwrap();
+            let t = String::from_utf8_lossy(&out.stdout).into_owned();
+            t.split("prog/xdp id ")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .map(str::to_owned)
+        };
+        let first = run(&[]);
+        assert!(first.status.success(), "{}", text(&first));
+        let old = prog_id().expect("left running after the first daemon");
+        // The second daemon replaces the program on the pinned link, then detaches on exit.
+        let second = run(&["--detach"]);
+        let t = text(&second);
+        assert!(second.status.success(), "{t}");
+        assert!(
+            t.contains("interface t0: adopted the running data plane"),
+            "{t}"
+        );
+        assert!(t.contains("detaching XDP"), "{t}");
+        assert_eq!(prog_id(), None, "--detach removed the program (was {old})");
+        assert!(
+            !pins.join("pop-1").join("link_t0").exists(),
+            "the link pin is gone"
+        );
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e));
 }

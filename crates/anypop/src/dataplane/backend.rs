@@ -6,7 +6,12 @@ use anypop_common::layout::{BackendSettings, Counter, ServiceKey4};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray},
-    programs::{SchedClassifier, TcAttachType, Xdp, XdpMode},
+    programs::{
+        SchedClassifier, TcAttachType, Xdp, XdpMode,
+        links::FdLink,
+        tc::{SchedClassifierLink, SchedClassifierLinkId},
+        xdp::{XdpLink, XdpLinkId},
+    },
 };
 
 use super::{DataplaneError, edge::AttachMode};
@@ -22,6 +27,8 @@ fn map_err(what: &str, e: impl std::fmt::Display) -> DataplaneError {
 pub struct BackendPlane {
     pub ebpf: Ebpf,
     pub pin_dir: PathBuf,
+    /// Our attachments: interface, decap's XDP link, dsr's TCX link.
+    links: Option<(String, XdpLinkId, SchedClassifierLinkId)>,
 }
 
 impl BackendPlane {
@@ -59,6 +66,7 @@ impl BackendPlane {
         Ok(BackendPlane {
             ebpf,
             pin_dir: pin_dir.to_owned(),
+            links: None,
         })
     }
 
@@ -122,34 +130,52 @@ impl BackendPlane {
             .map_err(|e| map_err("B_SETTINGS", e))
     }
 
-    /// Attaches `decap` (native XDP; generic only if allowed) and `dsr` (TC egress, TCX).
+    /// Attaches `decap` (native XDP; generic only if allowed) and `dsr` (TC egress, TCX). An
+    /// attachment an earlier daemon left running is adopted: the new program replaces the old one
+    /// on its pinned link in one step.
     pub fn attach(
         &mut self,
         ifname: &str,
         allow_generic: bool,
     ) -> Result<AttachMode, DataplaneError> {
-        let mode = {
+        let attach_err = |detail: String| DataplaneError::Attach {
+            ifname: ifname.to_owned(),
+            detail,
+        };
+        let xdp_pin = super::links::pin_path(&self.pin_dir, "xdp", ifname);
+        let tc_pin = super::links::pin_path(&self.pin_dir, "tc", ifname);
+        let (mode, xdp_id) = {
             let p: &mut Xdp = self
                 .ebpf
                 .program_mut("decap")
                 .expect("loaded")
                 .try_into()
                 .expect("xdp");
-            match p.attach(ifname, XdpMode::Driver) {
-                Ok(_) => AttachMode::Native,
-                Err(native) if allow_generic => {
-                    p.attach(ifname, XdpMode::Skb)
-                        .map_err(|e| DataplaneError::Attach {
+            if let Some(fd) = super::links::adoptable(&xdp_pin, "decap")? {
+                let link = XdpLink::try_from(fd).map_err(|e| attach_err(format!("{e}")))?;
+                let id = p
+                    .attach_to_link(link)
+                    .map_err(|e| attach_err(format!("bpf_link_update (decap): {e}")))?;
+                tracing::info!("interface {ifname}: adopted the running decap (replaced in place)");
+                (
+                    super::links::xdp_mode(ifname).unwrap_or(AttachMode::Native),
+                    id,
+                )
+            } else {
+                match p.attach(ifname, XdpMode::Driver) {
+                    Ok(id) => (AttachMode::Native, id),
+                    Err(native) if allow_generic => {
+                        let id = p
+                            .attach(ifname, XdpMode::Skb)
+                            .map_err(|e| attach_err(format!("native: {native}; generic: {e}")))?;
+                        (AttachMode::Generic, id)
+                    }
+                    Err(native) => {
+                        return Err(DataplaneError::NoNativeXdp {
                             ifname: ifname.to_owned(),
-                            detail: format!("native: {native}; generic: {e}"),
-                        })?;
-                    AttachMode::Generic
-                }
-                Err(native) => {
-                    return Err(DataplaneError::NoNativeXdp {
-                        ifname: ifname.to_owned(),
-                        detail: format!("{native}"),
-                    });
+                            detail: format!("{native}"),
+                        });
+                    }
                 }
             }
         };
@@ -159,12 +185,67 @@ impl BackendPlane {
             .expect("loaded")
             .try_into()
             .expect("tc");
-        p.attach(ifname, TcAttachType::Egress)
-            .map_err(|e| DataplaneError::Attach {
-                ifname: ifname.to_owned(),
-                detail: format!("TC egress: {e}"),
-            })?;
+        let tc_id = if let Some(fd) = super::links::adoptable(&tc_pin, "dsr")? {
+            let link = SchedClassifierLink::try_from(fd).map_err(|e| attach_err(format!("{e}")))?;
+            let id = p
+                .attach_to_link(link)
+                .map_err(|e| attach_err(format!("bpf_link_update (dsr): {e}")))?;
+            tracing::info!("interface {ifname}: adopted the running dsr (replaced in place)");
+            id
+        } else {
+            p.attach(ifname, TcAttachType::Egress)
+                .map_err(|e| attach_err(format!("TC egress: {e}")))?
+        };
+        self.links = Some((ifname.to_owned(), xdp_id, tc_id));
         Ok(mode)
+    }
+
+    /// Pins both attachments, so the backend's data plane keeps running after this process.
+    pub fn pin_links(&mut self) -> Result<Vec<PathBuf>, DataplaneError> {
+        let Some((ifname, xdp_id, tc_id)) = self.links.take() else {
+            return Ok(Vec::new());
+        };
+        let no_link = |e: aya::programs::links::LinkError| DataplaneError::Attach {
+            ifname: ifname.clone(),
+            detail: format!("attached without a bpf_link ({e}); it cannot be left running"),
+        };
+        let xdp: FdLink = {
+            let p: &mut Xdp = self
+                .ebpf
+                .program_mut("decap")
+                .expect("loaded")
+                .try_into()
+                .expect("xdp");
+            p.take_link(xdp_id)
+                .map_err(|e| map_err("take link", e))?
+                .try_into()
+                .map_err(no_link)?
+        };
+        let tc: FdLink = {
+            let p: &mut SchedClassifier = self
+                .ebpf
+                .program_mut("dsr")
+                .expect("loaded")
+                .try_into()
+                .expect("tc");
+            p.take_link(tc_id)
+                .map_err(|e| map_err("take link", e))?
+                .try_into()
+                .map_err(no_link)?
+        };
+        Ok(vec![
+            super::links::pin(xdp, &super::links::pin_path(&self.pin_dir, "xdp", &ifname))?,
+            super::links::pin(tc, &super::links::pin_path(&self.pin_dir, "tc", &ifname))?,
+        ])
+    }
+
+    /// Removes the pins of our attachments, so that dropping the programs detaches them.
+    pub fn unpin_links(&self) {
+        if let Some((ifname, _, _)) = &self.links {
+            for kind in ["xdp", "tc"] {
+                let _ = std::fs::remove_file(super::links::pin_path(&self.pin_dir, kind, ifname));
+            }
+        }
     }
 
     /// Counters by verdict reason, summed over CPUs.

@@ -10,7 +10,11 @@ use anypop_common::layout::*;
 use aya::{
     Ebpf, EbpfLoader, Pod,
     maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key, xdp::DevMapHash},
-    programs::{Xdp, XdpMode, links::FdLink, xdp::XdpLinkId},
+    programs::{
+        Xdp, XdpMode,
+        links::FdLink,
+        xdp::{XdpLink, XdpLinkId},
+    },
 };
 
 use super::{DataplaneError, prefix_sets};
@@ -443,12 +447,36 @@ impl Edge {
     }
 
     /// Attaches to an interface. `allow_generic`: fall back to generic (SKB) mode when the driver
-    /// cannot run XDP natively, instead of failing.
+    /// cannot run XDP natively, instead of failing. When an earlier daemon left the data plane
+    /// running here, its pinned attachment is adopted instead: this program replaces the old one
+    /// on the same link in one step (`bpf_link_update`), in whatever mode it was attached.
     pub fn attach(
         &mut self,
         ifname: &str,
         allow_generic: bool,
     ) -> Result<AttachMode, DataplaneError> {
+        let pin = super::links::pin_path(&self.pin_dir, "xdp", ifname);
+        if let Some(fd) = super::links::adoptable(&pin, "edge")? {
+            let link = XdpLink::try_from(fd).map_err(|e| DataplaneError::Attach {
+                ifname: ifname.to_owned(),
+                detail: format!(
+                    "the pinned attachment {} is not an XDP link: {e}",
+                    pin.display()
+                ),
+            })?;
+            let id =
+                self.program_mut()
+                    .attach_to_link(link)
+                    .map_err(|e| DataplaneError::Attach {
+                        ifname: ifname.to_owned(),
+                        detail: format!("replacing the running program (bpf_link_update): {e}"),
+                    })?;
+            self.links.push((ifname.to_owned(), id));
+            tracing::info!(
+                "interface {ifname}: adopted the running data plane (program replaced in place)"
+            );
+            return Ok(super::links::xdp_mode(ifname).unwrap_or(AttachMode::Native));
+        }
         let prog = self.program_mut();
         match prog.attach(ifname, XdpMode::Driver) {
             Ok(id) => {
@@ -490,12 +518,19 @@ impl Edge {
                     "this kernel attached XDP without a bpf_link ({e}); it cannot be left running"
                 ),
             })?;
-            let path = self.pin_dir.join(format!("link_{ifname}"));
-            let _ = std::fs::remove_file(&path);
-            fd.pin(&path).map_err(|e| map_err("pin link", e))?;
-            out.push(path);
+            out.push(super::links::pin(
+                fd,
+                &super::links::pin_path(&self.pin_dir, "xdp", &ifname),
+            )?);
         }
         Ok(out)
+    }
+
+    /// Removes the pins of this program's attachments, so that dropping it detaches them.
+    pub fn unpin_links(&self) {
+        for (ifname, _) in &self.links {
+            let _ = std::fs::remove_file(super::links::pin_path(&self.pin_dir, "xdp", ifname));
+        }
     }
 
     /// The kernel's run-time statistics of the program: total time spent in it and the number of

@@ -356,7 +356,10 @@ impl Lab {
             &self.pops[node[4..].parse::<usize>()? - 1]
         };
         let log = self.dir.join(format!("{node}.log"));
-        let out = std::fs::File::create(&log)?;
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
         let child = ns
             .command(&self.binary)?
             .args(["run", "--config"])
@@ -545,7 +548,52 @@ impl Lab {
             .unwrap_or_default()
     }
 
-    /// Stops every daemon (SIGTERM, then SIGKILL after 10 s); they detach their programs.
+    /// Stops a node's daemon (it leaves its data plane running, pinned) and starts a new one,
+    /// which adopts the running programs by replacing them in place: a restart or an upgrade.
+    /// Returns once the new daemon has taken over every attachment.
+    pub fn restart_daemon(&mut self, node: &str) -> anyhow::Result<()> {
+        let pos = self
+            .daemons
+            .iter()
+            .position(|d| d.node == node)
+            .with_context(|| format!("no daemon runs {node}"))?;
+        let mut d = self.daemons.remove(pos);
+        let adopted_before = tail(&d.log, 100_000).matches("adopted the running").count();
+        unsafe { libc::kill(d.child.id() as i32, libc::SIGTERM) };
+        let status = d.child.wait()?;
+        if !status.success() {
+            bail!(
+                "{node}'s daemon failed on stop ({status}):\n{}",
+                tail(&d.log, 20)
+            );
+        }
+        let backend = node.starts_with("be-");
+        self.start_daemon(node, backend)?;
+        let want = adopted_before + 2; // POP: two interfaces; backend: decap and dsr
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let d = self.daemons.last_mut().expect("just started");
+            if let Some(status) = d.child.try_wait()? {
+                bail!(
+                    "{node}'s new daemon exited ({status}):\n{}",
+                    tail(&d.log, 20)
+                );
+            }
+            if tail(&d.log, 100_000).matches("adopted the running").count() >= want {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{node}'s new daemon did not adopt its data plane:\n{}",
+                    tail(&d.log, 20)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops every daemon (SIGTERM, then SIGKILL after 10 s); they leave their programs pinned,
+    /// which go with the pins and namespaces the lab removes next.
     fn stop_daemons(&mut self) {
         for d in &self.daemons {
             unsafe { libc::kill(d.child.id() as i32, libc::SIGTERM) };
