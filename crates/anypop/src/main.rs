@@ -96,6 +96,24 @@ enum Command {
         #[arg(long, default_value_os_t = anypop::dataplane::pin_root())]
         pin_root: PathBuf,
     },
+    /// Why was this packet dropped? Runs each packet of a capture through the node's running
+    /// edge program and prints verdict, reason, rule, service, backend and the packet it would
+    /// send. Traced packets count like real ones (counters, rate-limit tokens, flows).
+    Trace {
+        /// A pcap or pcapng file of Ethernet frames (tcpdump -w, anypop capture).
+        #[arg(long)]
+        pcap: PathBuf,
+        #[arg(long)]
+        node: String,
+        /// The network file: names rules, services and backends, and gives the interface.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The interface whose program to trace (default: the node's first).
+        #[arg(long)]
+        interface: Option<String>,
+        #[arg(long, default_value_os_t = anypop::dataplane::pin_root())]
+        pin_root: PathBuf,
+    },
     /// The lab: anycast networks in network namespaces.
     Lab {
         #[command(subcommand)]
@@ -346,6 +364,58 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 write,
                 parse + compile + write
             );
+            Ok(())
+        }
+        Command::Trace {
+            pcap,
+            node,
+            config,
+            interface,
+            pin_root,
+        } => {
+            if unsafe { libc::geteuid() } != 0 {
+                bail!("trace runs the node's eBPF program: run it as root");
+            }
+            let mut names = anypop::telemetry::trace::Names::default();
+            let mut first_if = None;
+            if let Some(cfg) = &config {
+                let net = config::load(cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let n = net.node(&node).map_err(|e| anyhow::anyhow!("{e}"))?;
+                if n.role != config::Role::Pop {
+                    bail!("node {node} is a backend; trace runs a POP's edge program");
+                }
+                first_if = n.interfaces.first().cloned();
+                let t = config::compile::compile_edge(
+                    &net,
+                    &node,
+                    0,
+                    anypop_common::layout::MAX_SERVICES,
+                )
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                names = anypop::telemetry::trace::Names {
+                    rules: t.names.rules.clone(),
+                    services: t.names.services.clone(),
+                    backends: t.names.backends.clone(),
+                };
+            }
+            let ifname = interface.or(first_if).ok_or_else(|| {
+                anyhow::anyhow!("which interface? give --config FILE (its node's first interface) or --interface IF")
+            })?;
+            let frames = anypop::telemetry::trace::read_frames(&pcap)?;
+            let tracer = anypop::telemetry::trace::Tracer::new(
+                &anypop::dataplane::node_pin_dir(&pin_root, &node),
+                &ifname,
+                names,
+            )?;
+            println!(
+                "tracing {} packets of {} through the edge program running on {ifname} (node {node})",
+                frames.len(),
+                pcap.display()
+            );
+            for (i, f) in frames.iter().enumerate() {
+                let t = tracer.trace(f)?;
+                println!("{}", anypop::telemetry::trace::line(i + 1, &t));
+            }
             Ok(())
         }
         Command::Lab { command } => {

@@ -2,6 +2,7 @@
 //! logs every few seconds; `status` reads a node's pinned maps.
 pub mod metrics;
 pub mod status;
+pub mod trace;
 
 use anypop_common::{layout::Counter, verdict::Reason};
 

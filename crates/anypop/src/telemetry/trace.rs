@@ -1,0 +1,337 @@
+//! `anypop trace`: "why was this player dropped?" — each packet of a capture is run through the
+//! node's *running* `edge` program (the very program attached to its interface, with its live
+//! maps) by BPF_PROG_TEST_RUN, and the verdict is printed with the rule, service and backend that
+//! decided it and a summary of the packet the program would send.
+//!
+//! The program reports its decisions only through its per-CPU counters, so trace pins itself to
+//! one CPU and reads that CPU's counters before and after each run: the reason, rule, service and
+//! backend counters that moved are the decision. Live traffic on that CPU in between could blur
+//! it; trace re-runs a packet whose counters moved ambiguously.
+//!
+//! Effects on state, documented for operators: a traced packet counts in the node's counters
+//! like a real one, consumes rate-limit tokens of its source (and can start a block), and a
+//! forwarded one creates or refreshes its flow entry. Nothing leaves the machine.
+use std::{borrow::Cow, net::Ipv4Addr, path::Path};
+
+use anyhow::{Context, anyhow, bail};
+use anypop_common::{layout::Counter, verdict::Reason};
+use aya::{
+    maps::{Map, MapData, PerCpuArray},
+    programs::Xdp,
+};
+use aya_obj::programs::xdp::XdpAttachType;
+
+use crate::dataplane::testrun::{XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX, run_xdp};
+
+/// Names behind the counter indices of the live generation (from the network file), if known.
+#[derive(Clone, Debug, Default)]
+pub struct Names {
+    pub rules: Vec<String>,
+    pub services: Vec<String>,
+    pub backends: Vec<String>,
+}
+
+/// What the program did with one packet.
+#[derive(Clone, Debug)]
+pub struct Traced {
+    pub action: u32,
+    pub reason: Option<Reason>,
+    pub rule: Option<String>,
+    pub service: Option<String>,
+    pub backend: Option<String>,
+    pub input: String,
+    pub output: Option<String>,
+}
+
+/// The running program of a node and the counters it writes.
+pub struct Tracer {
+    prog: Xdp,
+    ifindex: u32,
+    cpu: usize,
+    counters: PerCpuArray<MapData, Counter>,
+    rules: PerCpuArray<MapData, Counter>,
+    services: PerCpuArray<MapData, Counter>,
+    backends: PerCpuArray<MapData, Counter>,
+    names: Names,
+}
+
+fn open_counters(pin_dir: &Path, name: &str) -> anyhow::Result<PerCpuArray<MapData, Counter>> {
+    let path = pin_dir.join(name);
+    let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+    PerCpuArray::try_from(Map::PerCpuArray(data)).map_err(|e| anyhow!("{name}: {e}"))
+}
+
+/// One CPU's value of every index in `range` of a per-CPU counter array.
+fn on_cpu(
+    map: &PerCpuArray<MapData, Counter>,
+    cpu: usize,
+    range: std::ops::Range<u32>,
+) -> anyhow::Result<Vec<u64>> {
+    range
+        .map(|i| {
+            map.get(&i, 0)
+                .map(|v| v.get(cpu).map_or(0, |c| c.packets))
+                .map_err(|e| anyhow!("reading counters: {e}"))
+        })
+        .collect()
+}
+
+/// Indices whose value grew.
+fn moved(before: &[u64], after: &[u64]) -> Vec<usize> {
+    before
+        .iter()
+        .zip(after)
+        .enumerate()
+        .filter(|(_, (a, b))| b > a)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+impl Tracer {
+    /// Finds the program attached to `ifname` (in this thread's network namespace) and the
+    /// node's pinned counters in `pin_dir`. Pins the calling thread to the CPU it runs on.
+    pub fn new(pin_dir: &Path, ifname: &str, names: Names) -> anyhow::Result<Tracer> {
+        if !pin_dir.join("COUNTERS").exists() {
+            bail!(
+                "no POP data plane is pinned in {} (is the node's daemon running, or was its data plane left running? trace works on POPs)",
+                pin_dir.display()
+            );
+        }
+        let ifindex = crate::daemon::ifindex(ifname, "trace")?;
+        let out = std::process::Command::new("ip")
+            .args(["-d", "link", "show", "dev", ifname])
+            .output()
+            .context("running ip")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let id: u32 = text
+            .split("prog/xdp")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().skip_while(|w| *w != "id").nth(1))
+            .and_then(|id| id.parse().ok())
+            .ok_or_else(|| {
+                anyhow!(
+                    "no XDP program is attached to {ifname}; start the node with anypop run first"
+                )
+            })?;
+        let info = aya::programs::loaded_programs()
+            .filter_map(Result::ok)
+            .find(|p| p.id() == id)
+            .ok_or_else(|| anyhow!("program {id} on {ifname} vanished"))?;
+        let name = info.name_as_str().unwrap_or("").to_owned();
+        if name != "edge" {
+            bail!(
+                "{ifname} runs XDP program {name:?} (id {id}), not anypop's edge: nothing to trace"
+            );
+        }
+        let prog = Xdp::from_program_info(info, Cow::Borrowed("edge"), XdpAttachType::Interface)
+            .map_err(|e| anyhow!("opening program {id}: {e}"))?;
+        let cpu = pin_to_current_cpu()?;
+        Ok(Tracer {
+            prog,
+            ifindex,
+            cpu,
+            counters: open_counters(pin_dir, "COUNTERS")?,
+            rules: open_counters(pin_dir, "RULE_HITS")?,
+            services: open_counters(pin_dir, "SVC_HITS")?,
+            backends: open_counters(pin_dir, "BE_HITS")?,
+            names,
+        })
+    }
+
+    /// All counters of this CPU: verdicts, then rules, services, backends (both generations).
+    fn read(&self) -> anyhow::Result<[Vec<u64>; 4]> {
+        Ok([
+            on_cpu(&self.counters, self.cpu, 0..self.counters.len())?,
+            on_cpu(&self.rules, self.cpu, 0..self.rules.len())?,
+            on_cpu(&self.services, self.cpu, 0..self.services.len())?,
+            on_cpu(&self.backends, self.cpu, 0..self.backends.len())?,
+        ])
+    }
+
+    /// Runs one frame through the program and tells what it decided.
+    pub fn trace(&self, frame: &[u8]) -> anyhow::Result<Traced> {
+        // A live packet on this CPU between the readings would show as a second verdict: retry.
+        for _ in 0..5 {
+            let before = self.read()?;
+            let run = run_xdp(&self.prog, frame, Some(self.ifindex), 1)?;
+            let after = self.read()?;
+            let reasons = moved(&before[0], &after[0]);
+            if reasons.len() > 1 {
+                continue;
+            }
+            let pick = |k: usize, names: &[String], slot: u32| -> Option<String> {
+                let m = moved(&before[k], &after[k]);
+                m.first().map(|&i| {
+                    let idx = i as u32 % slot;
+                    names
+                        .get(idx as usize)
+                        .cloned()
+                        .unwrap_or_else(|| format!("#{idx}"))
+                })
+            };
+            let half = |m: &PerCpuArray<MapData, Counter>| (m.len() / 2).max(1);
+            let output = matches!(run.action, XDP_TX | XDP_REDIRECT | XDP_PASS)
+                .then(|| summary(&run.output))
+                .filter(|o| *o != summary(frame));
+            return Ok(Traced {
+                action: run.action,
+                reason: reasons.first().and_then(|&r| Reason::from_u32(r as u32)),
+                rule: pick(1, &self.names.rules, half(&self.rules)),
+                service: pick(2, &self.names.services, half(&self.services)),
+                backend: pick(3, &self.names.backends, half(&self.backends)),
+                input: summary(frame),
+                output,
+            });
+        }
+        bail!("the node's traffic kept moving this CPU's counters; trace again when it is quieter")
+    }
+}
+
+/// Pins the calling thread to the CPU it is on (BPF_PROG_TEST_RUN runs the program there, and
+/// the per-CPU counters we read must be that CPU's).
+fn pin_to_current_cpu() -> anyhow::Result<usize> {
+    let cpu = unsafe { libc::sched_getcpu() };
+    if cpu < 0 {
+        bail!("sched_getcpu: {}", std::io::Error::last_os_error());
+    }
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(cpu as usize, &mut set) };
+    if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
+        bail!("sched_setaffinity: {}", std::io::Error::last_os_error());
+    }
+    Ok(cpu as usize)
+}
+
+/// The XDP action's name.
+pub fn action_name(a: u32) -> &'static str {
+    match a {
+        XDP_ABORTED => "ABORTED",
+        XDP_DROP => "DROP",
+        XDP_PASS => "PASS",
+        XDP_TX => "TX",
+        XDP_REDIRECT => "REDIRECT",
+        _ => "?",
+    }
+}
+
+/// One line about a frame: addresses, ports, protocol, length; IPIP shows outer and inner.
+pub fn summary(frame: &[u8]) -> String {
+    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+    let Ok(p) = SlicedPacket::from_ethernet(frame) else {
+        return format!("{} B (not parseable)", frame.len());
+    };
+    let l4 = |t: &Option<TransportSlice>| -> (String, String, &'static str) {
+        match t {
+            Some(TransportSlice::Udp(u)) => (
+                format!(":{}", u.source_port()),
+                format!(":{}", u.destination_port()),
+                "udp",
+            ),
+            Some(TransportSlice::Tcp(t)) => (
+                format!(":{}", t.source_port()),
+                format!(":{}", t.destination_port()),
+                if t.syn() { "tcp SYN" } else { "tcp" },
+            ),
+            Some(TransportSlice::Icmpv4(_)) => (String::new(), String::new(), "icmp"),
+            Some(TransportSlice::Icmpv6(_)) => (String::new(), String::new(), "icmpv6"),
+            None => (String::new(), String::new(), "?"),
+        }
+    };
+    match &p.net {
+        Some(NetSlice::Ipv4(ip)) => {
+            let h = ip.header();
+            let (src, dst) = (Ipv4Addr::from(h.source()), Ipv4Addr::from(h.destination()));
+            if h.protocol() == etherparse::IpNumber::IPV4 {
+                let inner = summary_ip(ip.payload().payload);
+                return format!("ipip {src} → {dst} [{inner}] {} B", frame.len());
+            }
+            let (sp, dp, proto) = l4(&p.transport);
+            format!("{src}{sp} → {dst}{dp} {proto} {} B", frame.len())
+        }
+        Some(NetSlice::Ipv6(ip)) => {
+            let h = ip.header();
+            let (sp, dp, proto) = l4(&p.transport);
+            format!(
+                "[{}]{sp} → [{}]{dp} {proto} {} B",
+                std::net::Ipv6Addr::from(h.source()),
+                std::net::Ipv6Addr::from(h.destination()),
+                frame.len()
+            )
+        }
+        _ => format!("non-IP {} B", frame.len()),
+    }
+}
+
+/// `summary` of a bare IPv4 packet (the inside of IPIP).
+fn summary_ip(ip: &[u8]) -> String {
+    let mut f = vec![0u8; 12];
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(ip);
+    let s = summary(&f);
+    // Drop the length, which counted our made-up Ethernet header.
+    s.rsplit_once(' ')
+        .and_then(|(a, _)| a.rsplit_once(' ').map(|(b, _)| b.to_owned()))
+        .unwrap_or(s)
+}
+
+/// Every frame of a pcap or pcapng file (Ethernet link type).
+pub fn read_frames(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
+    let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut frames = Vec::new();
+    if data.starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]) {
+        let mut r = pcap_file::pcapng::PcapNgReader::new(&data[..])
+            .map_err(|e| anyhow!("{}: not a valid pcapng file: {e}", path.display()))?;
+        while let Some(block) = r.next_block() {
+            match block.map_err(|e| anyhow!("{}: {e}", path.display()))? {
+                pcap_file::pcapng::Block::EnhancedPacket(p) => frames.push(p.data.into_owned()),
+                pcap_file::pcapng::Block::SimplePacket(p) => frames.push(p.data.into_owned()),
+                _ => {}
+            }
+        }
+    } else {
+        let mut r = pcap_file::pcap::PcapReader::new(&data[..]).map_err(|e| {
+            anyhow!(
+                "{}: neither pcap nor pcapng ({e}); write captures with tcpdump -w or anypop capture",
+                path.display()
+            )
+        })?;
+        if r.header().datalink != pcap_file::DataLink::ETHERNET {
+            bail!(
+                "{}: link type {:?}; trace needs Ethernet frames (capture on the interface, not on `any`)",
+                path.display(),
+                r.header().datalink
+            );
+        }
+        while let Some(p) = r.next_packet() {
+            frames.push(
+                p.map_err(|e| anyhow!("{}: {e}", path.display()))?
+                    .data
+                    .into_owned(),
+            );
+        }
+    }
+    Ok(frames)
+}
+
+/// The line `anypop trace` prints for packet `n`.
+pub fn line(n: usize, t: &Traced) -> String {
+    let mut s = format!(
+        "#{n:<4} {:<48} {:<8} {}",
+        t.input,
+        action_name(t.action),
+        t.reason.map_or("?", |r| r.name())
+    );
+    for (what, v) in [
+        ("service", &t.service),
+        ("rule", &t.rule),
+        ("backend", &t.backend),
+    ] {
+        if let Some(v) = v {
+            s += &format!(" {what}={v}");
+        }
+    }
+    if let Some(o) = &t.output {
+        s += &format!("\n       → {o}");
+    }
+    s
+}
