@@ -82,9 +82,12 @@ enum Command {
         node: String,
         #[arg(long, default_value_os_t = anypop::dataplane::pin_root())]
         pin_root: PathBuf,
-        /// Seconds over which rates are measured.
+        /// Seconds over which rates and the programs' cost are measured.
         #[arg(long, default_value_t = 1)]
         window: u64,
+        /// The network file, to name rules and services (optional).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
     /// Apply a changed network file to the running daemon of a node, live (validated here first;
     /// a file with any problem never replaces the running config).
@@ -306,11 +309,32 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             node,
             pin_root,
             window,
+            config,
         } => {
             let dir = anypop::dataplane::node_pin_dir(&pin_root, &node);
+            let mut names = anypop::telemetry::status::StatusNames::default();
+            if let Some(cfg) = &config {
+                let net = config::load(cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+                if net.node(&node).map_err(|e| anyhow::anyhow!("{e}"))?.role == config::Role::Pop {
+                    let t = config::compile::compile_edge(
+                        &net,
+                        &node,
+                        0,
+                        anypop_common::layout::MAX_SERVICES,
+                    )
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    names.rules = t.names.rules.clone();
+                    names.services = t.names.services.clone();
+                }
+            }
             print!(
                 "{}",
-                anypop::telemetry::status::report(&dir, &node, Duration::from_secs(window.max(1)))?
+                anypop::telemetry::status::report_named(
+                    &dir,
+                    &node,
+                    Duration::from_secs(window.max(1)),
+                    &names
+                )?
             );
             Ok(())
         }

@@ -428,3 +428,44 @@ fn restarting_every_daemon_under_traffic_loses_no_packet_and_moves_no_player() {
         loss(psent, pgot)
     );
 }
+
+#[test]
+fn status_shows_attach_mode_program_cost_top_services_and_state_fill() {
+    let lab = lab();
+    let servers = Servers::start(&lab).unwrap();
+    let players = Players::start(&lab, 0, 6, 64).unwrap();
+    let flood = RunningFlood::start(&lab, FloodKind::Udp, 20_000, None).unwrap();
+    sleep(500);
+    let out = lab.pops[0]
+        .command(env!("CARGO_BIN_EXE_anypop"))
+        .unwrap()
+        .args(["status", "--node", "pop-1", "--window", "1", "--config"])
+        .arg(&lab.network_path)
+        .arg("--pin-root")
+        .arg(&lab.pin_root)
+        .output()
+        .unwrap();
+    flood.stop(&lab).unwrap();
+    players.stop().unwrap();
+    servers.stop().unwrap();
+    let t =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{t}");
+    for want in [
+        "daemon: running",
+        "config: switch #",
+        "interface pop1-in: native XDP, program edge",
+        "interface pop1-tr: native XDP, program edge",
+        "ns/packet",
+        "drop_rule",
+        "fwd_ipip",
+        "top services",
+        "top rules",
+        "blocklist",
+        "state: flows",
+    ] {
+        assert!(t.contains(want), "status lacks {want:?}:\n{t}");
+    }
+    assert!(!t.contains("PROBLEM"), "{t}");
+    eprintln!("{t}");
+}

@@ -38,8 +38,127 @@ pub fn pinned_verdicts(pin_dir: &Path) -> anyhow::Result<Snapshot> {
     }
 }
 
+/// An interface running one of this node's programs, and how.
+struct Attachment {
+    ifname: String,
+    generic: bool,
+    prog_id: u32,
+    prog_name: String,
+}
+
+/// Interfaces of this network namespace whose XDP program uses this node's counter map: found by
+/// the kernel's own records (program → maps), so no config is needed and nothing is guessed.
+fn attachments(counter_map_id: u32) -> Vec<Attachment> {
+    let Ok(out) = std::process::Command::new("ip")
+        .args(["-d", "-o", "link", "show"])
+        .output()
+    else {
+        return Vec::new();
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let programs: Vec<aya::programs::ProgramInfo> = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .collect();
+    let mut found = Vec::new();
+    for line in text.lines() {
+        // "2: eth0@if3: <…> … prog/xdp id 42 …" (one line per interface with -o)
+        let Some(ifname) = line
+            .split(": ")
+            .nth(1)
+            .map(|n| n.split('@').next().unwrap_or(n))
+        else {
+            continue;
+        };
+        let Some((kind, rest)) = line.split_once("prog/xdp") else {
+            continue;
+        };
+        let _ = kind;
+        let generic = rest.starts_with("generic");
+        let Some(id) = rest
+            .split_whitespace()
+            .skip_while(|w| *w != "id")
+            .nth(1)
+            .and_then(|id| id.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Some(p) = programs.iter().find(|p| p.id() == id) else {
+            continue;
+        };
+        let ours = p
+            .map_ids()
+            .ok()
+            .flatten()
+            .is_some_and(|ids| ids.contains(&counter_map_id));
+        if ours {
+            found.push(Attachment {
+                ifname: ifname.to_owned(),
+                generic,
+                prog_id: id,
+                prog_name: p.name_as_str().unwrap_or("?").to_owned(),
+            });
+        }
+    }
+    found
+}
+
+/// (run time ns, runs) of a program, from the kernel's statistics.
+fn cost(id: u32) -> (u64, u64) {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.id() == id)
+        .map(|p| (p.run_time().as_nanos() as u64, p.run_count()))
+        .unwrap_or((0, 0))
+}
+
+/// Names of rules and services of the live config, when the network file is given.
+#[derive(Clone, Debug, Default)]
+pub struct StatusNames {
+    pub rules: Vec<String>,
+    pub services: Vec<String>,
+}
+
+/// The top `n` entries of the live generation's slice of a hit-counter map, by packets in the
+/// window: (name, total packets, rate).
+fn top(
+    a: &[Counter],
+    b: &[Counter],
+    generation: usize,
+    names: &[String],
+    secs: f64,
+    n: usize,
+) -> Vec<(String, u64, f64)> {
+    let half = b.len() / 2;
+    let base = generation * half;
+    let mut v: Vec<(String, u64, f64)> = (0..half)
+        .filter_map(|i| {
+            let (x, y) = (a.get(base + i)?, b.get(base + i)?);
+            (y.packets > 0).then(|| {
+                (
+                    names.get(i).cloned().unwrap_or_else(|| format!("#{i}")),
+                    y.packets,
+                    (y.packets - x.packets) as f64 / secs,
+                )
+            })
+        })
+        .collect();
+    v.sort_by(|x, y| y.2.total_cmp(&x.2).then(y.1.cmp(&x.1)));
+    v.truncate(n);
+    v
+}
+
 /// The status report of the node whose pins are in `pin_dir`; rates over `window`.
 pub fn report(pin_dir: &Path, node: &str, window: Duration) -> anyhow::Result<String> {
+    report_named(pin_dir, node, window, &StatusNames::default())
+}
+
+/// [`report`] with the names of rules and services.
+pub fn report_named(
+    pin_dir: &Path,
+    node: &str,
+    window: Duration,
+    names: &StatusNames,
+) -> anyhow::Result<String> {
     let edge = pin_dir.join("COUNTERS").exists();
     let backend = pin_dir.join("B_COUNTERS").exists();
     if !edge && !backend {
@@ -80,21 +199,79 @@ pub fn report(pin_dir: &Path, node: &str, window: Duration) -> anyhow::Result<St
         ),
         (None, true) => writeln!(out, "daemon: not running"),
     };
+    let mut generation = 0usize;
     if edge {
         let c: Array<MapData, Control> = Array::try_from(Map::Array(open(pin_dir, "CONTROL")?))
             .map_err(|e| anyhow!("CONTROL: {e}"))?;
         let c = c.get(&0, 0).map_err(|e| anyhow!("CONTROL: {e}"))?;
+        generation = c.active_gen as usize;
         let _ = writeln!(
             out,
             "config: switch #{}, live slot {}",
             c.version, c.active_gen
         );
     }
+    let counter_map_id = open(pin_dir, name)?
+        .info()
+        .map_err(|e| anyhow!("{name}: {e}"))?
+        .id();
+    let attached = attachments(counter_map_id);
+    // The programs' own cost: run-time statistics on for the window only (they cost a little).
+    let stats = crate::dataplane::edge::enable_cost_stats().ok();
+    let hits = |map: &str| -> anyhow::Result<Vec<Counter>> {
+        if !edge {
+            return Ok(Vec::new());
+        }
+        Ok(counters(pin_dir, map)?.by_reason)
+    };
+    let (rules_a, services_a) = (hits("RULE_HITS")?, hits("SVC_HITS")?);
+    let cost_a: Vec<(u64, u64)> = attached.iter().map(|a| cost(a.prog_id)).collect();
     let a = counters(pin_dir, name)?;
     let t0 = Instant::now();
     std::thread::sleep(window);
     let b = counters(pin_dir, name)?;
     let secs = t0.elapsed().as_secs_f64();
+    let cost_b: Vec<(u64, u64)> = attached.iter().map(|a| cost(a.prog_id)).collect();
+    let (rules_b, services_b) = (hits("RULE_HITS")?, hits("SVC_HITS")?);
+    drop(stats);
+    if attached.is_empty() {
+        let _ = writeln!(
+            out,
+            "interfaces: none in this network namespace runs this node's programs"
+        );
+    }
+    // One program can be attached to several interfaces: its cost is shared by them.
+    for (i, att) in attached.iter().enumerate() {
+        let (dt, dn) = (
+            cost_b[i].0.saturating_sub(cost_a[i].0),
+            cost_b[i].1.saturating_sub(cost_a[i].1),
+        );
+        let cost_text = if dn == 0 {
+            "no packets in the window".to_string()
+        } else {
+            format!(
+                "{} ns/packet, {:.1}% of one CPU ({} runs/s, all its interfaces)",
+                dt / dn,
+                100.0 * dt as f64 / 1e9 / secs,
+                si(dn as f64 / secs)
+            )
+        };
+        let _ = writeln!(
+            out,
+            "interface {}: {} XDP, program {} (id {}): {cost_text}",
+            att.ifname,
+            if att.generic { "GENERIC" } else { "native" },
+            att.prog_name,
+            att.prog_id
+        );
+        if att.generic {
+            let _ = writeln!(
+                out,
+                "  PROBLEM: generic XDP runs after the kernel allocated the packet: a fraction of native speed. Usual causes: a driver without native XDP, LRO on (ethtool -K {0} lro off). Check with: anypop doctor --interface {0}",
+                att.ifname
+            );
+        }
+    }
     let _ = writeln!(out, "verdicts (total packets, rate over {secs:.1} s):");
     let mut any = false;
     for r in Reason::ALL {
@@ -116,18 +293,54 @@ pub fn report(pin_dir: &Path, node: &str, window: Duration) -> anyhow::Result<St
         let _ = writeln!(out, "  (no packets yet)");
     }
     if edge {
+        for (title, list) in [
+            (
+                "top services",
+                top(
+                    &services_a,
+                    &services_b,
+                    generation,
+                    &names.services,
+                    secs,
+                    5,
+                ),
+            ),
+            (
+                "top rules",
+                top(&rules_a, &rules_b, generation, &names.rules, secs, 5),
+            ),
+        ] {
+            if list.is_empty() {
+                continue;
+            }
+            let _ = writeln!(out, "{title} (total packets, rate):");
+            for (n, total, rate) in list {
+                let _ = writeln!(out, "  {n:<20} {total:>14} {:>10}/s", si(rate));
+            }
+        }
+        let flows_data = open(pin_dir, "FLOWS")?;
+        let buckets_data = open(pin_dir, "BUCKETS")?;
+        let flow_max = flows_data.info().map(|i| i.max_entries()).unwrap_or(0);
+        let bucket_max = buckets_data.info().map(|i| i.max_entries()).unwrap_or(0);
         let flows: HashMap<MapData, FlowKey, FlowValue> =
-            HashMap::try_from(Map::LruHashMap(open(pin_dir, "FLOWS")?))
-                .map_err(|e| anyhow!("FLOWS: {e}"))?;
+            HashMap::try_from(Map::LruHashMap(flows_data)).map_err(|e| anyhow!("FLOWS: {e}"))?;
         let buckets: HashMap<MapData, BucketKey, Bucket> =
-            HashMap::try_from(Map::LruHashMap(open(pin_dir, "BUCKETS")?))
+            HashMap::try_from(Map::LruHashMap(buckets_data))
                 .map_err(|e| anyhow!("BUCKETS: {e}"))?;
+        let (nf, nb) = (flows.keys().count(), buckets.keys().count());
+        let pct = |n: usize, max: u32| 100.0 * n as f64 / max.max(1) as f64;
         let _ = writeln!(
             out,
-            "state: {} flows, {} rate-limit buckets",
-            flows.keys().count(),
-            buckets.keys().count()
+            "state: flows {nf} of {flow_max} ({:.1}%), rate-limit buckets {nb} of {bucket_max} ({:.1}%)",
+            pct(nf, flow_max),
+            pct(nb, bucket_max)
         );
+        if pct(nf, flow_max) > 90.0 || pct(nb, bucket_max) > 90.0 {
+            let _ = writeln!(
+                out,
+                "  WARNING: a state table is nearly full: its LRU evicts players' flows or buckets. Raise flow_table_size / bucket_table_size in [defaults] (takes a restart)"
+            );
+        }
     }
     Ok(out)
 }
