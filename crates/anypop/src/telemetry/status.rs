@@ -246,15 +246,13 @@ pub fn report_named(
             cost_b[i].0.saturating_sub(cost_a[i].0),
             cost_b[i].1.saturating_sub(cost_a[i].1),
         );
-        let cost_text = if dn == 0 {
-            "no packets in the window".to_string()
-        } else {
-            format!(
-                "{} ns/packet, {:.1}% of one CPU ({} runs/s, all its interfaces)",
-                dt / dn,
+        let cost_text = match dt.checked_div(dn) {
+            None => "no packets in the window".to_string(),
+            Some(per_packet) => format!(
+                "{per_packet} ns/packet, {:.1}% of one CPU ({} runs/s, all its interfaces)",
                 100.0 * dt as f64 / 1e9 / secs,
                 si(dn as f64 / secs)
-            )
+            ),
         };
         let _ = writeln!(
             out,
