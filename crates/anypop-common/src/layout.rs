@@ -227,6 +227,25 @@ pub const CLASS_USE_LPM: u64 = 255;
 /// Classes per generation in `SRC4_CLASS`.
 pub const CLASSES: u32 = 256;
 
+/// `SRC4_DECIDE[(gen × max_services + service) × CLASSES + class]`: what the rules of a service
+/// decide for an IPv4 source of a DIR-24-8 class, computed in user space for every (service,
+/// class), so that the common cases skip the rule walk. The first rule that a source of the class
+/// can match (source dimension only, in file order) either matches every such packet — no
+/// protocol, port, length, TTL, TCP-flag or ICMP-type condition — and then decides alone, or it
+/// does not, and the program walks the rules as usual. Exact by construction: it is the answer the
+/// walk would give. [`CLASS_USE_LPM`] and IPv6 always walk.
+pub const DECIDE_WALK: u32 = 0;
+/// No rule of the service can match a source of this class.
+pub const DECIDE_NO_RULE: u32 = 1;
+/// Bit set when the deciding rule is a deny (the flood-drop path needs nothing else).
+pub const DECIDE_DENY: u32 = 1 << 8;
+
+/// A decision for rule slot `slot` (0..64), rule `rule_index` (0..1024) of the network file:
+/// bits 0..7 = 2 + slot, bit 8 = deny, bits 16..26 = rule index (for its hit counter).
+pub const fn decide_rule(slot: u32, deny: bool, rule_index: u32) -> u32 {
+    (2 + slot) | if deny { DECIDE_DENY } else { 0 } | (rule_index << 16)
+}
+
 /// LPM key data for IPv4 sources: byte 0 is the generation, bytes 1..5 the address.
 /// The trie's prefix length is `8 + prefix`, so the generation byte always takes part.
 pub type LpmData4 = [u8; 8];

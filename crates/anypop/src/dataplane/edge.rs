@@ -77,6 +77,7 @@ impl Edge {
             .map_max_entries("SET_TBL", g * ms * SET_CHUNKS * 256)
             .map_max_entries("MAGLEV", g * ms * MAGLEV_SIZE)
             .map_max_entries("SRC4_DIR", g * DIR_WORDS)
+            .map_max_entries("SRC4_DECIDE", g * ms * CLASSES)
             .map_max_entries("SVC_HITS", g * ms)
             .map_max_entries("FLOWS", sizes.flow_entries.max(1024))
             .map_max_entries("BUCKETS", sizes.bucket_entries.max(1024));
@@ -257,7 +258,19 @@ impl Edge {
         self.put_array("SET_TBL", set_entries)?;
 
         let v4 = prefix_sets::compile_v4(&tables.prefix_sets_v4);
-        self.write_source_dir(generation, &v4)?;
+        let classes = self.write_source_dir(generation, &v4)?;
+        let decisions = build_decisions(tables, &classes);
+        self.with_mapped_array("SRC4_DECIDE", GENERATIONS * ms * CLASSES, |words| {
+            // The whole standby half: services beyond this config's count walk (and have no rules).
+            let start = (gen32 * ms * CLASSES) as usize;
+            words[start..start + (ms * CLASSES) as usize].fill(DECIDE_WALK as u64);
+            for (gs, row) in &decisions {
+                let base = (*gs * CLASSES) as usize;
+                for (c, d) in row.iter().enumerate() {
+                    words[base + c] = *d as u64;
+                }
+            }
+        })?;
         {
             let mut m: LpmTrie<&mut MapData, LpmData4, u64> =
                 LpmTrie::try_from(self.map("SRC_V4")?).map_err(|e| map_err("SRC_V4", e))?;
@@ -381,11 +394,12 @@ impl Edge {
     /// Fills the standby half of the DIR-24-8 source table and its class table (see
     /// `anypop_common::layout::DIR_WORDS`). The 16 MiB half is built in memory and copied through
     /// a memory mapping of the array: one copy instead of two million syscalls.
+    /// Returns the class table (class → prefix-set bitmap).
     fn write_source_dir(
         &mut self,
         generation: u8,
         v4: &[(ipnet::Ipv4Net, u64)],
-    ) -> Result<(), DataplaneError> {
+    ) -> Result<Vec<u64>, DataplaneError> {
         let (dir, classes) = build_source_dir(v4);
         {
             let mut m: Array<&mut MapData, u64> =
@@ -399,7 +413,7 @@ impl Edge {
             let start = generation as usize * DIR_WORDS as usize;
             words[start..start + dir.len()].copy_from_slice(&dir);
         })?;
-        Ok(())
+        Ok(classes)
     }
 
     /// Removes the hash and trie entries of a slot (arrays are overwritten in place).
@@ -610,6 +624,54 @@ pub fn build_source_dir(v4: &[(ipnet::Ipv4Net, u64)]) -> (Vec<u64>, Vec<u64>) {
     (dir, classes)
 }
 
+/// The `SRC4_DECIDE` rows of a generation: for every service (by generation-service index) and
+/// every DIR-24-8 class (`classes[c]` = its prefix-set bitmap; class 0 = in no set), what the
+/// service's rules decide for a source of that class (see `anypop_common::layout::DECIDE_WALK`).
+/// It mirrors the program's rule walk: the rules the source can match are those naming one of its
+/// sets plus those without a source condition; the first of them decides alone only if it has no
+/// other condition. Classes without an entry (and [`CLASS_USE_LPM`]) walk.
+pub fn build_decisions(tables: &EdgeTables, classes: &[u64]) -> Vec<(u32, Vec<u32>)> {
+    let set_tbl: std::collections::HashMap<u32, u64> = tables.set_table.iter().copied().collect();
+    let rules: std::collections::HashMap<u32, RuleEntry> = tables.rules.iter().copied().collect();
+    let mut out = Vec::with_capacity(tables.service_info.len());
+    for (gs, info) in &tables.service_info {
+        let used = if info.rule_count >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << info.rule_count) - 1
+        };
+        // Rules without a protocol condition accept every protocol class.
+        let any_protocol = info.proto_rules.iter().fold(u64::MAX, |a, b| a & b);
+        let mut row = vec![DECIDE_WALK; CLASSES as usize];
+        for (c, &sets) in classes.iter().enumerate().take(CLASS_USE_LPM as usize) {
+            let mut src = info.any_src_rules;
+            for chunk in 0..SET_CHUNKS {
+                let byte = ((sets >> (chunk * 8)) & 0xff) as u32;
+                if byte != 0 {
+                    src |= set_tbl
+                        .get(&set_table_index(*gs, chunk, byte))
+                        .copied()
+                        .unwrap_or(0);
+                }
+            }
+            let candidates = src & used;
+            row[c] = if candidates == 0 {
+                DECIDE_NO_RULE
+            } else {
+                let slot = candidates.trailing_zeros();
+                match rules.get(&(gs * RULES_PER_SERVICE + slot)) {
+                    Some(r) if r.flags == 0 && (any_protocol >> slot) & 1 == 1 => {
+                        decide_rule(slot, r.action == ACTION_DENY, r.rule_index)
+                    }
+                    _ => DECIDE_WALK,
+                }
+            };
+        }
+        out.push((*gs, row));
+    }
+    out
+}
+
 /// Turns on the kernel's per-program run-time statistics while the returned descriptor lives:
 /// what a program costs per packet is invisible to `top`. Statistics cost a little on every run,
 /// so they are on only while someone is measuring.
@@ -620,6 +682,7 @@ pub fn enable_cost_stats() -> Result<std::os::fd::OwnedFd, DataplaneError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn class_at(dir: &[u64], addr: &str) -> u64 {
         let a = u32::from(addr.parse::<std::net::Ipv4Addr>().unwrap());
@@ -643,6 +706,71 @@ mod tests {
         );
         assert_eq!(class_at(&dir, "11.0.0.1"), 0);
         assert_eq!(class_at(&dir, "9.255.255.255"), 0);
+    }
+
+    #[test]
+    fn decisions_follow_first_match() {
+        let text = r#"
+[[service]]
+name = "game"
+vip = "203.0.113.10"
+protocol = "udp"
+ports = "27015"
+backends = ["be-1"]
+
+[[service]]
+name = "web"
+vip = "203.0.113.10"
+protocol = "tcp"
+ports = "443"
+backends = ["be-1"]
+
+[[rule]]
+name = "friends"
+action = "allow"
+src = ["198.18.5.0/24"]
+
+[[rule]]
+name = "blocklist"
+action = "deny"
+src = ["198.18.0.0/15"]
+
+[[rule]]
+name = "no-udp"
+action = "deny"
+services = ["web"]
+protocol = "udp"
+src = ["100.80.0.0/16"]
+
+[[node]]
+name = "pop-1"
+role = "pop"
+interfaces = ["a0"]
+tunnel_source = "198.51.100.1"
+
+[[node]]
+name = "be-1"
+role = "backend"
+interface = "eth0"
+address = "198.51.100.21"
+"#;
+        let net = crate::config::parse(text, "t.toml", Path::new(".")).unwrap();
+        let t = crate::config::compile::compile_edge(&net, "pop-1", 1, 8).unwrap();
+        let v4 = prefix_sets::compile_v4(&t.prefix_sets_v4);
+        let (dir, classes) = build_source_dir(&v4);
+        let rows = build_decisions(&t, &classes);
+        let (game, web) = (&rows[0], &rows[1]);
+        assert_eq!((game.0, web.0), (8, 9), "generation 1 × 8 services + index");
+        let at = |row: &(u32, Vec<u32>), a: &str| row.1[class_at(&dir, a) as usize];
+        // In no set: no rule can match.
+        assert_eq!(at(game, "100.64.1.2"), DECIDE_NO_RULE);
+        // The friends' /24 is also in the blocklist: "friends" (slot 0) comes first.
+        assert_eq!(at(game, "198.18.5.9"), decide_rule(0, false, 0));
+        assert_eq!(at(game, "198.18.7.7"), decide_rule(1, true, 1));
+        assert_eq!(at(web, "198.18.7.7"), decide_rule(1, true, 1));
+        // "no-udp" has a protocol condition: web walks; game has no such rule.
+        assert_eq!(at(web, "100.80.1.1"), DECIDE_WALK);
+        assert_eq!(at(game, "100.80.1.1"), DECIDE_NO_RULE);
     }
 
     #[test]
