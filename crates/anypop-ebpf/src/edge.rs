@@ -42,9 +42,10 @@ static VIPS: HashMap<VipKey, u32> = HashMap::pinned(1024, 0);
 #[map]
 static SERVICES: HashMap<ServiceKey, u32> = HashMap::pinned(131_072, 0);
 #[map]
-static VIPS4: HashMap<VipKey4, u32> = HashMap::pinned(1024, 0);
-#[map]
-static SERVICES4: HashMap<ServiceKey4, u32> = HashMap::pinned(131_072, 0);
+static SVC4_TABLE: Array<[u64; SVC4_WAYS]> = Array::pinned(
+    GENERATIONS * SVC4_BUCKETS,
+    aya_ebpf::bindings::BPF_F_MMAPABLE,
+);
 #[map]
 static SVC_INFO: Array<ServiceInfo> = Array::pinned(GENERATIONS * MAX_SERVICES, 0);
 #[map]
@@ -169,19 +170,16 @@ fn run(ctx: &XdpContext) -> Verdict {
         };
     }
 
-    // One hash lookup decides the common case: a service key exists only for a VIP, so a hit
-    // is both "ours" and "which service". Only on a miss do we ask whether the destination is a
-    // VIP at all (our own traffic passes; a VIP without that service drops).
+    // One lookup decides the common case: a service key exists only for a VIP, so a hit is both
+    // "ours" and "which service". Only on a miss do we ask whether the destination is a VIP at
+    // all (our own traffic passes; a VIP without that service drops).
     let mut svc = NONE;
     if !pkt.fragment && !pkt.malformed_l4 && pkt.family == FAMILY_V4 {
-        let skey = ServiceKey4 {
-            addr: pkt.dst[0],
-            port: pkt.dport,
-            proto: pkt.proto,
-            generation: generation as u8,
-        };
-        if let Some(s) = SERVICES4.get_ptr(&skey) {
-            svc = unsafe { *s };
+        let kind = svc4_kind(pkt.proto);
+        if kind != 0 {
+            if let Some(e) = svc4_find(generation, svc4_key(pkt.dst[0], pkt.dport, kind)) {
+                svc = ((e >> SVC4_SERVICE_SHIFT) & 0xfff) as u32;
+            }
         }
     } else if !pkt.fragment && !pkt.malformed_l4 {
         let skey = ServiceKey {
@@ -199,11 +197,7 @@ fn run(ctx: &XdpContext) -> Verdict {
     }
     if svc == NONE {
         let is_vip = if pkt.family == FAMILY_V4 {
-            let vip = VipKey4 {
-                addr: pkt.dst[0],
-                generation,
-            };
-            VIPS4.get_ptr(&vip).is_some()
+            svc4_find(generation, svc4_key(pkt.dst[0], 0, SVC4_KIND_VIP)).is_some()
         } else {
             let vip = VipKey {
                 generation: generation as u8,
@@ -331,6 +325,24 @@ fn source_sets_v4_lpm(generation: u32, pkt: &Packet) -> u64 {
         Some(v) => *v,
         None => 0,
     }
+}
+
+/// The `SVC4_TABLE` entry with this key, if any: at most two bucket reads (see
+/// `anypop_common::layout::SVC4_BUCKET_BITS`), inlined by the verifier like every array read.
+#[inline(always)]
+fn svc4_find(generation: u32, key: u64) -> Option<u64> {
+    let (b1, b2) = svc4_buckets(key);
+    let base = generation << SVC4_BUCKET_BITS;
+    for b in [b1, b2] {
+        if let Some(bucket) = SVC4_TABLE.get(base | b) {
+            for e in bucket.iter() {
+                if *e & SVC4_KEY_MASK == key {
+                    return Some(*e);
+                }
+            }
+        }
+    }
+    None
 }
 
 /// The DIR-24-8 class of an IPv4 source (network byte order): one array read.

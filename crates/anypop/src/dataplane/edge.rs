@@ -223,8 +223,15 @@ impl Edge {
         self.put_array("SETTINGS", [(gen32, settings)])?;
         self.put_hash("VIPS", tables.vips.iter().map(|v| (*v, 1u32)))?;
         self.put_hash("SERVICES", tables.services.iter().copied())?;
-        self.put_hash("VIPS4", tables.vips4.iter().map(|v| (*v, 1u32)))?;
-        self.put_hash("SERVICES4", tables.services4.iter().copied())?;
+        let svc4 = build_service_table(tables)?;
+        self.with_mapped_array(
+            "SVC4_TABLE",
+            GENERATIONS * SVC4_BUCKETS * SVC4_WAYS as u32,
+            |words| {
+                let start = generation as usize * svc4.len();
+                words[start..start + svc4.len()].copy_from_slice(&svc4);
+            },
+        )?;
         self.put_array("SVC_INFO", tables.service_info.iter().copied())?;
         self.put_array("RULES", tables.rules.iter().copied())?;
 
@@ -421,8 +428,6 @@ impl Edge {
         let g32 = generation as u32;
         self.clear_hash::<VipKey, u32>("VIPS", |k| k.generation == generation)?;
         self.clear_hash::<ServiceKey, u32>("SERVICES", |k| k.generation == generation)?;
-        self.clear_hash::<VipKey4, u32>("VIPS4", |k| k.generation == g32)?;
-        self.clear_hash::<ServiceKey4, u32>("SERVICES4", |k| k.generation == generation)?;
         self.clear_hash::<BackendServiceKey, u32>("BE_SVC", |k| k.generation == g32)?;
         self.clear_lpm::<LpmData4>("SRC_V4", |d| d[0] == generation)?;
         self.clear_lpm::<LpmData6>("SRC_V6", |d| d[0] == generation)?;
@@ -672,6 +677,51 @@ pub fn build_decisions(tables: &EdgeTables, classes: &[u64]) -> Vec<(u32, Vec<u3
     out
 }
 
+/// The standby half of `SVC4_TABLE` (`SVC4_BUCKETS` buckets of `SVC4_WAYS` words): every IPv4
+/// service port and VIP of `tables`, placed by cuckoo insertion (an entry that finds both its
+/// buckets full displaces one of the residents to that one's other bucket). A key listed twice
+/// keeps its last service, as a hash map would.
+pub fn build_service_table(tables: &EdgeTables) -> Result<Vec<u64>, DataplaneError> {
+    let mut entries: std::collections::BTreeMap<u64, u64> = std::collections::BTreeMap::new();
+    for (k, svc) in &tables.services4 {
+        let kind = svc4_kind(k.proto);
+        if kind != 0 && *svc < 0x1000 {
+            entries.insert(
+                svc4_key(k.addr, k.port, kind),
+                (*svc as u64) << SVC4_SERVICE_SHIFT,
+            );
+        }
+    }
+    for v in &tables.vips4 {
+        entries.insert(svc4_key(v.addr, 0, SVC4_KIND_VIP), 0);
+    }
+    let mut t = vec![0u64; SVC4_BUCKETS as usize * SVC4_WAYS];
+    'entries: for (key, value) in entries {
+        let mut cur = key | value;
+        let mut bucket = svc4_buckets(key).0 as usize;
+        for kick in 0..1000 {
+            let (b1, b2) = svc4_buckets(cur & SVC4_KEY_MASK);
+            for b in [b1 as usize, b2 as usize] {
+                if let Some(free) = t[b * SVC4_WAYS..(b + 1) * SVC4_WAYS]
+                    .iter_mut()
+                    .find(|e| **e == 0)
+                {
+                    *free = cur;
+                    continue 'entries;
+                }
+            }
+            std::mem::swap(&mut cur, &mut t[bucket * SVC4_WAYS + kick % SVC4_WAYS]);
+            let (v1, v2) = svc4_buckets(cur & SVC4_KEY_MASK);
+            bucket = if v1 as usize == bucket { v2 } else { v1 } as usize;
+        }
+        return Err(DataplaneError::Map(format!(
+            "SVC4_TABLE: no place for service key {cur:#x} after 1000 moves (the table is \
+             sized for 131,072 service ports)"
+        )));
+    }
+    Ok(t)
+}
+
 /// Turns on the kernel's per-program run-time statistics while the returned descriptor lives:
 /// what a program costs per packet is invisible to `top`. Statistics cost a little on every run,
 /// so they are on only while someone is measuring.
@@ -771,6 +821,66 @@ address = "198.51.100.21"
         // "no-udp" has a protocol condition: web walks; game has no such rule.
         assert_eq!(at(web, "100.80.1.1"), DECIDE_WALK);
         assert_eq!(at(game, "100.80.1.1"), DECIDE_NO_RULE);
+    }
+
+    /// What the program's `svc4_find` does, over a built table.
+    fn svc4_find(t: &[u64], key: u64) -> Option<u64> {
+        let (b1, b2) = svc4_buckets(key);
+        [b1, b2].iter().find_map(|&b| {
+            t[b as usize * SVC4_WAYS..(b as usize + 1) * SVC4_WAYS]
+                .iter()
+                .copied()
+                .find(|e| e & SVC4_KEY_MASK == key)
+        })
+    }
+
+    #[test]
+    fn service_table_holds_the_largest_config() {
+        // 64 VIPs × 2,048 consecutive UDP ports: the 131,072 service ports the table is sized for.
+        let mut t = EdgeTables::default();
+        for v in 0..64u32 {
+            let addr = u32::from_ne_bytes([203, 0, 113, v as u8]);
+            t.vips4.push(VipKey4 {
+                addr,
+                generation: 0,
+            });
+            for port in 20_000..22_048u16 {
+                let key = ServiceKey4 {
+                    addr,
+                    port,
+                    proto: PROTO_UDP,
+                    generation: 0,
+                };
+                t.services4.push((key, v));
+            }
+        }
+        // An ICMP service (port 0) on the first VIP.
+        let icmp = ServiceKey4 {
+            addr: t.vips4[0].addr,
+            port: 0,
+            proto: PROTO_ICMP,
+            generation: 0,
+        };
+        t.services4.push((icmp, 7));
+        let table = build_service_table(&t).unwrap();
+        assert_eq!(table.len(), (SVC4_BUCKETS as usize) * SVC4_WAYS);
+        assert_eq!(table.iter().filter(|e| **e != 0).count(), 131_072 + 64 + 1);
+        for (k, svc) in &t.services4 {
+            let e = svc4_find(&table, svc4_key(k.addr, k.port, svc4_kind(k.proto)))
+                .unwrap_or_else(|| panic!("{k:?} missing"));
+            assert_eq!((e >> SVC4_SERVICE_SHIFT) & 0xfff, *svc as u64);
+        }
+        for v in &t.vips4 {
+            assert!(svc4_find(&table, svc4_key(v.addr, 0, SVC4_KIND_VIP)).is_some());
+        }
+        // Neighbours of the keys are not found: another port, protocol or address.
+        let a = t.vips4[3].addr;
+        assert!(svc4_find(&table, svc4_key(a, 22_048, SVC4_KIND_UDP)).is_none());
+        assert!(svc4_find(&table, svc4_key(a, 20_000, SVC4_KIND_TCP)).is_none());
+        assert!(svc4_find(&table, svc4_key(a, 0, SVC4_KIND_ICMP)).is_none());
+        let other = u32::from_ne_bytes([203, 0, 114, 3]);
+        assert!(svc4_find(&table, svc4_key(other, 20_000, SVC4_KIND_UDP)).is_none());
+        assert!(svc4_find(&table, svc4_key(other, 0, SVC4_KIND_VIP)).is_none());
     }
 
     #[test]
