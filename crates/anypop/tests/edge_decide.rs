@@ -23,6 +23,7 @@ const FRIENDS: usize = 0;
 const BLOCKLIST: usize = 1;
 const NO_WEB: usize = 2;
 const NO_UDP: usize = 3;
+const SLOW: usize = 4;
 
 /// Service indices of [`NETWORK`].
 const GAME: usize = 0;
@@ -70,6 +71,18 @@ name = "no-udp"
 action = "deny"
 protocol = "udp"
 src = ["100.80.0.0/16"]
+
+# Source-only limit rule: decided by the class too, then rate-limited with its profile.
+[[rule]]
+name = "slow"
+action = "limit"
+profile = "slow"
+src = ["100.90.0.0/16"]
+
+[[profile]]
+name = "slow"
+pps = 1
+burst = 1.0
 
 [[node]]
 name = "pop-1"
@@ -332,5 +345,29 @@ fn a_rule_with_conditions_before_the_blocklist_keeps_first_match() {
         let after = hits(t);
         assert_eq!(gained(&before.rules, &after.rules, tiny).0, 1);
         assert_eq!(gained(&before.rules, &after.rules, blocklist).0, 1);
+    });
+}
+
+#[test]
+fn decided_limit_rule_applies_its_profile() {
+    with_edge(NETWORK, |t, lab| {
+        // web has no limit of its own; "slow" gives this source 1 packet/s with a 1 s bucket.
+        let f = tcp4([100, 90, 1, 1], 5000, VIP, 443, false, true);
+        let before = hits(t);
+        let snap = t.snapshot();
+        let actions: Vec<u32> = (0..5).map(|_| t.run(&f, lab.a0).action).collect();
+        let after = hits(t);
+        assert_eq!(actions[0], XDP_TX);
+        assert_eq!(actions[4], XDP_DROP, "{actions:?}");
+        let d = delta(&snap, &t.snapshot());
+        let forwarded = actions.iter().filter(|a| **a == XDP_TX).count() as u64;
+        assert_eq!(
+            d,
+            vec![
+                (Reason::DropRateLimit, 5 - forwarded),
+                (Reason::FwdIpip, forwarded)
+            ]
+        );
+        assert_eq!(gained(&before.rules, &after.rules, SLOW).0, 5);
     });
 }

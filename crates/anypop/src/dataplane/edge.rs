@@ -267,6 +267,13 @@ impl Edge {
         let v4 = prefix_sets::compile_v4(&tables.prefix_sets_v4);
         let classes = self.write_source_dir(generation, &v4)?;
         let decisions = build_decisions(tables, &classes);
+        let slot_services = gen32 * ms..(gen32 + 1) * ms;
+        if let Some((gs, _)) = decisions.iter().find(|(gs, _)| !slot_services.contains(gs)) {
+            return Err(DataplaneError::Map(format!(
+                "service index {gs} is outside slot {generation} (tables compiled for another \
+                 max_services than the loaded {ms})"
+            )));
+        }
         self.with_mapped_array("SRC4_DECIDE", GENERATIONS * ms * CLASSES, |words| {
             // The whole standby half: services beyond this config's count walk (and have no rules).
             let start = (gen32 * ms * CLASSES) as usize;
