@@ -132,7 +132,8 @@ pub struct ServiceKey {
     pub addr: [u32; 4],
 }
 
-/// Key of `VIPS4`: the IPv4 form of [`VipKey`], 8 bytes so the hash is cheap.
+/// An IPv4 VIP of a generation, as compiled (it becomes a [`SVC4_KIND_VIP`] entry of
+/// `SVC4_TABLE`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct VipKey4 {
@@ -141,8 +142,8 @@ pub struct VipKey4 {
     pub generation: u32,
 }
 
-/// Key of `SERVICES4`: the IPv4 form of [`ServiceKey`] in 8 bytes. This lookup is on every
-/// packet's path, and the kernel hashes the whole key.
+/// The IPv4 form of [`ServiceKey`] in 8 bytes: an entry of the edge's `SVC4_TABLE` once compiled,
+/// and the key of the backend's `B_SERVICES`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ServiceKey4 {
@@ -152,6 +153,55 @@ pub struct ServiceKey4 {
     pub port: u16,
     pub proto: u8,
     pub generation: u8,
+}
+
+/// IPv4 services and VIPs of a generation in one array, `SVC4_TABLE[gen × SVC4_BUCKETS +
+/// bucket]`, read by the program without a helper call (a hash-map lookup is a call into the
+/// kernel, and this lookup is on every packet's path). Bucketized cuckoo hashing: each entry lives
+/// in one of the two buckets its key hashes to ([`svc4_buckets`]), 4 entries to a bucket, so a
+/// lookup reads at most two 32-byte buckets; user space places the entries. 262,144 places for at
+/// most 131,072 service ports and 1,024 VIPs: at half load, placement does not fail in practice.
+pub const SVC4_BUCKET_BITS: u32 = 16;
+/// Buckets per generation.
+pub const SVC4_BUCKETS: u32 = 1 << SVC4_BUCKET_BITS;
+/// Entries per bucket.
+pub const SVC4_WAYS: usize = 4;
+/// An entry (`u64`): bit 63 set (0 = empty), kind in bits 60..63, service index in bits 48..60,
+/// port (host order) in bits 32..48, address (network order, as read from the packet) in bits
+/// 0..32. The key is everything but the service index.
+pub const SVC4_KEY_MASK: u64 = !(0xfff << 48);
+/// Service index bits of an entry.
+pub const SVC4_SERVICE_SHIFT: u32 = 48;
+/// Entry kinds: a service per protocol, or "this address is a VIP" (port 0).
+pub const SVC4_KIND_TCP: u64 = 1;
+pub const SVC4_KIND_UDP: u64 = 2;
+pub const SVC4_KIND_ICMP: u64 = 3;
+pub const SVC4_KIND_VIP: u64 = 4;
+
+/// The entry kind of a service protocol; 0 for a protocol no service can have.
+#[inline(always)]
+pub const fn svc4_kind(proto: u8) -> u64 {
+    match proto {
+        PROTO_TCP => SVC4_KIND_TCP,
+        PROTO_UDP => SVC4_KIND_UDP,
+        PROTO_ICMP => SVC4_KIND_ICMP,
+        _ => 0,
+    }
+}
+
+/// The key of an entry: `addr` in network order, `port` in host order (0 for ICMP and VIPs).
+#[inline(always)]
+pub const fn svc4_key(addr: u32, port: u16, kind: u64) -> u64 {
+    (1 << 63) | (kind << 60) | ((port as u64) << 32) | addr as u64
+}
+
+/// The two buckets of a key: multiply-shift hashes with two fixed odd constants.
+#[inline(always)]
+pub const fn svc4_buckets(key: u64) -> (u32, u32) {
+    (
+        (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - SVC4_BUCKET_BITS)) as u32,
+        (key.wrapping_mul(0xc2b2_ae3d_27d4_eb4f) >> (64 - SVC4_BUCKET_BITS)) as u32,
+    )
 }
 
 /// `SVC_INFO[gen * max_services + index]`.
@@ -226,6 +276,25 @@ pub const DIR_WORDS: u32 = 1 << DIR_WORDS_BITS;
 pub const CLASS_USE_LPM: u64 = 255;
 /// Classes per generation in `SRC4_CLASS`.
 pub const CLASSES: u32 = 256;
+
+/// `SRC4_DECIDE[(gen × max_services + service) × CLASSES + class]`: what the rules of a service
+/// decide for an IPv4 source of a DIR-24-8 class, computed in user space for every (service,
+/// class), so that the common cases skip the rule walk. The first rule that a source of the class
+/// can match (source dimension only, in file order) either matches every such packet — no
+/// protocol, port, length, TTL, TCP-flag or ICMP-type condition — and then decides alone, or it
+/// does not, and the program walks the rules as usual. Exact by construction: it is the answer the
+/// walk would give. [`CLASS_USE_LPM`] and IPv6 always walk.
+pub const DECIDE_WALK: u32 = 0;
+/// No rule of the service can match a source of this class.
+pub const DECIDE_NO_RULE: u32 = 1;
+/// Bit set when the deciding rule is a deny (the flood-drop path needs nothing else).
+pub const DECIDE_DENY: u32 = 1 << 8;
+
+/// A decision for rule slot `slot` (0..64), rule `rule_index` (0..1024) of the network file:
+/// bits 0..7 = 2 + slot, bit 8 = deny, bits 16..26 = rule index (for its hit counter).
+pub const fn decide_rule(slot: u32, deny: bool, rule_index: u32) -> u32 {
+    (2 + slot) | if deny { DECIDE_DENY } else { 0 } | (rule_index << 16)
+}
 
 /// LPM key data for IPv4 sources: byte 0 is the generation, bytes 1..5 the address.
 /// The trie's prefix length is `8 + prefix`, so the generation byte always takes part.

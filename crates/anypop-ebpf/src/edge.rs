@@ -42,9 +42,10 @@ static VIPS: HashMap<VipKey, u32> = HashMap::pinned(1024, 0);
 #[map]
 static SERVICES: HashMap<ServiceKey, u32> = HashMap::pinned(131_072, 0);
 #[map]
-static VIPS4: HashMap<VipKey4, u32> = HashMap::pinned(1024, 0);
-#[map]
-static SERVICES4: HashMap<ServiceKey4, u32> = HashMap::pinned(131_072, 0);
+static SVC4_TABLE: Array<[u64; SVC4_WAYS]> = Array::pinned(
+    GENERATIONS * SVC4_BUCKETS,
+    aya_ebpf::bindings::BPF_F_MMAPABLE,
+);
 #[map]
 static SVC_INFO: Array<ServiceInfo> = Array::pinned(GENERATIONS * MAX_SERVICES, 0);
 #[map]
@@ -58,6 +59,11 @@ static SRC4_DIR: Array<u64> =
     Array::pinned(GENERATIONS * DIR_WORDS, aya_ebpf::bindings::BPF_F_MMAPABLE);
 #[map]
 static SRC4_CLASS: Array<u64> = Array::pinned(GENERATIONS * CLASSES, 0);
+#[map]
+static SRC4_DECIDE: Array<u32> = Array::pinned(
+    GENERATIONS * MAX_SERVICES * CLASSES,
+    aya_ebpf::bindings::BPF_F_MMAPABLE,
+);
 #[map]
 static SRC_V6: LpmTrie<LpmData6, u64> = LpmTrie::pinned(262_144, 0);
 #[map]
@@ -148,7 +154,7 @@ fn run(ctx: &XdpContext) -> Verdict {
         None => (0, 0),
     };
     let settings = match SETTINGS.get(generation) {
-        Some(s) => *s,
+        Some(s) => s,
         None => return pass(Reason::PassNotVip),
     };
     // The packet summary lives in zeroed 8-byte words (see `zero_words`); all-zero bytes are a
@@ -164,19 +170,16 @@ fn run(ctx: &XdpContext) -> Verdict {
         };
     }
 
-    // One hash lookup decides the common case: a service key exists only for a VIP, so a hit
-    // is both "ours" and "which service". Only on a miss do we ask whether the destination is a
-    // VIP at all (our own traffic passes; a VIP without that service drops).
+    // One lookup decides the common case: a service key exists only for a VIP, so a hit is both
+    // "ours" and "which service". Only on a miss do we ask whether the destination is a VIP at
+    // all (our own traffic passes; a VIP without that service drops).
     let mut svc = NONE;
     if !pkt.fragment && !pkt.malformed_l4 && pkt.family == FAMILY_V4 {
-        let skey = ServiceKey4 {
-            addr: pkt.dst[0],
-            port: pkt.dport,
-            proto: pkt.proto,
-            generation: generation as u8,
-        };
-        if let Some(s) = SERVICES4.get_ptr(&skey) {
-            svc = unsafe { *s };
+        let kind = svc4_kind(pkt.proto);
+        if kind != 0 {
+            if let Some(e) = svc4_find(generation, svc4_key(pkt.dst[0], pkt.dport, kind)) {
+                svc = ((e >> SVC4_SERVICE_SHIFT) & 0xfff) as u32;
+            }
         }
     } else if !pkt.fragment && !pkt.malformed_l4 {
         let skey = ServiceKey {
@@ -194,11 +197,7 @@ fn run(ctx: &XdpContext) -> Verdict {
     }
     if svc == NONE {
         let is_vip = if pkt.family == FAMILY_V4 {
-            let vip = VipKey4 {
-                addr: pkt.dst[0],
-                generation,
-            };
-            VIPS4.get_ptr(&vip).is_some()
+            svc4_find(generation, svc4_key(pkt.dst[0], 0, SVC4_KIND_VIP)).is_some()
         } else {
             let vip = VipKey {
                 generation: generation as u8,
@@ -228,6 +227,29 @@ fn run(ctx: &XdpContext) -> Verdict {
         return drop(Reason::DropNoService);
     }
     let gs = generation * max_services + svc;
+
+    // ---- IPv4: what the rules decide for the source's class, computed in user space ----
+    // Two array reads. A flood from a listed prefix ends here; a player that no rule can match
+    // skips the rule walk below.
+    let mut decision = DECIDE_WALK;
+    if pkt.family == FAMILY_V4 {
+        let class = source_class_v4(generation, pkt.src[0]);
+        if class != CLASS_USE_LPM {
+            if let Some(d) = SRC4_DECIDE.get(gs * CLASSES + class as u32) {
+                decision = *d;
+            }
+        }
+        if decision & DECIDE_DENY != 0 {
+            add(&SVC_HITS, gs, pkt.ip_len as u64);
+            add(
+                &RULE_HITS,
+                generation * MAX_RULES_TOTAL + ((decision >> 16) & 1023),
+                pkt.ip_len as u64,
+            );
+            return drop(Reason::DropRule);
+        }
+    }
+
     let info = match SVC_INFO.get(gs) {
         Some(i) => i,
         None => return drop(Reason::DropNoService),
@@ -236,12 +258,13 @@ fn run(ctx: &XdpContext) -> Verdict {
 
     // ---- rules: first match decides ----
     let mut profile = info.profile;
-    if info.rule_count > 0 {
-        let slot = first_matching_rule(generation, gs, info, pkt);
-        if let Some(rule) = RULES
-            .get(gs * RULES_PER_SERVICE + (slot & 63))
-            .filter(|_| slot != NONE)
-        {
+    let slot = match decision {
+        DECIDE_WALK if info.rule_count > 0 => first_matching_rule(generation, gs, info, pkt),
+        DECIDE_WALK | DECIDE_NO_RULE => NONE,
+        d => (d & 0xff) - 2,
+    };
+    if slot != NONE {
+        if let Some(rule) = RULES.get(gs * RULES_PER_SERVICE + (slot & 63)) {
             add(
                 &RULE_HITS,
                 generation * MAX_RULES_TOTAL + (rule.rule_index & 1023),
@@ -257,7 +280,7 @@ fn run(ctx: &XdpContext) -> Verdict {
 
     // ---- per-source rate limit ----
     if profile != NONE {
-        let r = rate_limit(generation, info.stable_id, profile, pkt, &settings);
+        let r = rate_limit(generation, info.stable_id, profile, pkt, settings);
         if let Some(r) = Reason::from_u32(r) {
             return drop(r);
         }
@@ -270,17 +293,12 @@ fn run(ctx: &XdpContext) -> Verdict {
     if info.has_backends == 0 {
         return drop(Reason::DropNoBackend);
     }
-    // [generation, service index, generation-service index, service id] in; [address, index] out.
-    let mut chosen = [generation, svc, gs, info.stable_id, version];
-    if !pick_backend(&mut chosen, pkt) {
-        return drop(Reason::DropNoBackend);
-    }
-    let [backend_addr, backend_index, _, _, _] = chosen;
-    let packed = encapsulate(ctx, pkt, &settings, backend_addr, backend_index);
-    let v = verdict(
-        (packed >> 32) as u32,
-        Reason::from_u32(packed as u32).unwrap_or(Reason::DropNoRoute),
-    );
+    let (backend_addr, backend_index) =
+        match pick_backend(generation, version, svc, gs, info.stable_id, pkt) {
+            Some(b) => b,
+            None => return drop(Reason::DropNoBackend),
+        };
+    let v = encapsulate(ctx, pkt, settings, backend_addr, backend_index);
     if v.reason == Reason::FwdIpip || v.reason == Reason::FwdIpipKernel {
         if backend_index != NONE {
             add(
@@ -305,6 +323,34 @@ fn source_sets_v4_lpm(generation: u32, pkt: &Packet) -> u64 {
     let key = &k as *const LpmKeyWords as *const Key<LpmData4>;
     match SRC_V4.get(unsafe { &*key }) {
         Some(v) => *v,
+        None => 0,
+    }
+}
+
+/// The `SVC4_TABLE` entry with this key, if any: at most two bucket reads (see
+/// `anypop_common::layout::SVC4_BUCKET_BITS`), inlined by the verifier like every array read.
+#[inline(always)]
+fn svc4_find(generation: u32, key: u64) -> Option<u64> {
+    let (b1, b2) = svc4_buckets(key);
+    let base = generation << SVC4_BUCKET_BITS;
+    for b in [b1, b2] {
+        if let Some(bucket) = SVC4_TABLE.get(base | b) {
+            for e in bucket.iter() {
+                if *e & SVC4_KEY_MASK == key {
+                    return Some(*e);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The DIR-24-8 class of an IPv4 source (network byte order): one array read.
+#[inline(always)]
+fn source_class_v4(generation: u32, src: u32) -> u64 {
+    let a = u32::from_be(src);
+    match SRC4_DIR.get((generation << DIR_WORDS_BITS) | (a >> 11)) {
+        Some(w) => (*w >> (((a >> 8) & 7) * 8)) & 0xff,
         None => 0,
     }
 }
@@ -354,11 +400,7 @@ fn source_rules(generation: u32, gs: u32, pkt: &Packet) -> u64 {
     // prefixes. IPv6: the trie. (LPM keys are built in 8-byte-aligned words with explicit
     // stores: a byte array would be zeroed and filled by byte loops, BPF having no memset.)
     let sets = if pkt.family == FAMILY_V4 {
-        let a = u32::from_be(pkt.src[0]);
-        let class = match SRC4_DIR.get((generation << DIR_WORDS_BITS) | (a >> 11)) {
-            Some(w) => (*w >> (((a >> 8) & 7) * 8)) & 0xff,
-            None => 0,
-        };
+        let class = source_class_v4(generation, pkt.src[0]);
         if class == 0 {
             0
         } else if class != CLASS_USE_LPM {
@@ -651,24 +693,11 @@ fn rate_limit_inner(
 
 /// Existing flows stay on their backend while it still serves the service (also draining at
 /// weight 0); new flows go where the Maglev table says, identically on every POP.
-/// `io` holds `[generation, service, generation-service index, service id, config version]`
-/// and receives `[backend address, backend index, ..]` (BPF functions take at most five
-/// arguments). Not inlined: its own stack frame.
-#[inline(never)]
-fn pick_backend(io: &mut [u32; 5], pkt: &Packet) -> bool {
-    let out = io;
-    match pick_backend_inner(out[0], out[4], out[1], out[2], out[3], pkt) {
-        Some((a, i)) => {
-            out[0] = a;
-            out[1] = i;
-            true
-        }
-        None => false,
-    }
-}
-
+/// Returns (backend address, backend index). Inlined, like the encapsulation below: the program
+/// fits the 512-byte stack without separate BPF functions here, and each call and return costs
+/// time on the forward path (more so on CPUs with return-thunk mitigations).
 #[inline(always)]
-fn pick_backend_inner(
+fn pick_backend(
     generation: u32,
     version: u32,
     svc: u32,
@@ -769,22 +798,9 @@ fn zero_words<const N: usize>(w: &mut [u64; N]) {
 }
 
 /// Wraps the IPv4 packet in an outer IPv4 header (protocol 4) from the tunnel source to the
-/// backend and sends it toward the FIB's next hop. Returns `action << 32 | reason`.
-/// Not inlined: its own stack frame.
-#[inline(never)]
-fn encapsulate(
-    ctx: &XdpContext,
-    pkt: &Packet,
-    settings: &Settings,
-    backend: u32,
-    backend_index: u32,
-) -> u64 {
-    let v = encapsulate_inner(ctx, pkt, settings, backend, backend_index);
-    ((v.action as u64) << 32) | v.reason as u64
-}
-
+/// backend and sends it toward the FIB's next hop.
 #[inline(always)]
-fn encapsulate_inner(
+fn encapsulate(
     ctx: &XdpContext,
     pkt: &Packet,
     settings: &Settings,

@@ -81,6 +81,7 @@ impl Edge {
             .map_max_entries("SET_TBL", g * ms * SET_CHUNKS * 256)
             .map_max_entries("MAGLEV", g * ms * MAGLEV_SIZE)
             .map_max_entries("SRC4_DIR", g * DIR_WORDS)
+            .map_max_entries("SRC4_DECIDE", g * ms * CLASSES)
             .map_max_entries("SVC_HITS", g * ms)
             .map_max_entries("FLOWS", sizes.flow_entries.max(1024))
             .map_max_entries("BUCKETS", sizes.bucket_entries.max(1024));
@@ -226,8 +227,15 @@ impl Edge {
         self.put_array("SETTINGS", [(gen32, settings)])?;
         self.put_hash("VIPS", tables.vips.iter().map(|v| (*v, 1u32)))?;
         self.put_hash("SERVICES", tables.services.iter().copied())?;
-        self.put_hash("VIPS4", tables.vips4.iter().map(|v| (*v, 1u32)))?;
-        self.put_hash("SERVICES4", tables.services4.iter().copied())?;
+        let svc4 = build_service_table(tables)?;
+        self.with_mapped_array(
+            "SVC4_TABLE",
+            GENERATIONS * SVC4_BUCKETS * SVC4_WAYS as u32,
+            |words| {
+                let start = generation as usize * svc4.len();
+                words[start..start + svc4.len()].copy_from_slice(&svc4);
+            },
+        )?;
         self.put_array("SVC_INFO", tables.service_info.iter().copied())?;
         self.put_array("RULES", tables.rules.iter().copied())?;
 
@@ -261,7 +269,26 @@ impl Edge {
         self.put_array("SET_TBL", set_entries)?;
 
         let v4 = prefix_sets::compile_v4(&tables.prefix_sets_v4);
-        self.write_source_dir(generation, &v4)?;
+        let classes = self.write_source_dir(generation, &v4)?;
+        let decisions = build_decisions(tables, &classes);
+        let slot_services = gen32 * ms..(gen32 + 1) * ms;
+        if let Some((gs, _)) = decisions.iter().find(|(gs, _)| !slot_services.contains(gs)) {
+            return Err(DataplaneError::Map(format!(
+                "service index {gs} is outside slot {generation} (tables compiled for another \
+                 max_services than the loaded {ms})"
+            )));
+        }
+        self.with_mapped_array("SRC4_DECIDE", GENERATIONS * ms * CLASSES, |words| {
+            // The whole standby half: services beyond this config's count walk (and have no rules).
+            let start = (gen32 * ms * CLASSES) as usize;
+            words[start..start + (ms * CLASSES) as usize].fill(DECIDE_WALK as u64);
+            for (gs, row) in &decisions {
+                let base = (*gs * CLASSES) as usize;
+                for (c, d) in row.iter().enumerate() {
+                    words[base + c] = *d as u64;
+                }
+            }
+        })?;
         {
             let mut m: LpmTrie<&mut MapData, LpmData4, u64> =
                 LpmTrie::try_from(self.map("SRC_V4")?).map_err(|e| map_err("SRC_V4", e))?;
@@ -385,11 +412,12 @@ impl Edge {
     /// Fills the standby half of the DIR-24-8 source table and its class table (see
     /// `anypop_common::layout::DIR_WORDS`). The 16 MiB half is built in memory and copied through
     /// a memory mapping of the array: one copy instead of two million syscalls.
+    /// Returns the class table (class → prefix-set bitmap).
     fn write_source_dir(
         &mut self,
         generation: u8,
         v4: &[(ipnet::Ipv4Net, u64)],
-    ) -> Result<(), DataplaneError> {
+    ) -> Result<Vec<u64>, DataplaneError> {
         let (dir, classes) = build_source_dir(v4);
         {
             let mut m: Array<&mut MapData, u64> =
@@ -403,7 +431,7 @@ impl Edge {
             let start = generation as usize * DIR_WORDS as usize;
             words[start..start + dir.len()].copy_from_slice(&dir);
         })?;
-        Ok(())
+        Ok(classes)
     }
 
     /// Removes the hash and trie entries of a slot (arrays are overwritten in place).
@@ -411,8 +439,6 @@ impl Edge {
         let g32 = generation as u32;
         self.clear_hash::<VipKey, u32>("VIPS", |k| k.generation == generation)?;
         self.clear_hash::<ServiceKey, u32>("SERVICES", |k| k.generation == generation)?;
-        self.clear_hash::<VipKey4, u32>("VIPS4", |k| k.generation == g32)?;
-        self.clear_hash::<ServiceKey4, u32>("SERVICES4", |k| k.generation == generation)?;
         self.clear_hash::<BackendServiceKey, u32>("BE_SVC", |k| k.generation == g32)?;
         self.clear_lpm::<LpmData4>("SRC_V4", |d| d[0] == generation)?;
         self.clear_lpm::<LpmData6>("SRC_V6", |d| d[0] == generation)?;
@@ -645,6 +671,99 @@ pub fn build_source_dir(v4: &[(ipnet::Ipv4Net, u64)]) -> (Vec<u64>, Vec<u64>) {
     (dir, classes)
 }
 
+/// The `SRC4_DECIDE` rows of a generation: for every service (by generation-service index) and
+/// every DIR-24-8 class (`classes[c]` = its prefix-set bitmap; class 0 = in no set), what the
+/// service's rules decide for a source of that class (see `anypop_common::layout::DECIDE_WALK`).
+/// It mirrors the program's rule walk: the rules the source can match are those naming one of its
+/// sets plus those without a source condition; the first of them decides alone only if it has no
+/// other condition. Classes without an entry (and [`CLASS_USE_LPM`]) walk.
+pub fn build_decisions(tables: &EdgeTables, classes: &[u64]) -> Vec<(u32, Vec<u32>)> {
+    let set_tbl: std::collections::HashMap<u32, u64> = tables.set_table.iter().copied().collect();
+    let rules: std::collections::HashMap<u32, RuleEntry> = tables.rules.iter().copied().collect();
+    let mut out = Vec::with_capacity(tables.service_info.len());
+    for (gs, info) in &tables.service_info {
+        let used = if info.rule_count >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << info.rule_count) - 1
+        };
+        // Rules without a protocol condition accept every protocol class.
+        let any_protocol = info.proto_rules.iter().fold(u64::MAX, |a, b| a & b);
+        let mut row = vec![DECIDE_WALK; CLASSES as usize];
+        for (c, &sets) in classes.iter().enumerate().take(CLASS_USE_LPM as usize) {
+            let mut src = info.any_src_rules;
+            for chunk in 0..SET_CHUNKS {
+                let byte = ((sets >> (chunk * 8)) & 0xff) as u32;
+                if byte != 0 {
+                    src |= set_tbl
+                        .get(&set_table_index(*gs, chunk, byte))
+                        .copied()
+                        .unwrap_or(0);
+                }
+            }
+            let candidates = src & used;
+            row[c] = if candidates == 0 {
+                DECIDE_NO_RULE
+            } else {
+                let slot = candidates.trailing_zeros();
+                match rules.get(&(gs * RULES_PER_SERVICE + slot)) {
+                    Some(r) if r.flags == 0 && (any_protocol >> slot) & 1 == 1 => {
+                        decide_rule(slot, r.action == ACTION_DENY, r.rule_index)
+                    }
+                    _ => DECIDE_WALK,
+                }
+            };
+        }
+        out.push((*gs, row));
+    }
+    out
+}
+
+/// The standby half of `SVC4_TABLE` (`SVC4_BUCKETS` buckets of `SVC4_WAYS` words): every IPv4
+/// service port and VIP of `tables`, placed by cuckoo insertion (an entry that finds both its
+/// buckets full displaces one of the residents to that one's other bucket). A key listed twice
+/// keeps its last service, as a hash map would.
+pub fn build_service_table(tables: &EdgeTables) -> Result<Vec<u64>, DataplaneError> {
+    let mut entries: std::collections::BTreeMap<u64, u64> = std::collections::BTreeMap::new();
+    for (k, svc) in &tables.services4 {
+        let kind = svc4_kind(k.proto);
+        if kind != 0 && *svc < 0x1000 {
+            entries.insert(
+                svc4_key(k.addr, k.port, kind),
+                (*svc as u64) << SVC4_SERVICE_SHIFT,
+            );
+        }
+    }
+    for v in &tables.vips4 {
+        entries.insert(svc4_key(v.addr, 0, SVC4_KIND_VIP), 0);
+    }
+    let mut t = vec![0u64; SVC4_BUCKETS as usize * SVC4_WAYS];
+    'entries: for (key, value) in entries {
+        let mut cur = key | value;
+        let mut bucket = svc4_buckets(key).0 as usize;
+        for kick in 0..1000 {
+            let (b1, b2) = svc4_buckets(cur & SVC4_KEY_MASK);
+            for b in [b1 as usize, b2 as usize] {
+                if let Some(free) = t[b * SVC4_WAYS..(b + 1) * SVC4_WAYS]
+                    .iter_mut()
+                    .find(|e| **e == 0)
+                {
+                    *free = cur;
+                    continue 'entries;
+                }
+            }
+            std::mem::swap(&mut cur, &mut t[bucket * SVC4_WAYS + kick % SVC4_WAYS]);
+            let (v1, v2) = svc4_buckets(cur & SVC4_KEY_MASK);
+            bucket = if v1 as usize == bucket { v2 } else { v1 } as usize;
+        }
+        return Err(DataplaneError::Map(format!(
+            "SVC4_TABLE: no place for service key {cur:#x} after 1000 moves (the table is \
+             sized for 131,072 service ports)"
+        )));
+    }
+    Ok(t)
+}
+
 /// Turns on the kernel's per-program run-time statistics while the returned descriptor lives:
 /// what a program costs per packet is invisible to `top`. Statistics cost a little on every run,
 /// so they are on only while someone is measuring.
@@ -655,6 +774,7 @@ pub fn enable_cost_stats() -> Result<std::os::fd::OwnedFd, DataplaneError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn class_at(dir: &[u64], addr: &str) -> u64 {
         let a = u32::from(addr.parse::<std::net::Ipv4Addr>().unwrap());
@@ -678,6 +798,131 @@ mod tests {
         );
         assert_eq!(class_at(&dir, "11.0.0.1"), 0);
         assert_eq!(class_at(&dir, "9.255.255.255"), 0);
+    }
+
+    #[test]
+    fn decisions_follow_first_match() {
+        let text = r#"
+[[service]]
+name = "game"
+vip = "203.0.113.10"
+protocol = "udp"
+ports = "27015"
+backends = ["be-1"]
+
+[[service]]
+name = "web"
+vip = "203.0.113.10"
+protocol = "tcp"
+ports = "443"
+backends = ["be-1"]
+
+[[rule]]
+name = "friends"
+action = "allow"
+src = ["198.18.5.0/24"]
+
+[[rule]]
+name = "blocklist"
+action = "deny"
+src = ["198.18.0.0/15"]
+
+[[rule]]
+name = "no-udp"
+action = "deny"
+services = ["web"]
+protocol = "udp"
+src = ["100.80.0.0/16"]
+
+[[node]]
+name = "pop-1"
+role = "pop"
+interfaces = ["a0"]
+tunnel_source = "198.51.100.1"
+
+[[node]]
+name = "be-1"
+role = "backend"
+interface = "eth0"
+address = "198.51.100.21"
+"#;
+        let net = crate::config::parse(text, "t.toml", Path::new(".")).unwrap();
+        let t = crate::config::compile::compile_edge(&net, "pop-1", 1, 8).unwrap();
+        let v4 = prefix_sets::compile_v4(&t.prefix_sets_v4);
+        let (dir, classes) = build_source_dir(&v4);
+        let rows = build_decisions(&t, &classes);
+        let (game, web) = (&rows[0], &rows[1]);
+        assert_eq!((game.0, web.0), (8, 9), "generation 1 × 8 services + index");
+        let at = |row: &(u32, Vec<u32>), a: &str| row.1[class_at(&dir, a) as usize];
+        // In no set: no rule can match.
+        assert_eq!(at(game, "100.64.1.2"), DECIDE_NO_RULE);
+        // The friends' /24 is also in the blocklist: "friends" (slot 0) comes first.
+        assert_eq!(at(game, "198.18.5.9"), decide_rule(0, false, 0));
+        assert_eq!(at(game, "198.18.7.7"), decide_rule(1, true, 1));
+        assert_eq!(at(web, "198.18.7.7"), decide_rule(1, true, 1));
+        // "no-udp" has a protocol condition: web walks; game has no such rule.
+        assert_eq!(at(web, "100.80.1.1"), DECIDE_WALK);
+        assert_eq!(at(game, "100.80.1.1"), DECIDE_NO_RULE);
+    }
+
+    /// What the program's `svc4_find` does, over a built table.
+    fn svc4_find(t: &[u64], key: u64) -> Option<u64> {
+        let (b1, b2) = svc4_buckets(key);
+        [b1, b2].iter().find_map(|&b| {
+            t[b as usize * SVC4_WAYS..(b as usize + 1) * SVC4_WAYS]
+                .iter()
+                .copied()
+                .find(|e| e & SVC4_KEY_MASK == key)
+        })
+    }
+
+    #[test]
+    fn service_table_holds_the_largest_config() {
+        // 64 VIPs × 2,048 consecutive UDP ports: the 131,072 service ports the table is sized for.
+        let mut t = EdgeTables::default();
+        for v in 0..64u32 {
+            let addr = u32::from_ne_bytes([203, 0, 113, v as u8]);
+            t.vips4.push(VipKey4 {
+                addr,
+                generation: 0,
+            });
+            for port in 20_000..22_048u16 {
+                let key = ServiceKey4 {
+                    addr,
+                    port,
+                    proto: PROTO_UDP,
+                    generation: 0,
+                };
+                t.services4.push((key, v));
+            }
+        }
+        // An ICMP service (port 0) on the first VIP.
+        let icmp = ServiceKey4 {
+            addr: t.vips4[0].addr,
+            port: 0,
+            proto: PROTO_ICMP,
+            generation: 0,
+        };
+        t.services4.push((icmp, 7));
+        let table = build_service_table(&t).unwrap();
+        assert_eq!(table.len(), (SVC4_BUCKETS as usize) * SVC4_WAYS);
+        assert_eq!(table.iter().filter(|e| **e != 0).count(), 131_072 + 64 + 1);
+        for (k, svc) in &t.services4 {
+            let e = svc4_find(&table, svc4_key(k.addr, k.port, svc4_kind(k.proto)))
+                .unwrap_or_else(|| panic!("{k:?} missing"));
+            assert_eq!((e >> SVC4_SERVICE_SHIFT) & 0xfff, *svc as u64);
+        }
+        for v in &t.vips4 {
+            assert!(svc4_find(&table, svc4_key(v.addr, 0, SVC4_KIND_VIP)).is_some());
+        }
+        // Neighbours of the keys are not found: another port, protocol or address.
+        let a = t.vips4[3].addr;
+        assert!(svc4_find(&table, svc4_key(a, 22_048, SVC4_KIND_UDP)).is_none());
+        assert!(svc4_find(&table, svc4_key(a, 20_000, SVC4_KIND_TCP)).is_none());
+        assert!(svc4_find(&table, svc4_key(a, 0, SVC4_KIND_ICMP)).is_none());
+        let other = u32::from_ne_bytes([203, 0, 114, 3]);
+        assert!(svc4_find(&table, svc4_key(other, 20_000, SVC4_KIND_UDP)).is_none());
+        assert!(svc4_find(&table, svc4_key(other, 0, SVC4_KIND_VIP)).is_none());
     }
 
     #[test]
