@@ -62,7 +62,9 @@ pub fn xdp_mode(ifname: &str) -> Option<AttachMode> {
         .output()
         .ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    if text.contains("prog/xdpgeneric") {
+    // The mode is a flag on the first line ("… mtu 1500 xdpgeneric qdisc …"); the program line
+    // reads "prog/xdp id N" in every mode.
+    if text.contains(" xdpgeneric") {
         Some(AttachMode::Generic)
     } else if text.contains("prog/xdp") {
         Some(AttachMode::Native)

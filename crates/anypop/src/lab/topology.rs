@@ -653,8 +653,8 @@ fn xdp_info(ns: &Netns, ifname: &str) -> XdpInfo {
     let Ok(out) = ns.exec(&["ip", "-d", "link", "show", ifname]) else {
         return XdpInfo::default();
     };
-    // "prog/xdp id 42" (native) or "prog/xdpgeneric id 42".
-    let mode = if out.contains("prog/xdpgeneric") {
+    // The mode is a flag on the first line ("… xdpgeneric qdisc …"); "prog/xdp id 42" follows.
+    let mode = if out.contains(" xdpgeneric") {
         "generic"
     } else if out.contains("prog/xdp ") {
         "native"

@@ -69,11 +69,11 @@ fn attachments(counter_map_id: u32) -> Vec<Attachment> {
         else {
             continue;
         };
-        let Some((kind, rest)) = line.split_once("prog/xdp") else {
+        let Some((_, rest)) = line.split_once("prog/xdp") else {
             continue;
         };
-        let _ = kind;
-        let generic = rest.starts_with("generic");
+        // The mode is a flag before the program: "… mtu 1500 xdpgeneric qdisc …".
+        let generic = line.contains(" xdpgeneric");
         let Some(id) = rest
             .split_whitespace()
             .skip_while(|w| *w != "id")
