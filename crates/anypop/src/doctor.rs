@@ -42,7 +42,8 @@ pub const IPIP_OVERHEAD: u32 = 20;
 pub const PLAYER_MTU: u32 = 1500;
 
 /// How a check came out.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Verdict {
     Ok,
     Warn,
@@ -61,7 +62,7 @@ impl Verdict {
 }
 
 /// One check: what was found and, unless it is ok, the fix.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Check {
     pub verdict: Verdict,
     pub what: String,
@@ -105,7 +106,7 @@ impl Check {
 }
 
 /// The checks about one thing (the kernel, an interface, the node).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct Group {
     pub title: String,
     pub checks: Vec<Check>,
@@ -155,6 +156,19 @@ impl Report {
         out.push_str(&self.summary());
         out.push('\n');
         out
+    }
+
+    /// The same for scripts and fleet tooling: `{"groups": [{"title", "checks": [{"verdict",
+    /// "what", "fix"}]}], "ok", "warn", "fail", "passed"}`.
+    pub fn json(&self) -> String {
+        serde_json::json!({
+            "groups": self.groups,
+            "ok": self.count(Verdict::Ok),
+            "warn": self.count(Verdict::Warn),
+            "fail": self.count(Verdict::Fail),
+            "passed": self.passed(),
+        })
+        .to_string()
     }
 
     pub fn summary(&self) -> String {
@@ -1396,6 +1410,13 @@ mod tests {
             "kernel\n  [ ok ] a\n  [warn] b — fix: c\ninterface eth0\n  [FAIL] d — fix: e\n"
         ));
         assert!(text.ends_with("doctor: 1 ok, 1 warn, 1 FAIL — not ready: fix every FAIL above\n"));
+        let j: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
+        assert_eq!(j["fail"], 1);
+        assert_eq!(j["passed"], false);
+        assert_eq!(j["groups"][1]["title"], "interface eth0");
+        assert_eq!(j["groups"][1]["checks"][0]["verdict"], "fail");
+        assert_eq!(j["groups"][1]["checks"][0]["fix"], "e");
+        assert_eq!(j["groups"][0]["checks"][0]["fix"], serde_json::Value::Null);
     }
 
     const ETHTOOL_K_MLX: &str = "Features for eth0:

@@ -109,6 +109,9 @@ enum Command {
         /// An interface to check (repeatable), besides the node's.
         #[arg(long = "interface", value_name = "IF")]
         interfaces: Vec<String>,
+        /// Print the report as JSON (same verdicts and exit code).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -413,13 +416,18 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             config,
             node,
             interfaces,
+            json,
         } => {
             let report = anypop::doctor::run(&anypop::doctor::Options {
                 config,
                 node,
                 interfaces,
             })?;
-            print!("{}", report.render());
+            if json {
+                println!("{}", report.json());
+            } else {
+                print!("{}", report.render());
+            }
             if !report.passed() {
                 // The summary line above is the message; exit 1 without an extra "error:" line.
                 use std::io::Write;

@@ -340,3 +340,49 @@ fn without_arguments_only_the_kernel_is_checked() {
     assert!(t.contains("BPF JIT"), "{t}");
     assert!(t.lines().last().unwrap().starts_with("doctor: "), "{t}");
 }
+
+#[test]
+fn a_backend_without_its_address_fails_and_forwarding_off_is_a_warning() {
+    let dir = TempDir::new("be");
+    let cfg = dir.0.join("net.toml");
+    std::fs::write(&cfg, pop_network("native").replace("\"eth0\"", "\"t0\"")).unwrap();
+    let cfg_s = cfg.to_str().unwrap().to_owned();
+    let o = in_private_netns(move || {
+        veth_pair();
+        sh(&["sysctl", "-q", "-w", "net.ipv4.conf.t0.forwarding=0"]);
+        let o = doctor(&["--config", cfg_s.as_str(), "--node", "be-1"]);
+        assert_nothing_attached();
+        o
+    });
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("node be-1 (backend)\n"), "{t}");
+    assert!(t.contains("[ ok ] native XDP on t0 (driver veth)"), "{t}");
+    assert!(
+        t.contains("[warn] IPv4 forwarding is off on t0: the DSR program")
+            && t.contains("fix: sysctl -w net.ipv4.conf.t0.forwarding=1"),
+        "{t}"
+    );
+    assert!(
+        t.contains("[FAIL] address 198.51.100.21 is not an address of this machine — fix: add it to an interface (`ip addr add 198.51.100.21/32 dev IF`) or correct `address` of node be-1"),
+        "{t}"
+    );
+}
+
+#[test]
+fn json_carries_the_same_verdicts_and_exit_code() {
+    let o = in_private_netns(|| doctor(&["--json", "--interface", "nosuch0"]));
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["passed"], false);
+    assert_eq!(j["fail"], 1);
+    let iface = &j["groups"][1];
+    assert_eq!(iface["title"], "interface nosuch0");
+    assert_eq!(iface["checks"][0]["verdict"], "fail");
+    assert!(
+        iface["checks"][0]["fix"]
+            .as_str()
+            .unwrap()
+            .contains("ip -br link")
+    );
+}
