@@ -49,6 +49,16 @@ pub fn ifindex(ifname: &str, node: &str) -> anyhow::Result<u32> {
 /// calling thread's network namespace (/sys/class/net would answer for the namespace sysfs was
 /// mounted in).
 fn ifreq_ioctl(ifname: &str, request: libc::c_ulong, what: &str) -> anyhow::Result<libc::ifreq> {
+    ifreq_ioctl_with(ifname, request, what, |_| {})
+}
+
+/// [`ifreq_ioctl`] with a chance to fill the request first (e.g. `ifru_data` for SIOCETHTOOL).
+pub(crate) fn ifreq_ioctl_with(
+    ifname: &str,
+    request: libc::c_ulong,
+    what: &str,
+    prepare: impl FnOnce(&mut libc::ifreq),
+) -> anyhow::Result<libc::ifreq> {
     if ifname.len() >= libc::IFNAMSIZ {
         bail!("interface name {ifname:?} is too long");
     }
@@ -60,6 +70,7 @@ fn ifreq_ioctl(ifname: &str, request: libc::c_ulong, what: &str) -> anyhow::Resu
     for (i, b) in ifname.bytes().enumerate() {
         req.ifr_name[i] = b as libc::c_char;
     }
+    prepare(&mut req);
     let rc = unsafe { libc::ioctl(fd, request, &mut req) };
     let err = std::io::Error::last_os_error();
     unsafe { libc::close(fd) };

@@ -4,9 +4,11 @@
 //! - [`config`]: parse and validate the network file, compile it into kernel map entries.
 //! - [`dataplane`]: load, pin, attach the kernel programs and fill their maps.
 //! - [`telemetry`]: read the per-verdict counters and format them.
+//! - [`doctor`]: `anypop doctor`, the pre-deployment checks of a machine.
 pub mod bench;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;
+pub mod doctor;
 pub mod lab;
 pub mod telemetry;

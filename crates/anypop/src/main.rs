@@ -122,6 +122,23 @@ enum Command {
         #[command(subcommand)]
         command: LabCommand,
     },
+    /// Check this machine before deployment: kernel, interfaces (native XDP, offloads, queues,
+    /// MTU) and a node's needs; each check says ok / warn / FAIL and how to fix it. Exit code 1
+    /// when anything FAILs. Without arguments only the kernel is checked.
+    Doctor {
+        /// The network file (with --node: check that node's interfaces and needs).
+        #[arg(long, short, requires = "node")]
+        config: Option<PathBuf>,
+        /// This machine's node name in the network file.
+        #[arg(long, requires = "config")]
+        node: Option<String>,
+        /// An interface to check (repeatable), besides the node's.
+        #[arg(long = "interface", value_name = "IF")]
+        interfaces: Vec<String>,
+        /// Print the report as JSON (same verdicts and exit code).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -514,6 +531,30 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     Ok(())
                 }
             }
+        }
+        Command::Doctor {
+            config,
+            node,
+            interfaces,
+            json,
+        } => {
+            let report = anypop::doctor::run(&anypop::doctor::Options {
+                config,
+                node,
+                interfaces,
+            })?;
+            if json {
+                println!("{}", report.json());
+            } else {
+                print!("{}", report.render());
+            }
+            if !report.passed() {
+                // The summary line above is the message; exit 1 without an extra "error:" line.
+                use std::io::Write;
+                let _ = std::io::stdout().flush();
+                std::process::exit(1);
+            }
+            Ok(())
         }
     }
 }
