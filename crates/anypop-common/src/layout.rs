@@ -477,6 +477,55 @@ pub struct ReplyKey {
     pub _pad: [u8; 3],
 }
 
+/// Bytes of each captured packet kept (the headers that explain a verdict, and some payload).
+pub const CAPTURE_SNAPLEN: u32 = 256;
+/// Bytes of the capture ring buffer (a power of two; ~3,000 samples in flight).
+pub const CAPTURE_RING_BYTES: u32 = 1 << 20;
+
+/// What `anypop capture` asks the edge program to sample. All zero (the default) is "off": the
+/// program then pays one array read and one test per packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CaptureConfig {
+    /// Bit `r` set: sample packets whose verdict reason is `r`.
+    pub reasons: u64,
+    /// Only this service index (live generation), or [`NONE`] for any.
+    pub service: u32,
+    /// Samples per second per CPU at most: a flood cannot flood the ring or the reader.
+    pub per_cpu_pps: u32,
+}
+
+/// Per-CPU sampling budget of the current one-second window.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CaptureWindow {
+    pub start_ns: u64,
+    pub taken: u32,
+    pub _pad: u32,
+}
+
+/// One sampled packet, as the ring buffer carries it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CaptureRecord {
+    /// XDP action returned.
+    pub action: u32,
+    /// Verdict reason (`Reason as u32`).
+    pub reason: u32,
+    /// Service index in the live generation, or [`NONE`].
+    pub service: u32,
+    /// Rule index (names in the network file's order), or [`NONE`].
+    pub rule: u32,
+    /// Live generation slot when sampled.
+    pub generation: u32,
+    /// Length of the frame on the wire (as the program left it).
+    pub len: u32,
+    /// Bytes in `data`.
+    pub caplen: u32,
+    pub _pad: u32,
+    pub data: [u8; CAPTURE_SNAPLEN as usize],
+}
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -484,6 +533,9 @@ mod pod {
         ($($t:ty),*) => { $( unsafe impl aya::Pod for $t {} )* };
     }
     pod!(
+        CaptureConfig,
+        CaptureWindow,
+        CaptureRecord,
         Control,
         Settings,
         VipKey,
@@ -525,6 +577,8 @@ mod tests {
         assert_eq!(size_of::<BucketKey>(), 28);
         assert_eq!(size_of::<Settings>(), 24);
         assert_eq!(size_of::<Profile>(), 40);
+        assert_eq!(size_of::<CaptureConfig>(), 16);
+        assert_eq!(size_of::<CaptureRecord>(), 32 + CAPTURE_SNAPLEN as usize);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 #![allow(internal_features)]
 
 mod atomic;
+mod capture;
 mod parse;
 
 use anypop_common::{
@@ -131,8 +132,10 @@ const fn pass(reason: Reason) -> Verdict {
 #[xdp]
 pub fn edge(ctx: XdpContext) -> u32 {
     let frame_len = (ctx.data_end() - ctx.data()) as u64;
-    let v = run(&ctx);
+    let mut who = capture::Who::new();
+    let v = run(&ctx, &mut who);
     add(&COUNTERS, v.reason as u32, frame_len);
+    capture::maybe_sample(&ctx, v.action, v.reason as u32, &who);
     v.action
 }
 
@@ -148,11 +151,12 @@ fn add(map: &PerCpuArray<Counter>, index: u32, bytes: u64) {
 }
 
 #[inline(always)]
-fn run(ctx: &XdpContext) -> Verdict {
+fn run(ctx: &XdpContext, who: &mut capture::Who) -> Verdict {
     let (generation, version) = match CONTROL.get(0) {
         Some(c) => (c.active_gen & 1, c.version),
         None => (0, 0),
     };
+    who.generation = generation;
     let settings = match SETTINGS.get(generation) {
         Some(s) => s,
         None => return pass(Reason::PassNotVip),
@@ -227,6 +231,7 @@ fn run(ctx: &XdpContext) -> Verdict {
         return drop(Reason::DropNoService);
     }
     let gs = generation * max_services + svc;
+    who.service = svc;
 
     // ---- IPv4: what the rules decide for the source's class, computed in user space ----
     // Two array reads. A flood from a listed prefix ends here; a player that no rule can match
@@ -241,9 +246,10 @@ fn run(ctx: &XdpContext) -> Verdict {
         }
         if decision & DECIDE_DENY != 0 {
             add(&SVC_HITS, gs, pkt.ip_len as u64);
+            who.rule = (decision >> 16) & 1023;
             add(
                 &RULE_HITS,
-                generation * MAX_RULES_TOTAL + ((decision >> 16) & 1023),
+                generation * MAX_RULES_TOTAL + who.rule,
                 pkt.ip_len as u64,
             );
             return drop(Reason::DropRule);
@@ -265,6 +271,7 @@ fn run(ctx: &XdpContext) -> Verdict {
     };
     if slot != NONE {
         if let Some(rule) = RULES.get(gs * RULES_PER_SERVICE + (slot & 63)) {
+            who.rule = rule.rule_index & 1023;
             add(
                 &RULE_HITS,
                 generation * MAX_RULES_TOTAL + (rule.rule_index & 1023),

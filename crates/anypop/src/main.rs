@@ -99,6 +99,35 @@ enum Command {
         #[arg(long, default_value_os_t = anypop::dataplane::pin_root())]
         pin_root: PathBuf,
     },
+    /// Sample packets from the running edge program into a pcapng file, each with its verdict,
+    /// reason, rule and service in the packet comment (tshark -r FILE shows them).
+    Capture {
+        #[arg(long)]
+        node: String,
+        /// The pcapng file to write.
+        #[arg(short = 'w', long = "write")]
+        out: PathBuf,
+        /// Only these verdict reasons (repeat the flag; default: every reason).
+        #[arg(long = "reason")]
+        reasons: Vec<String>,
+        /// Only this service (needs --config).
+        #[arg(long)]
+        service: Option<String>,
+        /// Stop after this many packets.
+        #[arg(long, default_value_t = 100)]
+        count: u64,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        duration: Option<u64>,
+        /// Samples per second at most (over all CPUs): a flood cannot overload the capture.
+        #[arg(long, default_value_t = 1000)]
+        rate: u32,
+        /// The network file, to name rules and services.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long, default_value_os_t = anypop::dataplane::pin_root())]
+        pin_root: PathBuf,
+    },
     /// Why was this packet dropped? Runs each packet of a capture through the node's running
     /// edge program and prints verdict, reason, rule, service, backend and the packet it would
     /// send. Traced packets count like real ones (counters, rate-limit tokens, flows).
@@ -407,6 +436,65 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Capture {
+            node,
+            out,
+            reasons,
+            service,
+            count,
+            duration,
+            rate,
+            config,
+            pin_root,
+        } => {
+            if unsafe { libc::geteuid() } != 0 {
+                bail!("capture reads the node's pinned maps: run it as root");
+            }
+            let reasons = reasons
+                .iter()
+                .map(|r| {
+                    anypop_common::verdict::Reason::ALL
+                        .iter()
+                        .copied()
+                        .find(|x| x.name() == r)
+                        .ok_or_else(|| {
+                            let all: Vec<&str> = anypop_common::verdict::Reason::ALL
+                                .iter()
+                                .map(|x| x.name())
+                                .collect();
+                            anyhow::anyhow!(
+                                "--reason {r:?} is not a verdict reason; one of: {}",
+                                all.join(", ")
+                            )
+                        })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let names = match &config {
+                Some(cfg) => trace_names(cfg, &node)?.0,
+                None => anypop::telemetry::trace::Names::default(),
+            };
+            let stop = Arc::new(AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                signal_hook::flag::register(sig, Arc::clone(&stop))
+                    .context("installing signal handler")?;
+            }
+            let n = anypop::telemetry::capture::capture(
+                &anypop::dataplane::node_pin_dir(&pin_root, &node),
+                &names,
+                &anypop::telemetry::capture::CaptureRequest {
+                    reasons,
+                    service,
+                    count,
+                    duration: duration.map(Duration::from_secs),
+                    rate,
+                },
+                &out,
+                &stop,
+                &|n| eprintln!("captured {n} packets so far …"),
+            )?;
+            println!("{n} packets written to {}", out.display());
+            Ok(())
+        }
         Command::Trace {
             pcap,
             node,
@@ -417,28 +505,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             if unsafe { libc::geteuid() } != 0 {
                 bail!("trace runs the node's eBPF program: run it as root");
             }
-            let mut names = anypop::telemetry::trace::Names::default();
-            let mut first_if = None;
-            if let Some(cfg) = &config {
-                let net = config::load(cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
-                let n = net.node(&node).map_err(|e| anyhow::anyhow!("{e}"))?;
-                if n.role != config::Role::Pop {
-                    bail!("node {node} is a backend; trace runs a POP's edge program");
-                }
-                first_if = n.interfaces.first().cloned();
-                let t = config::compile::compile_edge(
-                    &net,
-                    &node,
-                    0,
-                    anypop_common::layout::MAX_SERVICES,
-                )
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-                names = anypop::telemetry::trace::Names {
-                    rules: t.names.rules.clone(),
-                    services: t.names.services.clone(),
-                    backends: t.names.backends.clone(),
-                };
-            }
+            let (names, first_if) = match &config {
+                Some(cfg) => trace_names(cfg, &node)?,
+                None => (anypop::telemetry::trace::Names::default(), None),
+            };
             let ifname = interface.or(first_if).ok_or_else(|| {
                 anyhow::anyhow!("which interface? give --config FILE (its node's first interface) or --interface IF")
             })?;
@@ -557,6 +627,29 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Names of a POP's rules, services and backends (in counter order) and its first interface,
+/// from the network file.
+fn trace_names(
+    cfg: &std::path::Path,
+    node: &str,
+) -> anyhow::Result<(anypop::telemetry::trace::Names, Option<String>)> {
+    let net = config::load(cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let n = net.node(node).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if n.role != config::Role::Pop {
+        bail!("node {node} is a backend; trace and capture work on a POP's edge program");
+    }
+    let t = config::compile::compile_edge(&net, node, 0, anypop_common::layout::MAX_SERVICES)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((
+        anypop::telemetry::trace::Names {
+            rules: t.names.rules.clone(),
+            services: t.names.services.clone(),
+            backends: t.names.backends.clone(),
+        },
+        n.interfaces.first().cloned(),
+    ))
 }
 
 /// `anypop run` for a backend node: attach decap + DSR, log counters until stopped.

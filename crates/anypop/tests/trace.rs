@@ -145,3 +145,123 @@ fn trace_gives_each_packet_the_verdict_the_attached_program_gave_it() {
     assert!(lines[1].contains("rule=blocklist"), "{text}");
     assert!(lines[4].contains("service=login"), "{text}");
 }
+
+/// The packet comments of a pcapng file, as tshark reads them.
+fn tshark_comments(path: &std::path::Path) -> Vec<String> {
+    let out = std::process::Command::new("tshark")
+        .args(["-r"])
+        .arg(path)
+        .args(["-T", "fields", "-e", "frame.comment"])
+        .output()
+        .expect("tshark (scripts/setup.sh installs it)");
+    assert!(
+        out.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn capture_writes_pcapng_whose_comments_carry_verdict_reason_rule_and_service() {
+    require_root();
+    let lab = Lab::build(
+        Topology::default(),
+        std::path::Path::new(env!("CARGO_BIN_EXE_anypop")),
+        &|_| {},
+    )
+    .unwrap();
+    let servers = anypop::lab::traffic::Servers::start(&lab).unwrap();
+    let players = anypop::lab::traffic::Players::start(&lab, 0, 4, 64).unwrap();
+    let flood = anypop::lab::traffic::RunningFlood::start(
+        &lab,
+        anypop::dataplane::trafficgen::FloodKind::Udp,
+        50_000,
+        None,
+    )
+    .unwrap();
+    let capture = |file: &str, extra: &[&str]| {
+        let path = lab.dir.join(file);
+        let out = lab.pops[0]
+            .command(env!("CARGO_BIN_EXE_anypop"))
+            .unwrap()
+            .args([
+                "capture",
+                "--node",
+                "pop-1",
+                "--count",
+                "20",
+                "--duration",
+                "20",
+                "-w",
+            ])
+            .arg(&path)
+            .arg("--config")
+            .arg(&lab.network_path)
+            .arg("--pin-root")
+            .arg(&lab.pin_root)
+            .args(extra)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("20 packets written"), "{text}");
+        tshark_comments(&path)
+    };
+    // The flood, by reason: every sample is the blocklist's drop.
+    let drops = capture("drops.pcapng", &["--reason", "drop_rule"]);
+    assert_eq!(drops.len(), 20, "{drops:?}");
+    for c in &drops {
+        assert_eq!(
+            c,
+            "verdict=DROP reason=drop_rule rule=blocklist service=game"
+        );
+    }
+    // The players, by reason and service: forwarded to a backend.
+    let fwd = capture("fwd.pcapng", &["--reason", "fwd_ipip", "--service", "game"]);
+    assert_eq!(fwd.len(), 20, "{fwd:?}");
+    for c in &fwd {
+        assert!(
+            c.starts_with("verdict=TX reason=fwd_ipip")
+                || c.starts_with("verdict=REDIRECT reason=fwd_ipip"),
+            "{c}"
+        );
+        assert!(c.ends_with("service=game"), "{c}");
+    }
+    flood.stop(&lab).unwrap();
+    players.stop().unwrap();
+    servers.stop().unwrap();
+    // Capture is off again once it ended.
+    let cfg: aya::maps::Array<aya::maps::MapData, anypop_common::layout::CaptureConfig> =
+        aya::maps::Array::try_from(aya::maps::Map::Array(
+            aya::maps::MapData::from_pin(lab.pin_dir("pop-1").join("CAPTURE")).unwrap(),
+        ))
+        .unwrap();
+    assert_eq!(cfg.get(&0, 0).unwrap().reasons, 0, "capture left on");
+}
+
+#[test]
+fn capture_refuses_unknown_reasons_and_services_with_the_valid_ones() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_anypop"))
+        .args([
+            "capture",
+            "--node",
+            "pop-1",
+            "-w",
+            "/dev/null",
+            "--reason",
+            "drop_everything",
+        ])
+        .output()
+        .unwrap();
+    let t = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        t.contains("not a verdict reason") && t.contains("drop_rule"),
+        "{t}"
+    );
+}

@@ -1,5 +1,6 @@
 //! Counters: per-verdict totals, deltas between two readings and the one-line summary the daemon
 //! logs every few seconds; `status` reads a node's pinned maps.
+pub mod capture;
 pub mod metrics;
 pub mod status;
 pub mod trace;
