@@ -905,10 +905,13 @@ impl Report {
             "| target (issue 4) | ratio, DUT Mpps | ratio, per DUT core-second | met? |\n|---|---:|---:|---|\n",
         );
         for (what, wall, core, target) in self.ratios() {
+            // Both ratios are upper bounds when the baseline was not saturated (its wall figure
+            // is then the generator's rate, its per-core figure carries a wake-up per batch), so
+            // one ratio under the target is enough to say no.
             let met = match (wall >= target, core >= target) {
                 (true, true) => "yes",
                 (false, false) => "**no**",
-                _ => "only by one measure",
+                _ => "**no** (one measure only, an upper bound)",
             };
             let _ = writeln!(
                 s,
