@@ -14,9 +14,11 @@
 //! and raises the peer's NAPI softirq on its own CPU, so by default the generator and the DUT
 //! take turns on one core and the figure is the sum of both costs. Here `g1`'s NAPI runs in its
 //! own kernel thread (`/sys/class/net/g1/threaded`), pinned to the last CPU; the generator and
-//! `g0`'s NAPI (the sink) are pinned to CPU 0. The DUT then has a core to itself, frames it
-//! cannot keep up with overflow the 256-entry veth ring (counted), and its NAPI thread's CPU time
-//! gives a second, load-independent figure: frames per second of DUT CPU.
+//! `g0`'s NAPI (the sink, a thread too) are pinned to CPU 0. The DUT then has a core to itself,
+//! frames it cannot keep up with overflow the 256-entry veth ring (counted), and its NAPI
+//! thread's CPU time gives a second, load-independent figure: frames per second of DUT CPU.
+//! Generator, sink and DUT run at real-time priority while measured, so that other work on a
+//! shared machine does not take turns with them (see [`Spinner`] for the DUT's idle CPU).
 //!
 //! `g1` has GRO switched on: it keeps veth's NAPI (and so the pinned thread) alive while XDP
 //! programs are swapped, and it is what lets nftables see frames at all without an XDP program.
@@ -700,9 +702,8 @@ fn worker(
     ])?;
     let dut_thread = threaded_napi(&dut_ns, "g1")?;
     // The sink shares the generator's CPU but preempts it (SCHED_FIFO 2 over the generator's
-    // 1): forwarded frames are
-    // taken from g0's ring as they arrive, and the time it takes comes out of the offered rate,
-    // not out of the DUT's core.
+    // 1): forwarded frames are taken from g0's ring as they arrive, and the time that takes comes
+    // out of the offered rate, not out of the DUT's core.
     let _spinner = match cpus {
         Some((gen_cpu, dut_cpu)) => {
             pin(0, gen_cpu)?;
