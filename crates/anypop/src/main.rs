@@ -75,6 +75,16 @@ enum Command {
         /// Blocklist sizes to measure (flatness from 1 to 100,000 prefixes).
         #[arg(long, value_delimiter = ',', default_value = "1,1000,100000")]
         prefixes: Vec<usize>,
+        /// Instead: Mpps through a veth pair (flood drop and forward) beside bare XDP_DROP /
+        /// XDP_TX, xdp-filter and nftables (docs/BENCHMARKS.md, "Throughput").
+        #[arg(long)]
+        throughput: bool,
+        /// With --throughput: frames per measurement.
+        #[arg(long, default_value_t = 2_000_000)]
+        frames: u32,
+        /// With --throughput: rounds (every program once per round, interleaved).
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
     },
     /// What a node's data plane is doing: daemon, config version, verdicts with rates, state.
     Status {
@@ -417,6 +427,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             iterations,
             repeat,
             prefixes,
+            throughput,
+            frames,
+            rounds,
         } => {
             if unsafe { libc::geteuid() } != 0 {
                 bail!(
@@ -424,6 +437,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             println!("machine: {}", anypop::bench::machine_facts());
+            if throughput {
+                let report = anypop::bench::throughput::run(anypop::bench::throughput::Options {
+                    frames: frames.max(1000),
+                    rounds: rounds.max(1),
+                })?;
+                println!("{}", report.placement());
+                println!("{}", report.table());
+                println!("{}", report.ratio_table());
+                return Ok(());
+            }
             let rows = anypop::bench::run(iterations.max(100), repeat.max(1), &prefixes)?;
             println!("{}", anypop::bench::table(&rows));
             let (parse, compile, write) = anypop::bench::apply_at_scale(64, 1000, 100_000)?;

@@ -17,6 +17,8 @@ use std::{
 
 use anyhow::{Context, anyhow, bail};
 
+pub mod throughput;
+
 use crate::{
     config,
     dataplane::{
