@@ -130,3 +130,63 @@ fn draining_keeps_existing_flows_and_removal_moves_them() {
     .join()
     .unwrap_or_else(|e| std::panic::resume_unwind(e));
 }
+
+/// `network` with a blocklist rule of `prefixes`.
+fn with_blocklist(prefixes: &[&str]) -> String {
+    let list: Vec<String> = prefixes.iter().map(|p| format!("\"{p}\"")).collect();
+    network("\"be-1\", \"be-2\"", "")
+        + &format!(
+            "\n[[rule]]\nname = \"blocklist\"\naction = \"deny\"\nsrc = [{}]\n",
+            list.join(", ")
+        )
+}
+
+#[test]
+fn a_small_change_rewrites_only_what_differs_and_behaves_like_a_full_apply() {
+    std::thread::spawn(|| {
+        let lab = build_lab();
+        let base = ["198.18.0.0/15", "10.20.0.0/16", "172.16.5.0/24"];
+        let mut t = TestEdge::new(&with_blocklist(&base), &lab);
+        let flows: Vec<[u8; 4]> = (0..200)
+            .map(|i| backend_of(&mut t, &lab, &player(i)))
+            .collect();
+        // The other slot learns the same config (its first write is whole).
+        let second = t.apply(&with_blocklist(&base));
+        assert!(second.written.dir_rewritten && second.written.maglev_tables == 1);
+        // One prefix more: only that trie entry and the DIR-24-8 table are rewritten, no Maglev.
+        let mut more = base.to_vec();
+        more.push("100.99.0.0/16");
+        let added = t.apply(&with_blocklist(&more));
+        assert_eq!(added.written.maglev_tables, 0, "{:?}", added.written);
+        assert!(
+            added.written.trie_writes <= 2,
+            "one prefix added rewrote {} trie entries",
+            added.written.trie_writes
+        );
+        let newly_blocked = udp4([100, 99, 1, 2], 4000, VIP, 27020, b"x");
+        let r = t.run(&newly_blocked, lab.a0);
+        assert_eq!(r.action, anypop::dataplane::testrun::XDP_DROP, "the added prefix is live");
+        // Back to the base list, in the other slot: the prefix is gone again, the rest stays.
+        let removed = t.apply(&with_blocklist(&base));
+        assert_eq!(removed.written.maglev_tables, 0);
+        assert!(removed.written.trie_writes <= 2, "{:?}", removed.written);
+        assert_ne!(
+            t.run(&newly_blocked, lab.a0).action,
+            anypop::dataplane::testrun::XDP_DROP,
+            "the removed prefix no longer drops"
+        );
+        let still = udp4([172, 16, 5, 9], 4000, VIP, 27020, b"x");
+        assert_eq!(t.run(&still, lab.a0).action, anypop::dataplane::testrun::XDP_DROP);
+        // A backend change rebuilds that service's Maglev table, and flows keep their backends.
+        let drained = t.apply(
+            &(network("\"be-1\", \"be-2\"", "weights = { \"be-2\" = 0 }")
+                + "\n[[rule]]\nname = \"blocklist\"\naction = \"deny\"\nsrc = [\"198.18.0.0/15\", \"10.20.0.0/16\", \"172.16.5.0/24\"]\n"),
+        );
+        assert_eq!(drained.written.maglev_tables, 1);
+        for i in 0..200u16 {
+            assert_eq!(backend_of(&mut t, &lab, &player(i)), flows[i as usize], "flow {i}");
+        }
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e));
+}

@@ -570,11 +570,21 @@ fn large_network(services: usize, rules: usize, prefix_file: &str) -> String {
 
 /// Times a whole config generation at scale: parse + validate, compile, write the standby slot,
 /// switch. Returns (parse s, compile s, write+switch s).
+/// Seconds a whole generation at scale took, by phase, and a one-prefix change after it.
+pub struct ScaleApply {
+    pub parse: f64,
+    pub compile: f64,
+    pub write: f64,
+    /// Parse, compile and write of the same file with one prefix added to its blocklist.
+    pub small_change: f64,
+    pub small_written: crate::dataplane::edge::WriteStats,
+}
+
 pub fn apply_at_scale(
     services: usize,
     rules: usize,
     prefixes: usize,
-) -> anyhow::Result<(f64, f64, f64)> {
+) -> anyhow::Result<ScaleApply> {
     let dir = std::env::temp_dir().join(format!("anypop-scale-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let file = dir.join("blocklist.txt");
@@ -584,7 +594,7 @@ pub fn apply_at_scale(
         "/sys/fs/bpf/anypop-scale-{}",
         std::process::id()
     )));
-    let result = (|| -> anyhow::Result<(f64, f64, f64)> {
+    let result = (|| -> anyhow::Result<ScaleApply> {
         let mut edge = Edge::load(&pins.0, EdgeSizes::default())?;
         // A first generation, so the timed one replaces a live config as an apply would.
         let net = config::parse(&text, "scale.toml", &dir).map_err(|e| anyhow!("{e}"))?;
@@ -602,11 +612,25 @@ pub fn apply_at_scale(
         let t2 = Instant::now();
         edge.apply(&tables)?;
         let t3 = Instant::now();
-        Ok((
-            (t1 - t0).as_secs_f64(),
-            (t2 - t1).as_secs_f64(),
-            (t3 - t2).as_secs_f64(),
-        ))
+        // A small change: one prefix more in the shared blocklist. The slot it goes to was
+        // written by the first apply, so only what differs is rewritten.
+        let mut list = std::fs::read_to_string(&file)?;
+        list.push_str("100.99.0.0/16\n");
+        std::fs::write(&file, list)?;
+        let t4 = Instant::now();
+        let net = config::parse(&text, "scale.toml", &dir).map_err(|e| anyhow!("{e}"))?;
+        let slot = edge.standby_generation()?;
+        let tables = config::compile::compile_edge(&net, "pop-1", slot, edge.sizes.max_services)
+            .map_err(|e| anyhow!("{e}"))?;
+        let small = edge.apply(&tables)?;
+        let t5 = Instant::now();
+        Ok(ScaleApply {
+            parse: (t1 - t0).as_secs_f64(),
+            compile: (t2 - t1).as_secs_f64(),
+            write: (t3 - t2).as_secs_f64(),
+            small_change: (t5 - t4).as_secs_f64(),
+            small_written: small.written,
+        })
     })();
     let _ = std::fs::remove_dir_all(&dir);
     result

@@ -847,6 +847,10 @@ pub fn validate(text: &str, origin: &str, base_dir: &Path) -> Result<Network, Co
     let mut rule_lines: HashMap<String, usize> = HashMap::new();
     let mut prefix_sets: BTreeSet<(Vec<Ipv4Net>, Vec<Ipv6Net>)> = BTreeSet::new();
     let mut prefix_files: HashMap<std::path::PathBuf, Result<Vec<IpNet>, String>> = HashMap::new();
+    // Sorted, de-duplicated source lists by (src, src_file): a blocklist shared by many rules is
+    // sorted once, not once per rule (63 rules × 100,000 prefixes was half of a large apply).
+    type SortedSources = (Vec<Ipv4Net>, Vec<Ipv6Net>);
+    let mut sorted_sources: HashMap<(Vec<String>, Option<String>), SortedSources> = HashMap::new();
     for (i, r) in raw.rules.iter().enumerate() {
         let line = c.line(r.span().start);
         let r = r.get_ref();
@@ -934,8 +938,16 @@ pub fn validate(text: &str, origin: &str, base_dir: &Path) -> Result<Network, Co
                 svc.push(n.clone());
             }
         }
+        let cache_key = (
+            r.src
+                .as_ref()
+                .map(|s| s.get_ref().clone())
+                .unwrap_or_default(),
+            r.src_file.as_ref().map(|f| f.get_ref().clone()),
+        );
+        let cached = sorted_sources.get(&cache_key).cloned();
         let mut src: Vec<IpNet> = Vec::new();
-        if let Some(s) = &r.src {
+        if let Some(s) = r.src.as_ref().filter(|_| cached.is_none()) {
             for p in s.get_ref() {
                 match parse_prefix(p) {
                     Ok(n) => src.push(n),
@@ -943,7 +955,7 @@ pub fn validate(text: &str, origin: &str, base_dir: &Path) -> Result<Network, Co
                 }
             }
         }
-        if let Some(f) = &r.src_file {
+        if let Some(f) = r.src_file.as_ref().filter(|_| cached.is_none()) {
             let path = base_dir.join(f.get_ref());
             // A shared blocklist named by many rules is read once.
             let read = prefix_files
@@ -962,10 +974,18 @@ pub fn validate(text: &str, origin: &str, base_dir: &Path) -> Result<Network, Co
             .iter()
             .filter_map(|n| if let IpNet::V6(v) = n { Some(*v) } else { None })
             .collect();
-        src_v4.sort();
-        src_v4.dedup();
-        src_v6.sort();
-        src_v6.dedup();
+        if let Some((v4, v6)) = cached {
+            (src_v4, src_v6) = (v4, v6);
+        } else {
+            src_v4.sort();
+            src_v4.dedup();
+            src_v6.sort();
+            src_v6.dedup();
+            let problems_here = c.problems.iter().any(|p| p.item == item);
+            if !problems_here {
+                sorted_sources.insert(cache_key, (src_v4.clone(), src_v6.clone()));
+            }
+        }
         if (r.src.is_some() || r.src_file.is_some())
             && src_v4.is_empty()
             && src_v6.is_empty()

@@ -48,6 +48,32 @@ pub struct Edge {
     pub sizes: EdgeSizes,
     /// Attachments made by this process, by interface name.
     links: Vec<(String, XdpLinkId)>,
+    /// What this process last wrote into each slot: a small change to the config (a prefix
+    /// added, one service's backends changed) then rewrites only what differs in the big tables
+    /// (source tries, the DIR-24-8 table, Maglev). None: unknown, write everything.
+    slot_memo: [Option<SlotMemo>; GENERATIONS as usize],
+}
+
+/// The big tables of one slot as last written (see [`Edge::apply`]).
+#[derive(Clone, Default)]
+struct SlotMemo {
+    v4: Vec<(ipnet::Ipv4Net, u64)>,
+    v6: Vec<(ipnet::Ipv6Net, u64)>,
+    /// The DIR-24-8 classes written for `v4`.
+    classes: Vec<u64>,
+    /// Maglev inputs per service index.
+    maglev: std::collections::HashMap<u32, Vec<crate::config::compile::MaglevInput>>,
+}
+
+/// How much of a slot an apply rewrote (for logs and the benchmark).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WriteStats {
+    /// Source-trie entries inserted or removed.
+    pub trie_writes: usize,
+    /// Whether the DIR-24-8 table was rewritten.
+    pub dir_rewritten: bool,
+    /// Maglev tables rebuilt and written.
+    pub maglev_tables: usize,
 }
 
 /// Result of writing a generation.
@@ -55,6 +81,32 @@ pub struct Edge {
 pub struct Applied {
     pub generation: u32,
     pub version: u32,
+    /// How much of the big tables was rewritten.
+    pub written: WriteStats,
+}
+
+/// Trie entries to remove and to (re)write to turn `old` (None: an empty slot) into `new`; both
+/// lists sorted by prefix as `prefix_sets` compiles them.
+fn trie_delta<N: Ord + Copy>(
+    old: Option<&[(N, u64)]>,
+    new: &[(N, u64)],
+) -> (Vec<N>, Vec<(N, u64)>) {
+    let Some(old) = old else {
+        return (Vec::new(), new.to_vec());
+    };
+    let old_map: std::collections::BTreeMap<N, u64> = old.iter().copied().collect();
+    let new_map: std::collections::BTreeMap<N, u64> = new.iter().copied().collect();
+    let gone = old_map
+        .keys()
+        .filter(|k| !new_map.contains_key(k))
+        .copied()
+        .collect();
+    let changed = new_map
+        .iter()
+        .filter(|(k, v)| old_map.get(k) != Some(v))
+        .map(|(k, v)| (*k, *v))
+        .collect();
+    (gone, changed)
 }
 
 fn map_err(what: &str, e: impl std::fmt::Display) -> DataplaneError {
@@ -103,6 +155,7 @@ impl Edge {
                 ..sizes
             },
             links: Vec::new(),
+            slot_memo: Default::default(),
         })
     }
 
@@ -219,8 +272,11 @@ impl Edge {
             )));
         }
         let gen32 = generation as u32;
-        self.clear_slot(generation)?;
+        // Known content of this slot (taken: a failure below leaves it unknown).
+        let memo = self.slot_memo[generation as usize & 1].take();
+        self.clear_slot(generation, memo.is_none())?;
         let ms = self.sizes.max_services;
+        let mut stats = WriteStats::default();
 
         let mut settings = tables.settings;
         settings.max_services = ms;
@@ -269,7 +325,14 @@ impl Edge {
         self.put_array("SET_TBL", set_entries)?;
 
         let v4 = prefix_sets::compile_v4(&tables.prefix_sets_v4);
-        let classes = self.write_source_dir(generation, &v4)?;
+        let v6 = prefix_sets::compile_v6(&tables.prefix_sets_v6);
+        let classes = match &memo {
+            Some(m) if m.v4 == v4 => m.classes.clone(),
+            _ => {
+                stats.dir_rewritten = true;
+                self.write_source_dir(generation, &v4)?
+            }
+        };
         let decisions = build_decisions(tables, &classes);
         let slot_services = gen32 * ms..(gen32 + 1) * ms;
         if let Some((gs, _)) = decisions.iter().find(|(gs, _)| !slot_services.contains(gs)) {
@@ -290,27 +353,42 @@ impl Edge {
             }
         })?;
         {
-            let mut m: LpmTrie<&mut MapData, LpmData4, u64> =
-                LpmTrie::try_from(self.map("SRC_V4")?).map_err(|e| map_err("SRC_V4", e))?;
-            for (net, bits) in v4 {
+            let key4 = |net: &ipnet::Ipv4Net| {
                 let mut data = [0u8; 8];
                 data[0] = generation;
                 data[1..5].copy_from_slice(&net.addr().octets());
-                m.insert(&Key::new(8 + net.prefix_len() as u32, data), bits, 0)
+                Key::new(8 + net.prefix_len() as u32, data)
+            };
+            let (gone, changed) = trie_delta(memo.as_ref().map(|m| &m.v4[..]), &v4);
+            let mut m: LpmTrie<&mut MapData, LpmData4, u64> =
+                LpmTrie::try_from(self.map("SRC_V4")?).map_err(|e| map_err("SRC_V4", e))?;
+            for net in &gone {
+                let _ = m.remove(&key4(net));
+            }
+            for (net, bits) in &changed {
+                m.insert(&key4(net), *bits, 0)
                     .map_err(|e| map_err("SRC_V4", e))?;
             }
+            stats.trie_writes += gone.len() + changed.len();
         }
         {
-            let v6 = prefix_sets::compile_v6(&tables.prefix_sets_v6);
-            let mut m: LpmTrie<&mut MapData, LpmData6, u64> =
-                LpmTrie::try_from(self.map("SRC_V6")?).map_err(|e| map_err("SRC_V6", e))?;
-            for (net, bits) in v6 {
+            let key6 = |net: &ipnet::Ipv6Net| {
                 let mut data = [0u8; 20];
                 data[0] = generation;
                 data[1..17].copy_from_slice(&net.addr().octets());
-                m.insert(&Key::new(8 + net.prefix_len() as u32, data), bits, 0)
+                Key::new(8 + net.prefix_len() as u32, data)
+            };
+            let (gone, changed) = trie_delta(memo.as_ref().map(|m| &m.v6[..]), &v6);
+            let mut m: LpmTrie<&mut MapData, LpmData6, u64> =
+                LpmTrie::try_from(self.map("SRC_V6")?).map_err(|e| map_err("SRC_V6", e))?;
+            for net in &gone {
+                let _ = m.remove(&key6(net));
+            }
+            for (net, bits) in &changed {
+                m.insert(&key6(net), *bits, 0)
                     .map_err(|e| map_err("SRC_V6", e))?;
             }
+            stats.trie_writes += gone.len() + changed.len();
         }
         self.put_array("PROFILES", tables.profiles.iter().copied())?;
         self.put_array("BACKENDS", tables.backends.iter().copied())?;
@@ -331,6 +409,10 @@ impl Edge {
         // Maglev tables (65,537 entries per service) through a memory mapping of the array.
         let mut tables_by_slot = Vec::new();
         for (svc, inputs) in &tables.maglev_inputs {
+            if memo.as_ref().and_then(|m| m.maglev.get(svc)) == Some(inputs) {
+                continue; // this slot already holds exactly this table
+            }
+            stats.maglev_tables += 1;
             let backends: Vec<anypop_common::maglev::MaglevBackend<'_>> = inputs
                 .iter()
                 .map(|(name, weight, _)| anypop_common::maglev::MaglevBackend {
@@ -365,9 +447,16 @@ impl Edge {
             version: old.version.wrapping_add(1),
         };
         self.put_array("CONTROL", [(0u32, new)])?;
+        self.slot_memo[generation as usize & 1] = Some(SlotMemo {
+            v4,
+            v6,
+            classes,
+            maglev: tables.maglev_inputs.iter().cloned().collect(),
+        });
         Ok(Applied {
             generation: gen32,
             version: new.version,
+            written: stats,
         })
     }
 
@@ -435,13 +524,15 @@ impl Edge {
     }
 
     /// Removes the hash and trie entries of a slot (arrays are overwritten in place).
-    fn clear_slot(&mut self, generation: u8) -> Result<(), DataplaneError> {
+    fn clear_slot(&mut self, generation: u8, tries_too: bool) -> Result<(), DataplaneError> {
         let g32 = generation as u32;
         self.clear_hash::<VipKey, u32>("VIPS", |k| k.generation == generation)?;
         self.clear_hash::<ServiceKey, u32>("SERVICES", |k| k.generation == generation)?;
         self.clear_hash::<BackendServiceKey, u32>("BE_SVC", |k| k.generation == g32)?;
-        self.clear_lpm::<LpmData4>("SRC_V4", |d| d[0] == generation)?;
-        self.clear_lpm::<LpmData6>("SRC_V6", |d| d[0] == generation)?;
+        if tries_too {
+            self.clear_lpm::<LpmData4>("SRC_V4", |d| d[0] == generation)?;
+            self.clear_lpm::<LpmData6>("SRC_V6", |d| d[0] == generation)?;
+        }
         // Service infos beyond the new config's count must read as "no rules, no backends".
         let ms = self.sizes.max_services;
         self.put_array(

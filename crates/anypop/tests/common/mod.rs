@@ -382,14 +382,14 @@ pub fn expected_ipip(
 
 impl TestEdge {
     /// Compiles `network` into the standby slot and switches to it (what a live apply does).
-    pub fn apply(&mut self, network: &str) {
+    pub fn apply(&mut self, network: &str) -> anypop::dataplane::edge::Applied {
         let net = config::parse(network, "test.toml", std::path::Path::new("."))
             .unwrap_or_else(|e| panic!("{e}"));
         let edge = self.edge();
         let slot = edge.standby_generation().unwrap();
         let tables = config::compile::compile_edge(&net, "pop-1", slot, edge.sizes.max_services)
             .unwrap_or_else(|e| panic!("{e}"));
-        edge.apply(&tables).unwrap();
+        edge.apply(&tables).unwrap()
     }
 }
 
