@@ -9,7 +9,7 @@
 //! hashing keys in the kernel and for `aya::Pod`).
 
 /// Layout version; part of the pin path so an incompatible daemon never touches these maps.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Rules a single service can have (one bit each in a `u64` bitmap).
 pub const RULES_PER_SERVICE: u32 = 64;
@@ -90,6 +90,9 @@ pub struct Settings {
     /// TTL of the outer header.
     pub outer_ttl: u32,
     pub _pad: u32,
+    /// Hash of the network file this generation was compiled from (for `status`; the program
+    /// does not read it).
+    pub config_hash: u64,
 }
 
 /// An address as key words: see [`VipKey::addr`].
@@ -575,7 +578,7 @@ mod tests {
         assert_eq!(size_of::<RuleEntry>(), 32);
         assert_eq!(size_of::<FlowKey>(), 28);
         assert_eq!(size_of::<BucketKey>(), 28);
-        assert_eq!(size_of::<Settings>(), 24);
+        assert_eq!(size_of::<Settings>(), 32);
         assert_eq!(size_of::<Profile>(), 40);
         assert_eq!(size_of::<CaptureConfig>(), 16);
         assert_eq!(size_of::<CaptureRecord>(), 32 + CAPTURE_SNAPLEN as usize);

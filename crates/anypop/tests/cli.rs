@@ -391,7 +391,7 @@ fn sighup_applies_a_new_file_live_and_keeps_the_running_one_when_it_is_bad() {
         "first config: {t}"
     );
     assert!(
-        t.contains("live in slot 0 (switch #2)"),
+        t.contains("live in slot 0 (switch #2;"),
         "reloaded config: {t}"
     );
     assert!(t.contains("not applied, the running config stays"), "{t}");
@@ -504,7 +504,7 @@ fn apply_reaches_the_running_daemon_and_a_second_daemon_is_refused() {
     .unwrap();
     assert!(applied.status.success(), "{}", text(&applied));
     assert!(
-        text(&applied).contains("live in slot 0 (switch #2)"),
+        text(&applied).contains("live in slot 0 (switch #2;"),
         "{}",
         text(&applied)
     );
@@ -532,7 +532,19 @@ fn apply_reaches_the_running_daemon_and_a_second_daemon_is_refused() {
     let st = text(&status);
     assert!(status.status.success(), "{st}");
     assert!(st.contains("daemon: running (pid"), "{st}");
-    assert!(st.contains("config: switch #2, live slot 0"), "{st}");
+    // The live generation's version: the applied file's hash and the switch counter.
+    let hash: String = text(&applied)
+        .split("config ")
+        .nth(1)
+        .map(|r| r.chars().take(16).collect())
+        .unwrap_or_default();
+    assert_eq!(hash.len(), 16, "{}", text(&applied));
+    assert!(
+        st.contains(&format!(
+            "config: {hash} (hash of the network file), switch #2, live slot 0"
+        )),
+        "{st}"
+    );
     assert!(st.contains("state: flows 0 of"), "{st}");
     assert!(!second.status.success());
     assert!(

@@ -121,6 +121,7 @@ pub fn compile_edge(
         max_services,
         outer_ttl: 64,
         _pad: 0,
+        config_hash: net.source_text_hash,
     };
 
     // Backends: index = position among backend nodes.

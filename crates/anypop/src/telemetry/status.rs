@@ -205,9 +205,16 @@ pub fn report_named(
             .map_err(|e| anyhow!("CONTROL: {e}"))?;
         let c = c.get(&0, 0).map_err(|e| anyhow!("CONTROL: {e}"))?;
         generation = c.active_gen as usize;
+        let settings: Array<MapData, anypop_common::layout::Settings> =
+            Array::try_from(Map::Array(open(pin_dir, "SETTINGS")?))
+                .map_err(|e| anyhow!("SETTINGS: {e}"))?;
+        let hash = settings
+            .get(&c.active_gen, 0)
+            .map(|s| s.config_hash)
+            .unwrap_or(0);
         let _ = writeln!(
             out,
-            "config: switch #{}, live slot {}",
+            "config: {hash:016x} (hash of the network file), switch #{}, live slot {}",
             c.version, c.active_gen
         );
     }
