@@ -453,7 +453,7 @@ fn status_shows_attach_mode_program_cost_top_services_and_state_fill() {
     assert!(out.status.success(), "{t}");
     for want in [
         "daemon: running",
-        "config: switch #",
+        "(hash of the network file), switch #1",
         "interface pop1-in: native XDP, program edge",
         "interface pop1-tr: native XDP, program edge",
         "ns/packet",
