@@ -553,3 +553,47 @@ pub fn request_apply(pin_dir: &Path, node: &str, config: &Path) -> anyhow::Resul
     }
     bail!("the daemon (pid {pid}) did not answer within 30 s; see its log")
 }
+
+/// Notices when the network file changes on disk (modification time or size), so the daemon
+/// applies an edited file without a SIGHUP. Checked about once a second.
+pub struct FileWatch {
+    path: PathBuf,
+    seen: Option<(std::time::SystemTime, u64)>,
+    last_check: Instant,
+}
+
+impl FileWatch {
+    pub fn new(path: &Path) -> FileWatch {
+        let mut w = FileWatch {
+            path: path.to_owned(),
+            seen: None,
+            last_check: Instant::now(),
+        };
+        w.seen = w.stamp();
+        w
+    }
+
+    fn stamp(&self) -> Option<(std::time::SystemTime, u64)> {
+        let m = std::fs::metadata(&self.path).ok()?;
+        Some((m.modified().ok()?, m.len()))
+    }
+
+    /// Takes the file as it is now as seen (after a reload for another reason).
+    pub fn mark_seen(&mut self) {
+        self.seen = self.stamp();
+    }
+
+    /// True once per change (a file that vanished counts when it comes back).
+    pub fn changed(&mut self) -> bool {
+        if self.last_check.elapsed() < Duration::from_secs(1) {
+            return false;
+        }
+        self.last_check = Instant::now();
+        let now = self.stamp();
+        if now.is_some() && now != self.seen {
+            self.seen = now;
+            return true;
+        }
+        false
+    }
+}

@@ -63,6 +63,10 @@ enum Command {
         /// Prometheus metrics listen address ("off" to disable).
         #[arg(long, default_value = "127.0.0.1:9542")]
         metrics: String,
+        /// Do not apply the network file when it changes on disk (SIGHUP and `anypop apply`
+        /// still do).
+        #[arg(long)]
+        no_watch: bool,
     },
     /// Benchmark ns/packet of the programs beside an empty program, XDP_DROP and xdp-filter.
     Bench {
@@ -276,8 +280,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             leave_running: _,
             duration,
             metrics,
+            no_watch,
         } => {
             let leave_running = !detach;
+            let mut watch = (!no_watch).then(|| daemon::FileWatch::new(&config));
             let latest = Arc::new(std::sync::Mutex::new(String::new()));
             if metrics != "off" {
                 let addr: std::net::SocketAddr = metrics
@@ -322,6 +328,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     &lock,
                     &latest,
                     leave_running,
+                    watch.as_mut(),
                 );
             }
             let mut pop = daemon::Pop::start_with(&net, &node, &pin_root)?;
@@ -338,7 +345,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     *latest.lock().unwrap() = pop.metrics()?;
                     last_metrics = Instant::now();
                 }
+                if watch.as_mut().is_some_and(|w| w.changed()) {
+                    tracing::info!("{} changed on disk: applying it", config.display());
+                    reload.store(true, Ordering::Relaxed);
+                }
                 if reload.swap(false, Ordering::Relaxed) {
+                    if let Some(w) = watch.as_mut() {
+                        w.mark_seen();
+                    }
                     reload_now(&lock, &config, |net| {
                         let a = pop.apply(net)?;
                         Ok(format!(
@@ -709,6 +723,7 @@ fn run_backend(
     lock: &daemon::DaemonLock,
     latest: &std::sync::Mutex<String>,
     leave_running: bool,
+    mut watch: Option<&mut daemon::FileWatch>,
 ) -> anyhow::Result<()> {
     let mut be = daemon::BackendNode::start_with(net, node, pin_root)?;
     let deadline = duration.map(|d| Instant::now() + Duration::from_secs(d));
@@ -719,7 +734,14 @@ fn run_backend(
         if let Ok(snap) = be.snapshot() {
             *latest.lock().unwrap() = anypop::telemetry::metrics::render(node, &snap, 0, &[]);
         }
+        if watch.as_mut().is_some_and(|w| w.changed()) {
+            tracing::info!("{} changed on disk: applying it", config_path.display());
+            reload.store(true, Ordering::Relaxed);
+        }
         if reload.swap(false, Ordering::Relaxed) {
+            if let Some(w) = watch.as_mut() {
+                w.mark_seen();
+            }
             reload_now(lock, config_path, |net| {
                 be.apply(net)?;
                 Ok("backend tables replaced".into())

@@ -710,3 +710,89 @@ fn a_restarted_daemon_adopts_the_running_data_plane_and_detach_removes_it() {
     .join()
     .unwrap_or_else(|e| std::panic::resume_unwind(e));
 }
+
+#[test]
+fn an_edited_network_file_is_applied_without_a_signal_and_a_bad_edit_is_not() {
+    require_root();
+    let out = std::thread::spawn(|| {
+        let (dir, cfg, pins, child) = start_daemon_in_private_netns("watch");
+        let _cleanup = Cleanup(vec![dir.clone(), pins.clone()]);
+        std::thread::sleep(std::time::Duration::from_millis(2000));
+        std::fs::write(
+            &cfg,
+            pop_network("t0", "native").replace("ports = \"27015\"", "ports = \"27015-27017\""),
+        )
+        .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(2000));
+        std::fs::write(
+            &cfg,
+            pop_network("t0", "native").replace("ports = \"27015\"", "ports = \"70000\""),
+        )
+        .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .join()
+    .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("changed on disk: applying it"), "{t}");
+    assert!(
+        t.contains("live in slot 0 (switch #2;"),
+        "the edit is live: {t}"
+    );
+    assert!(t.contains("not applied, the running config stays"), "{t}");
+    assert!(
+        !t.contains("switch #3"),
+        "the bad edit replaced nothing: {t}"
+    );
+}
+
+#[test]
+fn a_pinned_attachment_running_another_program_is_refused() {
+    require_root();
+    std::thread::spawn(|| {
+        private_netns();
+        for cmd in VETH {
+            sh(cmd);
+        }
+        let dir = std::env::temp_dir().join(format!("anypop-foreign-{}", std::process::id()));
+        let pins = PathBuf::from(format!("/sys/fs/bpf/anypop-foreign-{}", std::process::id()));
+        let _cleanup = Cleanup(vec![dir.clone(), pins.clone()]);
+        std::fs::create_dir_all(&dir).unwrap();
+        // One file, two nodes on t0: a backend (decap) and the POP.
+        let cfg = dir.join("net.toml");
+        std::fs::write(
+            &cfg,
+            pop_network("t0", "native")
+                + "\n[[node]]\nname = \"be-9\"\nrole = \"backend\"\ninterface = \"t0\"\naddress = \"198.51.100.1\"\n",
+        )
+        .unwrap();
+        let run = |node: &str| {
+            anypop()
+                .args(["run", "--node", node, "--duration", "1", "--metrics", "off"])
+                .arg("--config")
+                .arg(&cfg)
+                .arg("--pin-root")
+                .arg(&pins)
+                .output()
+                .unwrap()
+        };
+        // The backend leaves decap running on t0, pinned; its pin is then found where the POP's
+        // own attachment would be.
+        let be = run("be-9");
+        assert!(be.status.success(), "{}", text(&be));
+        std::fs::create_dir_all(pins.join("pop-1")).unwrap();
+        std::fs::rename(pins.join("be-9").join("link_t0"), pins.join("pop-1").join("link_t0"))
+            .unwrap();
+        let pop = run("pop-1");
+        let t = text(&pop);
+        assert!(!pop.status.success(), "{t}");
+        assert!(
+            t.contains("runs program \"decap\"") && t.contains("not anypop's \"edge\""),
+            "{t}"
+        );
+        assert!(t.contains("does not replace programs it did not ship"), "{t}");
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e));
+}
