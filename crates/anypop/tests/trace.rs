@@ -11,6 +11,16 @@ use anypop::{
 use anypop_common::verdict::Reason;
 use common::*;
 
+/// The default lab, running this build's `anypop`.
+fn lab() -> Lab {
+    Lab::build(
+        Topology::default(),
+        std::path::Path::new(env!("CARGO_BIN_EXE_anypop")),
+        &|_| {},
+    )
+    .unwrap()
+}
+
 /// The packets: each with the reason the POP must give it.
 fn packets() -> Vec<(Vec<u8>, Reason)> {
     let vip = [203, 0, 113, 10];
@@ -65,12 +75,7 @@ fn verdict_on_the_wire(lab: &Lab, node: &str, send: &dyn Fn()) -> Reason {
 #[test]
 fn trace_gives_each_packet_the_verdict_the_attached_program_gave_it() {
     require_root();
-    let lab = Lab::build(
-        Topology::default(),
-        std::path::Path::new(env!("CARGO_BIN_EXE_anypop")),
-        &|_| {},
-    )
-    .unwrap();
+    let lab = lab();
     let pkts = packets();
     // On the wire: each frame sent once into POP 1's transit link.
     let at1 = Lab::ifindex(&lab.attacker, "at1").unwrap();
@@ -168,12 +173,7 @@ fn tshark_comments(path: &std::path::Path) -> Vec<String> {
 #[test]
 fn capture_writes_pcapng_whose_comments_carry_verdict_reason_rule_and_service() {
     require_root();
-    let lab = Lab::build(
-        Topology::default(),
-        std::path::Path::new(env!("CARGO_BIN_EXE_anypop")),
-        &|_| {},
-    )
-    .unwrap();
+    let lab = lab();
     let servers = anypop::lab::traffic::Servers::start(&lab).unwrap();
     let players = anypop::lab::traffic::Players::start(&lab, 0, 4, 64).unwrap();
     let flood = anypop::lab::traffic::RunningFlood::start(
