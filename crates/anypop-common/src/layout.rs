@@ -379,7 +379,8 @@ pub struct FlowValue {
     /// needs no re-check (saves a hash lookup per packet).
     pub config_version: u32,
     pub _pad: u32,
-    /// When the flow was created, `bpf_ktime_get_ns`.
+    /// Reserved, written as 0: the edge no longer stamps new flows with `bpf_ktime_get_ns`
+    /// (nothing read it, and the helper call cost time on every new flow).
     pub created_ns: u64,
 }
 

@@ -756,7 +756,8 @@ fn pick_backend(
         backend_index: bi,
         config_version: version,
         _pad: 0,
-        created_ns: unsafe { bpf_ktime_get_ns() },
+        // Nothing reads a flow's age (the LRU evicts by use): no clock helper call per new flow.
+        created_ns: 0,
     };
     let _ = FLOWS.insert(&key, &value, 0);
     Some((be.addr, bi))
