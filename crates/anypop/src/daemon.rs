@@ -188,7 +188,9 @@ impl Pop {
             edge.add_interface(*idx, *mac, *mtu)?;
         }
         for (ifname, _, _, _) in &indexes {
-            let mode = edge.attach(ifname, allow_generic)?;
+            let mode = edge
+                .attach(ifname, allow_generic)
+                .map_err(|e| explain_other_layouts(e.into(), pin_root, node))?;
             if mode == AttachMode::Generic {
                 tracing::warn!(
                     "interface {ifname}: XDP runs in GENERIC mode (driver has no native XDP): expect a fraction of native speed; see `ethtool -i {ifname}`"
@@ -395,7 +397,9 @@ impl BackendNode {
                 );
             }
         }
-        let mode = plane.attach(&ifname, n.xdp_mode_auto(&net.defaults))?;
+        let mode = plane
+            .attach(&ifname, n.xdp_mode_auto(&net.defaults))
+            .map_err(|e| explain_other_layouts(e.into(), pin_root, node))?;
         tracing::info!("interface {ifname}: decap attached ({mode} XDP), dsr on TC egress");
         Ok(BackendNode {
             plane,
@@ -596,4 +600,42 @@ impl FileWatch {
         }
         false
     }
+}
+
+/// Pin directories of this node under other layout versions next to `pin_root` (`…/v1/<node>`
+/// beside `…/v2`): a data plane of an incompatible anypop may still run from them.
+fn other_layouts(pin_root: &Path, node: &str) -> Vec<PathBuf> {
+    let (Some(parent), Some(ours)) = (pin_root.parent(), pin_root.file_name()) else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let n = name.to_string_lossy();
+            name != ours
+                && n.strip_prefix('v')
+                    .is_some_and(|d| !d.is_empty() && d.chars().all(|c| c.is_ascii_digit()))
+        })
+        .map(|e| e.path().join(node))
+        .filter(|p| p.exists())
+        .collect();
+    found.sort();
+    found
+}
+
+/// An attach failure, with what to do when another layout version's pins explain it.
+fn explain_other_layouts(e: anyhow::Error, pin_root: &Path, node: &str) -> anyhow::Error {
+    let others = other_layouts(pin_root, node);
+    if others.is_empty() {
+        return e;
+    }
+    let list: Vec<String> = others.iter().map(|p| p.display().to_string()).collect();
+    anyhow!(
+        "{e:#}\nPins of node {node} with another layout version exist: {}. A data plane of an incompatible anypop version probably still runs here; this version does not touch it. Stop it with that version (anypop run --detach), or remove those pins and detach its programs (ip link set dev IF xdp off)",
+        list.join(", ")
+    )
 }

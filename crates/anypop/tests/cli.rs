@@ -796,3 +796,56 @@ fn a_pinned_attachment_running_another_program_is_refused() {
     .join()
     .unwrap_or_else(|e| std::panic::resume_unwind(e));
 }
+
+#[test]
+fn a_data_plane_of_another_layout_version_is_not_touched_and_explained() {
+    require_root();
+    std::thread::spawn(|| {
+        private_netns();
+        for cmd in VETH {
+            sh(cmd);
+        }
+        let dir = std::env::temp_dir().join(format!("anypop-layout-{}", std::process::id()));
+        let root = PathBuf::from(format!("/sys/fs/bpf/anypop-layout-{}", std::process::id()));
+        let _cleanup = Cleanup(vec![dir.clone(), root.clone()]);
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = dir.join("net.toml");
+        std::fs::write(&cfg, pop_network("t0", "native")).unwrap();
+        let run = |layout: &str| {
+            anypop()
+                .args([
+                    "run",
+                    "--node",
+                    "pop-1",
+                    "--duration",
+                    "1",
+                    "--metrics",
+                    "off",
+                ])
+                .arg("--config")
+                .arg(&cfg)
+                .arg("--pin-root")
+                .arg(root.join(layout))
+                .output()
+                .unwrap()
+        };
+        // An "older version" left its data plane running under layout v1 ...
+        let old = run("v1");
+        assert!(old.status.success(), "{}", text(&old));
+        // ... the newer one (layout v2) does not touch it and says why it cannot attach.
+        let new = run("v2");
+        let t = text(&new);
+        assert!(!new.status.success(), "{t}");
+        assert!(t.contains("another layout version"), "{t}");
+        assert!(
+            t.contains(&format!("{}", root.join("v1").join("pop-1").display())),
+            "{t}"
+        );
+        assert!(
+            root.join("v1").join("pop-1").join("link_t0").exists(),
+            "old pins untouched"
+        );
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e));
+}
