@@ -120,6 +120,9 @@ pub struct Pop {
     last_probe: Option<Instant>,
     /// Names behind the live generation's indices (rules, services, backends), for metrics.
     pub names: crate::config::compile::Names,
+    /// The last state-table fill reading (flows, buckets), for metrics: counting walks the LRU,
+    /// so it is taken with the fill log line, not per scrape.
+    last_fill: Option<(usize, usize)>,
 }
 
 /// How often the next hops of backends are re-probed.
@@ -210,6 +213,7 @@ impl Pop {
             backends,
             last_probe: None,
             names,
+            last_fill: None,
         };
         pop.tick()?;
         Ok(pop)
@@ -252,6 +256,7 @@ impl Pop {
         let services = self.edge.counters("SVC_HITS")?;
         let backends = self.edge.counters("BE_HITS")?;
         let ms = self.edge.sizes.max_services as usize;
+        let extra = self.extra_metrics()?;
         let pick = |all: &[anypop_common::layout::Counter],
                     base: usize,
                     names: &[String]|
@@ -294,6 +299,73 @@ impl Pop {
                     ),
                 },
             ],
+        ) + &extra)
+    }
+
+    /// Gauges beside the counters: attach mode per interface, state-table fill (last reading),
+    /// and the program's run-time statistics (they advance only while statistics are enabled:
+    /// `sysctl kernel.bpf_stats_enabled=1`, or while `anypop status` measures).
+    fn extra_metrics(&mut self) -> anyhow::Result<String> {
+        use crate::telemetry::metrics::{Metric, render_metrics};
+        let (run_ns, runs) = self.edge.cost()?;
+        let mut fill = Vec::new();
+        let mut capacity = Vec::new();
+        if let Some((f, b)) = self.last_fill {
+            fill = vec![
+                (vec![("table", "flows".to_string())], f as f64),
+                (vec![("table", "buckets".to_string())], b as f64),
+            ];
+            capacity = vec![
+                (
+                    vec![("table", "flows".to_string())],
+                    self.edge.sizes.flow_entries as f64,
+                ),
+                (
+                    vec![("table", "buckets".to_string())],
+                    self.edge.sizes.bucket_entries as f64,
+                ),
+            ];
+        }
+        Ok(render_metrics(
+            &self.node,
+            &[
+                Metric {
+                    name: "anypop_xdp_attached",
+                    help: "1 per interface the edge runs on, labelled with its XDP mode (generic is a problem).",
+                    kind: "gauge",
+                    samples: self
+                        .modes
+                        .iter()
+                        .map(|(i, m)| {
+                            (vec![("interface", i.clone()), ("mode", m.to_string())], 1.0)
+                        })
+                        .collect(),
+                },
+                Metric {
+                    name: "anypop_state_entries",
+                    help: "Entries in a state table at the last reading (taken every minute).",
+                    kind: "gauge",
+                    samples: fill,
+                },
+                Metric {
+                    name: "anypop_state_capacity",
+                    help: "Capacity of a state table (LRU: full tables evict).",
+                    kind: "gauge",
+                    samples: capacity,
+                },
+                Metric {
+                    name: "anypop_program_runs_total",
+                    help: "Runs of the edge program counted by the kernel's run-time statistics.",
+                    kind: "counter",
+                    samples: vec![(vec![], runs as f64)],
+                },
+                Metric {
+                    name: "anypop_program_run_seconds_total",
+                    help: "CPU time in the edge program by the kernel's run-time statistics (divide by runs: cost per packet).",
+                    kind: "counter",
+                    samples: vec![(vec![], run_ns as f64 / 1e9)],
+                },
+            ],
         ))
     }
 
@@ -301,6 +373,7 @@ impl Pop {
     /// (an LRU that is full evicts: players' flows and rate-limit buckets start to churn).
     pub fn fill_line(&mut self) -> anyhow::Result<String> {
         let (flows, buckets) = self.edge.state_fill()?;
+        self.last_fill = Some((flows, buckets));
         let (fsize, bsize) = (
             self.edge.sizes.flow_entries as f64,
             self.edge.sizes.bucket_entries as f64,

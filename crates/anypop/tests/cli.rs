@@ -525,6 +525,15 @@ fn apply_reaches_the_running_daemon_and_a_second_daemon_is_refused() {
         metrics.contains("anypop_config_version{node=\"pop-1\"} 2"),
         "{metrics}"
     );
+    for line in [
+        "anypop_xdp_attached{node=\"pop-1\",interface=\"t0\",mode=\"native\"} 1",
+        "anypop_state_entries{node=\"pop-1\",table=\"flows\"} 0",
+        "anypop_state_capacity{node=\"pop-1\",table=\"buckets\"}",
+        "anypop_program_runs_total{node=\"pop-1\"}",
+        "anypop_program_run_seconds_total{node=\"pop-1\"}",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
     assert!(
         metrics.contains("anypop_service_packets_total{node=\"pop-1\",service=\"g\"} 0"),
         "{metrics}"

@@ -20,6 +20,41 @@ pub struct Family<'a> {
     pub values: Vec<(String, u64)>,
 }
 
+/// A gauge or counter with labels of its own (beyond `node`): state-table fill, attach modes,
+/// the program's run-time statistics.
+pub struct Metric<'a> {
+    pub name: &'a str,
+    pub help: &'a str,
+    /// "gauge" or "counter".
+    pub kind: &'a str,
+    /// (label pairs, value).
+    pub samples: Vec<(Vec<(&'a str, String)>, f64)>,
+}
+
+/// [`Metric`]s in the text format, for node `node` (appended to [`render`]'s text).
+pub fn render_metrics(node: &str, metrics: &[Metric<'_>]) -> String {
+    let node = esc(node);
+    let mut out = String::new();
+    for m in metrics {
+        if m.samples.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "# HELP {} {}\n# TYPE {} {}",
+            m.name, m.help, m.name, m.kind
+        );
+        for (labels, v) in &m.samples {
+            let mut l = format!("node=\"{node}\"");
+            for (k, val) in labels {
+                let _ = write!(l, ",{k}=\"{}\"", esc(val));
+            }
+            let _ = writeln!(out, "{}{{{l}}} {v}", m.name);
+        }
+    }
+    out
+}
+
 /// Label values are quoted strings: escape what the format requires.
 fn esc(v: &str) -> String {
     v.replace('\\', "\\\\")
