@@ -627,30 +627,17 @@ pub struct ExistingXdp {
     pub program: Option<String>,
 }
 
-/// Finds an attached XDP program in `ip -d link show` output: a mode word on the first line
-/// (`mtu 1500 xdp qdisc …`) and the program on a `prog/xdp id 7 name edge …` line.
+/// Finds an attached XDP program in `ip -d link show` output (see
+/// [`crate::dataplane::links::parse_ip_link_xdp`]), in the form the checks print.
 pub fn parse_existing_xdp(text: &str) -> Option<ExistingXdp> {
-    let first = text.lines().next()?;
-    let mode = first.split_whitespace().find(|w| {
-        matches!(
-            *w,
-            "xdp" | "xdpgeneric" | "xdpdrv" | "xdpoffload" | "xdpmulti"
-        )
-    })?;
-    let program = text.lines().find_map(|l| {
-        let l = l.trim();
-        l.starts_with("prog/xdp").then(|| {
-            let w: Vec<&str> = l.split_whitespace().collect();
-            let field = |k: &str| w.iter().position(|x| *x == k).and_then(|i| w.get(i + 1));
-            match (field("id"), field("name")) {
-                (Some(id), Some(name)) => format!("id {id} {name}"),
-                (Some(id), None) => format!("id {id}"),
-                _ => w.first().copied().unwrap_or("").to_string(),
-            }
-        })
-    });
+    let x = crate::dataplane::links::parse_ip_link_xdp(text)?;
+    let program = match (x.prog_id, x.prog_name) {
+        (Some(id), Some(name)) => Some(format!("id {id} {name}")),
+        (Some(id), None) => Some(format!("id {id}")),
+        _ => None,
+    };
     Some(ExistingXdp {
-        mode: mode.to_string(),
+        mode: x.flag,
         program,
     })
 }

@@ -391,21 +391,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             config,
         } => {
             let dir = anypop::dataplane::node_pin_dir(&pin_root, &node);
-            let mut names = anypop::telemetry::status::StatusNames::default();
-            if let Some(cfg) = &config {
-                let net = config::load(cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
-                if net.node(&node).map_err(|e| anyhow::anyhow!("{e}"))?.role == config::Role::Pop {
-                    let t = config::compile::compile_edge(
-                        &net,
-                        &node,
-                        0,
-                        anypop_common::layout::MAX_SERVICES,
-                    )
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                    names.rules = t.names.rules.clone();
-                    names.services = t.names.services.clone();
-                }
-            }
+            let names = match &config {
+                Some(cfg) => pop_names(cfg, &node)?.map(|(n, _)| n).unwrap_or_default(),
+                None => Default::default(),
+            };
             print!(
                 "{}",
                 anypop::telemetry::status::report_named(
@@ -528,7 +517,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let names = match &config {
                 Some(cfg) => trace_names(cfg, &node)?.0,
-                None => anypop::telemetry::trace::Names::default(),
+                None => Default::default(),
             };
             let stop = Arc::new(AtomicBool::new(false));
             for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -564,7 +553,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             let (names, first_if) = match &config {
                 Some(cfg) => trace_names(cfg, &node)?,
-                None => (anypop::telemetry::trace::Names::default(), None),
+                None => (Default::default(), None),
             };
             let ifname = interface.or(first_if).ok_or_else(|| {
                 anyhow::anyhow!("which interface? give --config FILE (its node's first interface) or --interface IF")
@@ -687,26 +676,29 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Names of a POP's rules, services and backends (in counter order) and its first interface,
-/// from the network file.
-fn trace_names(
+/// from the network file; None for a backend node.
+fn pop_names(
     cfg: &std::path::Path,
     node: &str,
-) -> anyhow::Result<(anypop::telemetry::trace::Names, Option<String>)> {
+) -> anyhow::Result<Option<(config::compile::Names, Option<String>)>> {
     let net = config::load(cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
     let n = net.node(node).map_err(|e| anyhow::anyhow!("{e}"))?;
     if n.role != config::Role::Pop {
-        bail!("node {node} is a backend; trace and capture work on a POP's edge program");
+        return Ok(None);
     }
     let t = config::compile::compile_edge(&net, node, 0, anypop_common::layout::MAX_SERVICES)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok((
-        anypop::telemetry::trace::Names {
-            rules: t.names.rules.clone(),
-            services: t.names.services.clone(),
-            backends: t.names.backends.clone(),
-        },
-        n.interfaces.first().cloned(),
-    ))
+    Ok(Some((t.names, n.interfaces.first().cloned())))
+}
+
+/// [`pop_names`] for trace and capture, which work on a POP's edge program only.
+fn trace_names(
+    cfg: &std::path::Path,
+    node: &str,
+) -> anyhow::Result<(config::compile::Names, Option<String>)> {
+    pop_names(cfg, node)?.ok_or_else(|| {
+        anyhow::anyhow!("node {node} is a backend; trace and capture work on a POP's edge program")
+    })
 }
 
 /// `anypop run` for a backend node: attach decap + DSR, log counters until stopped.

@@ -569,6 +569,24 @@ fn apply_reaches_the_running_daemon_and_a_second_daemon_is_refused() {
     );
 }
 
+/// `anypop run` of `node` for a second (no metrics listener) with this file and pin root.
+fn run_for_a_second(
+    cfg: &std::path::Path,
+    pins: &std::path::Path,
+    node: &str,
+    extra: &[&str],
+) -> Output {
+    anypop()
+        .args(["run", "--node", node, "--duration", "1", "--metrics", "off"])
+        .arg("--config")
+        .arg(cfg)
+        .arg("--pin-root")
+        .arg(pins)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
 /// Starts `anypop lab up` and waits until the lab is built; returns the child and its output
 /// (kept open: the lab reports its clean-up there).
 fn lab_up() -> (std::process::Child, std::process::ChildStdout) {
@@ -668,25 +686,7 @@ fn a_restarted_daemon_adopts_the_running_data_plane_and_detach_removes_it() {
         std::fs::create_dir_all(&dir).unwrap();
         let cfg = dir.join("net.toml");
         std::fs::write(&cfg, pop_network("t0", "native")).unwrap();
-        let run = |extra: &[&str]| {
-            anypop()
-                .args([
-                    "run",
-                    "--node",
-                    "pop-1",
-                    "--duration",
-                    "1",
-                    "--metrics",
-                    "off",
-                ])
-                .arg("--config")
-                .arg(&cfg)
-                .arg("--pin-root")
-                .arg(&pins)
-                .args(extra)
-                .output()
-                .unwrap()
-        };
+        let run = |extra: &[&str]| run_for_a_second(&cfg, &pins, "pop-1", extra);
         let prog_id = || {
             let out = Command::new("ip")
                 .args(["-d", "link", "show", "t0"])
@@ -776,16 +776,7 @@ fn a_pinned_attachment_running_another_program_is_refused() {
                 + "\n[[node]]\nname = \"be-9\"\nrole = \"backend\"\ninterface = \"t0\"\naddress = \"198.51.100.1\"\n",
         )
         .unwrap();
-        let run = |node: &str| {
-            anypop()
-                .args(["run", "--node", node, "--duration", "1", "--metrics", "off"])
-                .arg("--config")
-                .arg(&cfg)
-                .arg("--pin-root")
-                .arg(&pins)
-                .output()
-                .unwrap()
-        };
+        let run = |node: &str| run_for_a_second(&cfg, &pins, node, &[]);
         // The backend leaves decap running on t0, pinned; its pin is then found where the POP's
         // own attachment would be.
         let be = run("be-9");
@@ -820,24 +811,7 @@ fn a_data_plane_of_another_layout_version_is_not_touched_and_explained() {
         std::fs::create_dir_all(&dir).unwrap();
         let cfg = dir.join("net.toml");
         std::fs::write(&cfg, pop_network("t0", "native")).unwrap();
-        let run = |layout: &str| {
-            anypop()
-                .args([
-                    "run",
-                    "--node",
-                    "pop-1",
-                    "--duration",
-                    "1",
-                    "--metrics",
-                    "off",
-                ])
-                .arg("--config")
-                .arg(&cfg)
-                .arg("--pin-root")
-                .arg(root.join(layout))
-                .output()
-                .unwrap()
-        };
+        let run = |layout: &str| run_for_a_second(&cfg, &root.join(layout), "pop-1", &[]);
         // An "older version" left its data plane running under layout v1 ...
         let old = run("v1");
         assert!(old.status.success(), "{}", text(&old));

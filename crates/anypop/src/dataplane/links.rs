@@ -55,22 +55,70 @@ pub fn adoptable(path: &Path, expected: &str) -> Result<Option<FdLink>, Dataplan
     Ok(Some(link))
 }
 
-/// How `ifname` (in this thread's network namespace) runs XDP now, as the kernel reports it.
-pub fn xdp_mode(ifname: &str) -> Option<AttachMode> {
+/// An XDP attachment as `ip -d link show` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeenXdp {
+    /// The mode flag: `xdp` (native), `xdpdrv`, `xdpgeneric`, `xdpoffload` or `xdpmulti`.
+    pub flag: String,
+    pub prog_id: Option<u32>,
+    pub prog_name: Option<String>,
+}
+
+impl SeenXdp {
+    pub fn mode(&self) -> AttachMode {
+        if self.flag == "xdpgeneric" {
+            AttachMode::Generic
+        } else {
+            AttachMode::Native
+        }
+    }
+}
+
+/// Finds the XDP attachment in `ip -d link show` output (multi-line, or one line per interface
+/// with `-o`): the mode is a flag word on the interface line (`mtu 1500 xdpgeneric qdisc …`), the
+/// program follows as `prog/xdp id 42 name edge …` in every mode. The one reader of this output.
+pub fn parse_ip_link_xdp(text: &str) -> Option<SeenXdp> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let flag = words.iter().find(|w| {
+        matches!(
+            **w,
+            "xdp" | "xdpgeneric" | "xdpdrv" | "xdpoffload" | "xdpmulti"
+        )
+    })?;
+    let prog = words.iter().position(|w| w.starts_with("prog/xdp"));
+    let field = |k: &str| {
+        let start = prog?;
+        let i = words[start..].iter().position(|w| *w == k)? + start;
+        words.get(i + 1).copied()
+    };
+    Some(SeenXdp {
+        flag: flag.to_string(),
+        prog_id: field("id").and_then(|id| id.parse().ok()),
+        prog_name: field("name").map(str::to_owned),
+    })
+}
+
+/// The XDP attachment of `ifname` in this thread's network namespace, if any.
+pub fn seen_xdp(ifname: &str) -> Option<SeenXdp> {
     let out = std::process::Command::new("ip")
         .args(["-d", "link", "show", "dev", ifname])
         .output()
         .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    // The mode is a flag on the first line ("… mtu 1500 xdpgeneric qdisc …"); the program line
-    // reads "prog/xdp id N" in every mode.
-    if text.contains(" xdpgeneric") {
-        Some(AttachMode::Generic)
-    } else if text.contains("prog/xdp") {
-        Some(AttachMode::Native)
-    } else {
-        None
-    }
+    parse_ip_link_xdp(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// (nanoseconds run, runs) of program `id` from the kernel's run-time statistics (they advance
+/// only while statistics are enabled).
+pub fn program_cost(id: u32) -> Option<(u64, u64)> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.id() == id)
+        .map(|p| (p.run_time().as_nanos() as u64, p.run_count()))
+}
+
+/// How `ifname` (in this thread's network namespace) runs XDP now.
+pub fn xdp_mode(ifname: &str) -> Option<AttachMode> {
+    seen_xdp(ifname).map(|x| x.mode())
 }
 
 /// Pins `link` at `path` (replacing an older pin of the same attachment).
@@ -79,4 +127,23 @@ pub fn pin(link: FdLink, path: &Path) -> Result<PathBuf, DataplaneError> {
     link.pin(path)
         .map_err(|e| DataplaneError::Map(format!("pin link {}: {e}", path.display())))?;
     Ok(path.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_mode_and_program_from_both_ip_link_layouts() {
+        let multi = "7: t0@t1: <UP> mtu 1500 xdp qdisc noqueue state UP\n    link/ether 02:36:a9:64:42:84\n    prog/xdp id 42 name edge tag 8b jited\n";
+        let x = parse_ip_link_xdp(multi).unwrap();
+        assert_eq!(
+            (x.mode(), x.prog_id, x.prog_name.as_deref()),
+            (AttachMode::Native, Some(42), Some("edge"))
+        );
+        let one_line = "3: d0: <UP> mtu 1500 xdpgeneric qdisc noqueue \\    link/ether c2:8f \\    prog/xdp id 9 name decap tag 99";
+        let x = parse_ip_link_xdp(one_line).unwrap();
+        assert_eq!((x.mode(), x.prog_id), (AttachMode::Generic, Some(9)));
+        assert_eq!(parse_ip_link_xdp("3: t0: <UP> mtu 1500 qdisc noop\n"), None);
+    }
 }

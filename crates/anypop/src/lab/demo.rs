@@ -26,11 +26,11 @@ use anypop_common::verdict::Reason;
 
 use super::{
     game::{self, TcpStats, percentile},
-    topology::{ATTACK_RANGE, GAME_PORT, Lab, TCP_PORT, Topology, VIP, player_addr, program_cost},
+    topology::{ATTACK_RANGE, GAME_PORT, Lab, TCP_PORT, Topology, VIP, player_addr},
     traffic::{Players, RunningFlood, Servers},
 };
 use crate::{
-    dataplane::trafficgen::FloodKind,
+    dataplane::{links::program_cost, trafficgen::FloodKind},
     telemetry::{self, Snapshot, si},
 };
 

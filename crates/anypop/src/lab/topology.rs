@@ -407,7 +407,7 @@ impl Lab {
                     .unwrap_or(false)
                     && self.backends[j - 1]
                         .exec(&["ip", "-d", "link", "show", &format!("be{j}-in")])
-                        .map(|o| o.contains("prog/xdp"))
+                        .map(|o| crate::dataplane::links::parse_ip_link_xdp(&o).is_some())
                         .unwrap_or(false)
             });
             if pops_ready && backends_ready {
@@ -648,37 +648,22 @@ fn remove_lab_leftovers() {
     }
 }
 
-/// XDP mode and program of an interface in `ns`, from `ip -d link`.
+/// XDP mode and program of an interface in `ns`.
 fn xdp_info(ns: &Netns, ifname: &str) -> XdpInfo {
-    let Ok(out) = ns.exec(&["ip", "-d", "link", "show", ifname]) else {
-        return XdpInfo::default();
-    };
-    // The mode is a flag on the first line ("… xdpgeneric qdisc …"); "prog/xdp id 42" follows.
-    let mode = if out.contains(" xdpgeneric") {
-        "generic"
-    } else if out.contains("prog/xdp ") {
-        "native"
-    } else {
-        "none"
-    };
-    let prog_id = out
-        .split("prog/xdp")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().skip_while(|w| *w != "id").nth(1))
-        .and_then(|id| id.parse().ok())
-        .unwrap_or(0);
-    XdpInfo {
-        mode: mode.into(),
-        prog_id,
+    let seen = ns
+        .exec(&["ip", "-d", "link", "show", ifname])
+        .ok()
+        .and_then(|out| crate::dataplane::links::parse_ip_link_xdp(&out));
+    match seen {
+        None => XdpInfo {
+            mode: "none".into(),
+            prog_id: 0,
+        },
+        Some(x) => XdpInfo {
+            mode: x.mode().to_string(),
+            prog_id: x.prog_id.unwrap_or(0),
+        },
     }
-}
-
-/// Run count and nanoseconds the kernel has spent in program `id` (statistics must be on).
-pub fn program_cost(id: u32) -> Option<(u64, u64)> {
-    aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .find(|p| p.id() == id)
-        .map(|p| (p.run_time().as_nanos() as u64, p.run_count()))
 }
 
 fn tail(path: &Path, lines: usize) -> String {

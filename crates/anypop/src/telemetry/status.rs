@@ -69,17 +69,11 @@ fn attachments(counter_map_id: u32) -> Vec<Attachment> {
         else {
             continue;
         };
-        let Some((_, rest)) = line.split_once("prog/xdp") else {
+        let Some(seen) = crate::dataplane::links::parse_ip_link_xdp(line) else {
             continue;
         };
-        // The mode is a flag before the program: "… mtu 1500 xdpgeneric qdisc …".
-        let generic = line.contains(" xdpgeneric");
-        let Some(id) = rest
-            .split_whitespace()
-            .skip_while(|w| *w != "id")
-            .nth(1)
-            .and_then(|id| id.parse::<u32>().ok())
-        else {
+        let generic = seen.mode() == crate::dataplane::edge::AttachMode::Generic;
+        let Some(id) = seen.prog_id else {
             continue;
         };
         let Some(p) = programs.iter().find(|p| p.id() == id) else {
@@ -100,22 +94,6 @@ fn attachments(counter_map_id: u32) -> Vec<Attachment> {
         }
     }
     found
-}
-
-/// (run time ns, runs) of a program, from the kernel's statistics.
-fn cost(id: u32) -> (u64, u64) {
-    aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .find(|p| p.id() == id)
-        .map(|p| (p.run_time().as_nanos() as u64, p.run_count()))
-        .unwrap_or((0, 0))
-}
-
-/// Names of rules and services of the live config, when the network file is given.
-#[derive(Clone, Debug, Default)]
-pub struct StatusNames {
-    pub rules: Vec<String>,
-    pub services: Vec<String>,
 }
 
 /// The top `n` entries of the live generation's slice of a hit-counter map, by packets in the
@@ -149,7 +127,12 @@ fn top(
 
 /// The status report of the node whose pins are in `pin_dir`; rates over `window`.
 pub fn report(pin_dir: &Path, node: &str, window: Duration) -> anyhow::Result<String> {
-    report_named(pin_dir, node, window, &StatusNames::default())
+    report_named(
+        pin_dir,
+        node,
+        window,
+        &crate::config::compile::Names::default(),
+    )
 }
 
 /// [`report`] with the names of rules and services.
@@ -157,7 +140,7 @@ pub fn report_named(
     pin_dir: &Path,
     node: &str,
     window: Duration,
-    names: &StatusNames,
+    names: &crate::config::compile::Names,
 ) -> anyhow::Result<String> {
     let edge = pin_dir.join("COUNTERS").exists();
     let backend = pin_dir.join("B_COUNTERS").exists();
@@ -232,13 +215,19 @@ pub fn report_named(
         Ok(counters(pin_dir, map)?.by_reason)
     };
     let (rules_a, services_a) = (hits("RULE_HITS")?, hits("SVC_HITS")?);
-    let cost_a: Vec<(u64, u64)> = attached.iter().map(|a| cost(a.prog_id)).collect();
+    let cost_a: Vec<(u64, u64)> = attached
+        .iter()
+        .map(|a| crate::dataplane::links::program_cost(a.prog_id).unwrap_or((0, 0)))
+        .collect();
     let a = counters(pin_dir, name)?;
     let t0 = Instant::now();
     std::thread::sleep(window);
     let b = counters(pin_dir, name)?;
     let secs = t0.elapsed().as_secs_f64();
-    let cost_b: Vec<(u64, u64)> = attached.iter().map(|a| cost(a.prog_id)).collect();
+    let cost_b: Vec<(u64, u64)> = attached
+        .iter()
+        .map(|a| crate::dataplane::links::program_cost(a.prog_id).unwrap_or((0, 0)))
+        .collect();
     let (rules_b, services_b) = (hits("RULE_HITS")?, hits("SVC_HITS")?);
     drop(stats);
     if attached.is_empty() {

@@ -23,13 +23,8 @@ use aya_obj::programs::xdp::XdpAttachType;
 
 use crate::dataplane::testrun::{XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX, run_xdp};
 
-/// Names behind the counter indices of the live generation (from the network file), if known.
-#[derive(Clone, Debug, Default)]
-pub struct Names {
-    pub rules: Vec<String>,
-    pub services: Vec<String>,
-    pub backends: Vec<String>,
-}
+/// Names behind the counter indices of the live generation (from the network file).
+pub use crate::config::compile::Names;
 
 /// What the program did with one packet.
 #[derive(Clone, Debug)]
@@ -98,16 +93,8 @@ impl Tracer {
             );
         }
         let ifindex = crate::daemon::ifindex(ifname, "trace")?;
-        let out = std::process::Command::new("ip")
-            .args(["-d", "link", "show", "dev", ifname])
-            .output()
-            .context("running ip")?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let id: u32 = text
-            .split("prog/xdp")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().skip_while(|w| *w != "id").nth(1))
-            .and_then(|id| id.parse().ok())
+        let id = crate::dataplane::links::seen_xdp(ifname)
+            .and_then(|x| x.prog_id)
             .ok_or_else(|| {
                 anyhow!(
                     "no XDP program is attached to {ifname}; start the node with anypop run first"
