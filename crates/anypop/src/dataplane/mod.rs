@@ -26,7 +26,7 @@ pub enum DataplaneError {
         source: std::io::Error,
     },
     #[error(
-        "loading the eBPF object failed: {0}\nanypop needs root (or CAP_BPF + CAP_NET_ADMIN) and a kernel with BTF (5.15 or newer)"
+        "loading the eBPF object failed: {0}\nanypop needs root (or CAP_BPF + CAP_NET_ADMIN) and a kernel with BTF (5.17 or newer: the edge uses bpf_loop)"
     )]
     Load(String),
     #[error(
