@@ -370,9 +370,21 @@ fn live_applies_under_traffic_lose_no_packet() {
             .all(|(reason, _)| matches!(reason, Reason::PassNotVip | Reason::PassNotIp)),
         "besides, only the POPs' own background traffic (next-hop probes and their answers): {r:?}"
     );
-    assert_eq!(
-        r.received, r.forwarded,
-        "the backends got every forwarded frame: {r:?}"
+    // Every forwarded frame was well-formed and routable: the router and the backends took it.
+    assert!(
+        r.malformed_in_transit().is_empty(),
+        "no forwarded frame was malformed or misaddressed: {r:?}"
+    );
+    assert!(
+        r.backend_other.iter().all(|(reason, _)| !reason.is_drop()),
+        "the backends dropped nothing that reached them: {r:?}"
+    );
+    // The backends got every forwarded frame, except what a transit kernel (the lab's router
+    // or a veth ring, on a busy two-core machine) visibly dropped for lack of room.
+    assert!(r.received <= r.forwarded, "{r:?}");
+    assert!(
+        r.lost_in_transit() <= r.transit_out_of_room(),
+        "the backends got every forwarded frame that no transit queue dropped: {r:?}"
     );
 }
 

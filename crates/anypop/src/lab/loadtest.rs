@@ -167,6 +167,44 @@ pub struct ApplyUnderLoad {
     pub other_reasons: Vec<(Reason, u64)>,
     /// Frames the backends decapsulated.
     pub received: u64,
+    /// Drop and error counters of the transit links (router, POPs, backends) that grew during
+    /// the run, by `node/ifname/counter`: where frames were lost between the POPs' programs and
+    /// the backends' (a veth whose receiver fell behind, the router's kernel).
+    pub transit_dropped: Vec<(String, u64)>,
+    /// The backends' verdicts other than decapsulation that grew during the run.
+    pub backend_other: Vec<(Reason, u64)>,
+}
+
+impl ApplyUnderLoad {
+    /// Forwarded frames the backends did not get.
+    pub fn lost_in_transit(&self) -> u64 {
+        self.forwarded.saturating_sub(self.received)
+    }
+
+    /// Frames the transit kernels counted as dropped for lack of room (a veth ring or queue
+    /// that was full, a discard under load): never a fault of the frames themselves.
+    pub fn transit_out_of_room(&self) -> u64 {
+        self.transit_dropped
+            .iter()
+            .filter(|(k, _)| !Self::is_malformed_counter(k))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Transit counters that mean a frame was malformed or misaddressed (bad header, an
+    /// address nobody routes): these would be the POPs' fault.
+    pub fn malformed_in_transit(&self) -> Vec<&(String, u64)> {
+        self.transit_dropped
+            .iter()
+            .filter(|(k, _)| Self::is_malformed_counter(k))
+            .collect()
+    }
+
+    fn is_malformed_counter(key: &str) -> bool {
+        ["InHdrErrors", "InAddrErrors", "OutNoRoutes"]
+            .iter()
+            .any(|c| key.ends_with(c))
+    }
 }
 
 /// Sends `frames` of legitimate traffic (1,024 sources outside every rule, a fixed source port:
@@ -197,6 +235,7 @@ pub fn apply_under_load(
     let all =
         |s: &[crate::telemetry::Snapshot]| -> u64 { Reason::ALL.iter().map(|&r| sum(s, r)).sum() };
     let (p0, b0) = (read(&pops)?, read(&backends)?);
+    let links0 = lab.transit_drop_counters();
     let t0 = Instant::now();
     let flood = RunningFlood::start_from(
         lab,
@@ -215,10 +254,34 @@ pub fn apply_under_load(
         std::thread::sleep(Duration::from_millis(50));
     }
     let (sent, veth_dropped) = flood.stop(lab)?;
-    // Let the last frames cross the router.
-    std::thread::sleep(Duration::from_millis(500));
+    // Let the last frames cross the router: on a busy machine its softirq may lag behind, so
+    // wait until the backends have everything the POPs forwarded or their count stops growing.
+    let p1 = read(&pops)?;
+    let forwarded_total = sum(&p1, Reason::FwdIpip);
+    let mut b1 = read(&backends)?;
+    let mut still = Instant::now();
+    let patience = Instant::now();
+    while sum(&b1, Reason::DecapIpip) - sum(&b0, Reason::DecapIpip)
+        < forwarded_total - sum(&p0, Reason::FwdIpip)
+        && still.elapsed() < Duration::from_secs(1)
+        && patience.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = read(&backends)?;
+        if sum(&now, Reason::DecapIpip) != sum(&b1, Reason::DecapIpip) {
+            still = Instant::now();
+        }
+        b1 = now;
+    }
     let seconds = t0.elapsed().as_secs_f64();
-    let (p1, b1) = (read(&pops)?, read(&backends)?);
+    let transit_dropped = lab
+        .transit_drop_counters()
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let grew = v.saturating_sub(links0.get(&k).copied().unwrap_or(0));
+            (grew > 0).then_some((k, grew))
+        })
+        .collect();
     let delta = |a: &[crate::telemetry::Snapshot], b: &[crate::telemetry::Snapshot], r| {
         sum(b, r) - sum(a, r)
     };
@@ -245,5 +308,12 @@ pub fn apply_under_load(
             .filter(|(_, n)| *n > 0)
             .collect(),
         received: delta(&b0, &b1, Reason::DecapIpip),
+        transit_dropped,
+        backend_other: Reason::ALL
+            .iter()
+            .filter(|r| **r != Reason::DecapIpip)
+            .map(|&r| (r, delta(&b0, &b1, r)))
+            .filter(|(_, n)| *n > 0)
+            .collect(),
     })
 }

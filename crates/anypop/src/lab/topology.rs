@@ -539,6 +539,72 @@ impl Lab {
             .sum()
     }
 
+    /// Every drop and error counter of every link in the lab's transit namespaces (router, POPs,
+    /// backends), by `node/ifname/counter`: the kernel's `ip -s` rx/tx dropped and veth's own
+    /// per-queue drop and XDP error counters. A loss between two of our programs shows here as
+    /// the link where it happened.
+    pub fn transit_drop_counters(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut out = std::collections::BTreeMap::new();
+        let nodes = std::iter::once(&self.router)
+            .chain(self.pops.iter())
+            .chain(self.backends.iter());
+        for ns in nodes {
+            // The node's IP layer: frames its kernel found malformed, routed nowhere or discarded.
+            if let Ok(snmp) = ns.exec(&["cat", "/proc/net/snmp"]) {
+                let mut ip = snmp.lines().filter(|l| l.starts_with("Ip:"));
+                if let (Some(names), Some(values)) = (ip.next(), ip.next()) {
+                    for (k, v) in names.split_whitespace().zip(values.split_whitespace()) {
+                        if matches!(
+                            k,
+                            "InHdrErrors"
+                                | "InAddrErrors"
+                                | "InDiscards"
+                                | "OutDiscards"
+                                | "OutNoRoutes"
+                        ) && let Ok(n) = v.parse::<u64>()
+                        {
+                            out.insert(format!("{}/ip/{k}", ns.name), n);
+                        }
+                    }
+                }
+            }
+            let Ok(links) = ns.exec(&["ip", "-s", "-j", "link", "show"]) else {
+                continue;
+            };
+            let Ok(links) = serde_json::from_str::<Vec<serde_json::Value>>(&links) else {
+                continue;
+            };
+            for link in links {
+                let Some(name) = link["ifname"].as_str() else {
+                    continue;
+                };
+                if name == "lo" {
+                    continue;
+                }
+                for dir in ["rx", "tx"] {
+                    if let Some(n) = link["stats64"][dir]["dropped"].as_u64() {
+                        out.insert(format!("{}/{name}/{dir}_dropped", ns.name), n);
+                    }
+                }
+                let Ok(stats) = ns.exec(&["ethtool", "-S", name]) else {
+                    continue;
+                };
+                for line in stats.lines() {
+                    let Some((key, value)) = line.trim().split_once(':') else {
+                        continue;
+                    };
+                    if !(key.ends_with("drops") || key.ends_with("errors")) {
+                        continue;
+                    }
+                    if let Ok(n) = value.trim().parse::<u64>() {
+                        out.insert(format!("{}/{name}/{key}", ns.name), n);
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// The last lines of a node's daemon log.
     pub fn log_tail(&self, node: &str, lines: usize) -> String {
         self.daemons
