@@ -89,6 +89,9 @@ enum Command {
         /// With --throughput: rounds (every program once per round, interleaved).
         #[arg(long, default_value_t = 5)]
         rounds: u32,
+        /// With --throughput: only the forward path and its baseline (bare XDP_TX).
+        #[arg(long)]
+        forward_only: bool,
     },
     /// What a node's data plane is doing: daemon, config version, verdicts with rates, state.
     Status {
@@ -442,6 +445,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             throughput,
             frames,
             rounds,
+            forward_only,
         } => {
             if unsafe { libc::geteuid() } != 0 {
                 bail!(
@@ -453,6 +457,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 let report = anypop::bench::throughput::run(anypop::bench::throughput::Options {
                     frames: frames.max(1000),
                     rounds: rounds.max(1),
+                    forward_only,
                 })?;
                 println!("{}", report.placement());
                 println!("{}", report.table());

@@ -13,6 +13,7 @@ fn every_frame_is_accounted_for_on_every_dut() {
     let report = run(Options {
         frames: 100_000,
         rounds: 1,
+        forward_only: false,
     })
     .unwrap();
     assert_eq!(

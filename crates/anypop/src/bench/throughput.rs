@@ -49,6 +49,9 @@ pub struct Options {
     pub frames: u32,
     /// Rounds; every DUT is measured once per round, in a rotating order.
     pub rounds: u32,
+    /// Only the forward path (edge with players) and its baseline (bare XDP_TX): the quick
+    /// measurement while working on the forward path.
+    pub forward_only: bool,
 }
 
 /// What runs on `g1`.
@@ -731,13 +734,17 @@ fn worker(
         player: frame(g0_mac, g1_mac, [100, 64, 0, 1]),
         frames: opts.frames,
     };
-    let duts = [
-        Dut::BareDrop,
-        Dut::Edge,
-        Dut::XdpFilter,
-        Dut::Nftables,
-        Dut::BareTx,
-    ];
+    let duts: &[Dut] = if opts.forward_only {
+        &[Dut::Edge, Dut::BareTx]
+    } else {
+        &[
+            Dut::BareDrop,
+            Dut::Edge,
+            Dut::XdpFilter,
+            Dut::Nftables,
+            Dut::BareTx,
+        ]
+    };
     let mut samples = Vec::new();
     for round in 0..opts.rounds.max(1) {
         let t0 = Instant::now();
@@ -746,6 +753,9 @@ fn worker(
             let mut a = bench.attach(dut)?;
             let mut result = Ok(());
             for &t in dut.traffic() {
+                if opts.forward_only && !t.forward() {
+                    continue;
+                }
                 match bench.measure(dut, &mut a, t) {
                     Ok(s) => samples.push(s),
                     Err(e) => {
