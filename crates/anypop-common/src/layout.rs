@@ -353,6 +353,12 @@ pub struct BackendServiceKey {
     pub addr: u32,
 }
 
+/// Buckets per CPU of the edge's flow cache (`FLOW_CACHE`, in front of `FLOWS`; a power of
+/// two): 32,768 buckets of two 32-byte entries = 2 MiB per CPU, room for about 40,000 busy
+/// flows per CPU before collisions send a noticeable share of packets to `FLOWS`. The map is
+/// not pinned, so this may change without a layout version.
+pub const FLOW_CACHE_BUCKETS: u32 = 32_768;
+
 /// Key of the `FLOWS` LRU: one player's flow to one service.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

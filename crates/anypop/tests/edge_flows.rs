@@ -190,3 +190,77 @@ fn a_small_change_rewrites_only_what_differs_and_behaves_like_a_full_apply() {
     .join()
     .unwrap_or_else(|e| std::panic::resume_unwind(e));
 }
+
+/// Keeps this thread on one CPU, so every test run uses that CPU's part of the flow cache.
+fn stay_on_one_cpu() {
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(0, &mut set) };
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    assert_eq!(
+        rc,
+        0,
+        "sched_setaffinity: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// The flow table (`FLOWS`) of the edge under test, opened from its pin.
+fn flow_table(
+    t: &TestEdge,
+) -> aya::maps::HashMap<
+    aya::maps::MapData,
+    anypop_common::layout::FlowKey,
+    anypop_common::layout::FlowValue,
+> {
+    let data = aya::maps::MapData::from_pin(t.pin_dir.join("FLOWS")).unwrap();
+    aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(data)).unwrap()
+}
+
+#[test]
+fn a_busy_flow_keeps_its_backend_even_after_the_flow_table_evicted_it() {
+    // The steady path reads each CPU's flow cache and leaves `FLOWS` alone, so a full `FLOWS`
+    // may evict a busy flow. Such a flow must still keep its backend across a config change,
+    // and be recorded in `FLOWS` again.
+    std::thread::spawn(|| {
+        stay_on_one_cpu();
+        let lab = build_lab();
+        let mut t = TestEdge::new(&network("\"be-1\", \"be-2\"", ""), &lab);
+        let before: Vec<[u8; 4]> = (0..300)
+            .map(|i| backend_of(&mut t, &lab, &player(i)))
+            .collect();
+        assert!(before.contains(&BE1) && before.contains(&BE2));
+        // Served from the cache now: the same answers.
+        for i in 0..300u16 {
+            assert_eq!(backend_of(&mut t, &lab, &player(i)), before[i as usize]);
+        }
+        // `FLOWS` forgets every flow (as its LRU would under pressure).
+        let mut flows = flow_table(&t);
+        let keys: Vec<_> = flows.keys().map(|k| k.unwrap()).collect();
+        assert_eq!(keys.len(), 300, "every flow was recorded when it began");
+        for k in &keys {
+            flows.remove(k).unwrap();
+        }
+        assert_eq!(flows.keys().count(), 0);
+
+        // A config change that gives be-1's Maglev slots to be-2 (drain): existing flows stay.
+        t.apply(&network("\"be-1\", \"be-2\"", "weights = { \"be-1\" = 0 }"));
+        for i in 0..300u16 {
+            assert_eq!(
+                backend_of(&mut t, &lab, &player(i)),
+                before[i as usize],
+                "flow {i} moved although this CPU's cache knew its backend"
+            );
+        }
+        assert_eq!(
+            flow_table(&t).keys().count(),
+            300,
+            "the confirmed flows are recorded in FLOWS again"
+        );
+        // New flows go to the backend that is not draining.
+        for i in 1000..1100u16 {
+            assert_eq!(backend_of(&mut t, &lab, &player(i)), BE2, "new flow {i}");
+        }
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e));
+}

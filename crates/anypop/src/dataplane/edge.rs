@@ -136,6 +136,7 @@ impl Edge {
             .map_max_entries("SRC4_DECIDE", g * ms * CLASSES)
             .map_max_entries("SVC_HITS", g * ms)
             .map_max_entries("FLOWS", sizes.flow_entries.max(1024))
+            .map_max_entries("FLOW_CACHE", FLOW_CACHE_BUCKETS * possible_cpus()?)
             .map_max_entries("BUCKETS", sizes.bucket_entries.max(1024));
         let mut ebpf = loader
             .load(EDGE_OBJ)
@@ -860,6 +861,13 @@ pub fn build_service_table(tables: &EdgeTables) -> Result<Vec<u64>, DataplaneErr
 /// so they are on only while someone is measuring.
 pub fn enable_cost_stats() -> Result<std::os::fd::OwnedFd, DataplaneError> {
     aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| map_err("BPF_ENABLE_STATS", e))
+}
+
+/// The number of CPU ids the kernel may run the program on: the flow cache holds a part per CPU.
+fn possible_cpus() -> Result<u32, DataplaneError> {
+    aya::util::nr_cpus()
+        .map(|n| n as u32)
+        .map_err(|(path, e)| DataplaneError::Load(format!("reading {path}: {e}")))
 }
 
 #[cfg(test)]
