@@ -92,6 +92,10 @@ enum Command {
         /// With --throughput: only the forward path and its baseline (bare XDP_TX).
         #[arg(long)]
         forward_only: bool,
+        /// With --throughput: the DUT on the generator's CPU (veth recycles pages on one CPU,
+        /// as a NIC driver does) instead of a CPU of its own.
+        #[arg(long)]
+        one_cpu: bool,
     },
     /// What a node's data plane is doing: daemon, config version, verdicts with rates, state.
     Status {
@@ -446,6 +450,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             frames,
             rounds,
             forward_only,
+            one_cpu,
         } => {
             if unsafe { libc::geteuid() } != 0 {
                 bail!(
@@ -458,6 +463,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     frames: frames.max(1000),
                     rounds: rounds.max(1),
                     forward_only,
+                    one_cpu,
                 })?;
                 println!("{}", report.placement());
                 println!("{}", report.table());

@@ -14,6 +14,7 @@ fn every_frame_is_accounted_for_on_every_dut() {
         frames: 100_000,
         rounds: 1,
         forward_only: false,
+        one_cpu: false,
     })
     .unwrap();
     assert_eq!(

@@ -52,6 +52,11 @@ pub struct Options {
     /// Only the forward path (edge with players) and its baseline (bare XDP_TX): the quick
     /// measurement while working on the forward path.
     pub forward_only: bool,
+    /// Runs the DUT's NAPI thread on the generator's CPU (at a higher real-time priority, so it
+    /// takes each batch as it is flushed) instead of a CPU of its own: veth then returns each
+    /// frame's page to the page pool on the CPU that allocated it, as a NIC driver does, rather
+    /// than across CPUs; that fixed cost is paid by every DUT alike.
+    pub one_cpu: bool,
 }
 
 /// What runs on `g1`.
@@ -707,13 +712,19 @@ fn worker(
     // The sink shares the generator's CPU but preempts it (SCHED_FIFO 2 over the generator's
     // 1): forwarded frames are taken from g0's ring as they arrive, and the time that takes comes
     // out of the offered rate, not out of the DUT's core.
+    let cpus = match (cpus, opts.one_cpu) {
+        (Some((gen_cpu, _)), true) => Some((gen_cpu, gen_cpu)),
+        (c, _) => c,
+    };
     let _spinner = match cpus {
         Some((gen_cpu, dut_cpu)) => {
             pin(0, gen_cpu)?;
             pin(sink_thread, gen_cpu)?;
             policy(sink_thread, libc::SCHED_FIFO, 2)?;
             pin(dut_thread, dut_cpu)?;
-            policy(dut_thread, libc::SCHED_FIFO, 1)?;
+            // On its own CPU the DUT needs only to stay ahead of other work; on the generator's,
+            // it must also preempt the generator (1) and the sink (2) as each batch arrives.
+            policy(dut_thread, libc::SCHED_FIFO, if opts.one_cpu { 3 } else { 1 })?;
             Some(Spinner::start(dut_cpu))
         }
         None => None,
@@ -935,6 +946,9 @@ impl Report {
     /// Where the threads ran.
     pub fn placement(&self) -> String {
         match self.cpus {
+            Some((g, d)) if g == d => format!(
+                "generator, g0's NAPI (sink) and g1's NAPI thread (the DUT, highest real-time priority: it takes each batch as it is flushed) all on CPU {g}; per-core figures count the DUT thread's own CPU time"
+            ),
             Some((g, d)) => format!(
                 "generator and g0's NAPI (sink) pinned to CPU {g}; g1's NAPI thread (the DUT) pinned to CPU {d}"
             ),
