@@ -724,7 +724,11 @@ fn worker(
             pin(dut_thread, dut_cpu)?;
             // On its own CPU the DUT needs only to stay ahead of other work; on the generator's,
             // it must also preempt the generator (1) and the sink (2) as each batch arrives.
-            policy(dut_thread, libc::SCHED_FIFO, if opts.one_cpu { 3 } else { 1 })?;
+            policy(
+                dut_thread,
+                libc::SCHED_FIFO,
+                if opts.one_cpu { 3 } else { 1 },
+            )?;
             Some(Spinner::start(dut_cpu))
         }
         None => None,
