@@ -273,7 +273,7 @@ fn kernel_checks() -> (Group, Option<Baseline>, Option<(u32, u32)>) {
     let baseline = match Baseline::load() {
         Ok(b) => {
             g.checks.push(Check::ok(
-                "BPF programs load and pass the verifier (baseline: base_pass, base_drop, base_tx, base_tc)",
+                "BPF programs load and pass the verifier (baseline: base_pass, base_drop, base_drop_read, base_tx, base_tc)",
             ));
             let jitted = b
                 .ebpf

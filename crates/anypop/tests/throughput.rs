@@ -19,7 +19,7 @@ fn every_frame_is_accounted_for_on_every_dut() {
     .unwrap();
     assert_eq!(
         report.samples.len(),
-        9,
+        13,
         "every (DUT, traffic) pair measured once"
     );
     for s in &report.samples {

@@ -30,7 +30,7 @@ impl Baseline {
             p.load()
                 .map_err(|e| DataplaneError::Verifier(format!("{e:#}")))?;
         }
-        for name in ["base_pass", "base_drop", "base_tx"] {
+        for name in ["base_pass", "base_drop", "base_drop_read", "base_tx"] {
             let p: &mut Xdp = ebpf
                 .program_mut(name)
                 .ok_or_else(|| DataplaneError::Load(format!("{name} missing")))?
@@ -42,7 +42,7 @@ impl Baseline {
         Ok(Baseline { ebpf })
     }
 
-    /// One of `base_pass`, `base_drop`, `base_tx`.
+    /// One of `base_pass`, `base_drop`, `base_drop_read`, `base_tx`.
     pub fn program(&self, name: &str) -> &Xdp {
         self.ebpf
             .program(name)
