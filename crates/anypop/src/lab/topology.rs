@@ -541,10 +541,22 @@ impl Lab {
 
     /// Every drop and error counter of every link in the lab's transit namespaces (router, POPs,
     /// backends), by `node/ifname/counter`: the kernel's `ip -s` rx/tx dropped and veth's own
-    /// per-queue drop and XDP error counters. A loss between two of our programs shows here as
-    /// the link where it happened.
+    /// per-queue drop and XDP error counters, each node's IP-layer discards, and the machine's
+    /// input-backlog drops. A loss between two of our programs shows here as the place where it
+    /// happened.
     pub fn transit_drop_counters(&self) -> std::collections::BTreeMap<String, u64> {
         let mut out = std::collections::BTreeMap::new();
+        // The CPUs' input backlogs (a veth without NAPI hands frames to its peer through them):
+        // one per CPU for the whole machine, not per namespace. Its second column counts frames
+        // dropped because the backlog was full.
+        if let Ok(softnet) = std::fs::read_to_string("/proc/net/softnet_stat") {
+            let dropped: u64 = softnet
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(1))
+                .filter_map(|v| u64::from_str_radix(v, 16).ok())
+                .sum();
+            out.insert("machine/softnet/backlog_dropped".to_owned(), dropped);
+        }
         let nodes = std::iter::once(&self.router)
             .chain(self.pops.iter())
             .chain(self.backends.iter());
