@@ -16,7 +16,7 @@ use aya_ebpf::{
         BPF_F_ADJ_ROOM_DECAP_L3_IPV4, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_OK,
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, bpf_fib_lookup, xdp_action,
     },
-    helpers::{bpf_fib_lookup as fib_lookup, bpf_redirect, bpf_xdp_adjust_head},
+    helpers::{bpf_fib_lookup as fib_lookup, bpf_jiffies64, bpf_redirect, bpf_xdp_adjust_head},
     macros::{classifier, map, xdp},
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::{TcContext, XdpContext},
@@ -37,6 +37,33 @@ static B_FLOWS: LruHashMap<ReplyKey, u32> = LruHashMap::pinned(262_144, 0);
 #[map]
 static B_COUNTERS: PerCpuArray<Counter> =
     PerCpuArray::pinned(anypop_common::verdict::REASON_SLOTS, 0);
+
+/// The next hop of recent replies, per CPU, by player address (direct-mapped): what
+/// `bpf_fib_lookup` said, so a game server's stream of replies to a player costs one inlined
+/// array read instead of a FIB lookup per packet. Not pinned: a cache, rebuilt by a new program.
+#[map]
+static B_HOP_CACHE: PerCpuArray<ReplyHop> = PerCpuArray::with_max_entries(HOP_CACHE_SLOTS, 0);
+
+const HOP_CACHE_SLOTS: u32 = 4096;
+/// How long a cached next hop is trusted (jiffies: 1 s at HZ=250), as the edge's FIB cache.
+const HOP_CACHE_JIFFIES: u64 = 250;
+
+/// One cached answer of `bpf_fib_lookup` for replies from `src` to `dst` leaving `ifindex`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ReplyHop {
+    dst: u32,
+    src: u32,
+    ifindex: u32,
+    egress: u32,
+    /// The route's MTU: a larger packet takes the full lookup, which reports it (as before).
+    mtu: u32,
+    _pad: u32,
+    expires_jiffies: u64,
+    /// Destination MAC, then source MAC: the frame's first 12 bytes.
+    macs: [u8; 12],
+    _pad2: [u8; 4],
+}
 
 const AF_INET: u8 = 2;
 const FIB_OUTPUT: u32 = aya_ebpf::bindings::BPF_FIB_LOOKUP_OUTPUT;
@@ -198,34 +225,62 @@ pub fn dsr(ctx: TcContext) -> i32 {
     action
 }
 
+/// Ethernet + an IPv4 header without options + the L4 ports: what `dsr` reads of every frame.
+const REPLY_HEADERS: usize = 14 + 20 + 4;
+
+/// The frame's first [`REPLY_HEADERS`] bytes, read in place from the skb's linear data: no
+/// helper call per field (each `bpf_skb_load_bytes` is a call, and `dsr` sees every packet the
+/// backend sends, SSH and all). Locally built skbs keep their headers linear; when they are
+/// not, they are pulled in once. `None` for a frame too short to be a reply we handle.
+/// Only reads: a direct packet write would make the verifier unclone every cloned skb (every
+/// TCP segment) before the program runs, so the few rewrites go through `bpf_skb_store_bytes`.
+#[inline(always)]
+fn reply_headers(ctx: &TcContext) -> Option<*const u16> {
+    let (start, end) = skb_data(ctx);
+    if start + REPLY_HEADERS <= end {
+        return Some(start as *const u16);
+    }
+    if ctx.len() < REPLY_HEADERS as u32 || ctx.pull_data(REPLY_HEADERS as u32).is_err() {
+        return None;
+    }
+    let (start, end) = skb_data(ctx);
+    if start + REPLY_HEADERS <= end {
+        Some(start as *const u16)
+    } else {
+        None
+    }
+}
+
+/// Start and end of the skb's linear data, read with volatile loads (see parse.rs: otherwise
+/// LLVM may hand the verifier plain numbers instead of packet pointers).
+#[inline(always)]
+fn skb_data(ctx: &TcContext) -> (usize, usize) {
+    unsafe {
+        let skb = ctx.skb.skb;
+        (
+            core::ptr::read_volatile(&(*skb).data) as usize,
+            core::ptr::read_volatile(&(*skb).data_end) as usize,
+        )
+    }
+}
+
 #[inline(always)]
 fn try_dsr(ctx: &TcContext) -> (i32, Reason) {
     let pass = (TC_ACT_OK, Reason::PassNotOurs);
-    let eth_type: u16 = match ctx.load::<u16>(12) {
-        Ok(t) => u16::from_be(t),
-        Err(_) => return pass,
+    let h = match reply_headers(ctx) {
+        Some(h) => h,
+        None => return pass,
     };
-    if eth_type != 0x0800 {
+    // Words: 0-6 Ethernet, 7-16 the IPv4 header, 17-18 the ports (without IP options).
+    if u16::from_be(w(h, 6)) != 0x0800 {
         return pass;
     }
-    let vihl: u8 = match ctx.load(14) {
-        Ok(v) => v,
-        Err(_) => return pass,
-    };
-    let ihl = ((vihl & 0xf) as usize) * 4;
-    let proto: u8 = match ctx.load(14 + 9) {
-        Ok(v) => v,
-        Err(_) => return pass,
-    };
-    let (src, dst, tot_len): (u32, u32, u16) = match (
-        ctx.load(14 + 12),
-        ctx.load(14 + 16),
-        ctx.load::<u16>(14 + 2),
-    ) {
-        (Ok(s), Ok(d), Ok(l)) => (s, d, u16::from_be(l)),
-        _ => return pass,
-    };
-    if vihl >> 4 != 4 || ihl < 20 || ihl > 60 {
+    let w0 = u16::from_be(w(h, 7));
+    let ihl = (((w0 >> 8) & 0xf) as usize) * 4;
+    let tot_len = u16::from_be(w(h, 8));
+    let proto = (u16::from_be(w(h, 11)) & 0xff) as u8;
+    let (src, dst) = (w32(h, 13), w32(h, 15));
+    if w0 >> 12 != 4 || ihl < 20 || ihl > 60 {
         return pass;
     }
     if proto == 4 {
@@ -236,9 +291,13 @@ fn try_dsr(ctx: &TcContext) -> (i32, Reason) {
         return tunnel_reply(ctx);
     }
     let sport = if proto == PROTO_UDP || proto == PROTO_TCP {
-        match ctx.load::<u16>(14 + ihl) {
-            Ok(p) => u16::from_be(p),
-            Err(_) => return pass,
+        if ihl == 20 {
+            u16::from_be(w(h, 17))
+        } else {
+            match ctx.load::<u16>(14 + ihl) {
+                Ok(p) => u16::from_be(p),
+                Err(_) => return pass,
+            }
         }
     } else {
         0
@@ -349,10 +408,27 @@ fn tunnel_reply(ctx: &TcContext) -> (i32, Reason) {
 }
 
 /// Sets the MACs of the FIB's next hop for `src` → `dst` and returns the TC action (redirect
-/// when the egress is another interface).
+/// when the egress is another interface). A fresh answer in this CPU's [`B_HOP_CACHE`] skips
+/// the lookup.
 #[inline(always)]
 fn next_hop(ctx: &TcContext, src: u32, dst: u32, proto: u8, tot_len: u16) -> Option<i32> {
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let now = unsafe { bpf_jiffies64() };
+    let slot = dst.wrapping_mul(0x9e37_79b1) >> (32 - 12);
+    let cache = B_HOP_CACHE.get_ptr_mut(slot & (HOP_CACHE_SLOTS - 1));
+    if let Some(c) = cache {
+        let c = unsafe { &*c };
+        if c.dst == dst
+            && c.src == src
+            && c.ifindex == ifindex
+            && now < c.expires_jiffies
+            && tot_len as u32 <= c.mtu
+        {
+            let (macs, egress) = (c.macs, c.egress);
+            ctx.store(0, &macs, 0).ok()?;
+            return Some(tc_action(ifindex, egress));
+        }
+    }
     let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
     fib.family = AF_INET;
     fib.l4_protocol = proto;
@@ -374,11 +450,34 @@ fn next_hop(ctx: &TcContext, src: u32, dst: u32, proto: u8, tot_len: u16) -> Opt
     let mut macs = [0u8; 12];
     macs[..6].copy_from_slice(&fib.dmac);
     macs[6..].copy_from_slice(&fib.smac);
+    if let Some(c) = cache {
+        // With `tot_len` given, a successful lookup reports the route's MTU in its place.
+        let mtu = unsafe { fib.__bindgen_anon_1.mtu_result } as u32;
+        unsafe {
+            *c = ReplyHop {
+                dst,
+                src,
+                ifindex,
+                egress: fib.ifindex,
+                mtu,
+                _pad: 0,
+                expires_jiffies: now + HOP_CACHE_JIFFIES,
+                macs,
+                _pad2: [0; 4],
+            };
+        }
+    }
     ctx.store(0, &macs, 0).ok()?;
-    if fib.ifindex == ifindex {
-        Some(TC_ACT_OK)
+    Some(tc_action(ifindex, fib.ifindex))
+}
+
+/// Out of the interface the packet is on already, or redirected to the next hop's.
+#[inline(always)]
+fn tc_action(ifindex: u32, egress: u32) -> i32 {
+    if egress == ifindex {
+        TC_ACT_OK
     } else {
-        Some(unsafe { bpf_redirect(fib.ifindex, 0) } as i32)
+        unsafe { bpf_redirect(egress, 0) as i32 }
     }
 }
 
