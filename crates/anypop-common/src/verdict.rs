@@ -27,7 +27,8 @@ pub enum Reason {
     DropBlocked = 8,
     /// Too many new sources this second (random-source flood guard).
     DropSourceCap = 9,
-    /// The encapsulated packet would exceed the egress MTU (XDP cannot fragment).
+    /// The encapsulated packet would exceed the egress MTU (XDP cannot fragment) and may be
+    /// fragmented by its sender (no DF), or cannot be answered (IP options, an ICMP error).
     DropMtu = 10,
     /// The service has no backend with a weight above zero and no existing flow.
     DropNoBackend = 11,
@@ -58,6 +59,9 @@ pub enum Reason {
     /// Backend, tunnel mode: a reply caught in the tunnel, outer header stripped, source set to
     /// the VIP the player addressed, sent straight to the player.
     DsrTunnel = 23,
+    /// As `DropMtu`, for a DF packet: answered with ICMP "fragmentation needed" (the MTU left
+    /// inside the tunnel), so the player's path-MTU discovery sends smaller packets.
+    DropMtuIcmp = 24,
 }
 
 /// Number of counter slots reserved for reasons (room for the backend and later programs).
@@ -65,7 +69,7 @@ pub const REASON_SLOTS: u32 = 32;
 
 impl Reason {
     /// Every reason, in numeric order.
-    pub const ALL: [Reason; 24] = [
+    pub const ALL: [Reason; 25] = [
         Reason::PassNotIp,
         Reason::PassNotVip,
         Reason::DropMalformed,
@@ -90,6 +94,7 @@ impl Reason {
         Reason::DsrFibFail,
         Reason::PassTunnel,
         Reason::DsrTunnel,
+        Reason::DropMtuIcmp,
     ];
 
     /// The stable snake_case name used in logs, metrics and captures.
@@ -119,6 +124,7 @@ impl Reason {
             Reason::DsrFibFail => "dsr_fib_fail",
             Reason::PassTunnel => "pass_tunnel",
             Reason::DsrTunnel => "dsr_tunnel",
+            Reason::DropMtuIcmp => "drop_mtu_icmp",
         }
     }
 
@@ -144,6 +150,7 @@ impl Reason {
                 | Reason::DropBlocked
                 | Reason::DropSourceCap
                 | Reason::DropMtu
+                | Reason::DropMtuIcmp
                 | Reason::DropNoBackend
                 | Reason::DropNoRoute
                 | Reason::DropAdjustFailed

@@ -25,7 +25,7 @@ use aya_ebpf::{
     bindings::{bpf_fib_lookup, xdp_action},
     helpers::{
         bpf_fib_lookup as fib_lookup, bpf_get_smp_processor_id, bpf_jiffies64, bpf_ktime_get_ns,
-        bpf_loop, bpf_xdp_adjust_head,
+        bpf_loop, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
     },
     macros::{map, xdp},
     maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
@@ -116,6 +116,13 @@ const AF_INET: u8 = 2;
 const ETH_HLEN: usize = 14;
 const IPV4_HLEN: usize = 20;
 const IPPROTO_IPIP: u8 = 4;
+const IPPROTO_ICMP: u8 = 1;
+const ICMP_ECHO_REQUEST: u8 = 8;
+/// An ICMP error quotes the offending packet's IPv4 header (without options) and 8 bytes of
+/// its payload: the ports and, for TCP, the sequence number the sender checks.
+const ICMP_QUOTE: usize = 28;
+/// The ICMP error's own IPv4 and ICMP headers.
+const ICMP_HEADERS: usize = 28;
 
 struct Verdict {
     action: u32,
@@ -977,7 +984,7 @@ fn encapsulate(
         let c = unsafe { &*c };
         if c.backend == backend && c.ingress == ingress && now < c.expires_jiffies {
             if outer_len > c.mtu {
-                return drop(Reason::DropMtu);
+                return frag_needed(ctx, pkt, c.mtu);
             }
             let (smac, dmac, egress) = (c.smac, c.dmac, c.egress);
             return write_and_send(ctx, pkt, settings, backend, smac, dmac, egress, false);
@@ -1017,7 +1024,11 @@ fn encapsulate(
             }
             (fib.smac, fib.dmac, fib.ifindex, false)
         }
-        aya_ebpf::bindings::BPF_FIB_LKUP_RET_FRAG_NEEDED => return drop(Reason::DropMtu),
+        aya_ebpf::bindings::BPF_FIB_LKUP_RET_FRAG_NEEDED => {
+            // With `tot_len` given, the lookup reports the route's MTU in its place.
+            let mtu = unsafe { fib.__bindgen_anon_1.mtu_result } as u32;
+            return frag_needed(ctx, pkt, mtu);
+        }
         aya_ebpf::bindings::BPF_FIB_LKUP_RET_NO_NEIGH => {
             // The next hop's MAC is not known yet: hand the encapsulated packet to the kernel,
             // addressed to our own MAC, and let it resolve the neighbour and forward it.
@@ -1031,6 +1042,120 @@ fn encapsulate(
     };
 
     write_and_send(ctx, pkt, settings, backend, smac, dmac, egress, via_kernel)
+}
+
+/// The packet would exceed the egress MTU (`egress_mtu`) once encapsulated. A DF packet is
+/// answered with ICMP "fragmentation needed" announcing the MTU left for it inside the tunnel,
+/// so the player's path-MTU discovery (TCP above all) sends smaller packets instead of
+/// retrying into a black hole; anything else is dropped (`drop_mtu`): XDP cannot fragment, and
+/// ICMP errors are never answered with one (nor are packets with IP options, which the quote
+/// would have to carry). The error is built in place and leaves the way the packet came
+/// (XDP_TX), from the VIP to the player: the tail after the quote is cut, the L2 header (with
+/// its VLAN tags) moves 28 bytes to the front, and our IPv4 + ICMP headers fill the gap before
+/// the quote, which stays where it was. Per-source rate limits have already applied, and the
+/// answer is smaller than the packet: no amplification.
+#[inline(always)]
+fn frag_needed(ctx: &XdpContext, pkt: &Packet, egress_mtu: u32) -> Verdict {
+    let answerable = pkt.dont_fragment
+        && !(pkt.proto == IPPROTO_ICMP && pkt.icmp_type != ICMP_ECHO_REQUEST)
+        && egress_mtu >= (IPV4_HLEN + 68) as u32
+        && egress_mtu <= 0xffff;
+    let l2 = pkt.l3_off;
+    if !answerable || l2 > 22 {
+        return drop(Reason::DropMtu);
+    }
+    let start = parse::data(ctx);
+    let end = parse::data_end(ctx);
+    if start + l2 + ICMP_QUOTE > end {
+        return drop(Reason::DropMtu);
+    }
+    if unsafe { *((start + l2) as *const u8) } != 0x45 {
+        return drop(Reason::DropMtu);
+    }
+    let (player, vip) = (pkt.src[0], pkt.dst[0]);
+    let cut = (l2 + ICMP_QUOTE) as i32 - (end - start) as i32;
+    if cut < 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, cut) } != 0 {
+        return drop(Reason::DropAdjustFailed);
+    }
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(ICMP_HEADERS as i32)) } != 0 {
+        return drop(Reason::DropAdjustFailed);
+    }
+    let start = parse::data(ctx);
+    let end = parse::data_end(ctx);
+    // Old L2 at [28, 28 + l2) (at most 22 bytes: it does not overlap its new place [0, l2)).
+    if start + ICMP_HEADERS + 22 > end {
+        return drop(Reason::DropAdjustFailed);
+    }
+    let mut l2_words = [0u16; 11];
+    let old = (start + ICMP_HEADERS) as *const u16;
+    let mut i = 0;
+    while i < 11 {
+        l2_words[i] = unsafe { core::ptr::read(old.add(i)) };
+        i += 1;
+    }
+    // Back to the sender: its MAC becomes the destination, ours the source.
+    l2_words.swap(0, 3);
+    l2_words.swap(1, 4);
+    l2_words.swap(2, 5);
+    let new = start as *mut u16;
+    let mut i = 0;
+    while i < 11 {
+        if i < l2 / 2 {
+            unsafe { core::ptr::write(new.add(i), l2_words[i]) };
+        }
+        i += 1;
+    }
+    let hdrs = match parse::words_at(ctx, l2, (ICMP_HEADERS + ICMP_QUOTE) / 2) {
+        Some(p) => p as *mut u16,
+        None => return drop(Reason::DropAdjustFailed),
+    };
+    unsafe {
+        let ip: [u16; 10] = [
+            u16::from_be(0x45c0),
+            u16::from_be((IPV4_HLEN + 8 + ICMP_QUOTE) as u16),
+            0,
+            0,
+            u16::from_be((64 << 8) | IPPROTO_ICMP as u16),
+            0,
+            (vip & 0xffff) as u16,
+            (vip >> 16) as u16,
+            (player & 0xffff) as u16,
+            (player >> 16) as u16,
+        ];
+        let mut sum = 0u32;
+        for w in ip.iter() {
+            sum += *w as u32;
+        }
+        let mut i = 0;
+        while i < 10 {
+            core::ptr::write(hdrs.add(i), ip[i]);
+            i += 1;
+        }
+        core::ptr::write(hdrs.add(5), csum_fold(sum));
+        // Type 3 (destination unreachable), code 4 (fragmentation needed), the next-hop MTU.
+        let icmp: [u16; 4] = [
+            u16::from_be(0x0304),
+            0,
+            0,
+            u16::from_be((egress_mtu - IPV4_HLEN as u32) as u16),
+        ];
+        let mut sum = 0u32;
+        for w in icmp.iter() {
+            sum += *w as u32;
+        }
+        let mut i = 0;
+        while i < ICMP_QUOTE / 2 {
+            sum += core::ptr::read(hdrs.add(14 + i)) as u32;
+            i += 1;
+        }
+        let mut i = 0;
+        while i < 4 {
+            core::ptr::write(hdrs.add(10 + i), icmp[i]);
+            i += 1;
+        }
+        core::ptr::write(hdrs.add(11), csum_fold(sum));
+    }
+    verdict(xdp_action::XDP_TX, Reason::DropMtuIcmp)
 }
 
 /// Rewrites the frame into Ethernet + outer IPv4 + inner packet and picks the action.

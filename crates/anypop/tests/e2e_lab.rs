@@ -157,6 +157,37 @@ fn tcp_sessions_survive_a_flood_and_a_route_flap() {
     servers.stop().unwrap();
 }
 
+/// A player's upload in full-size TCP segments (1500-byte packets: too big to tunnel over the
+/// lab's 1500-byte links) completes: the POP answers the first ones with ICMP "fragmentation
+/// needed", the player's TCP lowers its segment size to fit the tunnel, and the data reaches the
+/// game server (which echoes it back directly). Without that answer the session would stall.
+#[test]
+fn a_player_uploading_full_size_tcp_segments_learns_the_tunnel_mtu() {
+    let _serial = serial();
+    let lab = lab();
+    let servers = Servers::start(&lab).unwrap();
+    let answered_before =
+        count(&lab, "pop-1", Reason::DropMtuIcmp) + count(&lab, "pop-2", Reason::DropMtuIcmp);
+    let took = anypop::lab::game::tcp_upload(
+        &lab.players,
+        anypop::lab::topology::player_addr(30),
+        std::net::SocketAddrV4::new(anypop::lab::topology::VIP, anypop::lab::topology::TCP_PORT),
+        256 * 1024,
+        Duration::from_secs(15),
+    )
+    .unwrap();
+    eprintln!("256 KiB uploaded and echoed in {took:?}");
+    let answered = count(&lab, "pop-1", Reason::DropMtuIcmp)
+        + count(&lab, "pop-2", Reason::DropMtuIcmp)
+        - answered_before;
+    assert!(
+        answered >= 1,
+        "the full-size segments were answered with ICMP fragmentation needed"
+    );
+    assert_eq!(servers.unwanted(), 0);
+    servers.stop().unwrap();
+}
+
 #[test]
 fn a_route_flap_between_pops_keeps_every_player_on_its_backend() {
     let _serial = serial();

@@ -63,6 +63,29 @@ fn with_edge(f: impl FnOnce(&mut TestEdge, &Lab) + Send + 'static) {
     .unwrap_or_else(|e| std::panic::resume_unwind(e));
 }
 
+/// What the POP sends back for a DF packet too big to tunnel: ICMP "fragmentation needed" from
+/// the VIP to the player, out the way it came (MACs swapped, VLAN tags kept), quoting the
+/// packet's IPv4 header and its first 8 bytes.
+fn expected_frag_needed(frame: &[u8], l2: usize, next_hop_mtu: u16) -> Vec<u8> {
+    let mut v = Vec::new();
+    v.extend_from_slice(&frame[6..12]);
+    v.extend_from_slice(&frame[0..6]);
+    v.extend_from_slice(&frame[12..l2]);
+    let mut ip = vec![0x45, 0xc0, 0, 56, 0, 0, 0, 0, 64, 1, 0, 0];
+    ip.extend_from_slice(&frame[l2 + 16..l2 + 20]);
+    ip.extend_from_slice(&frame[l2 + 12..l2 + 16]);
+    let c = checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mtu = next_hop_mtu.to_be_bytes();
+    let mut icmp = vec![3, 4, 0, 0, 0, 0, mtu[0], mtu[1]];
+    icmp.extend_from_slice(&frame[l2..l2 + 28]);
+    let c = checksum(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    v.extend(ip);
+    v.extend(icmp);
+    v
+}
+
 #[test]
 fn forward_same_interface_is_xdp_tx_with_exact_ipip() {
     with_edge(|t, lab| {
@@ -312,8 +335,65 @@ fn every_drop_and_pass_reason() {
             None,
         );
         // Too big once encapsulated (veth MTU 1500): IP length 1490 + 20 > 1500.
+        // Without DF (which the sender lets routers fragment, and XDP cannot): dropped.
         let big = udp4(PLAYER, 5000, VIP, 27016, &[0u8; 1490 - 28]);
-        case(t, "mtu", &big, a0, XDP_DROP, Reason::DropMtu, None);
+        let big_no_df = set_frag4(&big, false, 0);
+        case(
+            t,
+            "mtu without DF",
+            &big_no_df,
+            a0,
+            XDP_DROP,
+            Reason::DropMtu,
+            None,
+        );
+        // The same with DF: answered with ICMP "fragmentation needed" (MTU 1500 - 20 for the
+        // tunnel), whether the next hop comes from this CPU's cache (primed by a small packet of
+        // the same flow) or from the FIB (after the cache's lifetime), and with VLAN tags kept.
+        let big_df = set_df(&big);
+        t.run(&udp4(PLAYER, 5000, VIP, 27016, b"small"), a0);
+        case(
+            t,
+            "mtu with DF (cached next hop)",
+            &big_df,
+            a0,
+            XDP_TX,
+            Reason::DropMtuIcmp,
+            Some(&expected_frag_needed(&big_df, 14, 1480)),
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let tagged = with_vlans(&big_df, &[(0x8100, 7)]);
+        case(
+            t,
+            "mtu with DF, VLAN (FIB lookup)",
+            &tagged,
+            a0,
+            XDP_TX,
+            Reason::DropMtuIcmp,
+            Some(&expected_frag_needed(&tagged, 18, 1480)),
+        );
+        // The answer is a valid ICMP error a player's stack accepts.
+        let out = t.run(&big_df, a0).output;
+        let parsed = etherparse::SlicedPacket::from_ethernet(&out).unwrap();
+        let Some(etherparse::NetSlice::Ipv4(ip)) = &parsed.net else {
+            panic!("not IPv4: {out:?}")
+        };
+        assert_eq!(ip.header().source(), VIP);
+        assert_eq!(ip.header().destination(), PLAYER);
+        assert_eq!(checksum(&out[14..34]), 0, "IPv4 header checksum");
+        assert_eq!(checksum(&out[34..]), 0, "ICMP checksum");
+        let Some(etherparse::TransportSlice::Icmpv4(icmp)) = &parsed.transport else {
+            panic!("not ICMP: {out:?}")
+        };
+        assert_eq!(
+            icmp.icmp_type(),
+            etherparse::Icmpv4Type::DestinationUnreachable(
+                etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded {
+                    next_hop_mtu: 1480
+                }
+            )
+        );
+        assert_eq!(icmp.payload(), &big_df[14..42], "quotes header + 8 bytes");
         // Malformed L4 to a VIP: UDP length field larger than the packet.
         let mut bad = udp4(PLAYER, 5000, VIP, 27015, b"payload");
         bad[14 + 20 + 4..14 + 20 + 6].copy_from_slice(&200u16.to_be_bytes());

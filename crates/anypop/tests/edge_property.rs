@@ -22,6 +22,12 @@ fn seeds() -> Vec<Vec<u8>> {
         udp4([100, 64, 1, 2], 40000, vip, 27015, b"tick"),
         udp4([100, 64, 1, 2], 40000, vip, 27016, b"tick"),
         udp4([9, 9, 9, 9], 1, vip, 27016, &[7u8; 300]),
+        // Too big to tunnel (1500-byte IP packet, DF): answered with ICMP fragmentation needed.
+        udp4([100, 64, 1, 3], 40000, vip, 27016, &[5u8; 1500 - 28]),
+        with_vlans(
+            &udp4([100, 64, 1, 3], 40000, vip, 27016, &[5u8; 1500 - 28]),
+            &[(0x8100, 3)],
+        ),
         tcp4([100, 64, 1, 2], 40000, vip, 443, true, false),
         tcp4([100, 64, 1, 2], 40000, vip, 443, false, true),
         icmp4_echo([100, 64, 1, 2], vip),
@@ -41,6 +47,29 @@ fn seeds() -> Vec<Vec<u8>> {
             0,
         ),
     ]
+}
+
+/// Checks an ICMP "fragmentation needed" sent back for a frame too big to tunnel: addressed
+/// from the input's destination to its source, MACs swapped and L2 tags kept, valid IPv4 and
+/// ICMP checksums, and quoting the input's IPv4 header and first 8 bytes.
+fn assert_valid_frag_needed(input: &[u8], out: &[u8]) {
+    let l2 = out.len() - 56;
+    assert!(
+        matches!(l2, 14 | 18 | 22),
+        "ICMP error frame length: {out:02x?}"
+    );
+    assert_eq!(&out[0..6], &input[6..12], "back to the sender's MAC");
+    assert_eq!(&out[6..12], &input[0..6], "from ours");
+    assert_eq!(&out[12..l2], &input[12..l2], "VLAN tags and EtherType kept");
+    let ip = &out[l2..l2 + 20];
+    assert_eq!(checksum(ip), 0, "ICMP error's IPv4 checksum");
+    assert_eq!(&ip[12..16], &input[l2 + 16..l2 + 20], "from the VIP");
+    assert_eq!(&ip[16..20], &input[l2 + 12..l2 + 16], "to the player");
+    let icmp = &out[l2 + 20..];
+    assert_eq!(checksum(icmp), 0, "ICMP checksum");
+    assert_eq!(&icmp[..2], &[3, 4], "type 3 code 4");
+    assert_eq!(&icmp[8..], &input[l2..l2 + 28], "the quote");
+    assert_eq!(input[l2 + 6] & 0x40, 0x40, "answered only with DF set");
 }
 
 /// Checks a forwarded frame: Ethernet + valid outer IPv4 (protocol 4, checksum, length, from the
@@ -131,6 +160,7 @@ fn random_and_mutated_frames_never_abort_and_never_forward_garbage() {
         let n = 20_000;
         let before = t.snapshot();
         let mut forwarded = 0;
+        let mut answered = 0;
         for i in 0..n {
             let seed = &seeds[i % seeds.len()];
             let f = if i < seeds.len() {
@@ -144,7 +174,13 @@ fn random_and_mutated_frames_never_abort_and_never_forward_garbage() {
                 "frame {i}: action {}",
                 r.action
             );
-            if r.action == XDP_TX || r.action == XDP_REDIRECT {
+            let frag_needed = r.output.len() >= 70
+                && r.output.len() < f.len()
+                && r.output[r.output.len() - 56 + 9] == 1;
+            if r.action == XDP_TX && frag_needed {
+                answered += 1;
+                assert_valid_frag_needed(&f, &r.output);
+            } else if r.action == XDP_TX || r.action == XDP_REDIRECT {
                 forwarded += 1;
                 assert_valid_ipip(&f, &r.output);
             } else if r.action == XDP_DROP {
@@ -159,7 +195,19 @@ fn random_and_mutated_frames_never_abort_and_never_forward_garbage() {
             "the mutations should leave many frames valid ({forwarded})"
         );
         let d = delta(&before, &after);
-        for must in [Reason::DropMalformed, Reason::FwdIpip, Reason::PassNotVip] {
+        assert_eq!(
+            d.iter()
+                .find(|(r, _)| *r == Reason::DropMtuIcmp)
+                .map_or(0, |(_, n)| *n),
+            answered,
+            "every drop_mtu_icmp verdict sent a valid ICMP error"
+        );
+        for must in [
+            Reason::DropMalformed,
+            Reason::FwdIpip,
+            Reason::PassNotVip,
+            Reason::DropMtuIcmp,
+        ] {
             assert!(
                 d.iter().any(|(r, _)| *r == must),
                 "{must:?} never seen: {d:?}"

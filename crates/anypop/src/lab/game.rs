@@ -317,6 +317,52 @@ pub fn spawn_tcp_player(
     Ok((stats, h))
 }
 
+/// One TCP session from `addr` in `ns` to `vip`: sends one line of `bytes` bytes and waits
+/// (at most `timeout`) for the server to echo it whole. A player's upload in full-size
+/// segments: each is too big for the POP to tunnel, so this completes only if the player's
+/// path-MTU discovery learns the tunnel's MTU (the POP's ICMP "fragmentation needed").
+pub fn tcp_upload(
+    ns: &Netns,
+    addr: Ipv4Addr,
+    vip: SocketAddrV4,
+    bytes: usize,
+    timeout: Duration,
+) -> anyhow::Result<Duration> {
+    let h = ns.spawn(move || -> anyhow::Result<Duration> {
+        let t0 = Instant::now();
+        let sock = socket2_connect(addr, vip)?;
+        sock.set_read_timeout(Some(timeout))?;
+        sock.set_write_timeout(Some(timeout))?;
+        let mut line: Vec<u8> = (0..bytes).map(|i| b'a' + (i % 26) as u8).collect();
+        line.push(b'\n');
+        let mut out = sock.try_clone()?;
+        let writer = std::thread::spawn(move || out.write_all(&line).map(|_| line));
+        let mut reader = BufReader::new(sock);
+        let mut echo = Vec::new();
+        let read = reader.read_until(b'\n', &mut echo);
+        let line = writer
+            .join()
+            .map_err(|_| anyhow::anyhow!("writer thread panicked"))?
+            .map_err(|e| anyhow::anyhow!("upload of {bytes} bytes stalled: {e}"))?;
+        read.map_err(|e| {
+            anyhow::anyhow!(
+                "echo of a {bytes}-byte upload stalled after {} bytes: {e}",
+                echo.len()
+            )
+        })?;
+        anyhow::ensure!(
+            echo == line,
+            "echo differs: {} of {} bytes",
+            echo.len(),
+            line.len()
+        );
+        Ok(t0.elapsed())
+    })?;
+    h.join()
+        .map_err(|_| anyhow::anyhow!("tcp upload thread panicked"))?
+        .and_then(|r| r)
+}
+
 /// A TCP connection from a chosen local address (std binds only the remote side).
 fn socket2_connect(local: Ipv4Addr, remote: SocketAddrV4) -> anyhow::Result<TcpStream> {
     use std::os::fd::FromRawFd;
