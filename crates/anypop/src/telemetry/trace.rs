@@ -232,6 +232,16 @@ pub fn summary(frame: &[u8]) -> String {
                 let inner = summary_ip(ip.payload().payload);
                 return format!("ipip {src} → {dst} [{inner}] {} B", frame.len());
             }
+            if let Some(TransportSlice::Icmpv4(icmp)) = &p.transport
+                && let etherparse::Icmpv4Type::DestinationUnreachable(
+                    etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu },
+                ) = icmp.icmp_type()
+            {
+                return format!(
+                    "{src} → {dst} icmp fragmentation needed (mtu {next_hop_mtu}) {} B",
+                    frame.len()
+                );
+            }
             let (sp, dp, proto) = l4(&p.transport);
             format!("{src}{sp} → {dst}{dp} {proto} {} B", frame.len())
         }
@@ -321,4 +331,25 @@ pub fn line(n: usize, t: &Traced) -> String {
         s += &format!("\n       → {o}");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::summary;
+
+    #[test]
+    fn an_icmp_fragmentation_needed_answer_names_the_mtu() {
+        use etherparse::{Icmpv4Type, PacketBuilder, icmpv4::DestUnreachableHeader};
+        let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4([203, 0, 113, 10], [100, 64, 1, 2], 64)
+            .icmpv4(Icmpv4Type::DestinationUnreachable(
+                DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1480 },
+            ));
+        let mut f = Vec::new();
+        b.write(&mut f, &[0u8; 28]).unwrap();
+        assert_eq!(
+            summary(&f),
+            "203.0.113.10 → 100.64.1.2 icmp fragmentation needed (mtu 1480) 70 B"
+        );
+    }
 }
