@@ -22,7 +22,7 @@ use anypop_common::{
 };
 use atomic::{cas_u64, fetch_add_u64, load_u64, store_u64};
 use aya_ebpf::{
-    bindings::{bpf_fib_lookup, xdp_action},
+    bindings::{bpf_fib_lookup, xdp_action, xdp_md},
     helpers::{
         bpf_fib_lookup as fib_lookup, bpf_get_smp_processor_id, bpf_jiffies64, bpf_ktime_get_ns,
         bpf_loop, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
@@ -127,11 +127,28 @@ const ICMP_HEADERS: usize = 28;
 struct Verdict {
     action: u32,
     reason: Reason,
+    /// Non-zero: the packet is too big to tunnel for an egress of this MTU; [`edge`] decides
+    /// whether it is answered (see [`frag_needed`]).
+    too_big_for: u32,
 }
 
 #[inline(always)]
 const fn verdict(action: u32, reason: Reason) -> Verdict {
-    Verdict { action, reason }
+    Verdict {
+        action,
+        reason,
+        too_big_for: 0,
+    }
+}
+
+/// Too big to tunnel through an egress of MTU `mtu`: `drop_mtu`, unless [`edge`] answers it.
+#[inline(always)]
+const fn too_big(mtu: u32) -> Verdict {
+    Verdict {
+        action: xdp_action::XDP_DROP,
+        reason: Reason::DropMtu,
+        too_big_for: mtu,
+    }
 }
 
 #[inline(always)]
@@ -149,6 +166,15 @@ pub fn edge(ctx: XdpContext) -> u32 {
     let frame_len = (ctx.data_end() - ctx.data()) as u64;
     let mut who = capture::Who::new();
     let v = run(&ctx, &mut who);
+    if v.too_big_for != 0 {
+        return edge_too_big(
+            ctx.ctx,
+            v.too_big_for,
+            who.service,
+            who.rule,
+            who.generation,
+        );
+    }
     add(&COUNTERS, v.reason as u32, frame_len);
     capture::maybe_sample(&ctx, v.action, v.reason as u32, &who);
     v.action
@@ -984,7 +1010,7 @@ fn encapsulate(
         let c = unsafe { &*c };
         if c.backend == backend && c.ingress == ingress && now < c.expires_jiffies {
             if outer_len > c.mtu {
-                return frag_needed(ctx, pkt, c.mtu);
+                return too_big(c.mtu);
             }
             let (smac, dmac, egress) = (c.smac, c.dmac, c.egress);
             return write_and_send(ctx, pkt, settings, backend, smac, dmac, egress, false);
@@ -1027,7 +1053,7 @@ fn encapsulate(
         aya_ebpf::bindings::BPF_FIB_LKUP_RET_FRAG_NEEDED => {
             // With `tot_len` given, the lookup reports the route's MTU in its place.
             let mtu = unsafe { fib.__bindgen_anon_1.mtu_result } as u32;
-            return frag_needed(ctx, pkt, mtu);
+            return too_big(mtu);
         }
         aya_ebpf::bindings::BPF_FIB_LKUP_RET_NO_NEIGH => {
             // The next hop's MAC is not known yet: hand the encapsulated packet to the kernel,
@@ -1049,45 +1075,113 @@ fn encapsulate(
 /// so the player's path-MTU discovery (TCP above all) sends smaller packets instead of
 /// retrying into a black hole; anything else is dropped (`drop_mtu`): XDP cannot fragment, and
 /// ICMP errors are never answered with one (nor are packets with IP options, which the quote
-/// would have to carry). The error is built in place and leaves the way the packet came
-/// (XDP_TX), from the VIP to the player: the tail after the quote is cut, the L2 header (with
-/// its VLAN tags) moves 28 bytes to the front, and our IPv4 + ICMP headers fill the gap before
-/// the quote, which stays where it was. Per-source rate limits have already applied, and the
-/// answer is smaller than the packet: no amplification.
-#[inline(always)]
-fn frag_needed(ctx: &XdpContext, pkt: &Packet, egress_mtu: u32) -> Verdict {
-    let answerable = pkt.dont_fragment
-        && !(pkt.proto == IPPROTO_ICMP && pkt.icmp_type != ICMP_ECHO_REQUEST)
-        && egress_mtu >= (IPV4_HLEN + 68) as u32
-        && egress_mtu <= 0xffff;
-    let l2 = pkt.l3_off;
-    if !answerable || l2 > 22 {
-        return drop(Reason::DropMtu);
+/// would have to carry). Returns the length of the L2 header when the packet is answered.
+/// Per-source rate limits have already applied, and the answer is smaller than the packet: no
+/// amplification.
+/// A packet too big to tunnel through an egress of MTU `egress_mtu`: counted, sampled for a
+/// capture (as it arrived) and answered or dropped (see [`frag_needed_answerable`]); returns
+/// the action. A global BPF function: the verifier checks it once, on its own, instead of once
+/// for every state in which the program reaches it (inlined, it more than doubled the edge's
+/// load time).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn edge_too_big(
+    ctx: *mut xdp_md,
+    egress_mtu: u32,
+    service: u32,
+    rule: u32,
+    generation: u32,
+) -> u32 {
+    let ctx = XdpContext::new(ctx);
+    let frame_len = (parse::data_end(&ctx) - parse::data(&ctx)) as u64;
+    let l2 = frag_needed_answerable(&ctx, egress_mtu);
+    let (action, reason) = match l2 {
+        Some(_) => (xdp_action::XDP_TX, Reason::DropMtuIcmp),
+        None => (xdp_action::XDP_DROP, Reason::DropMtu),
+    };
+    add(&COUNTERS, reason as u32, frame_len);
+    let who = capture::Who {
+        service,
+        rule,
+        generation,
+    };
+    capture::maybe_sample(&ctx, action, reason as u32, &who);
+    match l2 {
+        // Counted as answered: the resize cannot fail for a frame this big.
+        Some(l2) => write_frag_needed(&ctx, l2, egress_mtu),
+        None => action,
     }
+}
+
+#[inline(always)]
+fn frag_needed_answerable(ctx: &XdpContext, egress_mtu: u32) -> Option<usize> {
+    let no = None;
+    if !((IPV4_HLEN + 68) as u32..=0xffff).contains(&egress_mtu) {
+        return no;
+    }
+    // The L2 header again (up to two VLAN tags): the parse's summary is not kept this far.
+    let mut l2 = ETH_HLEN;
+    let mut tag = 0;
+    while tag < 2 {
+        let t = match parse::words_at(ctx, l2 - 2, 1) {
+            Some(p) => u16::from_be(parse::w(p, 0)),
+            None => return no,
+        };
+        if t != 0x8100 && t != 0x88a8 {
+            break;
+        }
+        l2 += 4;
+        tag += 1;
+    }
+    // The quote: IPv4 header (no options) and 8 bytes.
+    let q = match parse::words_at(ctx, l2, ICMP_QUOTE / 2) {
+        Some(p) => p,
+        None => return no,
+    };
+    let w0 = u16::from_be(parse::w(q, 0));
+    let df = u16::from_be(parse::w(q, 3)) & 0x4000 != 0;
+    let proto = u16::from_be(parse::w(q, 4)) as u8;
+    let icmp_type = (u16::from_be(parse::w(q, 10)) >> 8) as u8;
+    if w0 >> 8 != 0x45 || !df || (proto == IPPROTO_ICMP && icmp_type != ICMP_ECHO_REQUEST) {
+        return no;
+    }
+    Some(l2)
+}
+
+/// Turns the frame into the answer [`frag_needed_answerable`] allowed (`l2`: its L2 header's
+/// length) and returns the action: XDP_TX, or XDP_DROP if the frame cannot be resized. Built in
+/// place, to leave the way the packet came, from the VIP to the player: the tail after the
+/// quote is cut, the L2 header (with its VLAN tags) moves 28 bytes to the front, and our IPv4 +
+/// ICMP headers fill the gap before the quote, which stays where it was.
+#[inline(always)]
+fn write_frag_needed(ctx: &XdpContext, l2: usize, egress_mtu: u32) -> u32 {
+    let fail = xdp_action::XDP_DROP;
+    if l2 > 22 {
+        return fail;
+    }
+    let (player, vip) = match parse::words_at(ctx, l2, ICMP_QUOTE / 2) {
+        Some(q) => (parse::w32(q, 6), parse::w32(q, 8)),
+        None => return fail,
+    };
     let start = parse::data(ctx);
     let end = parse::data_end(ctx);
-    if start + l2 + ICMP_QUOTE > end {
-        return drop(Reason::DropMtu);
-    }
-    if unsafe { *((start + l2) as *const u8) } != 0x45 {
-        return drop(Reason::DropMtu);
-    }
-    let (player, vip) = (pkt.src[0], pkt.dst[0]);
     let cut = (l2 + ICMP_QUOTE) as i32 - (end - start) as i32;
     if cut < 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, cut) } != 0 {
-        return drop(Reason::DropAdjustFailed);
+        return fail;
     }
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(ICMP_HEADERS as i32)) } != 0 {
-        return drop(Reason::DropAdjustFailed);
+        return fail;
     }
+    // The old L2 header is now at [28, 28 + l2). Its 22-byte window is copied to the front
+    // whatever `l2` is (no branch per word for the verifier to follow): what lands beyond `l2`
+    // is overwritten by our headers below. The frame holds at least 14 + 56 bytes.
     let start = parse::data(ctx);
     let end = parse::data_end(ctx);
-    // Old L2 at [28, 28 + l2) (at most 22 bytes: it does not overlap its new place [0, l2)).
     if start + ICMP_HEADERS + 22 > end {
-        return drop(Reason::DropAdjustFailed);
+        return fail;
     }
-    let mut l2_words = [0u16; 11];
     let old = (start + ICMP_HEADERS) as *const u16;
+    let mut l2_words = [0u16; 11];
     let mut i = 0;
     while i < 11 {
         l2_words[i] = unsafe { core::ptr::read(old.add(i)) };
@@ -1100,14 +1194,12 @@ fn frag_needed(ctx: &XdpContext, pkt: &Packet, egress_mtu: u32) -> Verdict {
     let new = start as *mut u16;
     let mut i = 0;
     while i < 11 {
-        if i < l2 / 2 {
-            unsafe { core::ptr::write(new.add(i), l2_words[i]) };
-        }
+        unsafe { core::ptr::write(new.add(i), l2_words[i]) };
         i += 1;
     }
     let hdrs = match parse::words_at(ctx, l2, (ICMP_HEADERS + ICMP_QUOTE) / 2) {
         Some(p) => p as *mut u16,
-        None => return drop(Reason::DropAdjustFailed),
+        None => return fail,
     };
     unsafe {
         let ip: [u16; 10] = [
@@ -1123,11 +1215,9 @@ fn frag_needed(ctx: &XdpContext, pkt: &Packet, egress_mtu: u32) -> Verdict {
             (player >> 16) as u16,
         ];
         let mut sum = 0u32;
-        for w in ip.iter() {
-            sum += *w as u32;
-        }
         let mut i = 0;
         while i < 10 {
+            sum += ip[i] as u32;
             core::ptr::write(hdrs.add(i), ip[i]);
             i += 1;
         }
@@ -1140,22 +1230,20 @@ fn frag_needed(ctx: &XdpContext, pkt: &Packet, egress_mtu: u32) -> Verdict {
             u16::from_be((egress_mtu - IPV4_HLEN as u32) as u16),
         ];
         let mut sum = 0u32;
-        for w in icmp.iter() {
-            sum += *w as u32;
+        let mut i = 0;
+        while i < 4 {
+            sum += icmp[i] as u32;
+            core::ptr::write(hdrs.add(10 + i), icmp[i]);
+            i += 1;
         }
         let mut i = 0;
         while i < ICMP_QUOTE / 2 {
             sum += core::ptr::read(hdrs.add(14 + i)) as u32;
             i += 1;
         }
-        let mut i = 0;
-        while i < 4 {
-            core::ptr::write(hdrs.add(10 + i), icmp[i]);
-            i += 1;
-        }
         core::ptr::write(hdrs.add(11), csum_fold(sum));
     }
-    verdict(xdp_action::XDP_TX, Reason::DropMtuIcmp)
+    xdp_action::XDP_TX
 }
 
 /// Rewrites the frame into Ethernet + outer IPv4 + inner packet and picks the action.

@@ -597,10 +597,12 @@ impl Bench {
         let f = self.prepare(traffic)?;
         enter(&self.gen_ns)?;
         // Warm-up: caches, the FIB cache and, for players, every flow already in the flow table
-        // (200,000 frames over 16,384 flows leave none unseen but by a chance of e^-12).
-        let warm = if traffic.forward() { 200_000 } else { 20_000 };
-        self.generator.send(&f, self.g0, warm)?;
-        std::thread::sleep(Duration::from_millis(50));
+        // (200,000 frames over 16,384 flows leave none unseen but by a chance of e^-12). As
+        // long for floods: the kernel's work after a DUT was swapped in (the previous edge's
+        // maps freed, hundreds of MiB) must be over before the timed send, or it falls on the
+        // DUT measured first.
+        self.generator.send(&f, self.g0, 200_000)?;
+        std::thread::sleep(Duration::from_millis(200));
         let before = self.counters(a, traffic)?;
         enter(&self.gen_ns)?;
         // The timed send runs at real-time priority like the DUT's NAPI thread, so that the
