@@ -9,7 +9,7 @@ use aya_ebpf::{
     bindings::xdp_action,
     helpers::bpf_get_prandom_u32,
     macros::{map, xdp},
-    maps::Array,
+    maps::{Array, PerCpuArray},
     programs::XdpContext,
 };
 
@@ -36,6 +36,33 @@ pub const TEMPLATE_MAX: usize = 128;
 
 #[map]
 static TG_CONFIG: Array<GenConfig> = Array::with_max_entries(1, 0);
+
+/// Each CPU's random-number state (xorshift64*): an inlined array read and a few instructions
+/// per frame instead of `bpf_get_prandom_u32`, whose helper call (through the return thunk of
+/// this CPU's mitigations) was a large part of a random-source frame's cost. Statistical
+/// quality is ample for spreading sources and ports; nothing here is a secret.
+#[map]
+static TG_RANDOM: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// 64 random bits from this CPU's state, seeded by the kernel's generator on first use.
+#[inline(always)]
+fn next_random() -> u64 {
+    let Some(state) = TG_RANDOM.get_ptr_mut(0) else {
+        return unsafe { bpf_get_prandom_u32() } as u64;
+    };
+    // Per-CPU: no other writer.
+    unsafe {
+        let mut x = *state;
+        if x == 0 {
+            x = ((bpf_get_prandom_u32() as u64) << 32) | bpf_get_prandom_u32() as u64 | 1;
+        }
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        *state = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
 
 #[xdp]
 pub fn trafficgen(ctx: XdpContext) -> u32 {
@@ -75,9 +102,14 @@ pub fn trafficgen(ctx: XdpContext) -> u32 {
         i += 1;
     }
     let ip = (start + 14) as *mut u16;
+    let random = if cfg.src_mask != 0 || cfg.random_sport != 0 {
+        next_random()
+    } else {
+        0
+    };
     unsafe {
         if cfg.src_mask != 0 {
-            let r = bpf_get_prandom_u32();
+            let r = (random >> 32) as u32;
             let src = (cfg.src_base & !cfg.src_mask) | (r & cfg.src_mask);
             let be = src.to_be();
             core::ptr::write(ip.add(6), be as u16);
@@ -97,7 +129,7 @@ pub fn trafficgen(ctx: XdpContext) -> u32 {
         // ICMP has no ports: its first L4 bytes are type, code and checksum.
         let proto = core::ptr::read((start + 23) as *const u8);
         if cfg.random_sport != 0 && proto != 1 {
-            let port = (bpf_get_prandom_u32() as u16) | 1024;
+            let port = (random as u16) | 1024;
             // The UDP checksum of generated frames is 0 (none); TCP SYN floods carry a checksum
             // that no longer matches (the edge decides on headers, never on L4 checksums).
             core::ptr::write(ip.add(10), port.to_be());
