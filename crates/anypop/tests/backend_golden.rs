@@ -132,6 +132,22 @@ impl TestBackend {
     }
 }
 
+/// The gateway's (192.0.2.1's) MAC, as a permanent neighbour entry on a0.
+fn set_gateway_mac(mac: &str) {
+    sh(&[
+        "ip",
+        "neigh",
+        "replace",
+        "192.0.2.1",
+        "lladdr",
+        mac,
+        "dev",
+        "a0",
+        "nud",
+        "permanent",
+    ]);
+}
+
 /// A private namespace where the backend's a0 has 192.0.2.21/24 and players are reached through
 /// the gateway 192.0.2.1 (MAC 02:00:00:00:00:01).
 fn with_backend(f: impl FnOnce(&mut TestBackend) + Send + 'static) {
@@ -161,18 +177,7 @@ fn with_backend_net(network: String, f: impl FnOnce(&mut TestBackend) + Send + '
         sh(&["ip", "addr", "add", "192.0.2.21/24", "dev", "a0"]);
         sh(&["ip", "addr", "add", "203.0.113.10/32", "dev", "lo"]);
         sh(&["ip", "route", "add", "100.64.0.0/10", "via", "192.0.2.1"]);
-        sh(&[
-            "ip",
-            "neigh",
-            "replace",
-            "192.0.2.1",
-            "lladdr",
-            "02:00:00:00:00:01",
-            "dev",
-            "a0",
-            "nud",
-            "permanent",
-        ]);
+        set_gateway_mac("02:00:00:00:00:01");
         // bpf_fib_lookup answers only for interfaces with forwarding on (also in output mode).
         sh(&["sysctl", "-q", "-w", "net.ipv4.conf.all.forwarding=1"]);
         sh(&["sysctl", "-q", "-w", "net.ipv4.conf.a0.forwarding=1"]);
@@ -346,18 +351,7 @@ fn dsr_next_hop_cache_follows_a_changed_gateway_and_respects_the_mtu() {
 
         // The gateway's MAC changes (a router replaced, a VRRP failover).
         let new_mac = [0x02, 0, 0, 0, 0, 0x02];
-        sh(&[
-            "ip",
-            "neigh",
-            "replace",
-            "192.0.2.1",
-            "lladdr",
-            "02:00:00:00:00:02",
-            "dev",
-            "a0",
-            "nud",
-            "permanent",
-        ]);
+        set_gateway_mac("02:00:00:00:00:02");
         std::thread::sleep(std::time::Duration::from_millis(1100));
         let new = rewritten(new_mac, t.a0_mac);
         t.dsr_case(
