@@ -333,41 +333,61 @@ fn dsr_sends_service_replies_to_the_fib_next_hop() {
 
 /// Replies to a player reuse the next hop `dsr` looked up for it (a per-CPU cache), and follow
 /// the network when it changes: a new gateway MAC reaches the replies within the cache's
-/// lifetime (1 s at HZ=250, less at higher HZ), and a packet larger than the route's MTU is
-/// never sent from the cache.
+/// lifetime (250 jiffies: 1 s at HZ=250, 2.5 s at HZ=100), and a packet larger than the
+/// route's MTU is never sent from the cache.
 #[test]
 fn dsr_next_hop_cache_follows_a_changed_gateway_and_respects_the_mtu() {
     with_backend(|t| {
-        let reply = udp4(VIP, 27015, PLAYER, 40000, b"server tick");
-        let rewritten = |mac: [u8; 6], a0_mac: [u8; 6]| {
-            let mut want = reply.clone();
+        let rewritten = |frame: &[u8], mac: [u8; 6], a0_mac: [u8; 6]| {
+            let mut want = frame.to_vec();
             want[..6].copy_from_slice(&mac);
             want[6..12].copy_from_slice(&a0_mac);
             want
         };
-        let old = rewritten(GATEWAY_MAC, t.a0_mac);
+        let reply = udp4(VIP, 27015, PLAYER, 40000, b"server tick");
+        let old = rewritten(&reply, GATEWAY_MAC, t.a0_mac);
         t.dsr_case("first", &reply, TC_ACT_OK, Reason::DsrRewrite, Some(&old));
         t.dsr_case("cached", &reply, TC_ACT_OK, Reason::DsrRewrite, Some(&old));
 
-        // The gateway's MAC changes (a router replaced, a VRRP failover).
-        let new_mac = [0x02, 0, 0, 0, 0, 0x02];
+        // The gateway's MAC changes (a router replaced, a VRRP failover): replies carry the old
+        // one until the cached answer expires, then the new one.
         set_gateway_mac("02:00:00:00:00:02");
-        std::thread::sleep(std::time::Duration::from_millis(1100));
-        let new = rewritten(new_mac, t.a0_mac);
-        t.dsr_case(
-            "after the cache's lifetime",
-            &reply,
-            TC_ACT_OK,
-            Reason::DsrRewrite,
-            Some(&new),
-        );
+        let new = rewritten(&reply, [0x02, 0, 0, 0, 0, 0x02], t.a0_mac);
+        let changed = std::time::Instant::now();
+        loop {
+            let a0 = t.a0;
+            let r = run_tc(t.plane().dsr(), &reply, a0).unwrap();
+            assert_eq!(r.action, TC_ACT_OK);
+            if r.output == new {
+                break;
+            }
+            assert_eq!(
+                r.output, old,
+                "a reply carries the old or the new gateway MAC"
+            );
+            assert!(
+                changed.elapsed() < std::time::Duration::from_secs(3),
+                "replies still go to the old gateway MAC 3 s after it changed"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
 
         // A small MTU on the way out: a reply above it is left to the kernel (which fragments
-        // or reports it), even right after a small reply put the next hop in the cache.
+        // or reports it), even right after a small reply put the next hop in the cache. (A
+        // player not seen yet, so its first reply asks the FIB and caches the new MTU.)
         sh(&["ip", "link", "set", "dev", "a0", "mtu", "600"]);
-        std::thread::sleep(std::time::Duration::from_millis(1100));
-        t.dsr_case("small", &reply, TC_ACT_OK, Reason::DsrRewrite, Some(&new));
-        let big = udp4(VIP, 27015, PLAYER, 40000, &[7u8; 1000]);
+        let player2 = [100, 64, 1, 3];
+        let small = udp4(VIP, 27015, player2, 40000, b"server tick");
+        let want = rewritten(&small, [0x02, 0, 0, 0, 0, 0x02], t.a0_mac);
+        t.dsr_case("small", &small, TC_ACT_OK, Reason::DsrRewrite, Some(&want));
+        t.dsr_case(
+            "small, cached",
+            &small,
+            TC_ACT_OK,
+            Reason::DsrRewrite,
+            Some(&want),
+        );
+        let big = udp4(VIP, 27015, player2, 40000, &[7u8; 1000]);
         t.dsr_case("too big", &big, TC_ACT_OK, Reason::DsrFibFail, None);
     });
 }
