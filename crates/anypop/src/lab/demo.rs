@@ -63,8 +63,12 @@ fn pop_line(lab: &Lab, i: usize, view: &mut PopView, secs: f64) -> anyhow::Resul
         .collect();
     let xdp = lab.xdp_of_pop(i, &format!("pop{i}-in"));
     let cost = program_cost(xdp.prog_id);
+    // Only over a busy second: a few hundred player packets a second each find the caches
+    // cold, and their mean (thousands of ns) says nothing of what a flood costs.
     let ns = match (view.prev_cost, cost) {
-        (Some((t0, n0)), Some((t1, n1))) if n1 > n0 => format!("{:>4}", (t1 - t0) / (n1 - n0)),
+        (Some((t0, n0)), Some((t1, n1))) if n1 >= n0 + 1000 => {
+            format!("{:>4}", (t1 - t0) / (n1 - n0))
+        }
         _ => "   -".into(),
     };
     view.prev_cost = cost;
