@@ -227,24 +227,27 @@ pub fn dsr(ctx: TcContext) -> i32 {
 
 /// Ethernet + an IPv4 header without options + the L4 ports: what `dsr` reads of every frame.
 const REPLY_HEADERS: usize = 14 + 20 + 4;
+/// Tunnel mode: Ethernet + outer IPv4 + inner IPv4 (no options) + 8 bytes of L4 (ports and
+/// the UDP checksum).
+const TUNNEL_HEADERS: usize = 14 + 20 + 20 + 8;
 
-/// The frame's first [`REPLY_HEADERS`] bytes, read in place from the skb's linear data: no
+/// The frame's first `len` bytes, read in place from the skb's linear data: no
 /// helper call per field (each `bpf_skb_load_bytes` is a call, and `dsr` sees every packet the
 /// backend sends, SSH and all). Locally built skbs keep their headers linear; when they are
 /// not, they are pulled in once. `None` for a frame too short to be a reply we handle.
 /// Only reads: a direct packet write would make the verifier unclone every cloned skb (every
 /// TCP segment) before the program runs, so the few rewrites go through `bpf_skb_store_bytes`.
 #[inline(always)]
-fn reply_headers(ctx: &TcContext) -> Option<*const u16> {
+fn linear_headers(ctx: &TcContext, len: usize) -> Option<*const u16> {
     let (start, end) = skb_data(ctx);
-    if start + REPLY_HEADERS <= end {
+    if start + len <= end {
         return Some(start as *const u16);
     }
-    if ctx.len() < REPLY_HEADERS as u32 || ctx.pull_data(REPLY_HEADERS as u32).is_err() {
+    if ctx.len() < len as u32 || ctx.pull_data(len as u32).is_err() {
         return None;
     }
     let (start, end) = skb_data(ctx);
-    if start + REPLY_HEADERS <= end {
+    if start + len <= end {
         Some(start as *const u16)
     } else {
         None
@@ -267,7 +270,7 @@ fn skb_data(ctx: &TcContext) -> (usize, usize) {
 #[inline(always)]
 fn try_dsr(ctx: &TcContext) -> (i32, Reason) {
     let pass = (TC_ACT_OK, Reason::PassNotOurs);
-    let h = match reply_headers(ctx) {
+    let h = match linear_headers(ctx, REPLY_HEADERS) {
         Some(h) => h,
         None => return pass,
     };
@@ -325,31 +328,27 @@ fn try_dsr(ctx: &TcContext) -> (i32, Reason) {
 fn tunnel_reply(ctx: &TcContext) -> (i32, Reason) {
     let pass = (TC_ACT_OK, Reason::PassNotOurs);
     const INNER: usize = 14 + 20;
-    let vihl: u8 = match ctx.load(INNER) {
-        Ok(v) => v,
-        Err(_) => return pass,
+    let h = match linear_headers(ctx, TUNNEL_HEADERS) {
+        Some(h) => h,
+        None => return pass,
     };
-    let ihl = ((vihl & 0xf) as usize) * 4;
-    if vihl >> 4 != 4 || ihl < 20 || ihl > 60 {
+    // Words: 17-26 the inner IPv4 header, 27-30 its first 8 L4 bytes. A reply with IP options
+    // (no game server sends one) is left to the tunnel: it still reaches the player, via the POP.
+    if u16::from_be(w(h, 17)) >> 8 != 0x45 {
         return pass;
     }
-    let (proto, old_src, player, tot_len): (u8, u32, u32, u16) = match (
-        ctx.load(INNER + 9),
-        ctx.load(INNER + 12),
-        ctx.load(INNER + 16),
-        ctx.load::<u16>(INNER + 2),
-    ) {
-        (Ok(p), Ok(s), Ok(d), Ok(l)) => (p, s, d, u16::from_be(l)),
-        _ => return pass,
-    };
-    let l4 = INNER + ihl;
-    let (sport, dport) = if proto == PROTO_UDP || proto == PROTO_TCP {
-        match (ctx.load::<u16>(l4), ctx.load::<u16>(l4 + 2)) {
-            (Ok(a), Ok(b)) => (u16::from_be(a), u16::from_be(b)),
-            _ => return pass,
-        }
+    let tot_len = u16::from_be(w(h, 18));
+    let proto = (u16::from_be(w(h, 21)) & 0xff) as u8;
+    let (old_src, player) = (w32(h, 23), w32(h, 25));
+    let l4 = INNER + 20;
+    let (sport, dport, udp_zero) = if proto == PROTO_UDP || proto == PROTO_TCP {
+        (
+            u16::from_be(w(h, 27)),
+            u16::from_be(w(h, 28)),
+            proto == PROTO_UDP && w(h, 30) == 0,
+        )
     } else {
-        (0, 0)
+        (0, 0, false)
     };
     let flow = ReplyKey {
         player,
@@ -376,7 +375,6 @@ fn tunnel_reply(ctx: &TcContext) -> (i32, Reason) {
             _ => None,
         };
         if let Some((off, extra)) = csum_off {
-            let udp_zero = proto == PROTO_UDP && matches!(ctx.load::<u16>(off), Ok(0));
             if !udp_zero
                 && ctx
                     .l4_csum_replace(

@@ -448,6 +448,24 @@ fn tunnel_mode_remembers_flows_and_rewrites_replies() {
             Some(&want),
         );
 
+        // A UDP reply without a checksum (0: none) keeps none: it is not "fixed" into a wrong one.
+        let no_sum = |frame: &[u8]| {
+            let mut v = frame.to_vec();
+            v[14 + 20 + 6..14 + 20 + 8].copy_from_slice(&[0, 0]);
+            v
+        };
+        let from_tunnel = no_sum(&udp4([10, 99, 0, 2], 27015, PLAYER, 40000, b"server tick"));
+        let mut want = no_sum(&udp4(VIP, 27015, PLAYER, 40000, b"server tick"));
+        want[..6].copy_from_slice(&GATEWAY_MAC);
+        want[6..12].copy_from_slice(&t.a0_mac);
+        t.dsr_case(
+            "tunnel reply udp without checksum",
+            &tunnelled_reply(&from_tunnel),
+            TC_ACT_OK,
+            Reason::DsrTunnel,
+            Some(&want),
+        );
+
         // A reply for a flow never seen coming in is not rewritten: never an arbitrary source.
         let stranger = udp4([10, 99, 0, 2], 27015, PLAYER, 41111, b"x");
         t.dsr_case(
