@@ -935,8 +935,10 @@ pub fn queue_check(
 }
 
 /// A POP puts a 20-byte outer header on every forwarded packet, and XDP cannot fragment: a
-/// packet whose encapsulation exceeds the egress MTU is dropped (`drop_mtu`). A backend receives
-/// those 20 bytes too. Game traffic is mostly small, hence a warning, not a failure.
+/// packet whose encapsulation exceeds the egress MTU is dropped — answered with ICMP
+/// "fragmentation needed" when it has DF (`drop_mtu_icmp`: TCP then sends smaller segments, at
+/// the cost of a round trip), silently otherwise (`drop_mtu`). A backend receives those 20
+/// bytes too. Game traffic is mostly small, hence a warning, not a failure.
 pub fn mtu_check(ifname: &str, mtu: u32, role: Option<Role>) -> Check {
     let need = PLAYER_MTU + IPIP_OVERHEAD;
     if mtu >= need {
@@ -950,7 +952,7 @@ pub fn mtu_check(ifname: &str, mtu: u32, role: Option<Role>) -> Check {
             "MTU {mtu} on {ifname}: IPIP from the POPs arrives {IPIP_OVERHEAD} bytes longer than the player's packet, so only player packets up to {fits} bytes get through whole"
         ),
         _ => format!(
-            "MTU {mtu} on {ifname}: with the {IPIP_OVERHEAD}-byte IPIP header, player packets over {fits} bytes do not fit towards the backends and are dropped (drop_mtu)"
+            "MTU {mtu} on {ifname}: with the {IPIP_OVERHEAD}-byte IPIP header, player packets over {fits} bytes do not fit towards the backends: with DF the player is told the smaller MTU (ICMP fragmentation needed, drop_mtu_icmp), without DF they are dropped (drop_mtu)"
         ),
     };
     Check::warn(
