@@ -29,6 +29,7 @@ use crate::{
     },
     lab::netns::{Netns, run_cmd},
 };
+use anypop_common::verdict::Reason;
 
 /// One measured path.
 #[derive(Clone, Debug)]
@@ -476,6 +477,49 @@ pub fn run(iterations: u32, repeat: u32, prefix_counts: &[usize]) -> anyhow::Res
             )
             .tc(),
         );
+        // The same backend in tunnel-compatible mode: its game server answered into the kernel's
+        // IPIP tunnel (from the tunnel's address), and `dsr` strips the outer header, gives the
+        // reply the VIP (checksums fixed) and the next hop. The player's flow is remembered
+        // first, as `decap` does when the player's packet comes in.
+        let tun_net = config::parse(
+            &BACKEND_NETWORK.replace(
+                "address = \"198.51.100.1\"",
+                "address = \"198.51.100.1\"\nmode = \"tunnel\"",
+            ),
+            "bench.toml",
+            std::path::Path::new("."),
+        )
+        .map_err(|e| anyhow!("{e}"))?;
+        let tun_pins = std::path::PathBuf::from(format!(
+            "/sys/fs/bpf/anypop-bench-{}-backend-tunnel",
+            std::process::id()
+        ));
+        guards.push(PinGuard(tun_pins.clone()));
+        let mut tun_plane = BackendPlane::load(&tun_pins)?;
+        tun_plane.apply(
+            &config::compile::compile_backend(&tun_net, "be-1").map_err(|e| anyhow!("{e}"))?,
+        )?;
+        run_xdp_raw_fd(fd_of(tun_plane.decap())?, &tunnelled, Some(a0), 1)?;
+        let mut from_tunnel = udp4([10, 99, 0, 2], [100, 64, 1, 2], 40000);
+        from_tunnel[34..36].copy_from_slice(&27015u16.to_be_bytes());
+        let tunnel_reply = ipip(&from_tunnel, [198, 51, 100, 1], [198, 51, 100, 50]);
+        // The case must take the path it names (a reply not caught would pass untouched, TC_ACT_OK
+        // as well, at a fraction of the cost).
+        run_tc_raw_fd(fd_of_tc(tun_plane.dsr())?, &tunnel_reply, a0, 1)?;
+        let caught = tun_plane.snapshot()?.get(Reason::DsrTunnel).packets;
+        if caught != 1 {
+            bail!("the tunnel-mode reply was not handled as one (dsr_tunnel {caught}, want 1)");
+        }
+        cases.push(
+            Case::new(
+                "anypop dsr (TC egress, tunnel mode)",
+                "reply in the tunnel: outer header off, VIP source, next hop",
+                fd_of_tc(tun_plane.dsr())?,
+                &tunnel_reply,
+                false,
+            )
+            .tc(),
+        );
 
         // Warm up state (rate-limit buckets exist and are empty; flows are pinned).
         for c in &cases {
@@ -504,6 +548,7 @@ pub fn run(iterations: u32, repeat: u32, prefix_counts: &[usize]) -> anyhow::Res
         eprintln!();
         drop(edges);
         drop(plane);
+        drop(tun_plane);
         Ok(cases
             .into_iter()
             .map(|c| Row {
