@@ -127,8 +127,8 @@ const ICMP_HEADERS: usize = 28;
 struct Verdict {
     action: u32,
     reason: Reason,
-    /// Non-zero: the packet is too big to tunnel for an egress of this MTU; [`edge`] decides
-    /// whether it is answered (see [`frag_needed`]).
+    /// Non-zero: the packet is too big to tunnel for an egress of this MTU; [`edge`] hands it
+    /// to [`edge_too_big`], which counts it and decides whether it is answered.
     too_big_for: u32,
 }
 
@@ -1070,14 +1070,6 @@ fn encapsulate(
     write_and_send(ctx, pkt, settings, backend, smac, dmac, egress, via_kernel)
 }
 
-/// The packet would exceed the egress MTU (`egress_mtu`) once encapsulated. A DF packet is
-/// answered with ICMP "fragmentation needed" announcing the MTU left for it inside the tunnel,
-/// so the player's path-MTU discovery (TCP above all) sends smaller packets instead of
-/// retrying into a black hole; anything else is dropped (`drop_mtu`): XDP cannot fragment, and
-/// ICMP errors are never answered with one (nor are packets with IP options, which the quote
-/// would have to carry). Returns the length of the L2 header when the packet is answered.
-/// Per-source rate limits have already applied, and the answer is smaller than the packet: no
-/// amplification.
 /// A packet too big to tunnel through an egress of MTU `egress_mtu`: counted, sampled for a
 /// capture (as it arrived) and answered or dropped (see [`frag_needed_answerable`]); returns
 /// the action. A global BPF function: the verifier checks it once, on its own, instead of once
@@ -1113,6 +1105,14 @@ pub extern "C" fn edge_too_big(
     }
 }
 
+/// The packet would exceed the egress MTU (`egress_mtu`) once encapsulated. A DF packet is
+/// answered with ICMP "fragmentation needed" announcing the MTU left for it inside the tunnel,
+/// so the player's path-MTU discovery (TCP above all) sends smaller packets instead of
+/// retrying into a black hole; anything else is dropped (`drop_mtu`): XDP cannot fragment, and
+/// ICMP errors are never answered with one (nor are packets with IP options, which the quote
+/// would have to carry). Returns the length of the L2 header when the packet is answered.
+/// Per-source rate limits have already applied, and the answer is smaller than the packet: no
+/// amplification.
 #[inline(always)]
 fn frag_needed_answerable(ctx: &XdpContext, egress_mtu: u32) -> Option<usize> {
     let no = None;
