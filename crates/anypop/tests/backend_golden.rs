@@ -132,6 +132,14 @@ impl TestBackend {
     }
 }
 
+/// `frame` as `dsr` sends it: addressed to `dst` (the next hop) from `src` (our interface).
+fn with_macs(frame: &[u8], dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
+    let mut v = frame.to_vec();
+    v[..6].copy_from_slice(&dst);
+    v[6..12].copy_from_slice(&src);
+    v
+}
+
 /// The gateway's (192.0.2.1's) MAC, as a permanent neighbour entry on a0.
 fn set_gateway_mac(mac: &str) {
     sh(&[
@@ -284,9 +292,7 @@ fn dsr_sends_service_replies_to_the_fib_next_hop() {
         // The game server's reply: source VIP:27015, to the player. Addressed by the stack to
         // whatever it resolved; the program sets the FIB's next hop and our MAC.
         let reply = udp4(VIP, 27015, PLAYER, 40000, b"server tick");
-        let mut want = reply.clone();
-        want[..6].copy_from_slice(&GATEWAY_MAC);
-        want[6..12].copy_from_slice(&t.a0_mac);
+        let want = with_macs(&reply, GATEWAY_MAC, t.a0_mac);
         t.dsr_case(
             "service reply",
             &reply,
@@ -295,9 +301,7 @@ fn dsr_sends_service_replies_to_the_fib_next_hop() {
             Some(&want),
         );
         let tcp = tcp4(VIP, 443, PLAYER, 50000, true, true);
-        let mut want = tcp.clone();
-        want[..6].copy_from_slice(&GATEWAY_MAC);
-        want[6..12].copy_from_slice(&t.a0_mac);
+        let want = with_macs(&tcp, GATEWAY_MAC, t.a0_mac);
         t.dsr_case(
             "tcp reply",
             &tcp,
@@ -338,21 +342,15 @@ fn dsr_sends_service_replies_to_the_fib_next_hop() {
 #[test]
 fn dsr_next_hop_cache_follows_a_changed_gateway_and_respects_the_mtu() {
     with_backend(|t| {
-        let rewritten = |frame: &[u8], mac: [u8; 6], a0_mac: [u8; 6]| {
-            let mut want = frame.to_vec();
-            want[..6].copy_from_slice(&mac);
-            want[6..12].copy_from_slice(&a0_mac);
-            want
-        };
         let reply = udp4(VIP, 27015, PLAYER, 40000, b"server tick");
-        let old = rewritten(&reply, GATEWAY_MAC, t.a0_mac);
+        let old = with_macs(&reply, GATEWAY_MAC, t.a0_mac);
         t.dsr_case("first", &reply, TC_ACT_OK, Reason::DsrRewrite, Some(&old));
         t.dsr_case("cached", &reply, TC_ACT_OK, Reason::DsrRewrite, Some(&old));
 
         // The gateway's MAC changes (a router replaced, a VRRP failover): replies carry the old
         // one until the cached answer expires, then the new one.
         set_gateway_mac("02:00:00:00:00:02");
-        let new = rewritten(&reply, [0x02, 0, 0, 0, 0, 0x02], t.a0_mac);
+        let new = with_macs(&reply, [0x02, 0, 0, 0, 0, 0x02], t.a0_mac);
         let changed = std::time::Instant::now();
         loop {
             let a0 = t.a0;
@@ -378,7 +376,7 @@ fn dsr_next_hop_cache_follows_a_changed_gateway_and_respects_the_mtu() {
         sh(&["ip", "link", "set", "dev", "a0", "mtu", "600"]);
         let player2 = [100, 64, 1, 3];
         let small = udp4(VIP, 27015, player2, 40000, b"server tick");
-        let want = rewritten(&small, [0x02, 0, 0, 0, 0, 0x02], t.a0_mac);
+        let want = with_macs(&small, [0x02, 0, 0, 0, 0, 0x02], t.a0_mac);
         t.dsr_case("small", &small, TC_ACT_OK, Reason::DsrRewrite, Some(&want));
         t.dsr_case(
             "small, cached",
@@ -426,9 +424,11 @@ fn tunnel_mode_remembers_flows_and_rewrites_replies() {
         // the outer header and gives the reply the VIP; the result must equal the packet the
         // server would have sent from the VIP, checksums included.
         let from_tunnel = udp4([10, 99, 0, 2], 27015, PLAYER, 40000, b"server tick");
-        let mut want = udp4(VIP, 27015, PLAYER, 40000, b"server tick");
-        want[..6].copy_from_slice(&GATEWAY_MAC);
-        want[6..12].copy_from_slice(&t.a0_mac);
+        let want = with_macs(
+            &udp4(VIP, 27015, PLAYER, 40000, b"server tick"),
+            GATEWAY_MAC,
+            t.a0_mac,
+        );
         t.dsr_case(
             "tunnel reply udp",
             &tunnelled_reply(&from_tunnel),
@@ -437,9 +437,11 @@ fn tunnel_mode_remembers_flows_and_rewrites_replies() {
             Some(&want),
         );
         let synack = tcp4([10, 99, 0, 2], 443, PLAYER, 50000, true, true);
-        let mut want = tcp4(VIP, 443, PLAYER, 50000, true, true);
-        want[..6].copy_from_slice(&GATEWAY_MAC);
-        want[6..12].copy_from_slice(&t.a0_mac);
+        let want = with_macs(
+            &tcp4(VIP, 443, PLAYER, 50000, true, true),
+            GATEWAY_MAC,
+            t.a0_mac,
+        );
         t.dsr_case(
             "tunnel reply tcp",
             &tunnelled_reply(&synack),
@@ -455,9 +457,11 @@ fn tunnel_mode_remembers_flows_and_rewrites_replies() {
             v
         };
         let from_tunnel = no_sum(&udp4([10, 99, 0, 2], 27015, PLAYER, 40000, b"server tick"));
-        let mut want = no_sum(&udp4(VIP, 27015, PLAYER, 40000, b"server tick"));
-        want[..6].copy_from_slice(&GATEWAY_MAC);
-        want[6..12].copy_from_slice(&t.a0_mac);
+        let want = with_macs(
+            &no_sum(&udp4(VIP, 27015, PLAYER, 40000, b"server tick")),
+            GATEWAY_MAC,
+            t.a0_mac,
+        );
         t.dsr_case(
             "tunnel reply udp without checksum",
             &tunnelled_reply(&from_tunnel),

@@ -230,6 +230,25 @@ impl Case {
     }
 }
 
+/// be-1 of `network` loaded and filled, pinned under a directory of its own (`name`) that
+/// `guards` removes however the run ends.
+fn backend_plane(
+    network: &str,
+    name: &str,
+    guards: &mut Vec<PinGuard>,
+) -> anyhow::Result<BackendPlane> {
+    let net = config::parse(network, "bench.toml", std::path::Path::new("."))
+        .map_err(|e| anyhow!("{e}"))?;
+    let pins = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/anypop-bench-{}-{name}",
+        std::process::id()
+    ));
+    guards.push(PinGuard(pins.clone()));
+    let mut plane = BackendPlane::load(&pins)?;
+    plane.apply(&config::compile::compile_backend(&net, "be-1").map_err(|e| anyhow!("{e}"))?)?;
+    Ok(plane)
+}
+
 /// Removes a benchmark pin directory however the run ends.
 struct PinGuard(std::path::PathBuf);
 
@@ -417,17 +436,7 @@ pub fn run(iterations: u32, repeat: u32, prefix_counts: &[usize]) -> anyhow::Res
 
         // The backend's programs on the same interface: a0 plays the backend 198.51.100.1,
         // players are reached through 198.51.100.21.
-        let be_net = config::parse(BACKEND_NETWORK, "bench.toml", std::path::Path::new("."))
-            .map_err(|e| anyhow!("{e}"))?;
-        let be_pins = std::path::PathBuf::from(format!(
-            "/sys/fs/bpf/anypop-bench-{}-backend",
-            std::process::id()
-        ));
-        guards.push(PinGuard(be_pins.clone()));
-        let mut plane = BackendPlane::load(&be_pins)?;
-        plane.apply(
-            &config::compile::compile_backend(&be_net, "be-1").map_err(|e| anyhow!("{e}"))?,
-        )?;
+        let plane = backend_plane(BACKEND_NETWORK, "backend", &mut guards)?;
         let tunnelled = ipip(&player, [198, 51, 100, 50], [198, 51, 100, 1]);
         let reply = udp4([203, 0, 113, 10], [100, 64, 1, 2], 40000);
         let mut reply = reply;
@@ -481,24 +490,11 @@ pub fn run(iterations: u32, repeat: u32, prefix_counts: &[usize]) -> anyhow::Res
         // IPIP tunnel (from the tunnel's address), and `dsr` strips the outer header, gives the
         // reply the VIP (checksums fixed) and the next hop. The player's flow is remembered
         // first, as `decap` does when the player's packet comes in.
-        let tun_net = config::parse(
-            &BACKEND_NETWORK.replace(
-                "address = \"198.51.100.1\"",
-                "address = \"198.51.100.1\"\nmode = \"tunnel\"",
-            ),
-            "bench.toml",
-            std::path::Path::new("."),
-        )
-        .map_err(|e| anyhow!("{e}"))?;
-        let tun_pins = std::path::PathBuf::from(format!(
-            "/sys/fs/bpf/anypop-bench-{}-backend-tunnel",
-            std::process::id()
-        ));
-        guards.push(PinGuard(tun_pins.clone()));
-        let mut tun_plane = BackendPlane::load(&tun_pins)?;
-        tun_plane.apply(
-            &config::compile::compile_backend(&tun_net, "be-1").map_err(|e| anyhow!("{e}"))?,
-        )?;
+        let tunnel_network = BACKEND_NETWORK.replace(
+            "address = \"198.51.100.1\"",
+            "address = \"198.51.100.1\"\nmode = \"tunnel\"",
+        );
+        let mut tun_plane = backend_plane(&tunnel_network, "backend-tunnel", &mut guards)?;
         run_xdp_raw_fd(fd_of(tun_plane.decap())?, &tunnelled, Some(a0), 1)?;
         let mut from_tunnel = udp4([10, 99, 0, 2], [100, 64, 1, 2], 40000);
         from_tunnel[34..36].copy_from_slice(&27015u16.to_be_bytes());

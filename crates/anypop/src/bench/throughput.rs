@@ -897,70 +897,36 @@ impl Report {
     /// host) out of the ratio, which a ratio of medians taken across rounds would not.
     pub fn ratios(&self) -> Vec<Ratio> {
         let mut out = Vec::new();
-        let edge_fixed = (Dut::Edge, Traffic::FloodFixed);
-        let edge_random = (Dut::Edge, Traffic::FloodRandom);
-        for (what, a, b, target) in [
-            (
-                "flood drop vs bare XDP_DROP (1 source)",
-                edge_fixed,
-                (Dut::BareDrop, Traffic::FloodFixed),
-                0.9,
-            ),
-            (
-                "flood drop vs bare XDP_DROP (random sources)",
-                edge_random,
-                (Dut::BareDrop, Traffic::FloodRandom),
-                0.9,
-            ),
-            (
-                "flood drop vs bare XDP_DROP reading the frame (1 source)",
-                edge_fixed,
-                (Dut::BareDropRead, Traffic::FloodFixed),
-                0.9,
-            ),
-            (
-                "flood drop vs bare XDP_DROP reading the frame (random sources)",
-                edge_random,
-                (Dut::BareDropRead, Traffic::FloodRandom),
-                0.9,
-            ),
-            (
-                "flood drop vs xdp-filter (1 source)",
-                edge_fixed,
-                (Dut::XdpFilter, Traffic::FloodFixed),
-                1.0,
-            ),
-            (
-                "flood drop vs nftables (1 source)",
-                edge_fixed,
-                (Dut::Nftables, Traffic::FloodFixed),
-                5.0,
-            ),
-            (
-                "flood drop vs nftables (random sources)",
-                edge_random,
-                (Dut::Nftables, Traffic::FloodRandom),
-                5.0,
-            ),
-            (
-                "flood drop vs nftables ip prerouting raw (1 source)",
-                edge_fixed,
-                (Dut::NftRaw, Traffic::FloodFixed),
-                5.0,
-            ),
-            (
-                "flood drop vs nftables ip prerouting raw (random sources)",
-                edge_random,
-                (Dut::NftRaw, Traffic::FloodRandom),
-                5.0,
-            ),
-            (
-                "forward vs bare XDP_TX",
-                (Dut::Edge, Traffic::Players),
-                (Dut::BareTx, Traffic::Players),
-                0.6,
-            ),
+        // The edge's flood drop against every drop baseline, with each flood the baseline ran.
+        let mut pairs = Vec::new();
+        for (baseline, name, target) in [
+            (Dut::BareDrop, "bare XDP_DROP", 0.9),
+            (Dut::BareDropRead, "bare XDP_DROP reading the frame", 0.9),
+            (Dut::XdpFilter, "xdp-filter", 1.0),
+            (Dut::Nftables, "nftables", 5.0),
+            (Dut::NftRaw, "nftables ip prerouting raw", 5.0),
         ] {
+            for &t in baseline.traffic() {
+                let sources = if t == Traffic::FloodFixed {
+                    "1 source"
+                } else {
+                    "random sources"
+                };
+                pairs.push((
+                    format!("flood drop vs {name} ({sources})"),
+                    (Dut::Edge, t),
+                    (baseline, t),
+                    target,
+                ));
+            }
+        }
+        pairs.push((
+            "forward vs bare XDP_TX".to_owned(),
+            (Dut::Edge, Traffic::Players),
+            (Dut::BareTx, Traffic::Players),
+            0.6,
+        ));
+        for (what, a, b, target) in pairs {
             let mut wall = Vec::new();
             let mut core = Vec::new();
             for x in self.of(a.0, a.1) {
@@ -977,7 +943,7 @@ impl Report {
             }
             let lowest = core.iter().copied().fold(f64::INFINITY, f64::min);
             out.push(Ratio {
-                what: what.to_owned(),
+                what,
                 wall: median(wall),
                 core_lowest: lowest,
                 core_highest: best(&core),
