@@ -2,13 +2,26 @@
 //! Every node reads the same file and takes its part.
 //!
 //! - [`raw`]: the file as written (serde, with spans for line numbers);
-//! - [`validate`]: raw → [`Network`], collecting *every* problem with its line and a fix;
+//! - [`validate`]: raw → [`Network`], collecting *every* problem with its line and a fix, by
+//!   section: `nodes`, `services` (and profiles), `rules`; values are parsed by [`values`];
+//! - [`names`]: what a name may be (also for `--node` on the command line), and short excerpts
+//!   of bad input for messages;
+//! - [`read`]: bounded reads of regular files only (the network file, `src_file`s, and for other
+//!   modules, e.g. a capture);
 //! - [`compile`]: [`Network`] → kernel map entries for one node and one generation slot.
 pub mod compile;
+pub mod names;
+mod nodes;
 pub mod raw;
+pub mod read;
+mod rules;
+mod services;
 #[cfg(test)]
 mod tests;
 pub mod validate;
+pub mod values;
+
+pub use read::{ReadError, read_bounded};
 
 use std::{
     fmt,
@@ -31,6 +44,9 @@ pub struct Network {
     pub source_text_hash: u64,
     /// Where it came from (file name), for messages.
     pub origin: String,
+    /// What looks wrong but may be meant (a prefix with host bits, every backend of a service
+    /// drained): the file is valid, and these should be shown. See [`Network::warning_lines`].
+    pub warnings: Vec<Problem>,
 }
 
 /// Fragment policy for non-first IPv4 fragments and IPv6 fragments.
@@ -229,25 +245,43 @@ impl ConfigError {
     }
 }
 
+/// Problems shown by [`ConfigError`]'s `Display`: a hostile file can have millions, and the
+/// first ones are the ones to fix.
+pub const MAX_SHOWN_PROBLEMS: usize = 200;
+
+/// `FILE:LINE: item: field: message`, as every problem and warning is shown.
+fn format_problem(origin: &str, p: &Problem) -> String {
+    let loc = if p.line > 0 {
+        format!("{origin}:{}", p.line)
+    } else {
+        origin.to_owned()
+    };
+    let mut parts = vec![loc];
+    if !p.item.is_empty() {
+        parts.push(p.item.clone());
+    }
+    if !p.field.is_empty() {
+        parts.push(p.field.clone());
+    }
+    format!("{}: {}", parts.join(": "), p.message)
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, p) in self.problems.iter().enumerate() {
+        for (i, p) in self.problems.iter().take(MAX_SHOWN_PROBLEMS).enumerate() {
             if i > 0 {
                 writeln!(f)?;
             }
-            let loc = if p.line > 0 {
-                format!("{}:{}", self.origin, p.line)
-            } else {
-                self.origin.clone()
-            };
-            let mut parts = vec![loc];
-            if !p.item.is_empty() {
-                parts.push(p.item.clone());
-            }
-            if !p.field.is_empty() {
-                parts.push(p.field.clone());
-            }
-            write!(f, "{}: {}", parts.join(": "), p.message)?;
+            write!(f, "{}", format_problem(&self.origin, p))?;
+        }
+        if let Some(more) = self.problems.len().checked_sub(MAX_SHOWN_PROBLEMS)
+            && more > 0
+        {
+            write!(
+                f,
+                "\n{}: … and {more} more problems not shown; fix the ones above first",
+                self.origin
+            )?;
         }
         Ok(())
     }
@@ -256,17 +290,23 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// Reads and validates a network file (and the `src_file`s it names, relative to its directory).
+/// The file must be a regular file of at most [`read::NETWORK_FILE_LIMIT`] bytes.
 pub fn load(path: &Path) -> Result<Network, ConfigError> {
-    let origin = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError::single(
-            &origin,
-            0,
-            "",
-            "",
-            format!("cannot read the network file: {e}; check the --config path"),
-        )
-    })?;
+    let origin = names::escape_controls(&path.display().to_string());
+    let text = read::read_bounded_text(path, read::NETWORK_FILE_LIMIT, "the network file")
+        .map_err(|e| {
+            let fix = match e.kind {
+                read::ReadErrorKind::Open(_) => "; check the --config path",
+                _ => "",
+            };
+            ConfigError::single(
+                &origin,
+                0,
+                "",
+                "",
+                format!("cannot read the network file: {}{fix}", e.kind),
+            )
+        })?;
     let base = path.parent().unwrap_or_else(|| Path::new("."));
     parse(&text, &origin, base)
 }
@@ -280,14 +320,25 @@ impl Network {
     /// The node called `name`, or an error listing the nodes that exist.
     pub fn node(&self, name: &str) -> Result<&Node, ConfigError> {
         self.nodes.iter().find(|n| n.name == name).ok_or_else(|| {
-            let names: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
+            const LISTED: usize = 20;
+            let mut names: Vec<&str> = self
+                .nodes
+                .iter()
+                .map(|n| n.name.as_str())
+                .take(LISTED)
+                .collect();
+            let more = format!("and {} more", self.nodes.len().saturating_sub(LISTED));
+            if self.nodes.len() > LISTED {
+                names.push(&more);
+            }
             ConfigError::single(
                 &self.origin,
                 0,
                 "",
                 "",
                 format!(
-                    "no node named {name:?}; the file defines: {}. Pass one of them with --node",
+                    "no node named {}; the file defines: {}. Pass one of them with --node",
+                    names::excerpt(name),
                     if names.is_empty() {
                         "(no nodes)".to_string()
                     } else {
@@ -295,6 +346,27 @@ impl Network {
                     }
                 ),
             )
+        })
+    }
+
+    /// The warnings, one line each, formatted as problems are (`FILE:LINE: item: field: …`);
+    /// print them (e.g. with a "warning: " prefix) where the file is checked or applied.
+    pub fn warning_lines(&self) -> Vec<String> {
+        self.warnings
+            .iter()
+            .map(|w| format_problem(&self.origin, w))
+            .collect()
+    }
+
+    /// The network if it has no warnings, else the warnings as errors: for a strict check
+    /// (`check --strict`), where a prefix with host bits or a drained service must be fixed.
+    pub fn strict(self) -> Result<Network, ConfigError> {
+        if self.warnings.is_empty() {
+            return Ok(self);
+        }
+        Err(ConfigError {
+            origin: self.origin,
+            problems: self.warnings,
         })
     }
 

@@ -1,7 +1,11 @@
 //! Whole-module tests: each validation rule of the network file is checked for the *location* it
 //! reports (file:line, item, field), because an operator fixing a file at 3 a.m. needs the line,
-//! not just the complaint. The per-file tests in `validate` and `compile` cover the parsers and
-//! the example; these pin down the messages and the compiled numbers of the less common paths.
+//! not just the complaint. [`validate`] holds the example and the value parsers, [`hardening`] the
+//! refusals of unsafe names, unbounded files and networks that cannot work; both use the fixture
+//! and helpers here. (`compile` has its own tests.)
+mod hardening;
+mod validate;
+
 use std::path::Path;
 
 use anypop_common::layout::*;
@@ -346,9 +350,7 @@ fn identical_prefix_lists_share_one_set() {
         } else {
             "[\"192.0.2.1/32\", \"10.1.2.3/8\", \"10.0.0.0/8\"]"
         };
-        extra.push_str(&format!(
-            "\n[[rule]]\naction = \"deny\"\nsrc = {src}\nservices = []\n"
-        ));
+        extra.push_str(&format!("\n[[rule]]\naction = \"deny\"\nsrc = {src}\n"));
     }
     let net = parse(&text(&extra), "net.toml", Path::new(".")).unwrap();
     assert_eq!(net.rules.len(), 65);
