@@ -295,16 +295,12 @@ pub fn load(path: &Path) -> Result<Network, ConfigError> {
     let origin = names::escape_controls(&path.display().to_string());
     let text = read::read_bounded_text(path, read::NETWORK_FILE_LIMIT, "the network file")
         .map_err(|e| {
-            let fix = match e.kind {
-                read::ReadErrorKind::Open(_) => "; check the --config path",
-                _ => "",
-            };
             ConfigError::single(
                 &origin,
                 0,
                 "",
                 "",
-                format!("cannot read the network file: {}{fix}", e.kind),
+                format!("cannot read the network file: {}", e.kind),
             )
         })?;
     let base = path.parent().unwrap_or_else(|| Path::new("."));

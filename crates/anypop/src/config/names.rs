@@ -20,6 +20,9 @@ pub const IFNAME_MAX: usize = 15;
 pub const NAME_RULE: &str =
     "names are 1-63 characters of letters, digits, '.', '_' and '-', not starting with '.' or '-'";
 
+/// How an interface may be named, for the fix part of a message.
+pub const IFNAME_RULE: &str = "Linux interface names are 1-15 bytes without '/', ':', spaces or control characters, as `ip link` shows them";
+
 /// Characters of a value quoted in a message (after escaping), before it is cut with "…".
 pub const EXCERPT_MAX: usize = 80;
 
@@ -67,16 +70,13 @@ pub fn check_node_name(name: &str) -> Result<(), String> {
 }
 
 /// Checks an interface name as the kernel would (`dev_valid_name`), and refuses control
-/// characters as well. `Err` says what is wrong.
+/// characters as well. `Err` says what is wrong (the caller adds [`IFNAME_RULE`]).
 pub fn check_interface_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("is empty".into());
     }
     if name.len() > IFNAME_MAX {
-        return Err(format!(
-            "is {} bytes long; Linux interface names have at most {IFNAME_MAX}",
-            name.len()
-        ));
+        return Err(format!("is {} bytes long", name.len()));
     }
     if name == "." || name == ".." {
         return Err("is not an interface name".into());
@@ -85,10 +85,7 @@ pub fn check_interface_name(name: &str) -> Result<(), String> {
         .chars()
         .find(|&c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
     {
-        return Err(format!(
-            "contains {}; interface names have no '/', ':', spaces or control characters",
-            quote_char(c)
-        ));
+        return Err(format!("contains {}", quote_char(c)));
     }
     Ok(())
 }

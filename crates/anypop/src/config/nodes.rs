@@ -7,8 +7,8 @@ use std::{
 use toml::Spanned;
 
 use super::{
-    Node, Role, Service,
-    names::{NAME_RULE, check_interface_name, check_name, excerpt},
+    Node, Role,
+    names::{IFNAME_RULE, NAME_RULE, check_interface_name, check_name, excerpt},
     raw::RawNode,
     validate::{Checker, parse_xdp_mode},
 };
@@ -274,7 +274,7 @@ fn check_interfaces<T>(
                 span,
                 item,
                 field,
-                format!("{} {why}; write the name `ip link` shows", excerpt(name)),
+                format!("{} {why}; {IFNAME_RULE}", excerpt(name)),
             );
         } else if !seen.insert(name) {
             c.at(
@@ -317,29 +317,32 @@ fn parse_unicast_v4(
 /// One address per node: a POP's `tunnel_source` tells backends which POP a packet came from
 /// (`pops`), a backend's `address` is where POPs send its players. Two backends at one address,
 /// or two POPs with one source, are refused. A backend at a POP's own tunnel source would have
-/// that POP tunnel to itself: refused if a service sends players to that backend, a warning if
-/// none does (a test setup may run both nodes on one host).
+/// that POP tunnel to itself: refused if a service lists that backend (`served`), a warning if
+/// none does (a test may run both nodes on one host).
 pub(super) fn check_addresses(
     c: &mut Checker,
     nodes: &[Node],
     address_lines: &[usize],
-    services: &[Service],
+    served: &BTreeSet<&str>,
 ) {
-    let served: BTreeSet<&str> = services
-        .iter()
-        .flat_map(|s| s.backends.iter().map(|(b, _)| b.as_str()))
-        .collect();
     let field = |n: &Node| match n.role {
         Role::Pop => "tunnel_source",
         Role::Backend => "address",
     };
-    let mut first: HashMap<Ipv4Addr, usize> = HashMap::new();
+    let mut holders: HashMap<Ipv4Addr, Vec<usize>> = HashMap::new();
     for (i, n) in nodes.iter().enumerate() {
         let Some(addr) = n.tunnel_source.or(n.address) else {
             continue;
         };
-        let Some(&j) = first.get(&addr) else {
-            first.insert(addr, i);
+        let earlier = holders.entry(addr).or_default();
+        // The first node of the same role, else the first of the other.
+        let j = earlier
+            .iter()
+            .copied()
+            .find(|&j| nodes[j].role == n.role)
+            .or(earlier.first().copied());
+        earlier.push(i);
+        let Some(j) = j else {
             continue;
         };
         let other = &nodes[j];

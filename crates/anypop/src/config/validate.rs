@@ -122,7 +122,14 @@ pub fn validate(text: &str, origin: &str, base_dir: &Path) -> Result<Network, Co
     let (nodes, address_lines) = nodes::check_nodes(&mut c, &raw.nodes);
     let profiles = services::check_profiles(&mut c, &raw.profiles);
     let services = services::check_services(&mut c, &raw.services, &nodes);
-    nodes::check_addresses(&mut c, &nodes, &address_lines, &services.items);
+    // Backends a service lists, also from services with problems of their own.
+    let served = raw
+        .services
+        .iter()
+        .filter_map(|s| s.get_ref().backends.as_ref())
+        .flat_map(|b| b.get_ref().iter().map(String::as_str))
+        .collect();
+    nodes::check_addresses(&mut c, &nodes, &address_lines, &served);
     let rules = rules::check_rules(&mut c, &raw.rules, base_dir, &services, &profiles);
     if !c.problems.is_empty() {
         return Err(ConfigError {
