@@ -154,6 +154,20 @@ fn dev_zero_is_refused_without_reading_it() {
 }
 
 #[test]
+fn a_file_over_the_limit_is_refused_unread() {
+    let dir = Scratch::new("big");
+    // Sparse: 65 MiB on record, nothing on disk.
+    let f = dir.0.join("net.toml");
+    std::fs::File::create(&f)
+        .unwrap()
+        .set_len(65 << 20)
+        .unwrap();
+    let (ok, out) = check(&f);
+    assert!(!ok, "{out}");
+    assert!(out.contains("larger than 64 MiB"), "{out}");
+}
+
+#[test]
 fn a_50_mb_line_gives_a_short_error() {
     let dir = Scratch::new("long");
     let huge = "A".repeat(50 << 20);
