@@ -358,12 +358,6 @@ fn meaningless_networks_are_refused_naming_the_field() {
             "both required and forbidden",
         ),
         ("services = []", "services =", "services", "is empty"),
-        (
-            "services = [\"rust-eu\"]\nprotocol = \"tcp\"",
-            "protocol =",
-            "protocol",
-            "none of its services carries tcp",
-        ),
     ] {
         refused(
             &dir,
@@ -377,11 +371,12 @@ fn meaningless_networks_are_refused_naming_the_field() {
 
 #[test]
 fn what_may_be_meant_is_still_accepted() {
-    // Every backend drained and a prefix with host bits are warnings, not refusals: the drained
-    // service is how an operator lets running games end, and the prefix is read as written.
+    // Every backend drained, a prefix with host bits and a rule its services' protocol rules out
+    // are warnings, not refusals: the drained service is how an operator lets running games end,
+    // the prefix is read as written, and the rule may be written ahead of its service.
     let dir = Scratch::new("meant");
     let text = format!(
-        "{}{}\n[[rule]]\nname = \"hosty\"\naction = \"deny\"\nsrc = [\"10.1.2.3/8\"]\n",
+        "{}{}\n[[rule]]\nname = \"hosty\"\naction = \"deny\"\nsrc = [\"10.1.2.3/8\"]\n\n[[rule]]\nname = \"ahead\"\naction = \"deny\"\nservices = [\"rust-eu\"]\nprotocol = \"tcp\"\n",
         example(),
         service("203.0.113.77", "weights = { \"be-fra-1\" = 0 }\n")
     );

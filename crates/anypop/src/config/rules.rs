@@ -17,7 +17,7 @@ use super::{
     validate::Checker,
     values::{host_bits_message, parse_prefix, parse_protocol, parse_range, parse_tcp_flags},
 };
-use anypop_common::layout::{MAX_PREFIX_SETS, MAX_RULES_TOTAL, RULES_PER_SERVICE};
+use anypop_common::layout::{MAX_PREFIX_SETS, MAX_RULES_TOTAL, MAX_SERVICES, RULES_PER_SERVICE};
 
 /// Sorted, de-duplicated source prefixes.
 type SortedSources = (Vec<Ipv4Net>, Vec<Ipv6Net>);
@@ -34,6 +34,8 @@ struct PrefixFile {
 struct RuleCtx<'a> {
     base_dir: &'a Path,
     services: &'a Checked<Service>,
+    /// Each valid service's protocol, by name.
+    service_protocols: HashMap<&'a str, Protocol>,
     profiles: &'a Checked<Profile>,
     rule_lines: HashMap<String, usize>,
     prefix_sets: BTreeSet<SortedSources>,
@@ -54,6 +56,11 @@ pub(super) fn check_rules(
     let mut ctx = RuleCtx {
         base_dir,
         services,
+        service_protocols: services
+            .items
+            .iter()
+            .map(|s| (s.name.as_str(), s.protocol))
+            .collect(),
         profiles,
         rule_lines: HashMap::new(),
         prefix_sets: BTreeSet::new(),
@@ -84,7 +91,11 @@ pub(super) fn check_rules(
             ),
         );
     }
-    for s in &services.items {
+    // Rules per service; with more services or rules than the kernel takes (refused above or in
+    // the services) this would be services × rules for nothing.
+    let within_limits =
+        services.items.len() <= MAX_SERVICES as usize && rules.len() <= MAX_RULES_TOTAL as usize;
+    for s in services.items.iter().filter(|_| within_limits) {
         let n = rules.iter().filter(|r| r.applies_to(&s.name)).count();
         if n > RULES_PER_SERVICE as usize {
             c.push(
@@ -100,6 +111,7 @@ pub(super) fn check_rules(
 
 fn check_rule(c: &mut Checker, ctx: &mut RuleCtx, i: usize, r: &Spanned<RawRule>) -> Option<Rule> {
     let line = c.line(r.span().start);
+    let first_problem = c.problems.len();
     let r = r.get_ref();
     let name = r
         .name
@@ -127,7 +139,7 @@ fn check_rule(c: &mut Checker, ctx: &mut RuleCtx, i: usize, r: &Spanned<RawRule>
     }
     let action = check_action(c, ctx, r, &item);
     let services = check_scope(c, ctx, r, &item);
-    let (src_v4, src_v6) = check_sources(c, ctx, r, line, &item);
+    let (src_v4, src_v6) = check_sources(c, ctx, r, (line, first_problem), &item);
     let mut protocols = Vec::new();
     if let Some(p) = &r.protocol {
         let items: Vec<&toml::Value> = match p.get_ref() {
@@ -271,10 +283,12 @@ fn check_scope(c: &mut Checker, ctx: &RuleCtx, r: &RawRule, item: &str) -> Optio
     Some(s.get_ref().clone())
 }
 
-/// The protocols a rule can see: its `protocol` list (every protocol when absent), narrowed to
-/// the protocols of the services it is scoped to (a UDP service never sees a TCP packet). A
-/// condition on a field those protocols lack can never match, and neither can a rule whose
-/// protocols its services do not carry: both are refused.
+/// Conditions on fields no packet of the rule's protocols has: `tcp_flags` without tcp,
+/// `icmp_type` without icmp, ports with icmp only. They can never match, so they are refused.
+///
+/// A rule scoped to services sees only their protocols (a UDP service never receives a TCP
+/// packet), so the same is checked against its `protocol` narrowed to its services' protocols;
+/// that is only a warning, since a rule may be written ahead of the service it is meant for.
 fn check_protocol_fields(
     c: &mut Checker,
     ctx: &RuleCtx,
@@ -284,73 +298,89 @@ fn check_protocol_fields(
     scope: Option<&[String]>,
 ) {
     const ALL: [Protocol; 3] = [Protocol::Udp, Protocol::Tcp, Protocol::Icmp];
-    let mut seen: Vec<Protocol> = if protocols.is_empty() {
+    let own: Vec<Protocol> = if protocols.is_empty() {
         ALL.to_vec()
     } else {
         protocols.to_vec()
     };
-    let scoped: BTreeSet<&str> = scope
+    let refused = impossible_conditions(r, &own, "");
+    for (field, offset, msg) in &refused {
+        let line = c.line(*offset);
+        c.push(line, item, field, msg.clone());
+    }
+    let mut carried: Vec<Protocol> = Vec::new();
+    for p in scope
         .unwrap_or_default()
         .iter()
-        .map(String::as_str)
-        .collect();
-    let carried: Vec<Protocol> = ctx
-        .services
-        .items
-        .iter()
-        .filter(|s| scoped.contains(s.name.as_str()))
-        .map(|s| s.protocol)
-        .collect();
-    if !carried.is_empty() {
-        seen.retain(|p| carried.contains(p));
-        if seen.is_empty()
-            && let Some(p) = &r.protocol
-        {
-            c.at(
-                p,
+        .filter_map(|s| ctx.service_protocols.get(s.as_str()))
+    {
+        if !carried.contains(p) {
+            carried.push(*p);
+        }
+    }
+    if carried.is_empty() {
+        return;
+    }
+    let seen: Vec<Protocol> = own.into_iter().filter(|p| carried.contains(p)).collect();
+    if seen.is_empty() {
+        if let Some(p) = &r.protocol {
+            c.warn(
+                c.line(p.span().start),
                 item,
                 "protocol",
                 format!(
-                    "none of its services carries {}, so the rule can never match; change `protocol` or `services`",
+                    "none of its services carries {}, so the rule never matches; change `protocol` or `services`",
                     names_of(protocols)
                 ),
             );
-            return;
+        }
+        return;
+    }
+    for (field, offset, msg) in impossible_conditions(r, &seen, " (its services carry no other)") {
+        if !refused.iter().any(|(f, _, _)| *f == field) {
+            c.warn(c.line(offset), item, field, msg);
         }
     }
-    let only = format!("this rule can only match {} packets", names_of(&seen));
+}
+
+/// The conditions of `r` that no packet of `seen` has: (field, its offset, message).
+fn impossible_conditions(
+    r: &RawRule,
+    seen: &[Protocol],
+    why: &str,
+) -> Vec<(&'static str, usize, String)> {
+    let only = format!("this rule can only match {} packets{why}", names_of(seen));
+    let mut out = Vec::new();
     if let Some(f) = &r.tcp_flags
         && !seen.contains(&Protocol::Tcp)
     {
-        c.at(
-            f,
-            item,
+        out.push((
             "tcp_flags",
+            f.span().start,
             format!("TCP flags are only in TCP packets, and {only}; remove tcp_flags or make the rule match tcp"),
-        );
+        ));
     }
     if let Some(f) = &r.icmp_type
         && !seen.contains(&Protocol::Icmp)
     {
-        c.at(
-            f,
-            item,
+        out.push((
             "icmp_type",
+            f.span().start,
             format!("ICMP types are only in ICMP packets, and {only}; remove icmp_type or make the rule match icmp"),
-        );
+        ));
     }
     if seen == [Protocol::Icmp] {
         for (field, v) in [("src_ports", &r.src_ports), ("dst_ports", &r.dst_ports)] {
             if let Some(v) = v {
-                c.at(
-                    v,
-                    item,
+                out.push((
                     field,
+                    v.span().start,
                     format!("ICMP packets have no ports, and {only}; remove {field} or make the rule match udp or tcp"),
-                );
+                ));
             }
         }
     }
+    out
 }
 
 fn names_of(protocols: &[Protocol]) -> String {
@@ -373,7 +403,7 @@ fn check_sources(
     c: &mut Checker,
     ctx: &mut RuleCtx,
     r: &RawRule,
-    line: usize,
+    (line, first_problem): (usize, usize),
     item: &str,
 ) -> SortedSources {
     if r.src.is_none() && r.src_file.is_none() {
@@ -461,7 +491,8 @@ fn check_sources(
     v4.dedup();
     v6.sort();
     v6.dedup();
-    if !c.has_problems(item) {
+    // Only a rule without problems so far (its own: they are the last ones pushed).
+    if c.problems.len() == first_problem {
         if v4.is_empty() && v6.is_empty() {
             c.push(
                 line,

@@ -158,8 +158,80 @@ pub(super) fn check_profiles(c: &mut Checker, raw: &[Spanned<RawProfile>]) -> Ch
     Checked { items, lines }
 }
 
-/// Which service already serves a (VIP, protocol, port).
-type Claims = HashMap<(IpAddr, &'static str, u16), String>;
+/// The ports each (VIP, protocol) is served on so far: disjoint ranges by their first port, with
+/// the service serving them. Ranges, not ports: 64 services × "1-65535" would be 4 million
+/// entries, and a hostile file of many such services far more.
+#[derive(Default)]
+struct Claims(HashMap<(IpAddr, &'static str), PortRanges>);
+
+/// Disjoint port ranges: first port → (last port, service).
+type PortRanges = BTreeMap<u16, (u16, String)>;
+
+impl Claims {
+    /// Claims `ranges` for `name`; returns the first port some other service already serves,
+    /// with that service's name. Ranges of `name` that overlap another's are not claimed.
+    fn claim(
+        &mut self,
+        key: (IpAddr, &'static str),
+        ranges: &[(u16, u16)],
+        name: &str,
+    ) -> Option<(u16, String)> {
+        let claimed = self.0.entry(key).or_default();
+        let mut own = ranges.to_vec();
+        own.sort_unstable();
+        let mut merged: Vec<(u16, u16)> = Vec::new();
+        for (lo, hi) in own {
+            match merged.last_mut() {
+                Some(last) if lo <= last.1.saturating_add(1) => last.1 = last.1.max(hi),
+                _ => merged.push((lo, hi)),
+            }
+        }
+        for (lo, hi) in merged {
+            let covering = claimed
+                .range(..=lo)
+                .next_back()
+                .filter(|(_, (end, _))| *end >= lo)
+                .map(|(_, (_, owner))| (lo, owner));
+            let inside = || {
+                (lo < hi)
+                    .then(|| claimed.range(lo + 1..=hi).next())
+                    .flatten()
+                    .map(|(start, (_, owner))| (*start, owner))
+            };
+            match covering.or_else(inside) {
+                // A second service of the same name: its name is already refused.
+                Some((_, owner)) if owner == name => {}
+                Some((port, owner)) => return Some((port, owner.clone())),
+                None => {
+                    claimed.insert(lo, (hi, name.to_owned()));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// The nodes, looked up by name (backends) and by address (VIPs may not be one).
+struct NodeIndex<'a> {
+    by_name: HashMap<&'a str, &'a Node>,
+    /// The first node (in file order) with each address or tunnel source.
+    by_address: HashMap<IpAddr, &'a Node>,
+}
+
+impl<'a> NodeIndex<'a> {
+    fn new(nodes: &'a [Node]) -> NodeIndex<'a> {
+        let mut by_address = HashMap::new();
+        for n in nodes {
+            for a in [n.address, n.tunnel_source].into_iter().flatten() {
+                by_address.entry(IpAddr::V4(a)).or_insert(n);
+            }
+        }
+        NodeIndex {
+            by_name: nodes.iter().map(|n| (n.name.as_str(), n)).collect(),
+            by_address,
+        }
+    }
+}
 
 pub(super) fn check_services(
     c: &mut Checker,
@@ -168,14 +240,14 @@ pub(super) fn check_services(
 ) -> Checked<Service> {
     let mut items = Vec::new();
     let mut lines = HashMap::new();
-    let mut claimed = Claims::new();
-    let by_name: HashMap<&str, &Node> = nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+    let mut claimed = Claims::default();
+    let nodes = NodeIndex::new(nodes);
     for s in raw {
         let line = c.line(s.span().start);
         let s = s.get_ref();
         let item = format!("service {}", excerpt(s.name.get_ref()));
         check_unique_name(c, &mut lines, &s.name, line, &item, "service");
-        if let Some(service) = check_service(c, s, (line, &item), nodes, &by_name, &mut claimed) {
+        if let Some(service) = check_service(c, s, (line, &item), &nodes, &mut claimed) {
             items.push(service);
         }
     }
@@ -197,8 +269,7 @@ fn check_service(
     c: &mut Checker,
     s: &RawService,
     (line, item): (usize, &str),
-    nodes: &[Node],
-    by_name: &HashMap<&str, &Node>,
+    nodes: &NodeIndex,
     claimed: &mut Claims,
 ) -> Option<Service> {
     let vip = check_vip(c, s, item, nodes);
@@ -234,7 +305,7 @@ fn check_service(
         },
         _ => {}
     }
-    let backends = check_backends(c, s, item, by_name);
+    let backends = check_backends(c, s, item, &nodes.by_name);
     let limit = s.limit.as_ref().and_then(|l| {
         let ll = c.line(l.span().start);
         let l = l.get_ref();
@@ -254,26 +325,21 @@ fn check_service(
     let (vip, protocol) = (vip?, protocol?);
     let name = s.name.get_ref();
     let pr = protocol.name();
-    let port_list: Vec<u16> = if protocol == Protocol::Icmp {
-        vec![0]
+    let ranges = if protocol == Protocol::Icmp {
+        vec![(0, 0)]
     } else {
-        ports.iter().flat_map(|&(a, b)| a..=b).collect()
+        ports.clone()
     };
-    for port in port_list {
-        if let Some(other) = claimed.insert((vip, pr, port), name.clone())
-            && other != *name
-        {
-            c.at(
-                &s.vip,
-                item,
-                "ports",
-                format!(
-                    "{vip} {pr} port {port} is already served by service {}; each VIP/protocol/port belongs to one service",
-                    excerpt(&other)
-                ),
-            );
-            break;
-        }
+    if let Some((port, other)) = claimed.claim((vip, pr), &ranges, name) {
+        c.at(
+            &s.vip,
+            item,
+            "ports",
+            format!(
+                "{vip} {pr} port {port} is already served by service {}; each VIP/protocol/port belongs to one service",
+                excerpt(&other)
+            ),
+        );
     }
     Some(Service {
         name: name.clone(),
@@ -287,7 +353,7 @@ fn check_service(
 }
 
 /// The VIP: an address players can send to, and no node's own.
-fn check_vip(c: &mut Checker, s: &RawService, item: &str, nodes: &[Node]) -> Option<IpAddr> {
+fn check_vip(c: &mut Checker, s: &RawService, item: &str, nodes: &NodeIndex) -> Option<IpAddr> {
     let Ok(vip) = s.vip.get_ref().parse::<IpAddr>() else {
         c.at(
             &s.vip,
@@ -308,9 +374,7 @@ fn check_vip(c: &mut Checker, s: &RawService, item: &str, nodes: &[Node]) -> Opt
         );
         return None;
     }
-    if let Some(n) = nodes.iter().find(|n| {
-        n.address.map(IpAddr::V4) == Some(vip) || n.tunnel_source.map(IpAddr::V4) == Some(vip)
-    }) {
+    if let Some(n) = nodes.by_address.get(&vip) {
         c.at(
             &s.vip,
             item,
@@ -373,8 +437,9 @@ fn check_backends(
         }
     }
     if let Some(w) = &s.weights {
+        let listed: BTreeSet<&String> = s.backends.iter().flat_map(|b| b.get_ref()).collect();
         for k in w.get_ref().keys() {
-            if !s.backends.as_ref().is_some_and(|b| b.get_ref().contains(k)) {
+            if !listed.contains(k) {
                 c.at(
                     w,
                     item,

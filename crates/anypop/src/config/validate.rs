@@ -77,11 +77,6 @@ impl<'a> Checker<'a> {
     ) {
         self.warnings.push(problem(line, item, field, message));
     }
-
-    /// Whether a problem was already found in `item` (so a follow-on complaint is left out).
-    pub(super) fn has_problems(&self, item: &str) -> bool {
-        self.problems.iter().any(|p| p.item == item)
-    }
 }
 
 fn problem(line: usize, item: &str, field: &str, message: impl Into<String>) -> Problem {
