@@ -158,10 +158,8 @@ pub fn report_named(
         if edge { "POP" } else { "backend" },
         pin_dir.display()
     );
-    let lock = crate::daemon::run_dir(pin_dir).join("daemon.pid");
-    let pid = std::fs::read_to_string(&lock)
-        .ok()
-        .filter(|p| Path::new(&format!("/proc/{}", p.trim())).exists());
+    // The lock, not the pid file: a pid is reused by any process once the daemon is gone.
+    let pid = crate::daemon::running_pid(pin_dir).map(|p| p.to_string());
     let links: Vec<String> = std::fs::read_dir(pin_dir)
         .map(|d| {
             d.filter_map(Result::ok)
