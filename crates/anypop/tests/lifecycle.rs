@@ -32,7 +32,15 @@ fn send_to_vip(port: u16, n: usize) {
         .status();
     let _ = Command::new("ip")
         .args([
-            "neigh", "replace", "203.0.113.10", "lladdr", &mac, "dev", "t1", "nud", "permanent",
+            "neigh",
+            "replace",
+            "203.0.113.10",
+            "lladdr",
+            &mac,
+            "dev",
+            "t1",
+            "nud",
+            "permanent",
         ])
         .status();
     let sock = UdpSocket::bind("0.0.0.0:0").unwrap();
@@ -131,9 +139,8 @@ fn a_backend_daemon_killed_leaves_decap_and_dsr_and_down_removes_everything_with
             );
         }
         assert!(ip_link("t0").contains("prog/xdp"), "{}", ip_link("t0"));
-        let lo_has_vip = || {
-            anypop::sys::addr::has_ipv4("lo", "203.0.113.10".parse().unwrap()).unwrap()
-        };
+        let lo_has_vip =
+            || anypop::sys::addr::has_ipv4("lo", "203.0.113.10".parse().unwrap()).unwrap();
         assert!(lo_has_vip(), "the VIP stays for the game servers");
         // `down` is refused while a daemon runs, then removes links, maps, the VIP it added.
         let mut d2 = Daemon::spawn(s.run_cmd("be-1", &cfg, &[]));
@@ -148,11 +155,17 @@ fn a_backend_daemon_killed_leaves_decap_and_dsr_and_down_removes_everything_with
         d2.signal(libc::SIGTERM);
         let (exit, log) = d2.finish(Duration::from_secs(30));
         assert!(exit.success(), "{log}");
-        assert!(lo_has_vip(), "a stop that leaves the data plane keeps the VIP");
+        assert!(
+            lo_has_vip(),
+            "a stop that leaves the data plane keeps the VIP"
+        );
         let o = s.cmd(&["down", "--node", "be-1"]).output().unwrap();
         let t = output_text(&o);
         assert!(o.status.success(), "{t}");
-        assert!(t.contains("node be-1 is down: 2 attachment(s) removed"), "{t}");
+        assert!(
+            t.contains("node be-1 is down: 2 attachment(s) removed"),
+            "{t}"
+        );
         assert!(t.contains("VIPs removed from lo: 203.0.113.10"), "{t}");
         assert!(!lo_has_vip(), "{t}");
         assert!(!ip_link("t0").contains("prog/xdp"), "{}", ip_link("t0"));

@@ -179,13 +179,29 @@ pub fn ask(
     conn.set_read_timeout(Some(timeout))?;
     conn.set_write_timeout(Some(Duration::from_secs(5)))?;
     let line = serde_json::to_string(request)?;
+    let gone = || {
+        anyhow!(
+            "the daemon of node {node} closed the connection without answering (it stopped or died); see its log"
+        )
+    };
+    let closed = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+        )
+    };
     conn.write_all(format!("{line}\n").as_bytes())
-        .map_err(|e| anyhow!("sending the request to the daemon of node {node}: {e}"))?;
+        .map_err(|e| {
+            if closed(&e) {
+                gone()
+            } else {
+                anyhow!("sending the request to the daemon of node {node}: {e}")
+            }
+        })?;
     let mut answer = String::new();
     match BufReader::new(conn.take(16 << 20)).read_line(&mut answer) {
-        Ok(0) => bail!(
-            "the daemon of node {node} closed the connection without answering (it stopped or died); see its log"
-        ),
+        Ok(0) => Err(gone()),
+        Err(e) if closed(&e) => Err(gone()),
         Ok(_) => serde_json::from_str(answer.trim())
             .map_err(|e| anyhow!("the daemon's answer is garbled ({e}): {answer:.200}")),
         Err(e)

@@ -151,6 +151,15 @@ pub fn run(opts: RunOptions, stop: &AtomicBool, reload: &AtomicBool) -> anyhow::
             Err(e) => tracing::warn!("{e:#}"),
         }
     }
+    // The first state reading and metrics text exist before anyone is told we are ready.
+    if let Some(Ok(line)) = plane.fill_line() {
+        tracing::info!("{line}");
+    }
+    let mut last_fill = Some(Instant::now());
+    if let Ok(text) = plane.metrics(&opts.node) {
+        *latest.lock().unwrap_or_else(|p| p.into_inner()) = text;
+    }
+    let mut last_metrics = Some(Instant::now());
     super::notify::ready(&format!("node {} serving", opts.node));
     tracing::info!(
         "ready: node {} serving; control socket {}",
@@ -165,8 +174,6 @@ pub fn run(opts: RunOptions, stop: &AtomicBool, reload: &AtomicBool) -> anyhow::
     let mut prev = plane.snapshot()?;
     let mut last = Instant::now();
     // Counting LRU entries walks the whole table: every minute, not every summary.
-    let mut last_fill: Option<Instant> = None;
-    let mut last_metrics: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
         if let Some(pending) = control.next(Duration::from_millis(200)) {
             let Request::Apply {
