@@ -272,3 +272,33 @@ fn losing_the_tunnel_source_is_a_warning_and_a_retry_never_an_exit() {
         assert!(exit.success(), "the daemon ran on: {log}");
     });
 }
+
+#[test]
+fn a_service_manager_is_told_ready_once_the_data_plane_is_attached() {
+    require_root();
+    in_private_netns(|| {
+        for c in VETH {
+            sh(c);
+        }
+        let s = Scratch::new("notify");
+        let cfg = s.file("net.toml", &pop_network("t0", "native"));
+        // systemd's side of Type=notify: a datagram socket named by NOTIFY_SOCKET.
+        let sock_path = s.dir.join("notify.sock");
+        let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+        sock.set_read_timeout(Some(READY_WITHIN)).unwrap();
+        let mut cmd = s.run_cmd("pop-1", &cfg, &["--detach"]);
+        cmd.env("NOTIFY_SOCKET", &sock_path);
+        let mut d = Daemon::spawn(cmd);
+        let mut buf = [0u8; 512];
+        let n = sock.recv(&mut buf).expect("READY=1 within the deadline");
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(msg.contains("READY=1"), "{msg}");
+        assert!(msg.contains(&format!("MAINPID={}", d.pid())), "{msg}");
+        // By then the program runs on the interface.
+        assert!(ip_link("t0").contains("prog/xdp"), "{}", ip_link("t0"));
+        d.wait_for("ready: node pop-1", READY_WITHIN);
+        d.signal(libc::SIGTERM);
+        let (exit, log) = d.finish(Duration::from_secs(30));
+        assert!(exit.success(), "{log}");
+    });
+}
