@@ -34,7 +34,7 @@ install -D -m 0755 "$bin" "$pkg/usr/bin/anypop"
 install -D -m 0644 packaging/anypop@.service "$pkg/lib/systemd/system/anypop@.service"
 install -D -m 0644 crates/anypop/src/config/example.toml "$pkg/usr/share/doc/anypop/examples/network.toml"
 install -d -m 0755 "$pkg/etc/anypop"
-for doc in README.md docs/OPERATIONS.md docs/ARCHITECTURE.md; do
+for doc in README.md docs/OPERATIONS.md docs/NETWORK.md docs/ARCHITECTURE.md; do
     install -D -m 0644 "$doc" "$pkg/usr/share/doc/anypop/$(basename "$doc")"
 done
 install -d "$pkg/DEBIAN"

@@ -196,13 +196,26 @@ pub fn parse_ip_link_xdp(text: &str) -> Option<SeenXdp> {
     })
 }
 
-/// The XDP attachment of `ifname` in this thread's network namespace, if any.
+/// The XDP attachment of `ifname` in this thread's network namespace, if any, as the kernel
+/// reports it over rtnetlink.
 pub fn seen_xdp(ifname: &str) -> Option<SeenXdp> {
-    let out = std::process::Command::new("ip")
-        .args(["-d", "link", "show", "dev", ifname])
-        .output()
-        .ok()?;
-    parse_ip_link_xdp(&String::from_utf8_lossy(&out.stdout))
+    use crate::sys::netlink::XdpAttach;
+    let (mode, id) = crate::sys::netlink::link(ifname).ok()??.xdp?;
+    let flag = match mode {
+        XdpAttach::Native => "xdpdrv",
+        XdpAttach::Generic => "xdpgeneric",
+        XdpAttach::Offload => "xdpoffload",
+        XdpAttach::Multiple => "xdpmulti",
+    };
+    let name = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.id() == id)
+        .and_then(|p| p.name_as_str().map(str::to_owned));
+    Some(SeenXdp {
+        flag: flag.to_string(),
+        prog_id: (id != 0).then_some(id),
+        prog_name: name,
+    })
 }
 
 /// (nanoseconds run, runs) of program `id` from the kernel's run-time statistics (they advance

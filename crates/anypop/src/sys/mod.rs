@@ -3,5 +3,6 @@
 //! of anypop.
 pub mod addr;
 pub mod iface;
+pub mod netlink;
 pub mod paths;
 pub mod privileges;
