@@ -222,13 +222,7 @@ fn accept_loop(
             active.fetch_sub(1, Ordering::AcqRel);
             // Never wait on this client: one try to say why, then close.
             let _ = stream.set_nonblocking(true);
-            let _ = answer(
-                &stream,
-                "503 Service Unavailable",
-                &[("Retry-After", "1")],
-                b"too many connections\n",
-                Instant::now() + Duration::from_millis(1),
-            );
+            let _ = reject(&stream);
             continue;
         }
         let slot = Slot(Arc::clone(&active));
@@ -243,6 +237,17 @@ fn accept_loop(
         // Out of threads: the closure (slot and stream) was dropped, the client sees a close.
         drop(spawned);
     }
+}
+
+/// Tells a client beyond the connection bound to come back (non-blocking: one try), then
+/// closes.
+fn reject(mut s: &TcpStream) -> std::io::Result<()> {
+    let mut sink = [0u8; 4096];
+    let _ = s.read(&mut sink);
+    s.write_all(
+        b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain\r\nContent-Length: 21\r\nConnection: close\r\n\r\ntoo many connections\n",
+    )?;
+    s.shutdown(Shutdown::Write)
 }
 
 /// What the client asked for.
@@ -390,7 +395,26 @@ fn answer_full(
         }
     }
     let _ = s.shutdown(Shutdown::Write);
+    linger(s);
     Ok(())
+}
+
+/// Takes what the client still sends (a request we did not read whole) for a moment before
+/// closing: closing with unread data resets the connection, and the client may lose the answer.
+fn linger(mut s: &TcpStream) {
+    let until = Instant::now() + Duration::from_millis(200);
+    let mut sink = [0u8; 4096];
+    let mut taken = 0;
+    while taken < 64 * 1024 {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() || s.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match s.read(&mut sink) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => taken += n,
+        }
+    }
 }
 
 #[cfg(test)]
