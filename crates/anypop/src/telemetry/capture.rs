@@ -383,3 +383,69 @@ pub fn capture_to(
         .map_err(|e| anyhow!("writing {}: {e}", out.display()))?;
     Ok(written)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> Names {
+        Names {
+            rules: vec!["block\nverdict=PASS reason=fwd_ipip".into()],
+            services: vec!["game\u{1b}[31m".into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_comment_escapes_the_names_it_quotes() {
+        let rec = CaptureRecord {
+            action: 1,
+            reason: Reason::DropRule as u32,
+            service: 0,
+            rule: 0,
+            generation: 0,
+            len: 60,
+            caplen: 0,
+            _pad: 0,
+            data: [0; anypop_common::layout::CAPTURE_SNAPLEN as usize],
+        };
+        assert_eq!(
+            comment(&rec, &names()),
+            "verdict=DROP reason=drop_rule rule=block\\nverdict=PASS reason=fwd_ipip service=game\\u{1b}[31m"
+        );
+    }
+
+    #[test]
+    fn a_request_is_in_force_until_its_deadline_and_status_says_which() {
+        let c = CaptureConfig {
+            reasons: reason_bits(&[Reason::DropRule, Reason::FwdIpip]),
+            expires: 100,
+            service: 0,
+            per_cpu_pps: 500,
+        };
+        assert_eq!(c.reasons, 1 << 6 | 1 << 13);
+        assert!(in_force(&c, 99));
+        assert!(!in_force(&c, 100));
+        assert!(in_force(&CaptureConfig { expires: 0, ..c }, u32::MAX));
+        assert!(!in_force(&CaptureConfig::default(), 0));
+        let n = names();
+        assert_eq!(describe(&CaptureConfig::default(), 5, &n), "off");
+        assert_eq!(
+            describe(&c, 97, &n),
+            "on (drop_rule, fwd_ipip; service game\\u{1b}[31m; at most 500/s per CPU; until its capture stops renewing it, at most 3 s)"
+        );
+        assert!(describe(&c, 112, &n).starts_with("stale (drop_rule, fwd_ipip;"));
+        assert!(describe(&c, 112, &n).contains("12 s ago"));
+        let all = CaptureConfig {
+            reasons: reason_bits(&[]),
+            expires: 0,
+            service: NONE,
+            ..c
+        };
+        assert!(
+            describe(&all, 1, &n).starts_with("on (every reason; any service;"),
+            "{}",
+            describe(&all, 1, &n)
+        );
+    }
+}

@@ -117,16 +117,19 @@ pub fn pin_dir_present(pin_dir: &Path) -> anyhow::Result<bool> {
 /// Opens one pinned map; a permission error names the path and says to run as root.
 pub fn open_pin(path: &Path) -> anyhow::Result<MapData> {
     MapData::from_pin(path).map_err(|e| {
-        let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        // aya's errors keep the errno in their sources, not in their text.
+        let mut text = e.to_string();
+        let mut src = std::error::Error::source(&e);
         while let Some(s) = src {
             if let Some(io) = s.downcast_ref::<std::io::Error>()
                 && denied(io)
             {
                 return anyhow::anyhow!("{}", run_as_root(path));
             }
+            text = format!("{text}: {s}");
             src = s.source();
         }
-        anyhow::anyhow!("opening {}: {e}", path.display())
+        anyhow::anyhow!("opening {}: {text}", path.display())
     })
 }
 
