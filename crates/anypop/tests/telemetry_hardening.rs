@@ -396,6 +396,16 @@ fn in_lab(f: impl FnOnce(&Lab) + Send + 'static) {
     .unwrap();
 }
 
+/// A child process killed and reaped however the test ends.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn a_capture_killed_with_sigkill_stops_the_kernel_sampling_by_itself() {
     require_root();
@@ -403,16 +413,18 @@ fn a_capture_killed_with_sigkill_stops_the_kernel_sampling_by_itself() {
         let mut pop = Pop::new(lab, "kill");
         let out = TempDir::new("kill");
         let file = out.0.join("cap.pcapng");
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_anypop"))
-            .args(["capture", "--node", "pop-1", "--count", "1000000"])
-            .args(["--duration", "600", "-w"])
-            .arg(&file)
-            .arg("--pin-root")
-            .arg(&pop.root)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = Reaped(
+            std::process::Command::new(env!("CARGO_BIN_EXE_anypop"))
+                .args(["capture", "--node", "pop-1", "--count", "1000000"])
+                .args(["--duration", "600", "-w"])
+                .arg(&file)
+                .arg("--pin-root")
+                .arg(&pop.root)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
         // Sampling on: the request is set and its file exists, private.
         let deadline = Instant::now() + Duration::from_secs(20);
         while pop.capture_request().reasons == 0 {
@@ -445,8 +457,8 @@ fn a_capture_killed_with_sigkill_stops_the_kernel_sampling_by_itself() {
         let req = pop.capture_request();
         assert!(req.expires > now, "{req:?} at {now}");
         assert!(req.expires <= now + LEASE_SECS + 1, "{req:?} at {now}");
-        child.kill().unwrap(); // SIGKILL: no guard runs, the request stays set.
-        child.wait().unwrap();
+        child.0.kill().unwrap(); // SIGKILL: no guard runs, the request stays set.
+        child.0.wait().unwrap();
         let killed = Instant::now();
         assert_ne!(pop.capture_request().reasons, 0, "the request stays behind");
         let mut ring = pop.ring();
