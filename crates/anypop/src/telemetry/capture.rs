@@ -105,7 +105,7 @@ pub fn describe(c: &CaptureConfig, now: u32, names: &Names) -> String {
         format!("on ({what}; no deadline: started by an anypop without capture deadlines)")
     } else if now < c.expires {
         format!(
-            "on ({what}; until its capture stops renewing it, at most {} s)",
+            "on ({what}; deadline in {} s, pushed ahead while its capture runs)",
             c.expires - now
         )
     } else {
@@ -432,7 +432,7 @@ mod tests {
         assert_eq!(describe(&CaptureConfig::default(), 5, &n), "off");
         assert_eq!(
             describe(&c, 97, &n),
-            "on (drop_rule, fwd_ipip; service game\\u{1b}[31m; at most 500/s per CPU; until its capture stops renewing it, at most 3 s)"
+            "on (drop_rule, fwd_ipip; service game\\u{1b}[31m; at most 500/s per CPU; deadline in 3 s, pushed ahead while its capture runs)"
         );
         assert!(describe(&c, 112, &n).starts_with("stale (drop_rule, fwd_ipip;"));
         assert!(describe(&c, 112, &n).contains("12 s ago"));
