@@ -163,6 +163,10 @@ enum Command {
         config: Option<PathBuf>,
         #[arg(long, default_value_os_t = anypop::dataplane::pin_root())]
         pin_root: PathBuf,
+        /// Replace FILE if it exists (only a regular file of this user, by a new file renamed
+        /// over it; a symbolic link is never followed or replaced).
+        #[arg(long)]
+        force: bool,
     },
     /// Why was this packet dropped? Runs each packet of a capture through the node's running
     /// edge program and prints verdict, reason, rule, service, backend and the packet it would
@@ -472,6 +476,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             rate,
             config,
             pin_root,
+            force,
         } => {
             if unsafe { libc::geteuid() } != 0 {
                 bail!("capture reads the node's pinned maps: run it as root");
@@ -504,7 +509,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 signal_hook::flag::register(sig, Arc::clone(&stop))
                     .context("installing signal handler")?;
             }
-            let n = anypop::telemetry::capture::capture(
+            let n = anypop::telemetry::capture::capture_to(
                 &anypop::dataplane::node_pin_dir(&pin_root, &node),
                 &names,
                 &anypop::telemetry::capture::CaptureRequest {
@@ -515,6 +520,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     rate,
                 },
                 &out,
+                force,
                 &stop,
                 &|n| eprintln!("captured {n} packets so far …"),
             )?;
@@ -538,7 +544,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let ifname = interface.or(first_if).ok_or_else(|| {
                 anyhow::anyhow!("which interface? give --config FILE (its node's first interface) or --interface IF")
             })?;
-            let frames = anypop::telemetry::trace::read_frames(&pcap)?;
+            let capture = anypop::telemetry::trace::read_capture(&pcap)?;
+            let frames = &capture.frames;
             let tracer = anypop::telemetry::trace::Tracer::new(
                 &anypop::dataplane::node_pin_dir(&pin_root, &node),
                 &ifname,
@@ -552,6 +559,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             for (i, f) in frames.iter().enumerate() {
                 let t = tracer.trace(f)?;
                 println!("{}", anypop::telemetry::trace::line(i + 1, &t));
+            }
+            if let Some(w) = &capture.warning {
+                eprintln!("warning: {w}");
             }
             Ok(())
         }

@@ -147,7 +147,7 @@ pub fn run(opts: RunOptions, stop: &AtomicBool, reload: &AtomicBool) -> anyhow::
     let latest = Arc::new(Mutex::new(String::new()));
     if let Some(addr) = opts.metrics {
         match crate::telemetry::metrics::serve(addr, Arc::clone(&latest)) {
-            Ok(()) => tracing::info!("metrics on http://{addr}/metrics"),
+            Ok(bound) => tracing::info!("metrics on http://{bound}/metrics"),
             Err(e) => tracing::warn!("{e:#}"),
         }
     }
