@@ -490,3 +490,156 @@ fn tunnel_mode_remembers_flows_and_rewrites_replies() {
         );
     });
 }
+
+/// `frame` with its outer IPv4 header (at offset 14) changed by `f`, checksum fixed.
+fn outer_edit(frame: &[u8], f: impl FnOnce(&mut [u8])) -> Vec<u8> {
+    let mut v = frame.to_vec();
+    f(&mut v[14..34]);
+    fix_ip4_checksum(&mut v, 14);
+    v
+}
+
+/// Sets an IPv4 header's total length (big-endian bytes 2-3).
+fn set_tot_len(h: &mut [u8], len: usize) {
+    h[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+}
+
+/// Outer IPv4 fragments are never decapsulated (a fragment holds only part of the inner packet,
+/// or, beyond the first, bytes that merely look like one): they go to the kernel, which
+/// reassembles them. Outer or inner lengths that disagree with the frame are malformed.
+#[test]
+fn decap_passes_outer_fragments_and_drops_inconsistent_lengths() {
+    with_backend(|t| {
+        let player = udp4(
+            PLAYER,
+            40000,
+            VIP,
+            27015,
+            b"player tick, long enough to split",
+        );
+        let tunnelled = ipip(&player, POP, ME);
+        let whole = tunnelled.len() - 14;
+
+        // The first outer fragment (MF, offset 0): the inner header is there, its tail is not.
+        let first = outer_edit(&tunnelled[..14 + 20 + 32], |h| {
+            set_tot_len(h, 20 + 32);
+            h[6] = 0x20; // MF
+            h[7] = 0;
+        });
+        t.decap_case(
+            "outer first fragment",
+            &first,
+            XDP_PASS,
+            Reason::PassFragment,
+            None,
+        );
+        // A later fragment (offset 8 × 4 bytes, MF clear) whose payload happens to be a whole
+        // IPv4 packet for one of our services: still a fragment, never decapsulated.
+        let later = outer_edit(&tunnelled, |h| {
+            h[6] = 0x00;
+            h[7] = 4;
+        });
+        t.decap_case(
+            "outer non-first fragment",
+            &later,
+            XDP_PASS,
+            Reason::PassFragment,
+            None,
+        );
+        // DF alone is no fragment: decapsulated as usual.
+        let df = outer_edit(&tunnelled, |h| h[6] = 0x40);
+        t.decap_case("outer DF", &df, XDP_PASS, Reason::DecapIpip, Some(&player));
+        // A fragment from a source that is not our POP is still refused first.
+        let stranger = outer_edit(&ipip(&player, [198, 51, 100, 99], ME), |h| h[6] = 0x20);
+        t.decap_case(
+            "fragment from unknown pop",
+            &stranger,
+            XDP_DROP,
+            Reason::DropUnknownPop,
+            None,
+        );
+
+        // The outer length claims more than the frame holds.
+        let long = outer_edit(&tunnelled, |h| set_tot_len(h, whole + 1));
+        t.decap_case(
+            "outer length beyond frame",
+            &long,
+            XDP_DROP,
+            Reason::DropMalformed,
+            None,
+        );
+        // The outer length leaves no room for an inner IPv4 header, or not even for its own.
+        for len in [20 + 19, 16] {
+            let short = outer_edit(&tunnelled, |h| set_tot_len(h, len));
+            t.decap_case(
+                &format!("outer length {len}, below outer + inner header"),
+                &short,
+                XDP_DROP,
+                Reason::DropMalformed,
+                None,
+            );
+        }
+        // The inner length claims more than the outer packet carries.
+        let mut inner_long = tunnelled.clone();
+        let inner_len = whole - 20;
+        set_tot_len(&mut inner_long[34..54], inner_len + 1);
+        fix_ip4_checksum(&mut inner_long, 34);
+        t.decap_case(
+            "inner length beyond outer",
+            &inner_long,
+            XDP_DROP,
+            Reason::DropMalformed,
+            None,
+        );
+        // An inner header length below 20 bytes.
+        let mut inner_ihl = tunnelled.clone();
+        inner_ihl[34] = 0x44;
+        fix_ip4_checksum(&mut inner_ihl, 34);
+        t.decap_case(
+            "inner ihl below 20",
+            &inner_ihl,
+            XDP_DROP,
+            Reason::DropMalformed,
+            None,
+        );
+        // Ethernet padding after the outer packet (frame longer than the outer length) is fine:
+        // decapsulated, the padding travels along as it would have.
+        let mut padded = tunnelled.clone();
+        padded.extend_from_slice(&[0; 6]);
+        let mut want = player.clone();
+        want.extend_from_slice(&[0; 6]);
+        t.decap_case(
+            "padded frame",
+            &padded,
+            XDP_PASS,
+            Reason::DecapIpip,
+            Some(&want),
+        );
+    });
+}
+
+/// Tunnel mode: an outer fragment is left to the kernel like any fragment, and no flow is
+/// remembered from it.
+#[test]
+fn tunnel_mode_passes_outer_fragments_without_remembering_a_flow() {
+    with_backend_net(tunnel_network(), |t| {
+        let player = udp4(PLAYER, 40000, VIP, 27015, b"player tick");
+        let frag = outer_edit(&ipip(&player, POP, ME), |h| h[6] = 0x20);
+        t.decap_case(
+            "tunnel outer fragment",
+            &frag,
+            XDP_PASS,
+            Reason::PassFragment,
+            None,
+        );
+        // No flow: the server's reply through the tunnel is not rewritten.
+        let from_tunnel = udp4([10, 99, 0, 2], 27015, PLAYER, 40000, b"server tick");
+        t.dsr_case(
+            "reply to a fragment-only flow",
+            &tunnelled_reply(&from_tunnel),
+            TC_ACT_OK,
+            Reason::PassNotOurs,
+            None,
+        );
+    });
+}
