@@ -349,7 +349,7 @@ fn every_drop_and_pass_reason() {
         );
         // The same with DF: answered with ICMP "fragmentation needed" (MTU 1500 - 20 for the
         // tunnel), whether the next hop comes from this CPU's cache (primed by a small packet of
-        // the same flow) or from the FIB (after the cache's lifetime), and with VLAN tags kept.
+        // the same flow) or from the FIB (the cache emptied), and with VLAN tags kept.
         let big_df = set_df(&big);
         t.run(&udp4(PLAYER, 5000, VIP, 27016, b"small"), a0);
         case(
@@ -361,7 +361,7 @@ fn every_drop_and_pass_reason() {
             Reason::DropMtuIcmp,
             Some(&expected_frag_needed(&big_df, 14, 1480)),
         );
-        std::thread::sleep(std::time::Duration::from_millis(1100));
+        t.forget_next_hops();
         let tagged = with_vlans(&big_df, &[(0x8100, 7)]);
         case(
             t,
@@ -563,22 +563,29 @@ fn truncation_at_every_header_boundary_is_malformed() {
 #[test]
 fn rate_limit_then_block_per_source() {
     with_edge(|t, lab| {
-        // game-tx allows 10 pps with a 1 s bucket and blocks 60 s after a violation.
+        // game-tx allows 1 pps with a 10 s bucket (10 packets at once) and blocks 60 s after a
+        // violation. A token comes back only after 1 s; a slower run is judged by its time.
         let f = udp4([100, 100, 0, 1], 40000, VIP, 27015, b"spam");
         let before = t.snapshot();
-        let mut actions = Vec::new();
-        for _ in 0..14 {
-            actions.push(t.run(&f, lab.a0).action);
-        }
+        let (actions, elapsed) = timed(|| {
+            (0..14)
+                .map(|_| t.run(&f, lab.a0).action)
+                .collect::<Vec<u32>>()
+        });
         let after = t.snapshot();
-        assert_eq!(&actions[..10], &[XDP_TX; 10]);
-        assert_eq!(&actions[10..], &[XDP_DROP; 4]);
+        let fwd = actions.iter().take_while(|a| **a == XDP_TX).count();
+        assert!(
+            (10..=max_admitted(10, 1, elapsed)).contains(&fwd),
+            "{fwd} forwarded in {elapsed:?}: {actions:?}"
+        );
+        assert!(fwd < 14, "a 14-packet run took {elapsed:?}");
+        assert!(actions[fwd..].iter().all(|a| *a == XDP_DROP), "{actions:?}");
         assert_eq!(
             delta(&before, &after),
             vec![
                 (Reason::DropRateLimit, 1),
-                (Reason::DropBlocked, 3),
-                (Reason::FwdIpip, 10)
+                (Reason::DropBlocked, 13 - fwd as u64),
+                (Reason::FwdIpip, fwd as u64)
             ]
         );
         // Another player is unaffected.
@@ -595,10 +602,23 @@ fn rate_limit_then_block_per_source() {
 #[test]
 fn rule_profile_limits_syn_floods() {
     with_edge(|t, lab| {
-        // syn-limit: 2 SYN/s per source with a 1 s bucket; ACKs are not SYNs.
+        // syn-limit: 1 SYN/s per source with a 2 s bucket (2 at once); ACKs are not SYNs.
         let syn = tcp4(PLAYER, 40000, VIP, 443, true, false);
-        let acts: Vec<u32> = (0..4).map(|_| t.run(&syn, lab.a0).action).collect();
-        assert_eq!(acts, vec![XDP_TX, XDP_TX, XDP_DROP, XDP_DROP]);
+        let (acts, elapsed) = timed(|| {
+            (0..4)
+                .map(|_| t.run(&syn, lab.a0).action)
+                .collect::<Vec<u32>>()
+        });
+        let fwd = acts.iter().filter(|a| **a == XDP_TX).count();
+        assert_eq!(&acts[..2], &[XDP_TX, XDP_TX], "the burst");
+        assert!(
+            fwd <= max_admitted(2, 1, elapsed),
+            "{acts:?} in {elapsed:?}"
+        );
+        assert!(fwd < 4, "a 4-packet run took {elapsed:?}");
+        if elapsed < std::time::Duration::from_secs(1) {
+            assert_eq!(acts, vec![XDP_TX, XDP_TX, XDP_DROP, XDP_DROP]);
+        }
         let ack = tcp4(PLAYER, 40000, VIP, 443, false, true);
         assert_eq!(t.run(&ack, lab.a0).action, XDP_TX);
         let hits = t.edge().counters("RULE_HITS").unwrap();

@@ -397,3 +397,36 @@ impl TestEdge {
 pub fn outer_dst(out: &[u8]) -> [u8; 4] {
     [out[30], out[31], out[32], out[33]]
 }
+
+/// Runs `f` and says how long it took, for token-bucket checks with explicit time bounds.
+pub fn timed<T>(f: impl FnOnce() -> T) -> (T, std::time::Duration) {
+    let start = std::time::Instant::now();
+    let r = f();
+    (r, start.elapsed())
+}
+
+/// The most packets a bucket of `burst` packets refilled at `pps` can admit from a run of
+/// packets that took `elapsed` (measured around the whole run): the burst, plus one packet per
+/// `1/pps` that passed. A test that checks "the burst, then denied" holds exactly when the run
+/// was faster than one packet's cost (1 s at 1 pps), and stays true, with this bound, when a
+/// stall on a loaded machine made it slower.
+pub fn max_admitted(burst: usize, pps: u64, elapsed: std::time::Duration) -> usize {
+    burst + (elapsed.as_nanos() * pps as u128 / 1_000_000_000) as usize
+}
+
+impl TestEdge {
+    /// Forgets every CPU's cached next hops (`FIB_CACHE`), so the next packet to each backend
+    /// asks the FIB: no waiting for the cache's lifetime.
+    pub fn forget_next_hops(&mut self) {
+        use anypop_common::layout::FibCacheEntry;
+        use aya::maps::{MapData, PerCpuArray, PerCpuValues};
+        let data = MapData::from_pin(self.pin_dir.join("FIB_CACHE")).unwrap();
+        let mut m: PerCpuArray<_, FibCacheEntry> =
+            PerCpuArray::try_from(aya::maps::Map::PerCpuArray(data)).unwrap();
+        let cpus = aya::util::nr_cpus().unwrap();
+        for i in 0..m.len() {
+            let zero = PerCpuValues::try_from(vec![FibCacheEntry::default(); cpus]).unwrap();
+            m.set(i, zero, 0).unwrap();
+        }
+    }
+}
