@@ -650,3 +650,181 @@ fn hit_counters_per_service_and_backend() {
         assert_eq!(be[gen_ * 256 + 1].packets, 5, "be-2");
     });
 }
+
+/// How many (CPU, backend) next hops `FIB_CACHE` holds.
+fn cached_next_hops(t: &TestEdge) -> usize {
+    use anypop_common::layout::FibCacheEntry;
+    let data = aya::maps::MapData::from_pin(t.pin_dir.join("FIB_CACHE")).unwrap();
+    let m: aya::maps::PerCpuArray<_, FibCacheEntry> =
+        aya::maps::PerCpuArray::try_from(aya::maps::Map::PerCpuArray(data)).unwrap();
+    (0..m.len())
+        .map(|i| {
+            m.get(&i, 0)
+                .unwrap()
+                .iter()
+                .filter(|e| e.backend != 0)
+                .count()
+        })
+        .sum()
+}
+
+/// Literal frames, as Katran's fixtures: for each way out of the program, the expected bytes
+/// are written out here, field by field, not computed by a helper that shares the program's
+/// assumptions (TTL, identification, DF, checksums). The checksums were computed by hand and
+/// are confirmed by etherparse on every run.
+#[test]
+fn literal_frames_per_path() {
+    with_edge(|t, lab| {
+        // The player's packet: 100.64.1.2:40000 → VIP 203.0.113.10:27015, "tick", DF, TTL 64.
+        let tick = hex("
+            02 00 00 00 0a 00  02 00 00 00 00 99  08 00             # to a0, from the player
+            45 00 00 20  00 00 40 00  40 11 99 80                   # 32 bytes, id 0, DF, UDP
+            64 40 01 02  cb 00 71 0a                                # 100.64.1.2 → 203.0.113.10
+            9c 40 69 87  00 0c 80 ec  74 69 63 6b                   # 40000 → 27015, \"tick\"
+        ");
+        assert_eq!(
+            tick,
+            udp4(PLAYER, 40000, VIP, 27015, b"tick"),
+            "the input as built"
+        );
+        let tick_to_be1 = hex("
+            02 00 00 00 00 21  02 00 00 00 0a 00  08 00             # to be-1, from a0
+            45 00 00 34  00 00 40 00  40 04 e6 48                   # 52 bytes, id 0, DF, TTL 64, IPIP
+            c6 33 64 01  c6 33 64 15                                # 198.51.100.1 → 198.51.100.21
+            45 00 00 20  00 00 40 00  40 11 99 80                   # the player's packet, unchanged
+            64 40 01 02  cb 00 71 0a
+            9c 40 69 87  00 0c 80 ec  74 69 63 6b
+        ");
+        // First packet: the next hop from bpf_fib_lookup, which fills this CPU's cache.
+        assert_eq!(cached_next_hops(t), 0);
+        case(
+            t,
+            "fib",
+            &tick,
+            lab.a0,
+            XDP_TX,
+            Reason::FwdIpip,
+            Some(&tick_to_be1),
+        );
+        assert!(cached_next_hops(t) >= 1, "the FIB's answer is cached");
+        // Second packet: the same bytes from the cached next hop.
+        case(
+            t,
+            "cached",
+            &tick,
+            lab.a0,
+            XDP_TX,
+            Reason::FwdIpip,
+            Some(&tick_to_be1),
+        );
+
+        // Without DF and with DSCP EF (TOS b8): the outer header copies both, so no DF outside.
+        let tock = hex("
+            02 00 00 00 0a 00  02 00 00 00 00 99  08 00
+            45 b8 00 20  00 00 00 00  40 11 d8 c8                   # TOS b8, no DF
+            64 40 01 02  cb 00 71 0a
+            9c 40 69 87  00 0c 80 e6  74 6f 63 6b                   # \"tock\"
+        ");
+        let tock_to_be1 = hex("
+            02 00 00 00 00 21  02 00 00 00 0a 00  08 00
+            45 b8 00 34  00 00 00 00  40 04 25 91                   # TOS b8, no DF, TTL 64, IPIP
+            c6 33 64 01  c6 33 64 15
+            45 b8 00 20  00 00 00 00  40 11 d8 c8
+            64 40 01 02  cb 00 71 0a
+            9c 40 69 87  00 0c 80 e6  74 6f 63 6b
+        ");
+        case(
+            t,
+            "no DF, EF",
+            &tock,
+            lab.a0,
+            XDP_TX,
+            Reason::FwdIpip,
+            Some(&tock_to_be1),
+        );
+        assert_eq!(tick_to_be1[14 + 6], 0x40, "DF in, DF out");
+        assert_eq!(tock_to_be1[14 + 6], 0x00, "no DF in, no DF out");
+
+        // Through b0 (XDP_REDIRECT) to be-2: the trusted player to 27016.
+        let to_redirect = hex("
+            02 00 00 00 0a 00  02 00 00 00 00 99  08 00
+            45 00 00 20  00 00 40 00  40 11 99 80
+            64 40 01 02  cb 00 71 0a
+            9c 40 69 88  00 0c 80 eb  74 69 63 6b                   # 40000 → 27016
+        ");
+        let to_be2 = hex("
+            02 00 00 00 00 22  02 00 00 00 0b 00  08 00             # to be-2, from b0
+            45 00 00 34  00 00 40 00  40 04 4e 7b
+            c6 33 64 01  c0 00 02 16                                # 198.51.100.1 → 192.0.2.22
+            45 00 00 20  00 00 40 00  40 11 99 80
+            64 40 01 02  cb 00 71 0a
+            9c 40 69 88  00 0c 80 eb  74 69 63 6b
+        ");
+        case(
+            t,
+            "redirect",
+            &to_redirect,
+            lab.a0,
+            XDP_REDIRECT,
+            Reason::FwdIpip,
+            Some(&to_be2),
+        );
+
+        // be-4's neighbour is unknown: encapsulated, addressed to a0 itself, passed to the kernel.
+        let to_noneigh = hex("
+            02 00 00 00 0a 00  02 00 00 00 00 99  08 00
+            45 00 00 20  00 00 40 00  40 11 99 80
+            64 40 01 02  cb 00 71 0a
+            9c 40 69 8a  00 0c 80 e9  74 69 63 6b                   # 40000 → 27018
+        ");
+        let to_kernel = hex("
+            02 00 00 00 0a 00  02 00 00 00 0a 00  08 00             # to a0, from a0
+            45 00 00 34  00 00 40 00  40 04 e6 45
+            c6 33 64 01  c6 33 64 18                                # 198.51.100.1 → 198.51.100.24
+            45 00 00 20  00 00 40 00  40 11 99 80
+            64 40 01 02  cb 00 71 0a
+            9c 40 69 8a  00 0c 80 e9  74 69 63 6b
+        ");
+        case(
+            t,
+            "kernel",
+            &to_noneigh,
+            lab.a0,
+            XDP_PASS,
+            Reason::FwdIpipKernel,
+            Some(&to_kernel),
+        );
+
+        // Too big for be-2's path (1490 + 20 > 1500) with DF: ICMP fragmentation needed, MTU
+        // 1480, from the VIP back to the player, quoting the IPv4 header and 8 bytes.
+        let big = udp4(PLAYER, 40000, VIP, 27016, &[0u8; 1490 - 28]);
+        let frag_needed = hex("
+            02 00 00 00 00 99  02 00 00 00 0a 00  08 00             # back to the player, from a0
+            45 c0 00 38  00 00 00 00  40 01 d8 b8                   # 56 bytes, TOS c0, TTL 64, ICMP
+            cb 00 71 0a  64 40 01 02                                # 203.0.113.10 → 100.64.1.2
+            03 04 9e 50  00 00 05 c8                                # type 3 code 4, MTU 1480
+            45 00 05 d2  00 00 40 00  40 11 93 ce                   # the quote: 1490 bytes, DF
+            64 40 01 02  cb 00 71 0a
+            9c 40 69 88  05 be 4d 5c                                # and 8 bytes of UDP
+        ");
+        assert_eq!(&big[14..42], &frag_needed[42..], "the quote is the input's");
+        case(
+            t,
+            "frag needed",
+            &big,
+            lab.a0,
+            XDP_TX,
+            Reason::DropMtuIcmp,
+            Some(&frag_needed),
+        );
+
+        // The literals themselves, checked by etherparse: every IPv4, UDP and ICMP checksum.
+        for f in [&tick_to_be1, &tock_to_be1, &to_be2, &to_kernel] {
+            let h = etherparse_checksums(f, 14);
+            assert_eq!((h[0].time_to_live, h[0].identification), (64, 0));
+            assert_eq!(h[0].dont_fragment, h[1].dont_fragment);
+        }
+        let h = etherparse_checksums(&frag_needed, 14);
+        assert_eq!(h[0].time_to_live, 64);
+    });
+}

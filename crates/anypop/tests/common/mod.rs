@@ -2,6 +2,8 @@
 //! program loaded with pins in a unique directory that is removed afterwards, and frame builders.
 #![allow(dead_code)]
 
+pub mod backend;
+
 use std::{
     path::PathBuf,
     process::Command,
@@ -427,6 +429,56 @@ impl TestEdge {
         for i in 0..m.len() {
             let zero = PerCpuValues::try_from(vec![FibCacheEntry::default(); cpus]).unwrap();
             m.set(i, zero, 0).unwrap();
+        }
+    }
+}
+
+/// Bytes from hex text: two hex digits per byte, separated by whitespace; `#` starts a comment
+/// that runs to the end of the line. For literal frames a reader can check field by field.
+pub fn hex(text: &str) -> Vec<u8> {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap())
+        .flat_map(|l| l.split_whitespace())
+        .map(|b| u8::from_str_radix(b, 16).unwrap_or_else(|_| panic!("not a hex byte: {b:?}")))
+        .collect()
+}
+
+/// Checks a literal IPv4 frame's checksums with etherparse, independently of the program and of
+/// [`checksum`]: the IPv4 header's, then, inside IPIP, the inner header's, and the innermost UDP
+/// or ICMP checksum over its payload. Returns the IPv4 headers, outermost first.
+pub fn etherparse_checksums(frame: &[u8], l3: usize) -> Vec<Ipv4Header> {
+    let mut headers = Vec::new();
+    let mut ip = &frame[l3..];
+    loop {
+        let h = etherparse::Ipv4HeaderSlice::from_slice(ip).expect("an IPv4 header");
+        let header = h.to_header();
+        assert_eq!(
+            header.header_checksum,
+            header.calc_header_checksum(),
+            "IPv4 header checksum of {header:?}"
+        );
+        let payload = &ip[h.slice().len()..header.total_len as usize];
+        headers.push(header.clone());
+        match header.protocol {
+            IpNumber::IPV4 => ip = payload,
+            IpNumber::UDP => {
+                let udp = etherparse::UdpHeaderSlice::from_slice(payload).unwrap();
+                if udp.checksum() != 0 {
+                    let want = udp
+                        .to_header()
+                        .calc_checksum_ipv4(&header, &payload[8..])
+                        .unwrap();
+                    assert_eq!(udp.checksum(), want, "UDP checksum");
+                }
+                return headers;
+            }
+            IpNumber::ICMP => {
+                let icmp = etherparse::Icmpv4Slice::from_slice(payload).unwrap();
+                let want = icmp.icmp_type().calc_checksum(icmp.payload());
+                assert_eq!(icmp.checksum(), want, "ICMP checksum");
+                return headers;
+            }
+            p => panic!("unexpected protocol {p:?}"),
         }
     }
 }
