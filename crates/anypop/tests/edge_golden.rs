@@ -37,26 +37,19 @@ fn case(
     reason: Reason,
     out: Option<&[u8]>,
 ) {
-    let before = t.snapshot();
-    let r = t.run(frame, ingress);
-    let after = t.snapshot();
-    assert_eq!(r.action, action, "{what}: action");
-    assert_eq!(
-        delta(&before, &after),
-        vec![(reason, 1)],
-        "{what}: counters"
-    );
-    let bytes = after.get(reason).bytes - before.get(reason).bytes;
-    assert_eq!(bytes, frame.len() as u64, "{what}: counted bytes");
-    let expected = out.unwrap_or(frame);
-    assert_eq!(r.output, expected, "{what}: output bytes");
+    t.case(what, frame, ingress, action, reason, out);
 }
 
 fn with_edge(f: impl FnOnce(&mut TestEdge, &Lab) + Send + 'static) {
+    with_edge_net(NETWORK.to_string(), f)
+}
+
+/// As [`with_edge`], with another network file.
+fn with_edge_net(network: String, f: impl FnOnce(&mut TestEdge, &Lab) + Send + 'static) {
     // A thread of its own: the private network namespace dies with it.
     std::thread::spawn(move || {
         let lab = build_lab();
-        let mut t = TestEdge::new(NETWORK, &lab);
+        let mut t = TestEdge::new(&network, &lab);
         f(&mut t, &lab);
     })
     .join()
@@ -826,5 +819,146 @@ fn literal_frames_per_path() {
         }
         let h = etherparse_checksums(&frag_needed, 14);
         assert_eq!(h[0].time_to_live, 64);
+    });
+}
+
+/// The golden network with the new-source cap at 3 a second.
+fn capped_network() -> String {
+    NETWORK.replace("new_source_cap = 0", "new_source_cap = 3")
+}
+
+/// The new-source cap, the guard against random-source floods (the demo's own attack): in each
+/// second, at most `new_source_cap` sources without a rate-limit bucket get one; further new
+/// sources are dropped (`drop_source_cap`) without one, while sources already known go on. The
+/// window starts with the first new source; a run slower than it is judged by its time.
+#[test]
+fn new_source_cap_drops_random_source_floods() {
+    with_edge_net(capped_network(), |t, lab| {
+        let from = |i: u8| udp4([100, 100, 7, i], 40000, VIP, 27015, b"tick");
+        let order = [1u8, 2, 3, 4, 1, 5];
+        let before = t.snapshot();
+        let start = std::time::Instant::now();
+        let (outs, elapsed) = timed(|| order.map(|i| t.run(&from(i), lab.a0)));
+        let after = t.snapshot();
+        let acts = outs.each_ref().map(|r| r.action);
+        // Sources 1-3 are the window's first three; source 1 again is known.
+        assert_eq!(&acts[..3], &[XDP_TX; 3], "{acts:?}");
+        assert_eq!(acts[4], XDP_TX, "a known source is not capped: {acts:?}");
+        let new_admitted = [0, 1, 2, 3, 5]
+            .iter()
+            .filter(|&&i| acts[i] == XDP_TX)
+            .count();
+        let windows = 1 + elapsed.as_secs() as usize;
+        assert!(new_admitted <= 3 * windows, "{acts:?} in {elapsed:?}");
+        if windows == 1 {
+            assert_eq!(acts, [XDP_TX, XDP_TX, XDP_TX, XDP_DROP, XDP_TX, XDP_DROP]);
+        }
+        let capped = 5 - new_admitted as u64;
+        let mut want = vec![
+            (Reason::DropSourceCap, capped),
+            (Reason::FwdIpip, 6 - capped),
+        ];
+        want.retain(|(_, n)| *n > 0);
+        assert_eq!(delta(&before, &after), want);
+        for (r, i) in outs.iter().zip(order) {
+            if r.action == XDP_DROP {
+                assert_eq!(r.output, from(i), "a capped frame is untouched");
+            }
+        }
+        // One capped case through the golden harness, while the window is still full: a
+        // fresh run of four new sources within it (the window is 1 s; this takes milliseconds).
+        if windows == 1 && start.elapsed() < std::time::Duration::from_millis(900) {
+            case(
+                t,
+                "new source over the cap",
+                &from(6),
+                lab.a0,
+                XDP_DROP,
+                Reason::DropSourceCap,
+                None,
+            );
+        }
+        // A new window admits new sources again, not before a second after the first one.
+        let mut i = 10u8;
+        loop {
+            let r = t.run(&from(i), lab.a0);
+            if r.action == XDP_TX {
+                assert!(
+                    start.elapsed() >= std::time::Duration::from_secs(1),
+                    "a new source admitted {:?} after the window began",
+                    start.elapsed()
+                );
+                break;
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(10),
+                "no new source admitted 10 s after the window began"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            i += 1;
+        }
+    });
+}
+
+/// With the fragment policy `pass`, a fragment to a VIP goes to the kernel untouched
+/// (`pass_fragment`), IPv4 and IPv6 alike; a first fragment (it has its ports) is still judged
+/// and forwarded like any packet, and a fragment for the POP itself is the POP's.
+#[test]
+fn fragment_policy_pass_hands_fragments_to_the_kernel() {
+    let network = NETWORK.replace("fragments = \"drop\"", "fragments = \"pass\"");
+    with_edge_net(network, |t, lab| {
+        let a0 = lab.a0;
+        let body = b"0123456789abcdef";
+        let later = set_frag4(&udp4(PLAYER, 5000, VIP, 27015, body), false, 3);
+        case(
+            t,
+            "v4 fragment",
+            &later,
+            a0,
+            XDP_PASS,
+            Reason::PassFragment,
+            None,
+        );
+        let last_of_flood = set_frag4(&udp4(ATTACKER, 5000, VIP, 27015, body), false, 3);
+        case(
+            t,
+            "v4 fragment from a listed source (rules need ports: the kernel reassembles)",
+            &last_of_flood,
+            a0,
+            XDP_PASS,
+            Reason::PassFragment,
+            None,
+        );
+        let v6 = udp6_with_ext(PLAYER6, VIP6, 27015, &[0, 44]);
+        case(
+            t,
+            "v6 fragment",
+            &v6,
+            a0,
+            XDP_PASS,
+            Reason::PassFragment,
+            None,
+        );
+        let first = set_frag4(&udp4(PLAYER, 5000, VIP, 27016, body), true, 0);
+        let want = expected_ipip(&first, 14, BE2_MAC, lab.b0_mac, TUNNEL, BE2);
+        case(
+            t,
+            "v4 first fragment",
+            &first,
+            a0,
+            XDP_REDIRECT,
+            Reason::FwdIpip,
+            Some(&want),
+        );
+        let own = set_frag4(&udp4(PLAYER, 5000, TUNNEL, 179, body), false, 3);
+        case(
+            t,
+            "fragment for the POP",
+            &own,
+            a0,
+            XDP_PASS,
+            Reason::PassNotVip,
+            None,
+        );
     });
 }

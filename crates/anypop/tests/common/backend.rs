@@ -109,6 +109,7 @@ impl TestBackend {
             "{what}: counters"
         );
         assert_eq!(r.output, out.unwrap_or(frame), "{what}: output");
+        produced(reason);
     }
 
     pub fn dsr_case(
@@ -130,6 +131,7 @@ impl TestBackend {
             "{what}: counters"
         );
         assert_eq!(r.output, out.unwrap_or(frame), "{what}: output");
+        produced(reason);
     }
 }
 

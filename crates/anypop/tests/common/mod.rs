@@ -208,6 +208,47 @@ impl TestEdge {
     }
 }
 
+/// Every reason a golden case (`TestEdge::case`, `TestBackend::decap_case`/`dsr_case`) saw
+/// counted, in this test process: what `golden_reasons.rs` checks against `Reason::ALL`.
+pub static PRODUCED: std::sync::Mutex<Vec<Reason>> = std::sync::Mutex::new(Vec::new());
+
+/// Records that a golden case produced `reason`.
+pub fn produced(reason: Reason) {
+    PRODUCED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(reason);
+}
+
+impl TestEdge {
+    /// One golden case: runs `frame` as if it arrived on `ingress` and checks the action, the
+    /// output bytes (`None`: the frame as it came) and that exactly one `reason` was counted,
+    /// with the frame's bytes.
+    pub fn case(
+        &mut self,
+        what: &str,
+        frame: &[u8],
+        ingress: u32,
+        action: u32,
+        reason: Reason,
+        out: Option<&[u8]>,
+    ) {
+        let before = self.snapshot();
+        let r = self.run(frame, ingress);
+        let after = self.snapshot();
+        assert_eq!(r.action, action, "{what}: action");
+        assert_eq!(
+            delta(&before, &after),
+            vec![(reason, 1)],
+            "{what}: counters"
+        );
+        let bytes = after.get(reason).bytes - before.get(reason).bytes;
+        assert_eq!(bytes, frame.len() as u64, "{what}: counted bytes");
+        assert_eq!(r.output, out.unwrap_or(frame), "{what}: output bytes");
+        produced(reason);
+    }
+}
+
 /// Counter deltas by reason between two snapshots (packets only), non-zero ones.
 pub fn delta(a: &Snapshot, b: &Snapshot) -> Vec<(Reason, u64)> {
     Reason::ALL
