@@ -56,29 +56,6 @@ fn with_edge_net(network: String, f: impl FnOnce(&mut TestEdge, &Lab) + Send + '
     .unwrap_or_else(|e| std::panic::resume_unwind(e));
 }
 
-/// What the POP sends back for a DF packet too big to tunnel: ICMP "fragmentation needed" from
-/// the VIP to the player, out the way it came (MACs swapped, VLAN tags kept), quoting the
-/// packet's IPv4 header and its first 8 bytes.
-fn expected_frag_needed(frame: &[u8], l2: usize, next_hop_mtu: u16) -> Vec<u8> {
-    let mut v = Vec::new();
-    v.extend_from_slice(&frame[6..12]);
-    v.extend_from_slice(&frame[0..6]);
-    v.extend_from_slice(&frame[12..l2]);
-    let mut ip = vec![0x45, 0xc0, 0, 56, 0, 0, 0, 0, 64, 1, 0, 0];
-    ip.extend_from_slice(&frame[l2 + 16..l2 + 20]);
-    ip.extend_from_slice(&frame[l2 + 12..l2 + 16]);
-    let c = checksum(&ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    let mtu = next_hop_mtu.to_be_bytes();
-    let mut icmp = vec![3, 4, 0, 0, 0, 0, mtu[0], mtu[1]];
-    icmp.extend_from_slice(&frame[l2..l2 + 28]);
-    let c = checksum(&icmp);
-    icmp[2..4].copy_from_slice(&c.to_be_bytes());
-    v.extend(ip);
-    v.extend(icmp);
-    v
-}
-
 #[test]
 fn forward_same_interface_is_xdp_tx_with_exact_ipip() {
     with_edge(|t, lab| {
