@@ -700,7 +700,7 @@ mod differential {
 
     /// Runs `p` and reads which reason and which rule counted it.
     fn outcome(t: &mut TestEdge, lab: &Lab, rules: usize, p: &Pkt) -> Outcome {
-        let generation = t.edge().control().unwrap().active_gen as u32;
+        let generation = t.edge().control().unwrap().active_gen & 1;
         let open = |name: &str| {
             let data = MapData::from_pin(t.pin_dir.join(name)).unwrap();
             PerCpuArray::<MapData, Counter>::try_from(Map::PerCpuArray(data)).unwrap()
@@ -739,7 +739,7 @@ mod differential {
             let data = MapData::from_pin(t.pin_dir.join("CONTROL")).unwrap();
             let m: Array<MapData, anypop_common::layout::Control> =
                 Array::try_from(Map::Array(data)).unwrap();
-            m.get(&0, 0).unwrap().active_gen as u32 & 1
+            m.get(&0, 0).unwrap().active_gen & 1
         };
         let dir: Array<MapData, u64> = Array::try_from(Map::Array(
             MapData::from_pin(t.pin_dir.join("SRC4_DIR")).unwrap(),
@@ -763,7 +763,7 @@ mod differential {
     /// Makes every source of the live generation walk the rules (as if nothing were
     /// precomputed): the other path to the same verdicts.
     fn force_walk(t: &mut TestEdge) {
-        let generation = t.edge().control().unwrap().active_gen as u32 & 1;
+        let generation = t.edge().control().unwrap().active_gen & 1;
         let data = MapData::from_pin(t.pin_dir.join("SRC4_DECIDE")).unwrap();
         let mut decide: Array<MapData, u32> = Array::try_from(Map::Array(data)).unwrap();
         for i in generation * 8 * CLASSES..(generation + 1) * 8 * CLASSES {
