@@ -1,6 +1,8 @@
 //! Golden packets: the real `edge` program, run by BPF_PROG_TEST_RUN on crafted frames. Each case
 //! states its input, the expected XDP action, the exact output bytes and the verdict counter that
-//! must move. Every verdict reason the program can produce has a case here.
+//! must move. Every verdict reason the program can produce has a case here (`golden_reasons.rs`
+//! checks that one golden case per reason exists, and says why `drop_adjust_failed` has none);
+//! `literal_frames_per_path` pins each way out of the program as literal bytes.
 mod common;
 
 use anypop::dataplane::testrun::{XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX};
