@@ -16,6 +16,9 @@ rustfmt --edition 2024 --check crates/anypop-ebpf/src/*.rs
 echo "== clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
+echo "== package (Debian package and systemd unit, checked)"
+bash scripts/package.sh --check
+
 echo "== tests (host unit tests, kernel golden-packet, property, flow and CLI tests)"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

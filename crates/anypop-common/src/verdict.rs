@@ -15,7 +15,8 @@ pub enum Reason {
     DropMalformed = 2,
     /// A non-first IPv4 fragment or an IPv6 fragment, with the fragment policy `drop`.
     DropFragment = 3,
-    /// A fragment, with the fragment policy `pass` (the kernel reassembles).
+    /// A fragment, with the fragment policy `pass` (the kernel reassembles). Backend: an outer
+    /// IPv4 fragment of IPIP from a known POP, never decapsulated; the kernel reassembles it.
     PassFragment = 4,
     /// Addressed to a VIP, but no service matches protocol and port.
     DropNoService = 5,

@@ -2,6 +2,8 @@
 //! - `decap` (XDP on the backend's interface): IPIP from a known POP, to our address, for a
 //!   configured service → outer header removed, passed to the stack, where the game server has
 //!   the VIP bound. Anything else passes untouched; IPIP from an unknown source is dropped.
+//!   Outer fragments are passed whole to the kernel (never decapsulated), and outer or inner
+//!   lengths that disagree with the frame are dropped as malformed.
 //! - `dsr` (TC egress): a reply whose source is a VIP and whose source port belongs to that
 //!   service goes straight to the player, with the next hop from `bpf_fib_lookup`.
 #![no_std]
@@ -120,29 +122,46 @@ fn try_decap(ctx: &XdpContext) -> (u32, Reason) {
     if w0 >> 12 != 4 || proto != 4 || w32(outer, 8) != settings.address {
         return pass;
     }
+    let malformed = (xdp_action::XDP_DROP, Reason::DropMalformed);
     let ihl = (((w0 >> 8) & 0xf) as usize) * 4;
-    if ihl < 20 {
-        return (xdp_action::XDP_DROP, Reason::DropMalformed);
+    // The outer packet must fit the frame (what follows it is Ethernet padding).
+    let tot_len = u16::from_be(w(outer, 1)) as usize;
+    if ihl < 20 || l3 + tot_len > data_end(ctx) - data(ctx) {
+        return malformed;
     }
     // No open relay: only our POPs may tunnel to us.
     if B_POPS.get_ptr(&w32(outer, 6)).is_none() {
         return (xdp_action::XDP_DROP, Reason::DropUnknownPop);
     }
+    // An outer fragment (MF or an offset) holds part of the inner packet, or bytes that only
+    // look like one: never decapsulated. The kernel reassembles it (and its tunnel, if any,
+    // takes the whole packet).
+    if u16::from_be(w(outer, 3)) & 0x3fff != 0 {
+        return (xdp_action::XDP_PASS, Reason::PassFragment);
+    }
+    if tot_len < ihl + 20 {
+        return malformed;
+    }
     let inner_off = l3 + ihl;
     let inner = match words_at(ctx, inner_off, 10) {
         Some(p) => p,
-        None => return (xdp_action::XDP_DROP, Reason::DropMalformed),
+        None => return malformed,
     };
     let i0 = u16::from_be(w(inner, 0));
     if i0 >> 12 != 4 {
         return pass;
     }
     let inner_ihl = (((i0 >> 8) & 0xf) as usize) * 4;
+    // The inner packet must fit the outer one (the kernel would trim a shorter one).
+    let inner_len = u16::from_be(w(inner, 1)) as usize;
+    if inner_ihl < 20 || inner_len < inner_ihl || inner_len > tot_len - ihl {
+        return malformed;
+    }
     let inner_proto = u16::from_be(w(inner, 4)) as u8;
     let (player_port, port) = if inner_proto == PROTO_UDP || inner_proto == PROTO_TCP {
         match words_at(ctx, inner_off + inner_ihl, 2) {
             Some(p) => (u16::from_be(w(p, 0)), u16::from_be(w(p, 1))),
-            None => return (xdp_action::XDP_DROP, Reason::DropMalformed),
+            None => return malformed,
         }
     } else {
         (0, 0)

@@ -2,8 +2,15 @@
 //! the operator asked for is copied, with its verdict, into a ring buffer — at most
 //! `per_cpu_pps` a second per CPU, so a flood cannot flood the ring or the reader. Off (the
 //! default), it costs one array read and one bit test per packet.
-use anypop_common::layout::{
-    CAPTURE_RING_BYTES, CAPTURE_SNAPLEN, CaptureConfig, CaptureRecord, CaptureWindow, NONE,
+//!
+//! A request carries a deadline (`expires`, seconds of the monotonic clock) that its capture
+//! keeps pushing ahead while it runs: a capture killed without clearing its request stops
+//! sampling within seconds, checked here, on the sampling path only.
+use anypop_common::{
+    layout::{
+        CAPTURE_RING_BYTES, CAPTURE_SNAPLEN, CaptureConfig, CaptureRecord, CaptureWindow, NONE,
+    },
+    verdict::Reason,
 };
 use aya_ebpf::{
     EbpfContext,
@@ -19,6 +26,20 @@ static CAPTURE: Array<CaptureConfig> = Array::pinned(1, 0);
 static CAPTURE_WIN: PerCpuArray<CaptureWindow> = PerCpuArray::pinned(1, 0);
 #[map]
 static CAPTURE_RING: RingBuf = RingBuf::pinned(CAPTURE_RING_BYTES, 0);
+
+// The reason bitmap is 32 bits wide (the low half of what was one u64: see `CaptureConfig`).
+const _: () = {
+    let mut i = 0;
+    while i < Reason::ALL.len() {
+        assert!(
+            (Reason::ALL[i] as u32) < 32,
+            "a verdict reason does not fit the capture bitmap"
+        );
+        i += 1;
+    }
+    assert!(core::mem::offset_of!(CaptureConfig, expires) == 4);
+    assert!(core::mem::size_of::<CaptureConfig>() == 16);
+};
 
 /// Who decided a packet's fate, filled in as the program learns it.
 pub struct Who {
@@ -42,7 +63,7 @@ impl Who {
 #[inline(always)]
 pub fn maybe_sample(ctx: &XdpContext, action: u32, reason: u32, who: &Who) {
     if let Some(c) = CAPTURE.get(0) {
-        if (c.reasons >> (reason & 63)) & 1 != 0 {
+        if (c.reasons >> (reason & 31)) & 1 != 0 {
             // BPF calls take at most five arguments: action and reason travel in one.
             sample(ctx, c, (action << 8) | (reason & 0xff), who);
         }
@@ -58,6 +79,10 @@ fn sample(ctx: &XdpContext, c: &CaptureConfig, action_reason: u32, who: &Who) {
         return;
     };
     let now = unsafe { bpf_ktime_get_ns() };
+    // A request whose capture stopped renewing it (killed, stopped) samples nothing.
+    if c.expires != 0 && (now / 1_000_000_000) as u32 >= c.expires {
+        return;
+    }
     // Per-CPU window: no other writer.
     unsafe {
         if now.wrapping_sub((*w).start_ns) >= 1_000_000_000 {

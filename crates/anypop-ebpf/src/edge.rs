@@ -624,9 +624,12 @@ fn rule_matches(r: &RuleEntry, pkt: &RuleWalk) -> bool {
     true
 }
 
-/// Offers the packet to its two GCRA buckets with compare-and-swap, so all CPUs share one exact
-/// bucket per source. A lost race is retried once, then the packet is charged with a plain store
-/// (a second lost race within nanoseconds costs at most one packet of accuracy).
+/// Offers the packet to one of its GCRA buckets with compare-and-swap, so all CPUs share one
+/// exact bucket per source. A lost race is retried once; after a second one the packet is still
+/// charged, never admitted for free: by an atomic add of its cost when the bucket runs ahead of
+/// the clock (as it does while other CPUs keep charging it: exact, no other CPU's charge is
+/// lost), else by a plain store of the new TAT (an idle bucket that several CPUs charge at
+/// once: at most one packet of accuracy).
 #[inline(always)]
 fn charge(slot: *mut u64, now: u64, cost: u64, depth: u64) -> bool {
     let mut tries = 0;
@@ -642,7 +645,18 @@ fn charge(slot: *mut u64, now: u64, cost: u64, depth: u64) -> bool {
         }
         tries += 1;
     }
-    true
+    let tat = load_u64(slot);
+    match gcra::offer(tat, now, cost, depth) {
+        Gcra::Deny => false,
+        Gcra::Allow(new) => {
+            if tat > now {
+                fetch_add_u64(slot, cost);
+            } else {
+                store_u64(slot, new);
+            }
+            true
+        }
+    }
 }
 
 /// Returns a drop reason (as `u32`) when the source is over its limit or blocked, else [`NONE`].

@@ -11,4 +11,5 @@ pub mod daemon;
 pub mod dataplane;
 pub mod doctor;
 pub mod lab;
+pub mod sys;
 pub mod telemetry;

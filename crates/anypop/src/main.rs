@@ -6,7 +6,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{Context, bail};
@@ -119,6 +119,21 @@ enum Command {
         node: String,
         #[arg(long, default_value_os_t = anypop::dataplane::pin_root())]
         pin_root: PathBuf,
+        /// Apply what can be applied live even when some changes (interfaces, table sizes,
+        /// xdp_mode) take a restart of the daemon; without it such a file is refused whole.
+        #[arg(long)]
+        allow_restart_needed: bool,
+    },
+    /// Take a node down on this machine: detach its programs, remove its pinned maps, the VIPs
+    /// anypop added to `lo` and its run-time files. Refused while a daemon runs the node.
+    Down {
+        #[arg(long)]
+        node: String,
+        #[arg(long, default_value_os_t = anypop::dataplane::pin_root())]
+        pin_root: PathBuf,
+        /// Keep the state maps (flows, rate-limit buckets) for a later `anypop run`.
+        #[arg(long)]
+        keep_state: bool,
     },
     /// Sample packets from the running edge program into a pcapng file, each with its verdict,
     /// reason, rule and service in the packet comment (tshark -r FILE shows them).
@@ -148,6 +163,10 @@ enum Command {
         config: Option<PathBuf>,
         #[arg(long, default_value_os_t = anypop::dataplane::pin_root())]
         pin_root: PathBuf,
+        /// Replace FILE if it exists (only a regular file of this user, by a new file renamed
+        /// over it; a symbolic link is never followed or replaced).
+        #[arg(long)]
+        force: bool,
     },
     /// Why was this packet dropped? Runs each packet of a capture through the node's running
     /// edge program and prints verdict, reason, rule, service, backend and the packet it would
@@ -289,24 +308,18 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             metrics,
             no_watch,
         } => {
-            let leave_running = !detach;
-            let mut watch = (!no_watch).then(|| daemon::FileWatch::new(&config));
-            let latest = Arc::new(std::sync::Mutex::new(String::new()));
-            if metrics != "off" {
-                let addr: std::net::SocketAddr = metrics
-                    .parse()
-                    .map_err(|_| anyhow::anyhow!("--metrics {metrics:?} is not an address; write IP:PORT (e.g. 127.0.0.1:9542) or off"))?;
-                if let Err(e) = anypop::telemetry::metrics::serve(addr, Arc::clone(&latest)) {
-                    tracing::warn!("{e:#}");
-                } else {
-                    tracing::info!("metrics on http://{addr}/metrics");
-                }
-            }
-            if unsafe { libc::geteuid() } != 0 {
-                bail!(
-                    "anypop run loads eBPF programs and attaches XDP: run it as root (or with CAP_BPF and CAP_NET_ADMIN)"
-                );
-            }
+            let metrics = match metrics.as_str() {
+                "off" => None,
+                m => Some(m.parse::<std::net::SocketAddr>().map_err(|_| {
+                    anyhow::anyhow!(
+                        "--metrics {m:?} is not an address; write IP:PORT (e.g. 127.0.0.1:9542) or off"
+                    )
+                })?),
+            };
+            anypop::sys::privileges::require(
+                anypop::sys::privileges::DAEMON,
+                "anypop run loads eBPF programs and attaches XDP",
+            )?;
             let stop = Arc::new(AtomicBool::new(false));
             for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
                 signal_hook::flag::register(sig, Arc::clone(&stop))
@@ -316,80 +329,33 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let reload = Arc::new(AtomicBool::new(false));
             signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
                 .context("installing signal handler")?;
-            let net = config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let role = net.node(&node).map_err(|e| anyhow::anyhow!("{e}"))?.role;
-            let lock = daemon::DaemonLock::acquire(
-                &anypop::dataplane::node_pin_dir(&pin_root, &node),
-                &node,
+            daemon::run::run(
+                daemon::run::RunOptions {
+                    config,
+                    node,
+                    pin_root,
+                    interval: Duration::from_secs(interval.max(1)),
+                    leave_running: !detach,
+                    duration: duration.map(Duration::from_secs),
+                    metrics,
+                    watch: !no_watch,
+                },
+                &stop,
+                &reload,
+            )
+        }
+        Command::Down {
+            node,
+            pin_root,
+            keep_state,
+        } => {
+            anypop::sys::privileges::require(
+                anypop::sys::privileges::DAEMON,
+                "anypop down detaches programs and removes pins",
             )?;
-            if role == config::Role::Backend {
-                return run_backend(
-                    &net,
-                    &node,
-                    &pin_root,
-                    interval,
-                    duration,
-                    &stop,
-                    &reload,
-                    &config,
-                    &lock,
-                    &latest,
-                    leave_running,
-                    watch.as_mut(),
-                );
-            }
-            let mut pop = daemon::Pop::start_with(&net, &node, &pin_root)?;
-            let deadline = duration.map(|d| Instant::now() + Duration::from_secs(d));
-            let mut prev = pop.snapshot()?;
-            let mut last = Instant::now();
-            // Counting LRU entries walks the whole table: every minute, not every summary.
-            let mut last_fill: Option<Instant> = None;
-            let mut last_metrics = Instant::now() - Duration::from_secs(2);
-            while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
-                std::thread::sleep(Duration::from_millis(200));
-                pop.tick()?;
-                if last_metrics.elapsed() >= Duration::from_secs(1) {
-                    *latest.lock().unwrap() = pop.metrics()?;
-                    last_metrics = Instant::now();
-                }
-                if watch.as_mut().is_some_and(|w| w.changed()) {
-                    tracing::info!("{} changed on disk: applying it", config.display());
-                    reload.store(true, Ordering::Relaxed);
-                }
-                if reload.swap(false, Ordering::Relaxed) {
-                    if let Some(w) = watch.as_mut() {
-                        w.mark_seen();
-                    }
-                    reload_now(&lock, &config, |net| {
-                        let a = pop.apply(net)?;
-                        Ok(format!(
-                            "config {:016x} live in slot {} (switch #{}; rewrote {} source-trie entries, {} Maglev tables, DIR-24-8 table {})",
-                            net.source_text_hash,
-                            a.generation,
-                            a.version,
-                            a.written.trie_writes,
-                            a.written.maglev_tables,
-                            if a.written.dir_rewritten {
-                                "rewritten"
-                            } else {
-                                "kept"
-                            }
-                        ))
-                    });
-                }
-                if last.elapsed() >= Duration::from_secs(interval.max(1)) {
-                    let now = pop.snapshot()?;
-                    let secs = last.elapsed().as_secs_f64();
-                    tracing::info!("{}", anypop::telemetry::summary_line(&prev, &now, secs));
-                    if last_fill.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
-                        tracing::info!("{}", pop.fill_line()?);
-                        last_fill = Some(Instant::now());
-                    }
-                    prev = now;
-                    last = Instant::now();
-                }
-            }
-            pop.stop(leave_running)
+            let removed = daemon::down::down(&pin_root, &node, keep_state)?;
+            println!("{}", removed.describe(&node));
+            Ok(())
         }
         Command::Status {
             node,
@@ -417,6 +383,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             config,
             node,
             pin_root,
+            allow_restart_needed,
         } => {
             let net = config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
             let role = net.node(&node).map_err(|e| anyhow::anyhow!("{e}"))?.role;
@@ -431,15 +398,21 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 config::Role::Backend => config::compile::compile_backend(&net, &node).map(|_| ()),
             };
             compiled.map_err(|e| anyhow::anyhow!("{e}"))?;
-            let answer = daemon::request_apply(
-                &anypop::dataplane::node_pin_dir(&pin_root, &node),
+            let abs = std::fs::canonicalize(&config)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+            let answer = daemon::control::ask(
+                &daemon::rundir::socket_path(&anypop::dataplane::node_pin_dir(&pin_root, &node)),
                 &node,
-                &config,
+                &daemon::control::Request::Apply {
+                    config: abs,
+                    allow_restart_needed,
+                },
+                Duration::from_secs(120),
             )?;
-            if let Some(err) = answer.strip_prefix("error: ") {
-                bail!("{err}");
+            if !answer.ok {
+                bail!("{}", answer.message);
             }
-            println!("{answer}");
+            println!("{}", answer.message);
             Ok(())
         }
         Command::Bench {
@@ -503,6 +476,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             rate,
             config,
             pin_root,
+            force,
         } => {
             if unsafe { libc::geteuid() } != 0 {
                 bail!("capture reads the node's pinned maps: run it as root");
@@ -535,7 +509,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 signal_hook::flag::register(sig, Arc::clone(&stop))
                     .context("installing signal handler")?;
             }
-            let n = anypop::telemetry::capture::capture(
+            let n = anypop::telemetry::capture::capture_to(
                 &anypop::dataplane::node_pin_dir(&pin_root, &node),
                 &names,
                 &anypop::telemetry::capture::CaptureRequest {
@@ -546,6 +520,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     rate,
                 },
                 &out,
+                force,
                 &stop,
                 &|n| eprintln!("captured {n} packets so far …"),
             )?;
@@ -569,7 +544,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let ifname = interface.or(first_if).ok_or_else(|| {
                 anyhow::anyhow!("which interface? give --config FILE (its node's first interface) or --interface IF")
             })?;
-            let frames = anypop::telemetry::trace::read_frames(&pcap)?;
+            let capture = anypop::telemetry::trace::read_capture(&pcap)?;
+            let frames = &capture.frames;
             let tracer = anypop::telemetry::trace::Tracer::new(
                 &anypop::dataplane::node_pin_dir(&pin_root, &node),
                 &ifname,
@@ -583,6 +559,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             for (i, f) in frames.iter().enumerate() {
                 let t = tracer.trace(f)?;
                 println!("{}", anypop::telemetry::trace::line(i + 1, &t));
+            }
+            if let Some(w) = &capture.warning {
+                eprintln!("warning: {w}");
             }
             Ok(())
         }
@@ -710,85 +689,4 @@ fn trace_names(
     pop_names(cfg, node)?.ok_or_else(|| {
         anyhow::anyhow!("node {node} is a backend; trace and capture work on a POP's edge program")
     })
-}
-
-/// `anypop run` for a backend node: attach decap + DSR, log counters until stopped.
-#[allow(clippy::too_many_arguments)]
-fn run_backend(
-    net: &config::Network,
-    node: &str,
-    pin_root: &std::path::Path,
-    interval: u64,
-    duration: Option<u64>,
-    stop: &AtomicBool,
-    reload: &AtomicBool,
-    config_path: &std::path::Path,
-    lock: &daemon::DaemonLock,
-    latest: &std::sync::Mutex<String>,
-    leave_running: bool,
-    mut watch: Option<&mut daemon::FileWatch>,
-) -> anyhow::Result<()> {
-    let mut be = daemon::BackendNode::start_with(net, node, pin_root)?;
-    let deadline = duration.map(|d| Instant::now() + Duration::from_secs(d));
-    let mut prev = be.snapshot()?;
-    let mut last = Instant::now();
-    while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
-        std::thread::sleep(Duration::from_millis(200));
-        if let Ok(snap) = be.snapshot() {
-            *latest.lock().unwrap() = anypop::telemetry::metrics::render(node, &snap, 0, &[]);
-        }
-        if watch.as_mut().is_some_and(|w| w.changed()) {
-            tracing::info!("{} changed on disk: applying it", config_path.display());
-            reload.store(true, Ordering::Relaxed);
-        }
-        if reload.swap(false, Ordering::Relaxed) {
-            if let Some(w) = watch.as_mut() {
-                w.mark_seen();
-            }
-            reload_now(lock, config_path, |net| {
-                be.apply(net)?;
-                Ok("backend tables replaced".into())
-            });
-        }
-        if last.elapsed() >= Duration::from_secs(interval.max(1)) {
-            let now = be.snapshot()?;
-            tracing::info!(
-                "{}",
-                anypop::telemetry::summary_line(&prev, &now, last.elapsed().as_secs_f64())
-            );
-            prev = now;
-            last = Instant::now();
-        }
-    }
-    be.stop(leave_running)
-}
-
-/// One reload (SIGHUP or `anypop apply`): the file `anypop apply` asked for, else the daemon's own;
-/// validated and applied by `apply`, the outcome logged and reported back to `anypop apply`. A
-/// failure anywhere leaves the running config in place.
-fn reload_now(
-    lock: &daemon::DaemonLock,
-    own: &std::path::Path,
-    apply: impl FnOnce(&config::Network) -> anyhow::Result<String>,
-) {
-    let path = lock.take_apply_request().unwrap_or_else(|| own.to_owned());
-    let outcome = config::load(&path)
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .and_then(|n| apply(&n));
-    let report = match outcome {
-        Ok(what) => {
-            let m = format!("applied {}: {what}", path.display());
-            tracing::info!("{m}");
-            m
-        }
-        Err(e) => {
-            let m = format!(
-                "{} not applied, the running config stays:\n{e:#}",
-                path.display()
-            );
-            tracing::error!("{m}");
-            format!("error: {m}")
-        }
-    };
-    lock.report(&report);
 }

@@ -2,6 +2,7 @@
 //! natively (or refusing / falling back on a driver without native XDP), detaching on exit, and
 //! leaving the data plane running by default and adopting it again. Each `run` happens in a private network namespace with its own pin root.
 mod common;
+mod daemon_support;
 
 use std::{
     io::{Read, Write},
@@ -10,6 +11,7 @@ use std::{
 };
 
 use common::*;
+use daemon_support::{Daemon, READY_WITHIN, VETH, pop_network};
 
 fn anypop() -> Command {
     Command::new(env!("CARGO_BIN_EXE_anypop"))
@@ -81,33 +83,6 @@ fn check_reports_every_problem_with_lines_and_fails() {
     );
 }
 
-/// A network whose POP runs on interface `ifname` in the test namespace.
-fn pop_network(ifname: &str, mode: &str) -> String {
-    format!(
-        r#"
-[[service]]
-name = "g"
-vip = "203.0.113.10"
-protocol = "udp"
-ports = "27015"
-backends = ["be-1"]
-
-[[node]]
-name = "pop-1"
-role = "pop"
-interfaces = ["{ifname}"]
-tunnel_source = "198.51.100.1"
-xdp_mode = "{mode}"
-
-[[node]]
-name = "be-1"
-role = "backend"
-interface = "eth0"
-address = "198.51.100.21"
-"#
-    )
-}
-
 /// Runs `anypop run` for 2 s inside a fresh namespace prepared by `setup`; returns its output and
 /// what `ip link show` says afterwards.
 fn run_in_netns(
@@ -163,18 +138,6 @@ fn run_in_netns(
     .join()
     .unwrap()
 }
-
-const VETH: &[&[&str]] = &[
-    &["ip", "link", "set", "lo", "up"],
-    &[
-        "ip", "link", "add", "t0", "type", "veth", "peer", "name", "t1",
-    ],
-    &["ip", "link", "set", "t0", "up"],
-    &["ip", "link", "set", "t1", "up"],
-    &["ip", "addr", "add", "198.51.100.1/24", "dev", "t0"],
-    &["sysctl", "-q", "-w", "net.ipv4.conf.all.forwarding=1"],
-    &["sysctl", "-q", "-w", "net.ipv4.conf.t0.forwarding=1"],
-];
 
 #[test]
 fn run_attaches_natively_logs_counters_and_detaches_on_exit() {
@@ -315,8 +278,9 @@ impl Drop for Cleanup {
 }
 
 /// In the calling thread's new private namespace (with the VETH set-up), starts `anypop run`
-/// for 6 s on a fresh network file; returns its temp dir, file, pin root and process.
-fn start_daemon_in_private_netns(tag: &str) -> (PathBuf, PathBuf, PathBuf, std::process::Child) {
+/// on a fresh network file (with `extra` flags) and waits until it is ready; returns its temp
+/// dir, file, pin root and process (stop it with SIGTERM: [`stop_daemon`]).
+fn start_daemon_in_private_netns(tag: &str, extra: &[&str]) -> (PathBuf, PathBuf, PathBuf, Daemon) {
     private_netns();
     for cmd in VETH {
         sh(cmd);
@@ -333,59 +297,52 @@ fn start_daemon_in_private_netns(tag: &str) -> (PathBuf, PathBuf, PathBuf, std::
         "/sys/fs/bpf/anypop-{tag}-{}-{seq}",
         std::process::id()
     ));
-    let child = anypop()
-        .args([
-            "run",
-            "--node",
-            "pop-1",
-            "--duration",
-            "6",
-            "--interval",
-            "1",
-            "--config",
-        ])
+    let mut cmd = anypop();
+    cmd.args(["run", "--node", "pop-1", "--interval", "1", "--config"])
         .arg(&cfg)
         .arg("--pin-root")
         .arg(&pins)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    (dir, cfg, pins, child)
+        .args(extra);
+    let mut daemon = Daemon::spawn(cmd);
+    daemon.wait_for("ready: node pop-1", READY_WITHIN);
+    (dir, cfg, pins, daemon)
+}
+
+/// Stops a daemon with SIGTERM; its exit status and everything it said.
+fn stop_daemon(d: Daemon) -> (std::process::ExitStatus, String) {
+    d.signal(libc::SIGTERM);
+    d.finish(std::time::Duration::from_secs(30))
 }
 
 #[test]
 fn sighup_applies_a_new_file_live_and_keeps_the_running_one_when_it_is_bad() {
     require_root();
     let out = std::thread::spawn(|| {
-        let (dir, cfg, pins, child) = start_daemon_in_private_netns("hup");
+        // No file watch: only SIGHUP can make the edits live.
+        let (dir, cfg, pins, mut daemon) = start_daemon_in_private_netns("hup", &["--no-watch"]);
         let _cleanup = Cleanup(vec![dir.clone(), pins.clone()]);
-        let pid = child.id() as i32;
-        std::thread::sleep(std::time::Duration::from_millis(2000));
         // A good change: one more port.
         std::fs::write(
             &cfg,
             pop_network("t0", "native").replace("ports = \"27015\"", "ports = \"27015-27016\""),
         )
         .unwrap();
-        unsafe { libc::kill(pid, libc::SIGHUP) };
-        std::thread::sleep(std::time::Duration::from_millis(1500));
+        daemon.signal(libc::SIGHUP);
+        daemon.wait_for("(switch #2;", READY_WITHIN);
         // A bad change: must not replace the running config.
         std::fs::write(
             &cfg,
             pop_network("t0", "native").replace("ports = \"27015\"", "ports = \"0\""),
         )
         .unwrap();
-        unsafe { libc::kill(pid, libc::SIGHUP) };
-        let o = child.wait_with_output().unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
-        let _ = std::fs::remove_dir_all(&pins);
-        o
+        daemon.signal(libc::SIGHUP);
+        daemon.wait_for("not applied, the running config stays", READY_WITHIN);
+        stop_daemon(daemon)
     })
     .join()
     .unwrap();
-    let t = text(&out);
-    assert!(out.status.success(), "{t}");
+    let t = out.1;
+    assert!(out.0.success(), "{t}");
     assert!(
         t.contains("live in slot 1 (switch #1)"),
         "first config: {t}"
@@ -446,9 +403,8 @@ fn the_lab_demo_runs_and_its_players_survive_the_flood_and_the_flap() {
 fn apply_reaches_the_running_daemon_and_a_second_daemon_is_refused() {
     require_root();
     let (applied, bad, second, log, status, metrics) = std::thread::spawn(|| {
-        let (dir, cfg, pins, child) = start_daemon_in_private_netns("apply");
+        let (dir, cfg, pins, daemon) = start_daemon_in_private_netns("apply", &[]);
         let _cleanup = Cleanup(vec![dir.clone(), pins.clone()]);
-        std::thread::sleep(std::time::Duration::from_millis(2000));
         let new = dir.join("new.toml");
         std::fs::write(
             &new,
@@ -495,9 +451,7 @@ fn apply_reaches_the_running_daemon_and_a_second_daemon_is_refused() {
             .arg(&pins)
             .output()
             .unwrap();
-        let log = child.wait_with_output().unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
-        let _ = std::fs::remove_dir_all(&pins);
+        let log = stop_daemon(daemon);
         (applied, bad, second, log, status, metrics)
     })
     .join()
@@ -561,11 +515,11 @@ fn apply_reaches_the_running_daemon_and_a_second_daemon_is_refused() {
         "{}",
         text(&second)
     );
-    assert!(log.status.success(), "{}", text(&log));
+    assert!(log.0.success(), "{}", log.1);
     assert!(
-        !text(&log).contains("switch #3"),
+        !log.1.contains("switch #3"),
         "the bad file never reached the daemon: {}",
-        text(&log)
+        log.1
     );
 }
 
@@ -653,8 +607,14 @@ fn a_killed_lab_leaves_no_daemon_and_the_next_lab_removes_its_leftovers() {
     );
     first.kill().unwrap();
     first.wait().unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    assert_eq!(lab_traces(pid).2, 0, "the daemons of a killed lab stop");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while lab_traces(pid).2 != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemons of a killed lab stop"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     // ... until the next lab starts; that one removes everything itself on Ctrl-C.
     let (mut second, mut out) = lab_up();
     assert_eq!(
@@ -724,26 +684,26 @@ fn a_restarted_daemon_adopts_the_running_data_plane_and_detach_removes_it() {
 fn an_edited_network_file_is_applied_without_a_signal_and_a_bad_edit_is_not() {
     require_root();
     let out = std::thread::spawn(|| {
-        let (dir, cfg, pins, child) = start_daemon_in_private_netns("watch");
+        let (dir, cfg, pins, mut daemon) = start_daemon_in_private_netns("watch", &[]);
         let _cleanup = Cleanup(vec![dir.clone(), pins.clone()]);
-        std::thread::sleep(std::time::Duration::from_millis(2000));
         std::fs::write(
             &cfg,
             pop_network("t0", "native").replace("ports = \"27015\"", "ports = \"27015-27017\""),
         )
         .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(2000));
+        daemon.wait_for("(switch #2;", READY_WITHIN);
         std::fs::write(
             &cfg,
             pop_network("t0", "native").replace("ports = \"27015\"", "ports = \"70000\""),
         )
         .unwrap();
-        child.wait_with_output().unwrap()
+        daemon.wait_for("not applied, the running config stays", READY_WITHIN);
+        stop_daemon(daemon)
     })
     .join()
     .unwrap();
-    let t = text(&out);
-    assert!(out.status.success(), "{t}");
+    let t = out.1;
+    assert!(out.0.success(), "{t}");
     assert!(t.contains("changed on disk: applying it"), "{t}");
     assert!(
         t.contains("live in slot 0 (switch #2;"),

@@ -1,6 +1,7 @@
 //! Property test on the real `edge` program: many thousands of random and mutated frames.
-//! Whatever arrives, the program never returns XDP_ABORTED, never forwards an invalid packet, and
-//! counts exactly one verdict per frame.
+//! Whatever arrives, the program never returns XDP_ABORTED, never forwards an invalid packet,
+//! passes every frame to the kernel as it came (except `fwd_ipip_kernel`'s, a valid IPIP packet),
+//! and counts exactly one verdict per frame.
 mod common;
 
 use anypop::dataplane::testrun::{XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX};
@@ -46,6 +47,12 @@ fn seeds() -> Vec<Vec<u8>> {
             true,
             0,
         ),
+        // be-4's neighbour is unknown: encapsulated and passed to the kernel.
+        udp4([100, 64, 1, 2], 40000, vip, 27018, b"to the kernel"),
+        with_vlans(
+            &udp4([100, 64, 1, 2], 40000, vip, 27018, b"to the kernel, tagged"),
+            &[(0x8100, 3)],
+        ),
     ]
 }
 
@@ -73,14 +80,18 @@ fn assert_valid_frag_needed(input: &[u8], out: &[u8]) {
 }
 
 /// Checks a forwarded frame: Ethernet + valid outer IPv4 (protocol 4, checksum, length, from the
-/// tunnel source) + an inner IPv4 packet identical to the input's IP packet.
-fn assert_valid_ipip(input: &[u8], out: &[u8]) {
+/// tunnel source, TTL 64, no identification, no fragment offset; DF and TOS those of the inner
+/// header) + an inner IPv4 packet identical to the input's IP packet, then any padding the input
+/// carried after it. Returns the outer destination (the backend).
+fn assert_valid_ipip(input: &[u8], out: &[u8]) -> [u8; 4] {
     assert!(out.len() >= 34, "forwarded frame too short: {out:02x?}");
     assert_eq!(&out[12..14], &[0x08, 0x00], "outer ethertype");
     let outer = &out[14..34];
     assert_eq!(outer[0], 0x45, "outer version/ihl");
     assert_eq!(outer[9], 4, "outer protocol IPIP");
     assert_eq!(checksum(outer), 0, "outer checksum");
+    assert_eq!(outer[8], 64, "outer TTL");
+    assert_eq!(&outer[4..6], &[0, 0], "outer identification");
     assert_eq!(
         &outer[12..16],
         &[198, 51, 100, 1],
@@ -91,18 +102,24 @@ fn assert_valid_ipip(input: &[u8], out: &[u8]) {
     assert!(inner.len() + 20 >= outer_len, "outer length beyond frame");
     let inner_len = u16::from_be_bytes([inner[2], inner[3]]) as usize;
     assert_eq!(outer_len, inner_len + 20, "outer length = inner + 20");
+    assert_eq!(outer[1], inner[1], "outer TOS = inner TOS");
+    assert_eq!(
+        (outer[6], outer[7]),
+        (inner[6] & 0x40, 0),
+        "outer DF = inner DF, never a fragment"
+    );
     assert_eq!(
         checksum(&inner[..((inner[0] & 0xf) as usize) * 4]),
         0,
         "inner checksum untouched and valid"
     );
-    // The inner packet is the input's IP packet, byte for byte.
+    // The inner packet is the input's IP packet, byte for byte, and what followed it follows.
     let parsed = SlicedPacket::from_ethernet(input).expect("a forwarded input parses");
     let Some(NetSlice::Ipv4(ip)) = parsed.net else {
         panic!("only IPv4 is forwarded")
     };
-    let ip_bytes = ip.header().slice();
-    assert_eq!(&inner[..ip_bytes.len()], ip_bytes, "inner header preserved");
+    let l3 = ip.header().slice().as_ptr() as usize - input.as_ptr() as usize;
+    assert_eq!(inner, &input[l3..], "inner packet (and padding) unchanged");
     assert!(matches!(
         parsed.transport,
         Some(TransportSlice::Udp(_))
@@ -110,6 +127,7 @@ fn assert_valid_ipip(input: &[u8], out: &[u8]) {
             | Some(TransportSlice::Icmpv4(_))
             | None
     ));
+    [outer[16], outer[17], outer[18], outer[19]]
 }
 
 fn mutate(rng: &mut StdRng, seed: &[u8]) -> Vec<u8> {
@@ -161,6 +179,7 @@ fn random_and_mutated_frames_never_abort_and_never_forward_garbage() {
         let before = t.snapshot();
         let mut forwarded = 0;
         let mut answered = 0;
+        let mut to_kernel = 0;
         for i in 0..n {
             let seed = &seeds[i % seeds.len()];
             let f = if i < seeds.len() {
@@ -185,6 +204,18 @@ fn random_and_mutated_frames_never_abort_and_never_forward_garbage() {
                 assert_valid_ipip(&f, &r.output);
             } else if r.action == XDP_DROP {
                 assert_eq!(r.output, f, "frame {i}: a dropped frame is not modified");
+            } else if r.output != f {
+                // Passed and rewritten: only `fwd_ipip_kernel` does that, encapsulating for
+                // be-4 and addressing the frame to our own MAC for the kernel to forward.
+                to_kernel += 1;
+                let backend = assert_valid_ipip(&f, &r.output);
+                assert_eq!(
+                    backend,
+                    [198, 51, 100, 24],
+                    "frame {i}: only be-4 needs the kernel"
+                );
+                assert_eq!(&r.output[0..6], &lab.a0_mac, "frame {i}: to our MAC");
+                assert_eq!(&r.output[6..12], &lab.a0_mac, "frame {i}: from our MAC");
             }
         }
         let after = t.snapshot();
@@ -202,9 +233,18 @@ fn random_and_mutated_frames_never_abort_and_never_forward_garbage() {
             answered,
             "every drop_mtu_icmp verdict sent a valid ICMP error"
         );
+        assert_eq!(
+            d.iter()
+                .find(|(r, _)| *r == Reason::FwdIpipKernel)
+                .map_or(0, |(_, n)| *n),
+            to_kernel,
+            "every fwd_ipip_kernel verdict passed a valid IPIP packet; every other pass, the \
+             frame as it came"
+        );
         for must in [
             Reason::DropMalformed,
             Reason::FwdIpip,
+            Reason::FwdIpipKernel,
             Reason::PassNotVip,
             Reason::DropMtuIcmp,
         ] {

@@ -27,8 +27,9 @@ fn map_err(what: &str, e: impl std::fmt::Display) -> DataplaneError {
 pub struct BackendPlane {
     pub ebpf: Ebpf,
     pub pin_dir: PathBuf,
-    /// Our attachments: interface, decap's XDP link, dsr's TCX link.
-    links: Option<(String, XdpLinkId, SchedClassifierLinkId)>,
+    /// Our attachments: interface, decap's XDP link, dsr's TCX link — each pinned the moment it
+    /// exists, so the backend's data plane outlives this process however it ends.
+    links: Option<(String, FdLink, FdLink)>,
 }
 
 impl BackendPlane {
@@ -130,121 +131,134 @@ impl BackendPlane {
             .map_err(|e| map_err("B_SETTINGS", e))
     }
 
-    /// Attaches `decap` (native XDP; generic only if allowed) and `dsr` (TC egress, TCX). An
-    /// attachment an earlier daemon left running is adopted: the new program replaces the old one
-    /// on its pinned link in one step.
+    /// Attaches `decap` (native XDP; generic only if allowed) and `dsr` (TC egress, TCX), and
+    /// pins each attachment at once. An attachment an earlier daemon left running is adopted:
+    /// the new program replaces the old one on its pinned link in one step. A defunct pin (its
+    /// interface is gone) is replaced by a new attachment.
     pub fn attach(
         &mut self,
         ifname: &str,
         allow_generic: bool,
     ) -> Result<AttachMode, DataplaneError> {
+        let ifindex = super::links::ifindex_of(ifname)?;
+        let xdp_pin = super::links::pin_path(&self.pin_dir, "xdp", ifname);
+        let tc_pin = super::links::pin_path(&self.pin_dir, "tc", ifname);
+        let (mode, xdp) = self.attach_decap(ifname, ifindex, &xdp_pin, allow_generic)?;
+        let tc = self.attach_dsr(ifname, ifindex, &tc_pin)?;
+        self.links = Some((ifname.to_owned(), xdp, tc));
+        Ok(mode)
+    }
+
+    fn attach_decap(
+        &mut self,
+        ifname: &str,
+        ifindex: u32,
+        pin: &Path,
+        allow_generic: bool,
+    ) -> Result<(AttachMode, FdLink), DataplaneError> {
         let attach_err = |detail: String| DataplaneError::Attach {
             ifname: ifname.to_owned(),
             detail,
         };
-        let xdp_pin = super::links::pin_path(&self.pin_dir, "xdp", ifname);
-        let tc_pin = super::links::pin_path(&self.pin_dir, "tc", ifname);
-        let (mode, xdp_id) = {
-            let p: &mut Xdp = self
-                .ebpf
-                .program_mut("decap")
-                .expect("loaded")
+        let adopted = super::links::adoptable(pin, "decap", ifname, ifindex)?;
+        let p: &mut Xdp = self
+            .ebpf
+            .program_mut("decap")
+            .expect("loaded")
+            .try_into()
+            .expect("xdp");
+        let take = |p: &mut Xdp, id: XdpLinkId| -> Result<FdLink, DataplaneError> {
+            p.take_link(id)
+                .map_err(|e| map_err("take link", e))?
                 .try_into()
-                .expect("xdp");
-            if let Some(fd) = super::links::adoptable(&xdp_pin, "decap")? {
-                let link = XdpLink::try_from(fd).map_err(|e| attach_err(format!("{e}")))?;
+                .map_err(|e| attach_err(format!("attached without a bpf_link ({e})")))
+        };
+        if let Some(fd) = adopted {
+            let link = XdpLink::try_from(fd).map_err(|e| attach_err(format!("{e}")))?;
+            let id = p
+                .attach_to_link(link)
+                .map_err(|e| attach_err(format!("bpf_link_update (decap): {e}")))?;
+            tracing::info!("interface {ifname}: adopted the running decap (replaced in place)");
+            let mode = super::links::xdp_mode(ifname).unwrap_or(AttachMode::Native);
+            return Ok((mode, take(p, id)?));
+        }
+        let (id, mode) = match p.attach(ifname, XdpMode::Driver) {
+            Ok(id) => (id, AttachMode::Native),
+            Err(native) if allow_generic => {
                 let id = p
-                    .attach_to_link(link)
-                    .map_err(|e| attach_err(format!("bpf_link_update (decap): {e}")))?;
-                tracing::info!("interface {ifname}: adopted the running decap (replaced in place)");
-                (
-                    super::links::xdp_mode(ifname).unwrap_or(AttachMode::Native),
-                    id,
-                )
-            } else {
-                match p.attach(ifname, XdpMode::Driver) {
-                    Ok(id) => (AttachMode::Native, id),
-                    Err(native) if allow_generic => {
-                        let id = p
-                            .attach(ifname, XdpMode::Skb)
-                            .map_err(|e| attach_err(format!("native: {native}; generic: {e}")))?;
-                        (AttachMode::Generic, id)
-                    }
-                    Err(native) => {
-                        return Err(DataplaneError::NoNativeXdp {
-                            ifname: ifname.to_owned(),
-                            detail: format!("{native}"),
-                        });
-                    }
-                }
+                    .attach(ifname, XdpMode::Skb)
+                    .map_err(|e| attach_err(format!("native: {native}; generic: {e}")))?;
+                (id, AttachMode::Generic)
+            }
+            Err(native) => {
+                return Err(DataplaneError::NoNativeXdp {
+                    ifname: ifname.to_owned(),
+                    detail: format!("{native}"),
+                });
             }
         };
+        let fd = take(p, id)?;
+        Ok((mode, super::links::pin(fd, pin)?))
+    }
+
+    fn attach_dsr(
+        &mut self,
+        ifname: &str,
+        ifindex: u32,
+        pin: &Path,
+    ) -> Result<FdLink, DataplaneError> {
+        let attach_err = |detail: String| DataplaneError::Attach {
+            ifname: ifname.to_owned(),
+            detail,
+        };
+        let adopted = super::links::adoptable(pin, "dsr", ifname, ifindex)?;
         let p: &mut SchedClassifier = self
             .ebpf
             .program_mut("dsr")
             .expect("loaded")
             .try_into()
             .expect("tc");
-        let tc_id = if let Some(fd) = super::links::adoptable(&tc_pin, "dsr")? {
+        let take = |p: &mut SchedClassifier,
+                    id: SchedClassifierLinkId|
+         -> Result<FdLink, DataplaneError> {
+            p.take_link(id)
+                .map_err(|e| map_err("take link", e))?
+                .try_into()
+                .map_err(|e| attach_err(format!("attached without a bpf_link ({e})")))
+        };
+        if let Some(fd) = adopted {
             let link = SchedClassifierLink::try_from(fd).map_err(|e| attach_err(format!("{e}")))?;
             let id = p
                 .attach_to_link(link)
                 .map_err(|e| attach_err(format!("bpf_link_update (dsr): {e}")))?;
             tracing::info!("interface {ifname}: adopted the running dsr (replaced in place)");
-            id
-        } else {
-            p.attach(ifname, TcAttachType::Egress)
-                .map_err(|e| attach_err(format!("TC egress: {e}")))?
-        };
-        self.links = Some((ifname.to_owned(), xdp_id, tc_id));
-        Ok(mode)
+            return take(p, id);
+        }
+        let id = p
+            .attach(ifname, TcAttachType::Egress)
+            .map_err(|e| attach_err(format!("TC egress: {e}")))?;
+        let fd = take(p, id)?;
+        super::links::pin(fd, pin)
     }
 
-    /// Pins both attachments, so the backend's data plane keeps running after this process.
-    pub fn pin_links(&mut self) -> Result<Vec<PathBuf>, DataplaneError> {
-        let Some((ifname, xdp_id, tc_id)) = self.links.take() else {
-            return Ok(Vec::new());
-        };
-        let no_link = |e: aya::programs::links::LinkError| DataplaneError::Attach {
-            ifname: ifname.clone(),
-            detail: format!("attached without a bpf_link ({e}); it cannot be left running"),
-        };
-        let xdp: FdLink = {
-            let p: &mut Xdp = self
-                .ebpf
-                .program_mut("decap")
-                .expect("loaded")
-                .try_into()
-                .expect("xdp");
-            p.take_link(xdp_id)
-                .map_err(|e| map_err("take link", e))?
-                .try_into()
-                .map_err(no_link)?
-        };
-        let tc: FdLink = {
-            let p: &mut SchedClassifier = self
-                .ebpf
-                .program_mut("dsr")
-                .expect("loaded")
-                .try_into()
-                .expect("tc");
-            p.take_link(tc_id)
-                .map_err(|e| map_err("take link", e))?
-                .try_into()
-                .map_err(no_link)?
-        };
-        Ok(vec![
-            super::links::pin(xdp, &super::links::pin_path(&self.pin_dir, "xdp", &ifname))?,
-            super::links::pin(tc, &super::links::pin_path(&self.pin_dir, "tc", &ifname))?,
-        ])
+    /// The pins of our attachments (they are pinned from the moment they exist).
+    pub fn link_pins(&self) -> Vec<PathBuf> {
+        match &self.links {
+            Some((ifname, _, _)) => ["xdp", "tc"]
+                .iter()
+                .map(|k| super::links::pin_path(&self.pin_dir, k, ifname))
+                .collect(),
+            None => Vec::new(),
+        }
     }
 
-    /// Removes the pins of our attachments, so that dropping the programs detaches them.
-    pub fn unpin_links(&self) {
-        if let Some((ifname, _, _)) = &self.links {
+    /// Detaches both programs: removes the pins, then drops the last descriptors.
+    pub fn detach_all(&mut self) {
+        if let Some((ifname, xdp, tc)) = self.links.take() {
             for kind in ["xdp", "tc"] {
-                let _ = std::fs::remove_file(super::links::pin_path(&self.pin_dir, kind, ifname));
+                let _ = std::fs::remove_file(super::links::pin_path(&self.pin_dir, kind, &ifname));
             }
+            drop((xdp, tc));
         }
     }
 

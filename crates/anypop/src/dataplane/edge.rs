@@ -47,7 +47,9 @@ pub struct Edge {
     pub pin_dir: PathBuf,
     pub sizes: EdgeSizes,
     /// Attachments made by this process, by interface name.
-    links: Vec<(String, XdpLinkId)>,
+    /// Our attachments, each pinned (`link_<ifname>`) the moment it exists: the descriptor here
+    /// is a second reference, so the data plane outlives this process however it ends.
+    links: Vec<(String, FdLink)>,
     /// What this process last wrote into each slot: a small change to the config (a prefix
     /// added, one service's backends changed) then rewrites only what differs in the big tables
     /// (source tries, the DIR-24-8 table, Maglev). None: unknown, write everything.
@@ -564,17 +566,21 @@ impl Edge {
         Ok(())
     }
 
-    /// Attaches to an interface. `allow_generic`: fall back to generic (SKB) mode when the driver
-    /// cannot run XDP natively, instead of failing. When an earlier daemon left the data plane
-    /// running here, its pinned attachment is adopted instead: this program replaces the old one
-    /// on the same link in one step (`bpf_link_update`), in whatever mode it was attached.
+    /// Attaches to an interface and pins the attachment at once (`link_<ifname>` in the pin
+    /// directory), so that from this moment on the data plane survives the daemon however it
+    /// ends (kill -9, OOM, panic). `allow_generic`: fall back to generic (SKB) mode when the
+    /// driver cannot run XDP natively, instead of failing. When an earlier daemon left the data
+    /// plane running here, its pinned attachment is adopted instead: this program replaces the
+    /// old one on the same link in one step (`bpf_link_update`), in whatever mode it was
+    /// attached. A defunct pin (its interface is gone) is replaced by a new attachment.
     pub fn attach(
         &mut self,
         ifname: &str,
         allow_generic: bool,
     ) -> Result<AttachMode, DataplaneError> {
         let pin = super::links::pin_path(&self.pin_dir, "xdp", ifname);
-        if let Some(fd) = super::links::adoptable(&pin, "edge")? {
+        let ifindex = super::links::ifindex_of(ifname)?;
+        if let Some(fd) = super::links::adoptable(&pin, "edge", ifname, ifindex)? {
             let link = XdpLink::try_from(fd).map_err(|e| DataplaneError::Attach {
                 ifname: ifname.to_owned(),
                 detail: format!(
@@ -589,18 +595,17 @@ impl Edge {
                         ifname: ifname.to_owned(),
                         detail: format!("replacing the running program (bpf_link_update): {e}"),
                     })?;
-            self.links.push((ifname.to_owned(), id));
+            // Still pinned where it was: keep our descriptor beside the pin.
+            let fd = self.take_fd_link(ifname, id)?;
+            self.links.push((ifname.to_owned(), fd));
             tracing::info!(
                 "interface {ifname}: adopted the running data plane (program replaced in place)"
             );
             return Ok(super::links::xdp_mode(ifname).unwrap_or(AttachMode::Native));
         }
         let prog = self.program_mut();
-        match prog.attach(ifname, XdpMode::Driver) {
-            Ok(id) => {
-                self.links.push((ifname.to_owned(), id));
-                Ok(AttachMode::Native)
-            }
+        let (id, mode) = match prog.attach(ifname, XdpMode::Driver) {
+            Ok(id) => (id, AttachMode::Native),
             Err(native_err) => {
                 if !allow_generic {
                     return Err(DataplaneError::NoNativeXdp {
@@ -614,40 +619,44 @@ impl Edge {
                         ifname: ifname.to_owned(),
                         detail: format!("native: {native_err}; generic: {e}"),
                     })?;
-                self.links.push((ifname.to_owned(), id));
-                Ok(AttachMode::Generic)
+                (id, AttachMode::Generic)
             }
-        }
+        };
+        let fd = self.take_fd_link(ifname, id)?;
+        self.links
+            .push((ifname.to_owned(), super::links::pin(fd, &pin)?));
+        Ok(mode)
     }
 
-    /// Pins every attachment under the pin directory (`link_<ifname>`), so the data plane keeps
-    /// running after this process exits.
-    pub fn pin_links(&mut self) -> Result<Vec<PathBuf>, DataplaneError> {
-        let mut out = Vec::new();
-        let links = std::mem::take(&mut self.links);
-        for (ifname, id) in links {
-            let link = self
-                .program_mut()
-                .take_link(id)
-                .map_err(|e| map_err("take link", e))?;
-            let fd: FdLink = link.try_into().map_err(|e| DataplaneError::Attach {
-                ifname: ifname.clone(),
-                detail: format!(
-                    "this kernel attached XDP without a bpf_link ({e}); it cannot be left running"
-                ),
-            })?;
-            out.push(super::links::pin(
-                fd,
-                &super::links::pin_path(&self.pin_dir, "xdp", &ifname),
-            )?);
-        }
-        Ok(out)
+    /// Takes attachment `id` out of aya's keeping (which would detach it on drop) as a plain
+    /// bpf_link descriptor.
+    fn take_fd_link(&mut self, ifname: &str, id: XdpLinkId) -> Result<FdLink, DataplaneError> {
+        let link = self
+            .program_mut()
+            .take_link(id)
+            .map_err(|e| map_err("take link", e))?;
+        link.try_into().map_err(|e| DataplaneError::Attach {
+            ifname: ifname.to_owned(),
+            detail: format!(
+                "this kernel attached XDP without a bpf_link ({e}); it cannot be left running"
+            ),
+        })
     }
 
-    /// Removes the pins of this program's attachments, so that dropping it detaches them.
-    pub fn unpin_links(&self) {
-        for (ifname, _) in &self.links {
-            let _ = std::fs::remove_file(super::links::pin_path(&self.pin_dir, "xdp", ifname));
+    /// The pins of this program's attachments (they are pinned from the moment they exist).
+    pub fn link_pins(&self) -> Vec<PathBuf> {
+        self.links
+            .iter()
+            .map(|(ifname, _)| super::links::pin_path(&self.pin_dir, "xdp", ifname))
+            .collect()
+    }
+
+    /// Detaches from every interface: removes the pins, then drops the last descriptors (the
+    /// kernel detaches a link when nothing holds it any more).
+    pub fn detach_all(&mut self) {
+        for (ifname, link) in std::mem::take(&mut self.links) {
+            let _ = std::fs::remove_file(super::links::pin_path(&self.pin_dir, "xdp", &ifname));
+            drop(link);
         }
     }
 

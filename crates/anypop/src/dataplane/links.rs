@@ -20,14 +20,48 @@ pub fn pin_path(pin_dir: &Path, kind: &str, ifname: &str) -> PathBuf {
     }
 }
 
-/// The pinned link at `path`, if any, after checking that it runs the program `expected` (one
-/// of ours). A link running anything else is refused, with what to do about it.
-pub fn adoptable(path: &Path, expected: &str) -> Result<Option<FdLink>, DataplaneError> {
+/// The pinned link at `path`, if it can be adopted for the interface `ifindex`: it must run the
+/// program `expected` (one of ours), else it is refused with what to do about it. A *defunct*
+/// pin — its interface was deleted (the kernel then reports interface 0) or re-created under a
+/// new index — is no attachment at all: it is removed with a warning and `None` returned, so the
+/// caller attaches afresh (the pinned maps, and with them flows and rate-limit state, are kept).
+pub fn adoptable(
+    path: &Path,
+    expected: &str,
+    ifname: &str,
+    ifindex: u32,
+) -> Result<Option<FdLink>, DataplaneError> {
     if !path.exists() {
         return Ok(None);
     }
+    let attached_to = pinned_link_ifindex(path).map_err(|e| DataplaneError::Attach {
+        ifname: ifname.to_owned(),
+        detail: format!(
+            "cannot read the pinned attachment {}: {e}; if it is stale, remove it (rm {})",
+            path.display(),
+            path.display()
+        ),
+    })?;
+    if attached_to != ifindex {
+        let why = if attached_to == 0 {
+            "its interface is gone (deleted, or its namespace was)".to_string()
+        } else {
+            format!(
+                "it belongs to interface index {attached_to}, but {ifname} is now index {ifindex} (the interface was re-created)"
+            )
+        };
+        tracing::warn!(
+            "the pinned attachment {} is defunct: {why}; replacing it with a new one (pinned maps, flows and rate-limit state are kept)",
+            path.display()
+        );
+        std::fs::remove_file(path).map_err(|e| DataplaneError::Attach {
+            ifname: ifname.to_owned(),
+            detail: format!("removing the defunct pin {}: {e}", path.display()),
+        })?;
+        return Ok(None);
+    }
     let pinned = PinnedLink::from_pin(path).map_err(|e| DataplaneError::Attach {
-        ifname: path.display().to_string(),
+        ifname: ifname.to_owned(),
         detail: format!(
             "cannot open the pinned attachment: {e}; if it is stale, remove it (rm {})",
             path.display()
@@ -45,14 +79,78 @@ pub fn adoptable(path: &Path, expected: &str) -> Result<Option<FdLink>, Dataplan
         .unwrap_or_default();
     if name != expected {
         return Err(DataplaneError::Attach {
-            ifname: path.display().to_string(),
+            ifname: ifname.to_owned(),
             detail: format!(
-                "the pinned attachment runs program {name:?} (id {prog_id}), not anypop's {expected:?}; anypop does not replace programs it did not ship. Remove the pin (rm {}) and detach that program if it is stale",
+                "the pinned attachment {} runs program {name:?} (id {prog_id}), not anypop's {expected:?}; anypop does not replace programs it did not ship. Remove the pin (rm {}) and detach that program if it is stale",
+                path.display(),
                 path.display()
             ),
         });
     }
     Ok(Some(link))
+}
+
+/// The index of `ifname` in this thread's network namespace.
+pub fn ifindex_of(ifname: &str) -> Result<u32, DataplaneError> {
+    let c = std::ffi::CString::new(ifname).map_err(|_| DataplaneError::Attach {
+        ifname: ifname.escape_debug().to_string(),
+        detail: "the interface name contains a NUL byte".into(),
+    })?;
+    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+        0 => Err(DataplaneError::Attach {
+            ifname: ifname.to_owned(),
+            detail: "no such interface in this network namespace (`ip link`)".into(),
+        }),
+        i => Ok(i),
+    }
+}
+
+/// The interface a pinned XDP or TCX link is attached to, by the kernel's own account
+/// (`bpf_link_info`): 0 once the interface is gone. aya's `LinkInfo` does not expose it, so this
+/// asks the kernel directly (BPF_OBJ_GET, then BPF_OBJ_GET_INFO_BY_FD).
+pub fn pinned_link_ifindex(path: &Path) -> std::io::Result<u32> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    let cpath = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // union bpf_attr, BPF_OBJ_GET: pathname (u64), bpf_fd (u32), file_flags (u32).
+    let mut attr = [0u64; 8];
+    attr[0] = cpath.as_ptr() as u64;
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            attr.as_mut_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // struct bpf_link_info: type, id, prog_id (u32 each), then a union aligned to 8 whose xdp and
+    // tcx members both start with the ifindex (u32) at offset 16.
+    let mut info = [0u8; 256];
+    let mut attr = [0u64; 8];
+    use std::os::fd::AsRawFd;
+    attr[0] = (fd.as_raw_fd() as u32 as u64) | ((info.len() as u64) << 32);
+    attr[1] = info.as_mut_ptr() as u64;
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            attr.as_mut_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(u32::from_ne_bytes(
+        info[16..20].try_into().expect("4 bytes"),
+    ))
 }
 
 /// An XDP attachment as `ip -d link show` reports it.
@@ -98,13 +196,26 @@ pub fn parse_ip_link_xdp(text: &str) -> Option<SeenXdp> {
     })
 }
 
-/// The XDP attachment of `ifname` in this thread's network namespace, if any.
+/// The XDP attachment of `ifname` in this thread's network namespace, if any, as the kernel
+/// reports it over rtnetlink.
 pub fn seen_xdp(ifname: &str) -> Option<SeenXdp> {
-    let out = std::process::Command::new("ip")
-        .args(["-d", "link", "show", "dev", ifname])
-        .output()
-        .ok()?;
-    parse_ip_link_xdp(&String::from_utf8_lossy(&out.stdout))
+    use crate::sys::netlink::XdpAttach;
+    let (mode, id) = crate::sys::netlink::link(ifname).ok()??.xdp?;
+    let flag = match mode {
+        XdpAttach::Native => "xdpdrv",
+        XdpAttach::Generic => "xdpgeneric",
+        XdpAttach::Offload => "xdpoffload",
+        XdpAttach::Multiple => "xdpmulti",
+    };
+    let name = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.id() == id)
+        .and_then(|p| p.name_as_str().map(str::to_owned));
+    Some(SeenXdp {
+        flag: flag.to_string(),
+        prog_id: (id != 0).then_some(id),
+        prog_name: name,
+    })
 }
 
 /// (nanoseconds run, runs) of program `id` from the kernel's run-time statistics (they advance
@@ -121,12 +232,14 @@ pub fn xdp_mode(ifname: &str) -> Option<AttachMode> {
     seen_xdp(ifname).map(|x| x.mode())
 }
 
-/// Pins `link` at `path` (replacing an older pin of the same attachment).
-pub fn pin(link: FdLink, path: &Path) -> Result<PathBuf, DataplaneError> {
+/// Pins `link` at `path` (replacing an older pin of the same attachment) and hands it back: the
+/// caller keeps the descriptor, the pin keeps the attachment alive whatever happens to the caller.
+pub fn pin(link: FdLink, path: &Path) -> Result<FdLink, DataplaneError> {
     let _ = std::fs::remove_file(path);
-    link.pin(path)
+    let pinned = link
+        .pin(path)
         .map_err(|e| DataplaneError::Map(format!("pin link {}: {e}", path.display())))?;
-    Ok(path.to_owned())
+    Ok(pinned.into())
 }
 
 #[cfg(test)]

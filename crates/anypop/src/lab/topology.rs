@@ -384,7 +384,6 @@ impl Lab {
     /// a daemon that exits instead fails the build with its log.
     fn wait_ready(&mut self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(90);
-        let t = self.topology;
         loop {
             for d in &mut self.daemons {
                 if let Some(status) = d.child.try_wait()? {
@@ -395,22 +394,13 @@ impl Lab {
                     );
                 }
             }
-            let pops_ready = (1..=t.pops).all(|i| {
-                ["in", "tr"]
-                    .iter()
-                    .all(|s| self.xdp_of_pop(i, &format!("pop{i}-{s}")).prog_id != 0)
+            // Each daemon says so once its programs are attached (and a backend's VIPs are on
+            // lo): the same signal a service manager waits for.
+            let all_ready = self.daemons.iter().all(|d| {
+                std::fs::read_to_string(&d.log)
+                    .is_ok_and(|l| l.contains(&format!("ready: node {} serving", d.node)))
             });
-            let backends_ready = (1..=t.backends).all(|j| {
-                self.backends[j - 1]
-                    .exec(&["ip", "-o", "addr", "show", "dev", "lo"])
-                    .map(|o| o.contains(&format!("{VIP}/32")))
-                    .unwrap_or(false)
-                    && self.backends[j - 1]
-                        .exec(&["ip", "-d", "link", "show", &format!("be{j}-in")])
-                        .map(|o| crate::dataplane::links::parse_ip_link_xdp(&o).is_some())
-                        .unwrap_or(false)
-            });
-            if pops_ready && backends_ready {
+            if all_ready {
                 return Ok(());
             }
             if Instant::now() > deadline {

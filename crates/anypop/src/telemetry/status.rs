@@ -6,18 +6,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use anypop_common::{
-    layout::{Bucket, BucketKey, Control, Counter, FlowKey, FlowValue},
+    layout::{Bucket, BucketKey, CaptureConfig, Control, Counter, FlowKey, FlowValue},
     verdict::Reason,
 };
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 
-use super::{Snapshot, si};
+use super::{Snapshot, open_pin, pin_dir_present, printable, si};
 
 fn open(pin_dir: &Path, name: &str) -> anyhow::Result<MapData> {
-    let path = pin_dir.join(name);
-    MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))
+    open_pin(&pin_dir.join(name))
 }
 
 fn counters(pin_dir: &Path, name: &str) -> anyhow::Result<Snapshot> {
@@ -113,7 +112,10 @@ fn top(
             let (x, y) = (a.get(base + i)?, b.get(base + i)?);
             (y.packets > 0).then(|| {
                 (
-                    names.get(i).cloned().unwrap_or_else(|| format!("#{i}")),
+                    names
+                        .get(i)
+                        .map(|n| printable(n).into_owned())
+                        .unwrap_or_else(|| format!("#{i}")),
                     y.packets,
                     (y.packets - x.packets) as f64 / secs,
                 )
@@ -142,12 +144,15 @@ pub fn report_named(
     window: Duration,
     names: &crate::config::compile::Names,
 ) -> anyhow::Result<String> {
-    let edge = pin_dir.join("COUNTERS").exists();
-    let backend = pin_dir.join("B_COUNTERS").exists();
+    let shown = printable(node);
+    let node: &str = &shown;
+    let present = pin_dir_present(pin_dir)?;
+    let edge = present && pin_dir.join("COUNTERS").exists();
+    let backend = present && pin_dir.join("B_COUNTERS").exists();
     if !edge && !backend {
         anyhow::bail!(
             "no data plane pinned for node {node} in {} (is it running? start it with anypop run)",
-            pin_dir.display()
+            printable(&pin_dir.to_string_lossy())
         );
     }
     let name = if edge { "COUNTERS" } else { "B_COUNTERS" };
@@ -156,25 +161,23 @@ pub fn report_named(
         out,
         "node {node} ({} data plane, pins {})",
         if edge { "POP" } else { "backend" },
-        pin_dir.display()
+        printable(&pin_dir.to_string_lossy())
     );
-    let lock = crate::daemon::run_dir(pin_dir).join("daemon.pid");
-    let pid = std::fs::read_to_string(&lock)
-        .ok()
-        .filter(|p| Path::new(&format!("/proc/{}", p.trim())).exists());
+    // The lock, not the pid file: a pid is reused by any process once the daemon is gone.
+    let pid = crate::daemon::running_pid(pin_dir).map(|p| p.to_string());
     let links: Vec<String> = std::fs::read_dir(pin_dir)
         .map(|d| {
             d.filter_map(Result::ok)
                 .filter_map(|e| {
                     e.file_name()
                         .to_str()
-                        .and_then(|n| n.strip_prefix("link_").map(String::from))
+                        .and_then(|n| n.strip_prefix("link_").map(|l| printable(l).into_owned()))
                 })
                 .collect()
         })
         .unwrap_or_default();
     let _ = match (&pid, links.is_empty()) {
-        (Some(p), _) => writeln!(out, "daemon: running (pid {})", p.trim()),
+        (Some(p), _) => writeln!(out, "daemon: running (pid {p})"),
         (None, false) => writeln!(
             out,
             "daemon: not running; data plane left running on {}",
@@ -200,6 +203,18 @@ pub fn report_named(
             "config: {hash:016x} (hash of the network file), switch #{}, live slot {}",
             c.version, c.active_gen
         );
+        // A data plane from before capture has no CAPTURE map: nothing to say.
+        if pin_dir.join("CAPTURE").exists() {
+            let cap: Array<MapData, CaptureConfig> =
+                Array::try_from(Map::Array(open(pin_dir, "CAPTURE")?))
+                    .map_err(|e| anyhow!("CAPTURE: {e}"))?;
+            let c = cap.get(&0, 0).map_err(|e| anyhow!("CAPTURE: {e}"))?;
+            let _ = writeln!(
+                out,
+                "capture: {}",
+                super::capture::describe(&c, super::monotonic_secs(), names)
+            );
+        }
     }
     let counter_map_id = open(pin_dir, name)?
         .info()
@@ -253,16 +268,16 @@ pub fn report_named(
         let _ = writeln!(
             out,
             "interface {}: {} XDP, program {} (id {}): {cost_text}",
-            att.ifname,
+            printable(&att.ifname),
             if att.generic { "GENERIC" } else { "native" },
-            att.prog_name,
+            printable(&att.prog_name),
             att.prog_id
         );
         if att.generic {
             let _ = writeln!(
                 out,
                 "  PROBLEM: generic XDP runs after the kernel allocated the packet: a fraction of native speed. Usual causes: a driver without native XDP, LRO on (ethtool -K {0} lro off). Check with: anypop doctor --interface {0}",
-                att.ifname
+                printable(&att.ifname)
             );
         }
     }

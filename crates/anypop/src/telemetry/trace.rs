@@ -11,7 +11,18 @@
 //! Effects on state, documented for operators: a traced packet counts in the node's counters
 //! like a real one, consumes rate-limit tokens of its source (and can start a block), and a
 //! forwarded one creates or refreshes its flow entry. Nothing leaves the machine.
-use std::{borrow::Cow, net::Ipv4Addr, path::Path};
+//!
+//! A capture is the operator's input, not always a clean one: a frame the kernel cannot run (too
+//! short for an Ethernet header, too long for a test run) is reported on its own line and the
+//! rest is traced; a file cut short (a capture still being written, a partial copy) is traced up
+//! to its last whole record, with a warning.
+use std::{
+    borrow::Cow,
+    io::{Read, Seek},
+    net::Ipv4Addr,
+    os::unix::fs::OpenOptionsExt,
+    path::Path,
+};
 
 use anyhow::{Context, anyhow, bail};
 use anypop_common::{layout::Counter, verdict::Reason};
@@ -21,7 +32,13 @@ use aya::{
 };
 use aya_obj::programs::xdp::XdpAttachType;
 
+use super::{open_pin, pin_dir_present, printable};
 use crate::dataplane::testrun::{XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX, run_xdp};
+
+/// The shortest frame BPF_PROG_TEST_RUN runs through an XDP program: an Ethernet header.
+pub const MIN_FRAME: usize = 14;
+/// The largest capture file `trace` reads.
+pub const MAX_PCAP_BYTES: u64 = 1 << 30;
 
 /// Names behind the counter indices of the live generation (from the network file).
 pub use crate::config::compile::Names;
@@ -29,7 +46,10 @@ pub use crate::config::compile::Names;
 /// What the program did with one packet.
 #[derive(Clone, Debug)]
 pub struct Traced {
-    pub action: u32,
+    /// The XDP action; None when the frame was not run (`not_run` says why).
+    pub action: Option<u32>,
+    /// Why the frame was not run (too short, too long for a test run).
+    pub not_run: Option<String>,
     pub reason: Option<Reason>,
     pub rule: Option<String>,
     pub service: Option<String>,
@@ -51,8 +71,7 @@ pub struct Tracer {
 }
 
 fn open_counters(pin_dir: &Path, name: &str) -> anyhow::Result<PerCpuArray<MapData, Counter>> {
-    let path = pin_dir.join(name);
-    let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+    let data = open_pin(&pin_dir.join(name))?;
     PerCpuArray::try_from(Map::PerCpuArray(data)).map_err(|e| anyhow!("{name}: {e}"))
 }
 
@@ -86,28 +105,29 @@ impl Tracer {
     /// Finds the program attached to `ifname` (in this thread's network namespace) and the
     /// node's pinned counters in `pin_dir`. Pins the calling thread to the CPU it runs on.
     pub fn new(pin_dir: &Path, ifname: &str, names: Names) -> anyhow::Result<Tracer> {
-        if !pin_dir.join("COUNTERS").exists() {
+        if !pin_dir_present(pin_dir)? || !pin_dir.join("COUNTERS").exists() {
             bail!(
                 "no POP data plane is pinned in {} (is the node's daemon running, or was its data plane left running? trace works on POPs)",
                 pin_dir.display()
             );
         }
         let ifindex = crate::daemon::ifindex(ifname, "trace")?;
+        let shown = printable(ifname);
         let id = crate::dataplane::links::seen_xdp(ifname)
             .and_then(|x| x.prog_id)
             .ok_or_else(|| {
                 anyhow!(
-                    "no XDP program is attached to {ifname}; start the node with anypop run first"
+                    "no XDP program is attached to {shown}; start the node with anypop run first"
                 )
             })?;
         let info = aya::programs::loaded_programs()
             .filter_map(Result::ok)
             .find(|p| p.id() == id)
-            .ok_or_else(|| anyhow!("program {id} on {ifname} vanished"))?;
+            .ok_or_else(|| anyhow!("program {id} on {shown} vanished"))?;
         let name = info.name_as_str().unwrap_or("").to_owned();
         if name != "edge" {
             bail!(
-                "{ifname} runs XDP program {name:?} (id {id}), not anypop's edge: nothing to trace"
+                "{shown} runs XDP program {name:?} (id {id}), not anypop's edge: nothing to trace"
             );
         }
         let prog = Xdp::from_program_info(info, Cow::Borrowed("edge"), XdpAttachType::Interface)
@@ -135,12 +155,38 @@ impl Tracer {
         ])
     }
 
-    /// Runs one frame through the program and tells what it decided.
+    /// Runs one frame through the program and tells what it decided. A frame the kernel does
+    /// not run (shorter than an Ethernet header, longer than a test run takes) comes back with
+    /// `not_run` set; errors are the node's, not the frame's.
     pub fn trace(&self, frame: &[u8]) -> anyhow::Result<Traced> {
+        let not_run = |why: String| Traced {
+            action: None,
+            not_run: Some(why),
+            reason: None,
+            rule: None,
+            service: None,
+            backend: None,
+            input: summary(frame),
+            output: None,
+        };
+        if frame.len() < MIN_FRAME {
+            return Ok(not_run(format!(
+                "not run: {} bytes, shorter than an Ethernet header ({MIN_FRAME} bytes)",
+                frame.len()
+            )));
+        }
         // A live packet on this CPU between the readings would show as a second verdict: retry.
         for _ in 0..5 {
             let before = self.read()?;
-            let run = run_xdp(&self.prog, frame, Some(self.ifindex), 1)?;
+            let run = match run_xdp(&self.prog, frame, Some(self.ifindex), 1) {
+                Ok(r) => r,
+                Err(e) => {
+                    return Ok(not_run(format!(
+                        "not run: the kernel refused a test run of this {}-byte frame ({e})",
+                        frame.len()
+                    )));
+                }
+            };
             let after = self.read()?;
             let reasons = moved(&before[0], &after[0]);
             if reasons.len() > 1 {
@@ -152,7 +198,7 @@ impl Tracer {
                     let idx = i as u32 % slot;
                     names
                         .get(idx as usize)
-                        .cloned()
+                        .map(|n| printable(n).into_owned())
                         .unwrap_or_else(|| format!("#{idx}"))
                 })
             };
@@ -161,7 +207,8 @@ impl Tracer {
                 .then(|| summary(&run.output))
                 .filter(|o| *o != summary(frame));
             return Ok(Traced {
-                action: run.action,
+                action: Some(run.action),
+                not_run: None,
                 reason: reasons.first().and_then(|&r| Reason::from_u32(r as u32)),
                 rule: pick(1, &self.names.rules, half(&self.rules)),
                 service: pick(2, &self.names.services, half(&self.services)),
@@ -271,22 +318,134 @@ fn summary_ip(ip: &[u8]) -> String {
         .unwrap_or(s)
 }
 
-/// Every frame of a pcap or pcapng file (Ethernet link type).
+/// The frames of a capture file, and what could not be read of it.
+#[derive(Clone, Debug, Default)]
+pub struct Capture {
+    /// Every whole frame, in order.
+    pub frames: Vec<Vec<u8>>,
+    /// Set when the file ends inside a record or a record is damaged: reading stopped there
+    /// and `frames` holds the packets before it. Print it after tracing them.
+    pub warning: Option<String>,
+}
+
+/// Every frame of a pcap or pcapng file (Ethernet link type), as [`read_capture`]; a warning
+/// (a truncated last record) goes to the log.
 pub fn read_frames(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
-    let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut frames = Vec::new();
-    if data.starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]) {
-        let mut r = pcap_file::pcapng::PcapNgReader::new(&data[..])
+    let c = read_capture(path)?;
+    if let Some(w) = &c.warning {
+        tracing::warn!("{w}");
+    }
+    Ok(c.frames)
+}
+
+/// Opens a capture file to read: a regular file of at most [`MAX_PCAP_BYTES`] (opened without
+/// blocking, so a FIFO or a device named by mistake is refused instead of waited on).
+fn open_capture(path: &Path) -> anyhow::Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::PermissionDenied {
+                anyhow!(
+                    "{}: permission denied: make the file readable by this user (trace runs as root; a file on a network share may still refuse it)",
+                    path.display()
+                )
+            } else {
+                anyhow!("reading {}: {e}", path.display())
+            }
+        })?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("reading {}", path.display()))?;
+    if !meta.is_file() {
+        bail!(
+            "{} is not a regular file (a directory, FIFO or device): trace reads a pcap or pcapng file",
+            path.display()
+        );
+    }
+    if meta.len() > MAX_PCAP_BYTES {
+        bail!(
+            "{} is {} MiB; trace reads at most {} MiB: take the packets in question out first (editcap -r FILE OUT 1-1000, or tcpdump -r FILE -w OUT -c 1000 'filter')",
+            path.display(),
+            meta.len() >> 20,
+            MAX_PCAP_BYTES >> 20
+        );
+    }
+    // Back to blocking reads for a regular file (O_NONBLOCK means nothing there, but be plain).
+    // SAFETY: fcntl on our own open descriptor.
+    unsafe {
+        use std::os::fd::AsRawFd;
+        let fd = file.as_raw_fd();
+        let fl = libc::fcntl(fd, libc::F_GETFL);
+        if fl >= 0 {
+            libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK);
+        }
+    }
+    Ok(file)
+}
+
+/// What to say when reading `path` stops after `n` packets on error `e`.
+fn stopped_after(path: &Path, n: usize, e: &pcap_file::PcapError) -> String {
+    let cut = matches!(e, pcap_file::PcapError::IncompleteBuffer)
+        || matches!(e, pcap_file::PcapError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof);
+    if cut {
+        format!(
+            "{}: the file ends inside the record after packet {n} (a capture still being written, or a partial copy): that record is skipped; the {n} packets before it were read",
+            path.display()
+        )
+    } else {
+        format!(
+            "{}: the record after packet {n} is damaged ({e}); reading stopped there: the {n} packets before it were read",
+            path.display()
+        )
+    }
+}
+
+/// Every frame of a pcap or pcapng file (Ethernet link type) of at most [`MAX_PCAP_BYTES`].
+/// A file cut short, or damaged after some packets, gives the packets before the bad record and
+/// a warning; a file that is no capture at all, or whose link type is not Ethernet, is an error.
+pub fn read_capture(path: &Path) -> anyhow::Result<Capture> {
+    let mut file = open_capture(path)?;
+    let mut magic = [0u8; 4];
+    let got = file
+        .read(&mut magic)
+        .with_context(|| format!("reading {}", path.display()))?;
+    file.rewind()
+        .with_context(|| format!("reading {}", path.display()))?;
+    let data = file.take(MAX_PCAP_BYTES);
+    let mut cap = Capture::default();
+    if got == 4 && magic == [0x0a, 0x0d, 0x0d, 0x0a] {
+        let mut r = pcap_file::pcapng::PcapNgReader::new(data)
             .map_err(|e| anyhow!("{}: not a valid pcapng file: {e}", path.display()))?;
+        let link = |r: &pcap_file::pcapng::PcapNgReader<_>, id: u32| {
+            r.interfaces().get(id as usize).map(|i| i.linktype)
+        };
+        let mut n = 0usize;
         while let Some(block) = r.next_block() {
-            match block.map_err(|e| anyhow!("{}: {e}", path.display()))? {
-                pcap_file::pcapng::Block::EnhancedPacket(p) => frames.push(p.data.into_owned()),
-                pcap_file::pcapng::Block::SimplePacket(p) => frames.push(p.data.into_owned()),
-                _ => {}
+            use pcap_file::pcapng::Block;
+            let (data, id) = match block {
+                Ok(Block::EnhancedPacket(p)) => (p.data.into_owned(), p.interface_id),
+                Ok(Block::SimplePacket(p)) => (p.data.into_owned(), 0),
+                Ok(Block::Packet(p)) => (p.data.into_owned(), p.interface_id as u32),
+                Ok(_) => continue,
+                Err(e) => {
+                    cap.warning = Some(stopped_after(path, n, &e));
+                    break;
+                }
+            };
+            n += 1;
+            match link(&r, id) {
+                Some(pcap_file::DataLink::ETHERNET) => cap.frames.push(data),
+                other => bail!(
+                    "{}: packet {n} is from an interface of link type {}; trace needs Ethernet frames (capture on the interface, not on `any`)",
+                    path.display(),
+                    other.map_or("(undeclared)".to_string(), |l| format!("{l:?}"))
+                ),
             }
         }
     } else {
-        let mut r = pcap_file::pcap::PcapReader::new(&data[..]).map_err(|e| {
+        let mut r = pcap_file::pcap::PcapReader::new(data).map_err(|e| {
             anyhow!(
                 "{}: neither pcap nor pcapng ({e}); write captures with tcpdump -w or anypop capture",
                 path.display()
@@ -300,22 +459,31 @@ pub fn read_frames(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
             );
         }
         while let Some(p) = r.next_packet() {
-            frames.push(
-                p.map_err(|e| anyhow!("{}: {e}", path.display()))?
-                    .data
-                    .into_owned(),
-            );
+            match p {
+                Ok(p) => cap.frames.push(p.data.into_owned()),
+                Err(e) => {
+                    cap.warning = Some(stopped_after(path, cap.frames.len(), &e));
+                    break;
+                }
+            }
         }
     }
-    Ok(frames)
+    Ok(cap)
 }
 
 /// The line `anypop trace` prints for packet `n`.
 pub fn line(n: usize, t: &Traced) -> String {
+    let Some(action) = t.action else {
+        return format!(
+            "#{n:<4} {:<48} {}",
+            t.input,
+            t.not_run.as_deref().unwrap_or("not run")
+        );
+    };
     let mut s = format!(
         "#{n:<4} {:<48} {:<8} {}",
         t.input,
-        action_name(t.action),
+        action_name(action),
         t.reason.map_or("?", |r| r.name())
     );
     for (what, v) in [

@@ -2,6 +2,8 @@
 //! program loaded with pins in a unique directory that is removed afterwards, and frame builders.
 #![allow(dead_code)]
 
+pub mod backend;
+
 use std::{
     path::PathBuf,
     process::Command,
@@ -206,6 +208,47 @@ impl TestEdge {
     }
 }
 
+/// Every reason a golden case (`TestEdge::case`, `TestBackend::decap_case`/`dsr_case`) saw
+/// counted, in this test process: what `golden_reasons.rs` checks against `Reason::ALL`.
+pub static PRODUCED: std::sync::Mutex<Vec<Reason>> = std::sync::Mutex::new(Vec::new());
+
+/// Records that a golden case produced `reason`.
+pub fn produced(reason: Reason) {
+    PRODUCED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(reason);
+}
+
+impl TestEdge {
+    /// One golden case: runs `frame` as if it arrived on `ingress` and checks the action, the
+    /// output bytes (`None`: the frame as it came) and that exactly one `reason` was counted,
+    /// with the frame's bytes.
+    pub fn case(
+        &mut self,
+        what: &str,
+        frame: &[u8],
+        ingress: u32,
+        action: u32,
+        reason: Reason,
+        out: Option<&[u8]>,
+    ) {
+        let before = self.snapshot();
+        let r = self.run(frame, ingress);
+        let after = self.snapshot();
+        assert_eq!(r.action, action, "{what}: action");
+        assert_eq!(
+            delta(&before, &after),
+            vec![(reason, 1)],
+            "{what}: counters"
+        );
+        let bytes = after.get(reason).bytes - before.get(reason).bytes;
+        assert_eq!(bytes, frame.len() as u64, "{what}: counted bytes");
+        assert_eq!(r.output, out.unwrap_or(frame), "{what}: output bytes");
+        produced(reason);
+    }
+}
+
 /// Counter deltas by reason between two snapshots (packets only), non-zero ones.
 pub fn delta(a: &Snapshot, b: &Snapshot) -> Vec<(Reason, u64)> {
     Reason::ALL
@@ -380,6 +423,29 @@ pub fn expected_ipip(
     v
 }
 
+/// What the POP sends back for a DF packet too big to tunnel: ICMP "fragmentation needed" from
+/// the VIP to the player, out the way it came (MACs swapped, VLAN tags kept), quoting the
+/// packet's IPv4 header and its first 8 bytes.
+pub fn expected_frag_needed(frame: &[u8], l2: usize, next_hop_mtu: u16) -> Vec<u8> {
+    let mut v = Vec::new();
+    v.extend_from_slice(&frame[6..12]);
+    v.extend_from_slice(&frame[0..6]);
+    v.extend_from_slice(&frame[12..l2]);
+    let mut ip = vec![0x45, 0xc0, 0, 56, 0, 0, 0, 0, 64, 1, 0, 0];
+    ip.extend_from_slice(&frame[l2 + 16..l2 + 20]);
+    ip.extend_from_slice(&frame[l2 + 12..l2 + 16]);
+    let c = checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mtu = next_hop_mtu.to_be_bytes();
+    let mut icmp = vec![3, 4, 0, 0, 0, 0, mtu[0], mtu[1]];
+    icmp.extend_from_slice(&frame[l2..l2 + 28]);
+    let c = checksum(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    v.extend(ip);
+    v.extend(icmp);
+    v
+}
+
 impl TestEdge {
     /// Compiles `network` into the standby slot and switches to it (what a live apply does).
     pub fn apply(&mut self, network: &str) -> anypop::dataplane::edge::Applied {
@@ -396,4 +462,87 @@ impl TestEdge {
 /// The outer destination (the backend) of a forwarded frame.
 pub fn outer_dst(out: &[u8]) -> [u8; 4] {
     [out[30], out[31], out[32], out[33]]
+}
+
+/// Runs `f` and says how long it took, for token-bucket checks with explicit time bounds.
+pub fn timed<T>(f: impl FnOnce() -> T) -> (T, std::time::Duration) {
+    let start = std::time::Instant::now();
+    let r = f();
+    (r, start.elapsed())
+}
+
+/// The most packets a bucket of `burst` packets refilled at `pps` can admit from a run of
+/// packets that took `elapsed` (measured around the whole run): the burst, plus one packet per
+/// `1/pps` that passed. A test that checks "the burst, then denied" holds exactly when the run
+/// was faster than one packet's cost (1 s at 1 pps), and stays true, with this bound, when a
+/// stall on a loaded machine made it slower.
+pub fn max_admitted(burst: usize, pps: u64, elapsed: std::time::Duration) -> usize {
+    burst + (elapsed.as_nanos() * pps as u128 / 1_000_000_000) as usize
+}
+
+impl TestEdge {
+    /// Forgets every CPU's cached next hops (`FIB_CACHE`), so the next packet to each backend
+    /// asks the FIB: no waiting for the cache's lifetime.
+    pub fn forget_next_hops(&mut self) {
+        use anypop_common::layout::FibCacheEntry;
+        use aya::maps::{MapData, PerCpuArray, PerCpuValues};
+        let data = MapData::from_pin(self.pin_dir.join("FIB_CACHE")).unwrap();
+        let mut m: PerCpuArray<_, FibCacheEntry> =
+            PerCpuArray::try_from(aya::maps::Map::PerCpuArray(data)).unwrap();
+        let cpus = aya::util::nr_cpus().unwrap();
+        for i in 0..m.len() {
+            let zero = PerCpuValues::try_from(vec![FibCacheEntry::default(); cpus]).unwrap();
+            m.set(i, zero, 0).unwrap();
+        }
+    }
+}
+
+/// Bytes from hex text: two hex digits per byte, separated by whitespace; `#` starts a comment
+/// that runs to the end of the line. For literal frames a reader can check field by field.
+pub fn hex(text: &str) -> Vec<u8> {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap())
+        .flat_map(|l| l.split_whitespace())
+        .map(|b| u8::from_str_radix(b, 16).unwrap_or_else(|_| panic!("not a hex byte: {b:?}")))
+        .collect()
+}
+
+/// Checks a literal IPv4 frame's checksums with etherparse, independently of the program and of
+/// [`checksum`]: the IPv4 header's, then, inside IPIP, the inner header's, and the innermost UDP
+/// or ICMP checksum over its payload. Returns the IPv4 headers, outermost first.
+pub fn etherparse_checksums(frame: &[u8], l3: usize) -> Vec<Ipv4Header> {
+    let mut headers = Vec::new();
+    let mut ip = &frame[l3..];
+    loop {
+        let h = etherparse::Ipv4HeaderSlice::from_slice(ip).expect("an IPv4 header");
+        let header = h.to_header();
+        assert_eq!(
+            header.header_checksum,
+            header.calc_header_checksum(),
+            "IPv4 header checksum of {header:?}"
+        );
+        let payload = &ip[h.slice().len()..header.total_len as usize];
+        headers.push(header.clone());
+        match header.protocol {
+            IpNumber::IPV4 => ip = payload,
+            IpNumber::UDP => {
+                let udp = etherparse::UdpHeaderSlice::from_slice(payload).unwrap();
+                if udp.checksum() != 0 {
+                    let want = udp
+                        .to_header()
+                        .calc_checksum_ipv4(&header, &payload[8..])
+                        .unwrap();
+                    assert_eq!(udp.checksum(), want, "UDP checksum");
+                }
+                return headers;
+            }
+            IpNumber::ICMP => {
+                let icmp = etherparse::Icmpv4Slice::from_slice(payload).unwrap();
+                let want = icmp.icmp_type().calc_checksum(icmp.payload());
+                assert_eq!(icmp.checksum(), want, "ICMP checksum");
+                return headers;
+            }
+            p => panic!("unexpected protocol {p:?}"),
+        }
+    }
 }

@@ -16,6 +16,8 @@
 //!
 //! The decision helpers (`*_check`) and the parsers of `ethtool`/`ip` output are pure, so the
 //! verdicts are unit-tested on the host without a kernel.
+mod veth;
+
 use std::{
     collections::BTreeMap,
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},
@@ -527,6 +529,15 @@ fn interface_checks(ifname: &str, baseline: Option<&mut Baseline>, ctx: &IfaceCo
         &probe,
         xdp_auto,
     ));
+    if let Ok(all) = crate::sys::netlink::links() {
+        let peer = all
+            .iter()
+            .find(|l| l.name == ifname)
+            .and_then(|l| veth::peer_of(l, &all));
+        if let Some(peer) = peer {
+            g.checks.push(veth::veth_peer_check(ifname, &peer));
+        }
+    }
 
     match ethtool(&["-k", ifname]) {
         Ok(text) => g.checks.extend(offload_checks(

@@ -1,0 +1,8 @@
+//! The machine: interfaces, addresses and kernel settings, asked of the kernel directly (ioctls,
+//! netlink, /proc/sys) with errors that say what to do. The bottom layer: it imports nothing else
+//! of anypop.
+pub mod addr;
+pub mod iface;
+pub mod netlink;
+pub mod paths;
+pub mod privileges;

@@ -1,0 +1,242 @@
+//! The backend's lab and harness for its golden tests: a private network namespace where the
+//! backend's `a0` has 192.0.2.21/24 and players are reached through a gateway, the real `decap`
+//! and `dsr` programs loaded with pins removed afterwards, and one-case runners.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use anypop::{
+    config,
+    dataplane::{
+        backend::BackendPlane,
+        testrun::{run_tc, run_xdp},
+    },
+    telemetry::Snapshot,
+};
+use anypop_common::verdict::Reason;
+use etherparse::{IpNumber, Ipv4Header};
+
+use super::*;
+
+pub const NETWORK: &str = r#"
+[[service]]
+name = "game"
+vip = "203.0.113.10"
+protocol = "udp"
+ports = "27015"
+backends = ["be-1"]
+
+[[service]]
+name = "web"
+vip = "203.0.113.10"
+protocol = "tcp"
+ports = "443"
+backends = ["be-1"]
+
+[[service]]
+name = "elsewhere"
+vip = "203.0.113.10"
+protocol = "udp"
+ports = "27016"
+backends = ["be-2"]
+
+[[node]]
+name = "pop-1"
+role = "pop"
+interfaces = ["eth0"]
+tunnel_source = "198.51.100.1"
+
+[[node]]
+name = "be-1"
+role = "backend"
+interface = "a0"
+address = "192.0.2.21"
+
+[[node]]
+name = "be-2"
+role = "backend"
+interface = "eth0"
+address = "192.0.2.22"
+"#;
+
+pub const VIP: [u8; 4] = [203, 0, 113, 10];
+pub const PLAYER: [u8; 4] = [100, 64, 1, 2];
+pub const POP: [u8; 4] = [198, 51, 100, 1];
+pub const ME: [u8; 4] = [192, 0, 2, 21];
+pub const GATEWAY_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+pub const TC_ACT_OK: i32 = 0;
+
+pub struct TestBackend {
+    pub plane: Option<BackendPlane>,
+    pub pins: PathBuf,
+    pub a0: u32,
+    pub a0_mac: [u8; 6],
+}
+
+impl Drop for TestBackend {
+    fn drop(&mut self) {
+        self.plane.take();
+        let _ = std::fs::remove_dir_all(&self.pins);
+    }
+}
+
+impl TestBackend {
+    pub fn plane(&mut self) -> &mut BackendPlane {
+        self.plane.as_mut().unwrap()
+    }
+
+    pub fn snapshot(&mut self) -> Snapshot {
+        self.plane().snapshot().unwrap()
+    }
+
+    /// One XDP case: action, counter, output.
+    pub fn decap_case(
+        &mut self,
+        what: &str,
+        frame: &[u8],
+        action: u32,
+        reason: Reason,
+        out: Option<&[u8]>,
+    ) {
+        let before = self.snapshot();
+        let a0 = self.a0;
+        let r = run_xdp(self.plane().decap(), frame, Some(a0), 1).unwrap();
+        let after = self.snapshot();
+        assert_eq!(r.action, action, "{what}: action");
+        assert_eq!(
+            delta(&before, &after),
+            vec![(reason, 1)],
+            "{what}: counters"
+        );
+        assert_eq!(r.output, out.unwrap_or(frame), "{what}: output");
+        produced(reason);
+    }
+
+    pub fn dsr_case(
+        &mut self,
+        what: &str,
+        frame: &[u8],
+        action: i32,
+        reason: Reason,
+        out: Option<&[u8]>,
+    ) {
+        let before = self.snapshot();
+        let a0 = self.a0;
+        let r = run_tc(self.plane().dsr(), frame, a0).unwrap();
+        let after = self.snapshot();
+        assert_eq!(r.action, action, "{what}: action");
+        assert_eq!(
+            delta(&before, &after),
+            vec![(reason, 1)],
+            "{what}: counters"
+        );
+        assert_eq!(r.output, out.unwrap_or(frame), "{what}: output");
+        produced(reason);
+    }
+}
+
+/// `frame` as `dsr` sends it: addressed to `dst` (the next hop) from `src` (our interface).
+pub fn with_macs(frame: &[u8], dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
+    let mut v = frame.to_vec();
+    v[..6].copy_from_slice(&dst);
+    v[6..12].copy_from_slice(&src);
+    v
+}
+
+/// The gateway's (192.0.2.1's) MAC, as a permanent neighbour entry on a0.
+pub fn set_gateway_mac(mac: &str) {
+    sh(&[
+        "ip",
+        "neigh",
+        "replace",
+        "192.0.2.1",
+        "lladdr",
+        mac,
+        "dev",
+        "a0",
+        "nud",
+        "permanent",
+    ]);
+}
+
+/// A private namespace where the backend's a0 has 192.0.2.21/24 and players are reached through
+/// the gateway 192.0.2.1 (MAC 02:00:00:00:00:01).
+pub fn with_backend(f: impl FnOnce(&mut TestBackend) + Send + 'static) {
+    with_backend_net(NETWORK.to_string(), f)
+}
+
+pub fn with_backend_net(network: String, f: impl FnOnce(&mut TestBackend) + Send + 'static) {
+    std::thread::spawn(move || {
+        require_root();
+        private_netns();
+        sh(&["ip", "link", "set", "lo", "up"]);
+        sh(&[
+            "ip",
+            "link",
+            "add",
+            "a0",
+            "address",
+            "02:00:00:00:0a:00",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "a1",
+        ]);
+        sh(&["ip", "link", "set", "a0", "up"]);
+        sh(&["ip", "link", "set", "a1", "up"]);
+        sh(&["ip", "addr", "add", "192.0.2.21/24", "dev", "a0"]);
+        sh(&["ip", "addr", "add", "203.0.113.10/32", "dev", "lo"]);
+        sh(&["ip", "route", "add", "100.64.0.0/10", "via", "192.0.2.1"]);
+        set_gateway_mac("02:00:00:00:00:01");
+        // bpf_fib_lookup answers only for interfaces with forwarding on (also in output mode).
+        sh(&["sysctl", "-q", "-w", "net.ipv4.conf.all.forwarding=1"]);
+        sh(&["sysctl", "-q", "-w", "net.ipv4.conf.a0.forwarding=1"]);
+        let pins = PathBuf::from(
+            format!(
+                "/sys/fs/bpf/anypop-betest-{}-{:?}",
+                std::process::id(),
+                std::thread::current().id()
+            )
+            .replace(['(', ')'], ""),
+        );
+        let net = config::parse(&network, "test.toml", std::path::Path::new(".")).unwrap();
+        let tables = config::compile::compile_backend(&net, "be-1").unwrap();
+        let mut plane = BackendPlane::load(&pins).unwrap();
+        plane.apply(&tables).unwrap();
+        let mut t = TestBackend {
+            plane: Some(plane),
+            pins,
+            a0: anypop::daemon::ifindex("a0", "test").unwrap(),
+            a0_mac: anypop::daemon::mac_of("a0").unwrap(),
+        };
+        f(&mut t);
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e));
+}
+
+/// Wraps the IP packet of `inner` (an Ethernet frame) in IPIP from `src` to `dst`.
+pub fn ipip(inner: &[u8], src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+    let ip = &inner[14..];
+    let mut outer = Ipv4Header::new(ip.len() as u16, 63, IpNumber::IPV4, src, dst).unwrap();
+    outer.header_checksum = outer.calc_header_checksum();
+    let mut v = inner[..14].to_vec();
+    outer.write(&mut v).unwrap();
+    v.extend_from_slice(ip);
+    v
+}
+
+/// The same network with be-1 in tunnel-compatible mode (a kernel IPIP tunnel decapsulates).
+pub fn tunnel_network() -> String {
+    NETWORK.replace(
+        "address = \"192.0.2.21\"",
+        "address = \"192.0.2.21\"\nmode = \"tunnel\"",
+    )
+}
+
+/// The reply as the kernel tunnel emits it: outer IPv4 (backend → POP, protocol 4) around the
+/// game server's packet, whose source is the tunnel's own address.
+pub fn tunnelled_reply(inner: &[u8]) -> Vec<u8> {
+    ipip(inner, ME, POP)
+}

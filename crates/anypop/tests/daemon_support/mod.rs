@@ -1,0 +1,297 @@
+//! Shared by the tests that run `anypop run` as an operator does: a daemon child whose output is
+//! collected as it comes, so a test waits for what the daemon says ("ready: …") with a deadline
+//! instead of sleeping; the network files those tests use; a private network namespace with a
+//! veth pair, a unique pin root and temp dir removed however the test ends.
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+pub fn anypop() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_anypop"))
+}
+
+/// How long a daemon may take to become ready (loading the edge takes a few seconds; CI is a
+/// busy 2-core machine).
+pub const READY_WITHIN: Duration = Duration::from_secs(60);
+
+/// A running `anypop` child with its stdout and stderr collected line by line.
+pub struct Daemon {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Daemon {
+    pub fn spawn(mut cmd: Command) -> Daemon {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn anypop");
+        let log = Arc::new(Mutex::new(String::new()));
+        let mut readers = Vec::new();
+        let out: Box<dyn std::io::Read + Send> = Box::new(child.stdout.take().unwrap());
+        let err: Box<dyn std::io::Read + Send> = Box::new(child.stderr.take().unwrap());
+        for pipe in [out, err] {
+            let log = Arc::clone(&log);
+            readers.push(std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let mut l = log.lock().unwrap();
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            }));
+        }
+        Daemon {
+            child,
+            log,
+            readers,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the output contains `needle` (panics with the log if the daemon exits first
+    /// or `within` passes).
+    pub fn wait_for(&mut self, needle: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.log().contains(needle) {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // Let the readers drain what the process wrote last.
+                for r in self.readers.drain(..) {
+                    let _ = r.join();
+                }
+                if self.log().contains(needle) {
+                    return;
+                }
+                panic!(
+                    "anypop exited ({status}) before saying {needle:?}:\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "anypop did not say {needle:?} within {within:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for the `n`-th occurrence of `needle`.
+    pub fn wait_for_count(&mut self, needle: &str, n: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.log().matches(needle).count() < n {
+            assert!(
+                Instant::now() < deadline,
+                "anypop did not say {needle:?} {n} times within {within:?}:\n{}",
+                self.log()
+            );
+            assert!(
+                self.child.try_wait().ok().flatten().is_none(),
+                "anypop exited before saying {needle:?} {n} times:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// Waits for the process to end (at most `within`, then kills it and panics).
+    pub fn finish(mut self, within: Duration) -> (ExitStatus, String) {
+        let deadline = Instant::now() + within;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("anypop did not end within {within:?}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        (status, self.log())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A network whose POP `pop-1` runs on interface `ifname`.
+pub fn pop_network(ifname: &str, mode: &str) -> String {
+    format!(
+        r#"
+[[service]]
+name = "g"
+vip = "203.0.113.10"
+protocol = "udp"
+ports = "27015"
+backends = ["be-1"]
+
+[[node]]
+name = "pop-1"
+role = "pop"
+interfaces = ["{ifname}"]
+tunnel_source = "198.51.100.1"
+xdp_mode = "{mode}"
+
+[[node]]
+name = "be-1"
+role = "backend"
+interface = "eth0"
+address = "198.51.100.21"
+"#
+    )
+}
+
+/// A network whose backend `be-1` runs on interface `ifname` (address 198.51.100.1).
+pub fn backend_network(ifname: &str) -> String {
+    format!(
+        r#"
+[[service]]
+name = "g"
+vip = "203.0.113.10"
+protocol = "udp"
+ports = "27015"
+backends = ["be-1"]
+
+[[node]]
+name = "edge"
+role = "pop"
+interfaces = ["x0"]
+tunnel_source = "198.51.100.9"
+
+[[node]]
+name = "be-1"
+role = "backend"
+interface = "{ifname}"
+address = "198.51.100.1"
+"#
+    )
+}
+
+/// The veth pair t0/t1 in the calling thread's (private) namespace, t0 with 198.51.100.1/24
+/// and forwarding on.
+pub const VETH: &[&[&str]] = &[
+    &["ip", "link", "set", "lo", "up"],
+    &[
+        "ip", "link", "add", "t0", "type", "veth", "peer", "name", "t1",
+    ],
+    &["ip", "link", "set", "t0", "up"],
+    &["ip", "link", "set", "t1", "up"],
+    &["ip", "addr", "add", "198.51.100.1/24", "dev", "t0"],
+    &["sysctl", "-q", "-w", "net.ipv4.conf.all.forwarding=1"],
+    &["sysctl", "-q", "-w", "net.ipv4.conf.t0.forwarding=1"],
+];
+
+/// A test's scratch: a temp dir and a pin root, both unique, removed however the test ends.
+pub struct Scratch {
+    pub dir: PathBuf,
+    pub pins: PathBuf,
+}
+
+impl Scratch {
+    pub fn new(tag: &str) -> Scratch {
+        let seq = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let id = format!("{tag}-{}-{seq}", std::process::id());
+        let dir = std::env::temp_dir().join(format!("anypop-{id}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch {
+            dir,
+            pins: PathBuf::from(format!("/sys/fs/bpf/anypop-{id}")),
+        }
+    }
+
+    /// Writes `text` as `name` in the temp dir.
+    pub fn file(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// `anypop run` of `node` with file `cfg`, this pin root and no metrics listener.
+    pub fn run_cmd(&self, node: &str, cfg: &Path, extra: &[&str]) -> Command {
+        let mut c = anypop();
+        c.args(["run", "--node", node, "--interval", "1", "--metrics", "off"])
+            .arg("--config")
+            .arg(cfg)
+            .arg("--pin-root")
+            .arg(&self.pins)
+            .args(extra);
+        c
+    }
+
+    /// Another anypop command for `node` with this pin root.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = anypop();
+        c.args(args).arg("--pin-root").arg(&self.pins);
+        c
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.pins);
+        // The run directories of this pin root's nodes (a killed daemon leaves its own).
+        let prefix = anypop::daemon::run_dir(&self.pins.join("x"));
+        let prefix = prefix.to_string_lossy();
+        let prefix = prefix.trim_end_matches('x');
+        if let Ok(entries) = std::fs::read_dir("/run/anypop") {
+            for e in entries.flatten() {
+                if e.path().to_string_lossy().starts_with(prefix) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+    }
+}
+
+/// Text of a finished command's stdout and stderr.
+pub fn output_text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// What `ip -d link show IF` says (tests may read it; the product never does).
+pub fn ip_link(ifname: &str) -> String {
+    let o = Command::new("ip")
+        .args(["-d", "link", "show", ifname])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
