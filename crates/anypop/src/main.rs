@@ -274,10 +274,30 @@ fn main() -> ExitCode {
     }
 }
 
+/// The node a command names, if any: checked before it becomes part of any path.
+fn node_of(c: &Command) -> Option<&str> {
+    match c {
+        Command::Check { node, .. } | Command::Doctor { node, .. } => node.as_deref(),
+        Command::Run { node, .. }
+        | Command::Status { node, .. }
+        | Command::Apply { node, .. }
+        | Command::Down { node, .. }
+        | Command::Capture { node, .. }
+        | Command::Trace { node, .. } => Some(node),
+        Command::Bench { .. } | Command::Lab { .. } => None,
+    }
+}
+
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    if let Some(node) = node_of(&cli.command) {
+        config::names::check_node_name(node).map_err(|e| anyhow::anyhow!(e))?;
+    }
     match cli.command {
         Command::Check { config, node } => {
             let net = config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            for w in net.warning_lines() {
+                eprintln!("warning: {w}");
+            }
             if let Some(node) = node {
                 let role = net.node(&node).map_err(|e| anyhow::anyhow!("{e}"))?.role;
                 let compiled = match role {

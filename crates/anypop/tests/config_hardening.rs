@@ -383,3 +383,53 @@ fn what_may_be_meant_is_still_accepted() {
     let (ok, out) = check(&dir.write("net.toml", &text));
     assert!(ok, "{out}");
 }
+
+/// A `--node` argument becomes part of the pin and run directories' paths: every command that
+/// takes one refuses a name that is not a plain name before it touches anything (`..` with
+/// `--pin-root /` once made a clean-up remove all of /run).
+#[test]
+fn node_arguments_that_would_become_paths_are_refused_by_every_command() {
+    let dir = Scratch::new("nodeargs");
+    let cfg = dir.write("net.toml", &example());
+    let pins = dir.0.join("pins");
+    let cfg_s = cfg.to_string_lossy().into_owned();
+    let pins_s = pins.to_string_lossy().into_owned();
+    for node in ["..", "/abs", "", "a/b", "x\u{7}"] {
+        for args in [
+            vec![
+                "run",
+                "--config",
+                &cfg_s,
+                "--pin-root",
+                &pins_s,
+                "--node",
+                node,
+            ],
+            vec![
+                "apply",
+                "--config",
+                &cfg_s,
+                "--pin-root",
+                &pins_s,
+                "--node",
+                node,
+            ],
+            vec!["down", "--pin-root", &pins_s, "--node", node],
+            vec!["status", "--pin-root", &pins_s, "--node", node],
+            vec!["check", "--config", &cfg_s, "--node", node],
+        ] {
+            let o = Command::new(env!("CARGO_BIN_EXE_anypop"))
+                .args(&args)
+                .output()
+                .unwrap();
+            let t = format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            assert!(!o.status.success(), "{args:?}: {t}");
+            assert!(t.contains("is not a valid node name"), "{args:?}: {t}");
+        }
+    }
+    assert!(!pins.exists(), "nothing was created under the pin root");
+}

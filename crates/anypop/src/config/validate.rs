@@ -103,7 +103,7 @@ fn toml_error(c: &Checker, origin: &str, e: toml::de::Error) -> ConfigError {
     let line = e.span().map(|s| c.line(s.start)).unwrap_or(0);
     let msg = shorten_message(e.message().trim());
     let hint = if msg.contains("unknown field") {
-        " (a typo? see the README for the fields each table takes)"
+        " (a typo? see docs/NETWORK.md for the fields each table takes)"
     } else {
         ""
     };

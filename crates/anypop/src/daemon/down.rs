@@ -50,6 +50,7 @@ impl Removed {
 
 /// Takes node `node` down (see the module's doc). Refused while a daemon runs the node.
 pub fn down(pin_root: &Path, node: &str, keep_state: bool) -> anyhow::Result<Removed> {
+    crate::config::names::check_node_name(node).map_err(|e| anyhow!(e))?;
     let pin_dir = node_pin_dir(pin_root, node);
     // Holding the node's lock keeps a daemon from starting while we remove its pins.
     let lock = DaemonLock::acquire(&pin_dir, node).map_err(|e| {

@@ -135,7 +135,12 @@ impl Plane {
 
 /// Runs the node until `stop` is set (or the duration is over); `reload` is SIGHUP's flag.
 pub fn run(opts: RunOptions, stop: &AtomicBool, reload: &AtomicBool) -> anyhow::Result<()> {
+    // The node's name becomes part of paths (pins, run dir): it must be a plain name.
+    config::names::check_node_name(&opts.node).map_err(|e| anyhow!(e))?;
     let net = config::load(&opts.config).map_err(|e| anyhow!("{e}"))?;
+    for w in net.warning_lines() {
+        tracing::warn!("{w}");
+    }
     net.node(&opts.node).map_err(|e| anyhow!("{e}"))?;
     let pin_dir = node_pin_dir(&opts.pin_root, &opts.node);
     let lock = DaemonLock::acquire(&pin_dir, &opts.node)?;
@@ -241,6 +246,9 @@ impl LoopState {
             Ok(net) => net,
             Err(e) => return refused(path, &anyhow!("{e}"), Vec::new()),
         };
+        for w in net.warning_lines() {
+            tracing::warn!("{w}");
+        }
         let restart_needed = plane.restart_needed(&net);
         if !restart_needed.is_empty() && !allow_restart_needed {
             let m = format!(
