@@ -14,6 +14,9 @@ use clap::{Parser, Subcommand};
 
 use anypop::{config, daemon};
 
+/// Where the network file lives on a deployed node (the Debian package's place for it).
+const DEFAULT_CONFIG: &str = "/etc/anypop/network.toml";
+
 #[derive(Parser)]
 #[command(
     name = "anypop",
@@ -29,16 +32,21 @@ struct Cli {
 enum Command {
     /// Validate the whole network file (every service, rule, profile and node).
     Check {
-        /// The network file.
-        #[arg(long, short)]
+        /// The network file (the same on every node).
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// Also compile the kernel tables for this node.
         #[arg(long)]
         node: Option<String>,
+        /// Warnings (prefixes with host bits, a service whose every backend drains, …) are
+        /// errors.
+        #[arg(long)]
+        strict: bool,
     },
     /// Run this machine's part of the network: load, attach, fill maps, report counters.
     Run {
-        #[arg(long, short)]
+        /// The network file (the same on every node).
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// This machine's node name in the network file.
         #[arg(long)]
@@ -113,7 +121,8 @@ enum Command {
     /// Apply a changed network file to the running daemon of a node, live (validated here first;
     /// a file with any problem never replaces the running config).
     Apply {
-        #[arg(long, short)]
+        /// The network file (the same on every node).
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         #[arg(long)]
         node: String,
@@ -292,9 +301,27 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
     if let Some(node) = node_of(&cli.command) {
         config::names::check_node_name(node).map_err(|e| anyhow::anyhow!(e))?;
     }
+    let default_config_missing =
+        |c: &std::path::Path| c.as_os_str() == DEFAULT_CONFIG && !c.exists();
+    if let Command::Check { config, .. }
+    | Command::Run { config, .. }
+    | Command::Apply { config, .. } = &cli.command
+        && default_config_missing(config)
+    {
+        bail!(
+            "no network file at {DEFAULT_CONFIG} (the default place); put it there or pass --config FILE"
+        );
+    }
     match cli.command {
-        Command::Check { config, node } => {
-            let net = config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Command::Check {
+            config,
+            node,
+            strict,
+        } => {
+            let mut net = config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            if strict {
+                net = net.strict().map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
             for w in net.warning_lines() {
                 eprintln!("warning: {w}");
             }

@@ -380,8 +380,22 @@ fn what_may_be_meant_is_still_accepted() {
         example(),
         service("203.0.113.77", "weights = { \"be-fra-1\" = 0 }\n")
     );
-    let (ok, out) = check(&dir.write("net.toml", &text));
+    let file = dir.write("net.toml", &text);
+    let (ok, out) = check(&file);
     assert!(ok, "{out}");
+    assert!(
+        out.contains("warning: ") && out.contains("10.1.2.3/8"),
+        "{out}"
+    );
+    // Under --strict the same warnings refuse the file.
+    let o = Command::new(env!("CARGO_BIN_EXE_anypop"))
+        .args(["check", "--strict", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let t = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!o.status.success(), "{t}");
+    assert!(t.contains("10.1.2.3/8"), "{t}");
 }
 
 /// A `--node` argument becomes part of the pin and run directories' paths: every command that
