@@ -624,9 +624,31 @@ mod differential {
         };
         // Most rules have no condition besides the source, so that many classes are decided.
         let cond = |rng: &mut StdRng, p: f64| rng.gen_bool(p);
-        let protocol = cond(rng, 0.2).then(|| *[17u8, 6, 1].choose(rng).unwrap());
+        let mut protocol = cond(rng, 0.2).then(|| *[17u8, 6, 1].choose(rng).unwrap());
+        // The protocols the rule can see: its own, narrowed by its services' (game: udp, web:
+        // tcp, ping: icmp). A rule whose protocol none of its services carries is dropped to its
+        // services' protocols, and fields its protocols cannot carry are left out: `check`
+        // refuses such rules (they could never match), and the generator writes valid files.
+        const SERVICE_PROTOS: [u8; 3] = [17, 6, 1];
+        let of_services: Vec<u8> = if services.is_empty() {
+            SERVICE_PROTOS.to_vec()
+        } else {
+            services.iter().map(|&i| SERVICE_PROTOS[i]).collect()
+        };
+        if protocol.is_some_and(|p| !of_services.contains(&p)) {
+            protocol = None;
+        }
+        let sees: Vec<u8> = match protocol {
+            Some(p) => vec![p],
+            None => of_services,
+        };
+        let (ports_ok, tcp_ok, icmp_ok) = (
+            sees.iter().any(|p| *p != 1),
+            sees.contains(&6),
+            sees.contains(&1),
+        );
         let ports = [0u16, 1000, 27015, 30000, 40000, 65535];
-        Rule {
+        let mut rule = Rule {
             action,
             services,
             src,
@@ -645,7 +667,17 @@ mod differential {
                 .unwrap()
             }),
             icmp_type: cond(rng, 0.08).then(|| *[(8, 8), (0, 3)].choose(rng).unwrap()),
+        };
+        if !ports_ok {
+            (rule.src_ports, rule.dst_ports) = (None, None);
         }
+        if !tcp_ok {
+            rule.tcp_flags = None;
+        }
+        if !icmp_ok {
+            rule.icmp_type = None;
+        }
+        rule
     }
 
     fn random_packet(rng: &mut StdRng) -> Pkt {
