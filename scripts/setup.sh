@@ -16,7 +16,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # Debian packages: LLVM 22 for bpf-linker, xdp-tools as benchmark peer, tshark/tcpdump for captures,
 # iproute2/nftables for the lab and baselines.
 need_pkgs=()
-for p in llvm-22-dev libpolly-22-dev xdp-tools tshark tcpdump iproute2 nftables bpftool ethtool zlib1g-dev libzstd-dev; do
+for p in llvm-22-dev libpolly-22-dev xdp-tools tshark tcpdump iproute2 nftables bpftool ethtool zlib1g-dev libzstd-dev systemd; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
 done
 if ((${#need_pkgs[@]})); then

@@ -114,6 +114,12 @@ fn a_veth_runs_native_xdp_and_the_probe_is_detached() {
         "{t}"
     );
     assert!(t.contains("[warn] MTU 1500 on t0"), "{t}");
+    // Its peer runs no XDP program: frames sent back with XDP_TX would wait in t1's ring.
+    assert!(
+        t.contains("[warn] veth peer t1 of t0 runs no XDP program")
+            && t.contains("fix: attach any XDP program to t1"),
+        "{t}"
+    );
     assert!(!t.contains("[FAIL]"), "{t}");
     assert!(t.contains(", 0 FAIL — ready"), "{t}");
     // Groups in order: the kernel, then the interface.

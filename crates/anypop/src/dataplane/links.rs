@@ -153,7 +153,7 @@ pub fn pinned_link_ifindex(path: &Path) -> std::io::Result<u32> {
     ))
 }
 
-/// An XDP attachment as `ip -d link show` reports it.
+/// An XDP attachment, named as `ip -d link show` names it (the kernel's facts, over rtnetlink).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SeenXdp {
     /// The mode flag: `xdp` (native), `xdpdrv`, `xdpgeneric`, `xdpoffload` or `xdpmulti`.
@@ -172,37 +172,13 @@ impl SeenXdp {
     }
 }
 
-/// Finds the XDP attachment in `ip -d link show` output (multi-line, or one line per interface
-/// with `-o`): the mode is a flag word on the interface line (`mtu 1500 xdpgeneric qdisc …`), the
-/// program follows as `prog/xdp id 42 name edge …` in every mode. The one reader of this output.
-pub fn parse_ip_link_xdp(text: &str) -> Option<SeenXdp> {
-    let words: Vec<&str> = text.split_whitespace().collect();
-    let flag = words.iter().find(|w| {
-        matches!(
-            **w,
-            "xdp" | "xdpgeneric" | "xdpdrv" | "xdpoffload" | "xdpmulti"
-        )
-    })?;
-    let prog = words.iter().position(|w| w.starts_with("prog/xdp"));
-    let field = |k: &str| {
-        let start = prog?;
-        let i = words[start..].iter().position(|w| *w == k)? + start;
-        words.get(i + 1).copied()
-    };
-    Some(SeenXdp {
-        flag: flag.to_string(),
-        prog_id: field("id").and_then(|id| id.parse().ok()),
-        prog_name: field("name").map(str::to_owned),
-    })
-}
-
 /// The XDP attachment of `ifname` in this thread's network namespace, if any, as the kernel
 /// reports it over rtnetlink.
 pub fn seen_xdp(ifname: &str) -> Option<SeenXdp> {
     use crate::sys::netlink::XdpAttach;
     let (mode, id) = crate::sys::netlink::link(ifname).ok()??.xdp?;
     let flag = match mode {
-        XdpAttach::Native => "xdpdrv",
+        XdpAttach::Native => "xdp",
         XdpAttach::Generic => "xdpgeneric",
         XdpAttach::Offload => "xdpoffload",
         XdpAttach::Multiple => "xdpmulti",
@@ -240,23 +216,4 @@ pub fn pin(link: FdLink, path: &Path) -> Result<FdLink, DataplaneError> {
         .pin(path)
         .map_err(|e| DataplaneError::Map(format!("pin link {}: {e}", path.display())))?;
     Ok(pinned.into())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_mode_and_program_from_both_ip_link_layouts() {
-        let multi = "7: t0@t1: <UP> mtu 1500 xdp qdisc noqueue state UP\n    link/ether 02:36:a9:64:42:84\n    prog/xdp id 42 name edge tag 8b jited\n";
-        let x = parse_ip_link_xdp(multi).unwrap();
-        assert_eq!(
-            (x.mode(), x.prog_id, x.prog_name.as_deref()),
-            (AttachMode::Native, Some(42), Some("edge"))
-        );
-        let one_line = "3: d0: <UP> mtu 1500 xdpgeneric qdisc noqueue \\    link/ether c2:8f \\    prog/xdp id 9 name decap tag 99";
-        let x = parse_ip_link_xdp(one_line).unwrap();
-        assert_eq!((x.mode(), x.prog_id), (AttachMode::Generic, Some(9)));
-        assert_eq!(parse_ip_link_xdp("3: t0: <UP> mtu 1500 qdisc noop\n"), None);
-    }
 }

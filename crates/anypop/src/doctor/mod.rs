@@ -506,11 +506,7 @@ fn interface_checks(ifname: &str, baseline: Option<&mut Baseline>, ctx: &IfaceCo
         }
     }
     let driver = driver_of(ifname);
-    let existing = Command::new("ip")
-        .args(["-d", "link", "show", "dev", ifname])
-        .output()
-        .ok()
-        .and_then(|o| parse_existing_xdp(&String::from_utf8_lossy(&o.stdout)));
+    let existing = crate::dataplane::links::seen_xdp(ifname).map(ExistingXdp::from);
     let probe = match (&existing, baseline) {
         (Some(x), _) => Probe::Skipped(x.clone()),
         (None, None) => Probe::NotLoaded,
@@ -629,28 +625,27 @@ pub fn driver_of(ifname: &str) -> Option<String> {
     (!name.is_empty()).then(|| String::from_utf8_lossy(&name).into_owned())
 }
 
-/// An XDP program already on an interface, as `ip -d link show` reports it.
+/// An XDP program already on an interface, as the kernel reports it (rtnetlink).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExistingXdp {
     /// `xdp` (native), `xdpgeneric`, `xdpoffload` or `xdpmulti`.
     pub mode: String,
-    /// `id N name NAME` of the program, when shown.
+    /// `id N name NAME` of the program, when known.
     pub program: Option<String>,
 }
 
-/// Finds an attached XDP program in `ip -d link show` output (see
-/// [`crate::dataplane::links::parse_ip_link_xdp`]), in the form the checks print.
-pub fn parse_existing_xdp(text: &str) -> Option<ExistingXdp> {
-    let x = crate::dataplane::links::parse_ip_link_xdp(text)?;
-    let program = match (x.prog_id, x.prog_name) {
-        (Some(id), Some(name)) => Some(format!("id {id} {name}")),
-        (Some(id), None) => Some(format!("id {id}")),
-        _ => None,
-    };
-    Some(ExistingXdp {
-        mode: x.flag,
-        program,
-    })
+impl From<crate::dataplane::links::SeenXdp> for ExistingXdp {
+    fn from(x: crate::dataplane::links::SeenXdp) -> ExistingXdp {
+        let program = match (x.prog_id, x.prog_name) {
+            (Some(id), Some(name)) => Some(format!("id {id} {name}")),
+            (Some(id), None) => Some(format!("id {id}")),
+            _ => None,
+        };
+        ExistingXdp {
+            mode: x.flag,
+            program,
+        }
+    }
 }
 
 /// The outcome of trying XDP on an interface.
@@ -1570,30 +1565,23 @@ Combined:\t8
         assert!(c.what.contains("up to 1480 bytes"), "{}", c.what);
     }
 
-    const IP_D_LINK_XDP: &str = "7: t0@t1: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 xdp qdisc noqueue state UP mode DEFAULT group default qlen 1000
-    link/ether 02:36:a9:64:42:84 brd ff:ff:ff:ff:ff:ff link-netnsid 0 promiscuity 0
-    prog/xdp id 42 name edge tag 8b3c5e1f0e6d5a7b jited
-    veth addrgenmode eui64 numtxqueues 2 numrxqueues 2
-";
-
     #[test]
     fn existing_xdp() {
-        let x = parse_existing_xdp(IP_D_LINK_XDP).unwrap();
-        assert_eq!(x.mode, "xdp");
-        assert_eq!(x.program.as_deref(), Some("id 42 edge"));
-        let generic =
-            "3: eth0: <UP> mtu 1500 xdpgeneric qdisc mq\n    prog/xdpgeneric id 9 tag ab\n";
-        let x = parse_existing_xdp(generic).unwrap();
-        assert_eq!(x.mode, "xdpgeneric");
-        assert_eq!(x.program.as_deref(), Some("id 9"));
-        let none = "3: t0@t1: <BROADCAST,MULTICAST> mtu 1500 qdisc noop state DOWN\n    link/ether 02:36:a9:64:42:84\n";
-        assert_eq!(parse_existing_xdp(none), None);
-        let c = native_xdp_check(
-            "t0",
-            "veth",
-            &Probe::Skipped(parse_existing_xdp(IP_D_LINK_XDP).unwrap()),
-            None,
-        );
+        use crate::dataplane::links::SeenXdp;
+        let native = ExistingXdp::from(SeenXdp {
+            flag: "xdp".into(),
+            prog_id: Some(42),
+            prog_name: Some("edge".into()),
+        });
+        assert_eq!(native.mode, "xdp");
+        assert_eq!(native.program.as_deref(), Some("id 42 edge"));
+        let generic = ExistingXdp::from(SeenXdp {
+            flag: "xdpgeneric".into(),
+            prog_id: Some(9),
+            prog_name: None,
+        });
+        assert_eq!(generic.program.as_deref(), Some("id 9"));
+        let c = native_xdp_check("t0", "veth", &Probe::Skipped(native), None);
         assert_eq!(c.verdict, Verdict::Warn);
         assert!(
             c.what.contains("already attached in native mode"),

@@ -718,10 +718,11 @@ fn remove_lab_leftovers() {
 
 /// XDP mode and program of an interface in `ns`.
 fn xdp_info(ns: &Netns, ifname: &str) -> XdpInfo {
+    let name = ifname.to_owned();
     let seen = ns
-        .exec(&["ip", "-d", "link", "show", ifname])
+        .run(move || crate::dataplane::links::seen_xdp(&name))
         .ok()
-        .and_then(|out| crate::dataplane::links::parse_ip_link_xdp(&out));
+        .flatten();
     match seen {
         None => XdpInfo {
             mode: "none".into(),

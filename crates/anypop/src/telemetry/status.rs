@@ -48,31 +48,15 @@ struct Attachment {
 /// Interfaces of this network namespace whose XDP program uses this node's counter map: found by
 /// the kernel's own records (program → maps), so no config is needed and nothing is guessed.
 fn attachments(counter_map_id: u32) -> Vec<Attachment> {
-    let Ok(out) = std::process::Command::new("ip")
-        .args(["-d", "-o", "link", "show"])
-        .output()
-    else {
+    let Ok(links) = crate::sys::netlink::links() else {
         return Vec::new();
     };
-    let text = String::from_utf8_lossy(&out.stdout);
     let programs: Vec<aya::programs::ProgramInfo> = aya::programs::loaded_programs()
         .filter_map(Result::ok)
         .collect();
     let mut found = Vec::new();
-    for line in text.lines() {
-        // "2: eth0@if3: <…> … prog/xdp id 42 …" (one line per interface with -o)
-        let Some(ifname) = line
-            .split(": ")
-            .nth(1)
-            .map(|n| n.split('@').next().unwrap_or(n))
-        else {
-            continue;
-        };
-        let Some(seen) = crate::dataplane::links::parse_ip_link_xdp(line) else {
-            continue;
-        };
-        let generic = seen.mode() == crate::dataplane::edge::AttachMode::Generic;
-        let Some(id) = seen.prog_id else {
+    for link in links {
+        let Some((mode, id)) = link.xdp else {
             continue;
         };
         let Some(p) = programs.iter().find(|p| p.id() == id) else {
@@ -85,8 +69,8 @@ fn attachments(counter_map_id: u32) -> Vec<Attachment> {
             .is_some_and(|ids| ids.contains(&counter_map_id));
         if ours {
             found.push(Attachment {
-                ifname: ifname.to_owned(),
-                generic,
+                ifname: link.name,
+                generic: mode == crate::sys::netlink::XdpAttach::Generic,
                 prog_id: id,
                 prog_name: p.name_as_str().unwrap_or("?").to_owned(),
             });
