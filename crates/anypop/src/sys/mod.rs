@@ -6,3 +6,7 @@ pub mod iface;
 pub mod netlink;
 pub mod paths;
 pub mod privileges;
+pub mod qdisc;
+pub mod route;
+#[cfg(test)]
+pub(crate) mod testns;
