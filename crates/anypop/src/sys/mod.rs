@@ -2,6 +2,7 @@
 //! netlink, /proc/sys) with errors that say what to do. The bottom layer: it imports nothing else
 //! of anypop.
 pub mod addr;
+pub mod ethtool;
 pub mod iface;
 pub mod netlink;
 pub mod paths;
