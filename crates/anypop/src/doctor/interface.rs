@@ -1,14 +1,14 @@
 //! An interface's group: it exists, native XDP (really attached and detached), the veth peer,
-//! offloads and RX queues (see `nic`), the MTU.
+//! offloads and RX queues (see `nic`), the MTU. Facts come from the kernel: ioctls for the index,
+//! driver and MTU, rtnetlink for the XDP program and the veth peer.
 use aya::programs::{Xdp, XdpMode};
 
-use super::{
-    Check, Group, IPIP_OVERHEAD, PLAYER_MTU, error_chain,
-    nic::{Channels, EthtoolError, ethtool, offload_checks, queue_check},
-    parse::{has_indirection_table, parse_channels, parse_features},
-    veth,
+use super::{Check, Group, IPIP_OVERHEAD, PLAYER_MTU, error_chain, nic, veth};
+use crate::{
+    config::Role,
+    dataplane::baseline::Baseline,
+    sys::{ethtool, iface},
 };
-use crate::{config::Role, dataplane::baseline::Baseline};
 
 /// What the node (if any) says about an interface being checked.
 pub(super) struct NodeFacts {
@@ -80,35 +80,9 @@ pub(super) fn interface_checks(
         }
     }
 
-    match ethtool(&["-k", ifname]) {
-        Ok(text) => g.checks.extend(offload_checks(
-            ifname,
-            driver.as_deref(),
-            &parse_features(&text),
-        )),
-        Err(e) => g
-            .checks
-            .push(e.check(ifname, "offloads (LRO, hardware GRO)")),
-    }
-    match ethtool(&["-l", ifname]) {
-        Ok(text) => {
-            let ch = parse_channels(&text);
-            // The indirection table only matters (and is only asked for) with several queues.
-            let rss = match ch.as_ref().map(Channels::rx_queues) {
-                Some(q) if q > 1 => Some(
-                    ethtool(&["-x", ifname])
-                        .map(|t| has_indirection_table(&t))
-                        .unwrap_or(false),
-                ),
-                _ => None,
-            };
-            g.checks
-                .push(queue_check(ifname, ch.as_ref(), rss, ctx.cpus));
-        }
-        Err(EthtoolError::Failed(_)) => g.checks.push(queue_check(ifname, None, None, ctx.cpus)),
-        Err(e) => g.checks.push(e.check(ifname, "RX queues and RSS")),
-    }
-    match crate::daemon::mtu_of(ifname) {
+    g.checks
+        .extend(nic::nic_checks(ifname, driver.as_deref(), ctx.cpus));
+    match iface::mtu_of(ifname) {
         Ok(mtu) => g.checks.push(mtu_check(
             ifname,
             mtu as u32,
@@ -130,44 +104,10 @@ pub(super) fn interface_index(ifname: &str) -> Option<u32> {
     }
 }
 
-/// `struct ethtool_drvinfo` (linux/ethtool.h), for ETHTOOL_GDRVINFO. Only `driver` is read; the
-/// rest is there for the kernel to fill.
-#[repr(C)]
-#[allow(dead_code)]
-struct EthtoolDrvinfo {
-    cmd: u32,
-    driver: [u8; 32],
-    version: [u8; 32],
-    fw_version: [u8; 32],
-    bus_info: [u8; 32],
-    erom_version: [u8; 32],
-    reserved2: [u8; 12],
-    n_priv_flags: u32,
-    n_stats: u32,
-    testinfo_len: u32,
-    eedump_len: u32,
-    regdump_len: u32,
-}
-
-const ETHTOOL_GDRVINFO: u32 = 0x3;
-
-/// The driver's name, from the SIOCETHTOOL ioctl (namespace-local, unlike
-/// /sys/class/net/IF/device/driver, and present for virtual devices too).
+/// The driver's name (ETHTOOL_GDRVINFO: namespace-local, unlike /sys/class/net/IF/device/driver,
+/// and present for virtual devices too).
 pub fn driver_of(ifname: &str) -> Option<String> {
-    let mut info: EthtoolDrvinfo = unsafe { std::mem::zeroed() };
-    info.cmd = ETHTOOL_GDRVINFO;
-    let ptr = &mut info as *mut EthtoolDrvinfo as *mut libc::c_char;
-    crate::daemon::ifreq_ioctl_with(ifname, libc::SIOCETHTOOL, "driver", |req| {
-        req.ifr_ifru.ifru_data = ptr;
-    })
-    .ok()?;
-    let name: Vec<u8> = info
-        .driver
-        .iter()
-        .take_while(|&&b| b != 0)
-        .copied()
-        .collect();
-    (!name.is_empty()).then(|| String::from_utf8_lossy(&name).into_owned())
+    ethtool::driver(ifname).ok().filter(|d| !d.is_empty())
 }
 
 /// An XDP program already on an interface, as the kernel reports it (rtnetlink).

@@ -4,30 +4,35 @@
 //! traffic) or `FAIL` (`anypop run` would refuse, or players would be dropped). Checks come in
 //! groups: the kernel, then each interface, then the node's needs from the network file.
 //!
-//! Facts about interfaces are read through the calling process's network namespace (ioctls,
-//! `ethtool`, `ip`, /proc/sys/net), never through /sys/class/net: a process that entered a
-//! namespace with `setns` still sees the /sys of the namespace sysfs was mounted in, and would
-//! report on somebody else's interface of the same name.
+//! Facts are asked of the kernel, for the calling thread's network namespace, through `sys`:
+//! ioctls (index, MTU, and what `ethtool -i/-k/-l/-x` would show: `sys::ethtool`), rtnetlink
+//! (XDP programs, veth peers, routes as `ip route get` finds them, qdiscs) and /proc/sys/net —
+//! never through /sys/class/net (a process that entered a namespace with `setns` still sees the
+//! /sys of the namespace sysfs was mounted in, and would report on somebody else's interface of
+//! the same name), and never by reading a command's text.
 //!
 //! The native-XDP check really attaches a program (the baseline `base_pass`, which passes every
 //! packet) and detaches it at once: only the driver knows whether it can, and the error it gives
 //! is the one `anypop run` would get. An interface that already has an XDP program is not probed,
 //! since replacing that program would disrupt its traffic.
 //!
-//! The decision helpers (`*_check`) and the parsers of `ethtool`/`ip` output are pure, so the
-//! verdicts are unit-tested on the host without a kernel.
+//! Each check is a pure function (`*_check`): facts in, a verdict and a runnable fix out, so the
+//! verdicts are unit-tested without a kernel. The functions around them gather the facts.
 //!
 //! Where things are:
-//! - [`report`]: the verdicts, checks, groups and the report's text and JSON.
+//! - `report`: the verdicts, checks, groups and the report's text and JSON.
 //! - `kernel`: the kernel group (version, BTF, bpffs, privileges, loading, JIT).
-//! - `interface`: each interface's group (exists, native XDP, veth peer, offloads, queues, MTU);
-//!   `nic` holds the offload and queue checks, `veth` the veth peer's.
-//! - `node`: the node's group (forwarding, addresses, routes to the backends, clsact).
-//! - `parse`: the parsers of `ethtool` and `ip route get` output.
+//! - `interface`: each interface's group (exists, native XDP, veth peer, MTU); `nic` holds its
+//!   offload and RX-queue checks (facts named as ethtool names them), `veth` the veth peer's.
+//! - `node`: the node's group (forwarding, accept_local, its addresses, routes to the backends,
+//!   clsact before TCX).
+//! - `parse` (tests only): readers of `ethtool` and `ip route get` output, to hold the kernel's
+//!   answers against the tools' and to turn output captured on real NICs into facts.
 mod interface;
 mod kernel;
 mod nic;
 mod node;
+#[cfg(test)]
 mod parse;
 mod report;
 mod veth;
@@ -37,12 +42,11 @@ pub use kernel::{
     bpffs_check, btf_check, jit_check, kernel_version_check, parse_cap_eff, parse_kernel_version,
     privilege_check,
 };
-pub use nic::{Channels, Feature, offload_checks, queue_check};
+pub use nic::{Channels, Feature, ethtool_k, has_rss_table, offload_checks, queue_check};
 pub use node::{
     RouteAnswer, accept_local_check, backend_forwarding_check, backend_route_check, clsact_check,
     local_address_check, pop_forwarding_check, sysctl_key,
 };
-pub use parse::{has_indirection_table, parse_channels, parse_features, parse_route_get};
 pub use report::{Check, Group, Report, Verdict};
 
 use std::path::PathBuf;

@@ -1,14 +1,116 @@
-//! What a NIC's driver says through ethtool, and the checks on it: offloads that merge packets
-//! before XDP sees them, and RX queues (one queue: one core takes every packet).
-use std::{collections::BTreeMap, process::Command};
+//! What a NIC's driver reports — offload features, channels (RX queues), the RSS indirection
+//! table — and the checks on it: offloads that merge packets before XDP sees them, and RX queues
+//! (one queue: one core takes every packet).
+//!
+//! The facts are asked of the kernel (`sys::ethtool`, the SIOCETHTOOL ioctl) and named as
+//! `ethtool -k/-l/-x` print them, since the fixes are ethtool commands: a feature's legacy name
+//! (`large-receive-offload` for the kernel's `rx-lro`), `n/a` (None) for a kind of channel the
+//! device does not have.
+use std::collections::BTreeMap;
 
-use super::{Check, one_line};
+use super::Check;
+use crate::sys::ethtool::{self, EthtoolError};
 
-/// One feature from `ethtool -k`: on/off and whether the driver lets it change.
+/// The offload and RX-queue checks of `ifname`, on what its driver reports.
+pub(super) fn nic_checks(ifname: &str, driver: Option<&str>, cpus: u32) -> Vec<Check> {
+    let mut out = match ethtool::features(ifname) {
+        Ok(f) => offload_checks(ifname, driver, &ethtool_k(&f)),
+        Err(e) => vec![unknown_check(ifname, "offloads (LRO, hardware GRO)", &e)],
+    };
+    // A driver that reports no channels (EOPNOTSUPP) or fails to has its queues unknown.
+    let ch = ethtool::channels(ifname).ok().map(Channels::from);
+    // The indirection table only matters (and is only asked for) with several queues.
+    let rss = match ch.as_ref().map(Channels::rx_queues) {
+        Some(q) if q > 1 => Some(has_rss_table(ifname)),
+        _ => None,
+    };
+    out.push(queue_check(ifname, ch.as_ref(), rss, cpus));
+    out
+}
+
+fn unknown_check(ifname: &str, what: &str, e: &EthtoolError) -> Check {
+    Check::warn(
+        format!("{what} of {ifname} unknown: {e}"),
+        format!("check by hand with ethtool on {ifname}"),
+    )
+}
+
+/// One feature as `ethtool -k` shows it: on/off and whether the driver lets it change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Feature {
     pub on: bool,
     pub fixed: bool,
+}
+
+impl From<&ethtool::Feature> for Feature {
+    fn from(f: &ethtool::Feature) -> Feature {
+        Feature {
+            on: f.active,
+            fixed: f.fixed(),
+        }
+    }
+}
+
+/// ethtool's legacy offload flags (`off_flag_def` in its common.c, unchanged since 2013): the
+/// name `ethtool -k` prints, and the pattern (at most one `*`) of the kernel features it covers.
+const LEGACY_FLAGS: [(&str, &str); 12] = [
+    ("rx-checksumming", "rx-checksum"),
+    ("tx-checksumming", "tx-checksum-*"),
+    ("scatter-gather", "tx-scatter-gather*"),
+    ("tcp-segmentation-offload", "tx-tcp*-segmentation"),
+    ("udp-fragmentation-offload", "tx-udp-fragmentation"),
+    ("generic-segmentation-offload", "tx-generic-segmentation"),
+    ("generic-receive-offload", "rx-gro"),
+    ("large-receive-offload", "rx-lro"),
+    ("rx-vlan-offload", "rx-vlan-hw-parse"),
+    ("tx-vlan-offload", "tx-vlan-hw-insert"),
+    ("ntuple-filters", "rx-ntuple-filter"),
+    ("receive-hashing", "rx-hashing"),
+];
+
+/// ethtool skips this flag: no kernel with the netlink interface has UFO.
+const UFO: &str = "udp-fragmentation-offload";
+
+fn flag_matches(name: &str, pattern: &str) -> bool {
+    match pattern.split_once('*') {
+        Some((head, tail)) => {
+            name.len() >= head.len() + tail.len() && name.starts_with(head) && name.ends_with(tail)
+        }
+        None => name == pattern,
+    }
+}
+
+/// The kernel's features under the names `ethtool -k` (6.1) prints: a legacy flag that covers
+/// exactly one feature is that feature under the flag's name; one that covers several is on when
+/// any of them is (and is never `[fixed]`), with each feature under its own name besides; every
+/// other feature goes by its own name.
+pub fn ethtool_k(features: &[ethtool::Feature]) -> BTreeMap<String, Feature> {
+    let flag_of = |f: &ethtool::Feature| {
+        LEGACY_FLAGS
+            .iter()
+            .position(|(_, pattern)| flag_matches(&f.name, pattern))
+    };
+    let mut out = BTreeMap::new();
+    for (i, (long, _)) in LEGACY_FLAGS.iter().enumerate() {
+        if *long == UFO {
+            continue;
+        }
+        let covered: Vec<&ethtool::Feature> =
+            features.iter().filter(|f| flag_of(f) == Some(i)).collect();
+        if let [one] = covered[..] {
+            out.insert(long.to_string(), Feature::from(one));
+            continue;
+        }
+        let on = covered.iter().any(|f| f.active);
+        out.insert(long.to_string(), Feature { on, fixed: false });
+        for f in covered {
+            out.insert(f.name.clone(), Feature::from(f));
+        }
+    }
+    for f in features.iter().filter(|f| flag_of(f).is_none()) {
+        out.insert(f.name.clone(), Feature::from(f));
+    }
+    out
 }
 
 /// LRO merges packets before XDP sees them (drivers refuse native XDP with it on, or hand XDP
@@ -69,13 +171,35 @@ pub fn offload_checks(
     out
 }
 
-/// Channel counts from `ethtool -l`; `None` where it says `n/a`.
+/// Channel counts as `ethtool -l` shows them; `None` where it says `n/a`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Channels {
     pub max_rx: Option<u32>,
     pub max_combined: Option<u32>,
     pub rx: Option<u32>,
     pub combined: Option<u32>,
+}
+
+/// As `ethtool -l` shows them: a kind of channel the device does not have (maximum 0) is `n/a`,
+/// in the maximums and in the current settings alike.
+impl From<ethtool::Channels> for Channels {
+    fn from(c: ethtool::Channels) -> Channels {
+        let kind = |max: u32, now: u32| (max != 0).then_some((max, now));
+        let rx = kind(c.max_rx, c.rx);
+        let combined = kind(c.max_combined, c.combined);
+        Channels {
+            max_rx: rx.map(|r| r.0),
+            max_combined: combined.map(|c| c.0),
+            rx: rx.map(|r| r.1),
+            combined: combined.map(|c| c.1),
+        }
+    }
+}
+
+/// Whether the device has an RSS indirection table, which is what `ethtool -x` shows: the driver
+/// reports its RX rings (ETHTOOL_GRXRINGS) and a table of at least one entry (ETHTOOL_GRXFHINDIR).
+pub fn has_rss_table(ifname: &str) -> bool {
+    ethtool::rx_rings(ifname).is_ok() && ethtool::indirection_size(ifname).is_ok_and(|n| n > 0)
 }
 
 impl Channels {
@@ -135,51 +259,11 @@ pub fn queue_check(
     ))
 }
 
-/// Why `ethtool` gave no answer.
-#[derive(Debug)]
-pub(super) enum EthtoolError {
-    /// Not installed.
-    Missing,
-    /// It ran and failed (e.g. the driver does not support the request).
-    Failed(String),
-}
-
-impl EthtoolError {
-    pub(super) fn check(&self, ifname: &str, what: &str) -> Check {
-        match self {
-            EthtoolError::Missing => Check::warn(
-                format!("{what} of {ifname} not checked: ethtool is not installed"),
-                "apt-get install ethtool (or your distribution's package) and run doctor again",
-            ),
-            EthtoolError::Failed(e) => Check::warn(
-                format!("{what} of {ifname} unknown: ethtool says {e:?}"),
-                format!("check by hand with ethtool on {ifname}"),
-            ),
-        }
-    }
-}
-
-pub(super) fn ethtool(args: &[&str]) -> Result<String, EthtoolError> {
-    let out = Command::new("ethtool").args(args).output().map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            EthtoolError::Missing
-        } else {
-            EthtoolError::Failed(e.to_string())
-        }
-    })?;
-    if !out.status.success() {
-        return Err(EthtoolError::Failed(one_line(
-            &String::from_utf8_lossy(&out.stderr),
-            160,
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::doctor::{Verdict, parse::*};
+    use crate::sys::testns::{in_private_netns, sh};
     const ETHTOOL_K_MLX: &str = "Features for eth0:
 rx-checksumming: on
 tx-checksumming: on
@@ -306,5 +390,180 @@ Combined:\t8
             "RX flow hash indirection table for eth0 with 8 RX ring(s):\n    0:      0     1"
         ));
         assert!(!has_indirection_table(""));
+    }
+
+    fn kernel_feature(name: &str, active: bool, available: bool) -> ethtool::Feature {
+        ethtool::Feature {
+            name: name.into(),
+            available,
+            requested: active,
+            active,
+            never_changed: false,
+        }
+    }
+
+    #[test]
+    fn features_go_by_the_names_ethtool_k_prints() {
+        let f = ethtool_k(&[
+            kernel_feature("rx-lro", true, true),
+            kernel_feature("rx-gro-hw", false, false),
+            kernel_feature("tx-checksum-ipv4", false, false),
+            kernel_feature("tx-checksum-ip-generic", true, true),
+            kernel_feature("tx-udp-fragmentation", true, true),
+            kernel_feature("tx-tcp6-segmentation", true, true),
+            kernel_feature("highdma", true, false),
+        ]);
+        // One feature behind a legacy flag: the flag's name only.
+        assert_eq!(
+            f["large-receive-offload"],
+            Feature {
+                on: true,
+                fixed: false
+            }
+        );
+        assert!(!f.contains_key("rx-lro"));
+        // Several: the flag (on if any is) and each feature.
+        assert_eq!(
+            f["tx-checksumming"],
+            Feature {
+                on: true,
+                fixed: false
+            }
+        );
+        assert_eq!(
+            f["tx-checksum-ipv4"],
+            Feature {
+                on: false,
+                fixed: true
+            }
+        );
+        assert!(f["tx-checksum-ip-generic"].on);
+        // tcp-segmentation-offload covers one feature here, so only the flag's name appears.
+        assert!(f["tcp-segmentation-offload"].on && !f.contains_key("tx-tcp6-segmentation"));
+        // A flag that covers none is shown off; UFO is never shown.
+        assert_eq!(
+            f["receive-hashing"],
+            Feature {
+                on: false,
+                fixed: false
+            }
+        );
+        assert!(!f.contains_key("udp-fragmentation-offload"));
+        assert!(!f.contains_key("tx-udp-fragmentation"));
+        assert_eq!(
+            f["rx-gro-hw"],
+            Feature {
+                on: false,
+                fixed: true
+            }
+        );
+        assert_eq!(
+            f["highdma"],
+            Feature {
+                on: true,
+                fixed: true
+            }
+        );
+        assert!(flag_matches("tx-checksum-", "tx-checksum-*"));
+        assert!(!flag_matches("tx-tcp-segmentatio", "tx-tcp*-segmentation"));
+        assert!(flag_matches("tx-tcp-segmentation", "tx-tcp*-segmentation"));
+    }
+
+    #[test]
+    fn channels_read_as_ethtool_l_shows_them() {
+        let veth = ethtool::Channels {
+            max_rx: 2,
+            max_tx: 2,
+            rx: 1,
+            tx: 1,
+            ..Default::default()
+        };
+        assert_eq!(
+            Channels::from(veth),
+            parse_channels(ETHTOOL_L_VETH).unwrap()
+        );
+        let nic = ethtool::Channels {
+            max_other: 1,
+            max_combined: 63,
+            other: 1,
+            combined: 8,
+            ..Default::default()
+        };
+        assert_eq!(Channels::from(nic), parse_channels(ETHTOOL_L_NIC).unwrap());
+    }
+
+    /// The kernel's answers, named as ethtool names them, against what ethtool prints, on
+    /// interfaces made for the test: every feature, the channels, the indirection table.
+    #[test]
+    fn the_kernels_answers_are_what_ethtool_prints() {
+        in_private_netns(|| {
+            sh(&[
+                "ip", "link", "add", "n0", "type", "veth", "peer", "name", "n1",
+            ]);
+            sh(&[
+                "ip", "link", "add", "n2", "type", "veth", "peer", "name", "n3",
+            ]);
+            sh(&["ethtool", "-K", "n2", "tx", "off", "gro", "on"]);
+            let queues = ethtool::channels("n2").unwrap().max_rx.min(2).to_string();
+            sh(&["ethtool", "-L", "n2", "rx", &queues]);
+            sh(&["ip", "link", "add", "n4", "type", "bridge"]);
+            for ifname in ["n0", "n2", "n4", "lo"] {
+                let text = ethtool(&["-k", ifname]).unwrap();
+                assert_eq!(
+                    ethtool_k(&ethtool::features(ifname).unwrap()),
+                    parse_features(&text),
+                    "{ifname}: {text}"
+                );
+                let kernel = ethtool::channels(ifname).ok().map(Channels::from);
+                let text = ethtool(&["-l", ifname]);
+                assert_eq!(
+                    kernel,
+                    text.as_deref().and_then(parse_channels),
+                    "{ifname}: {text:?}"
+                );
+                let text = ethtool(&["-x", ifname]).unwrap_or_default();
+                assert_eq!(
+                    has_rss_table(ifname),
+                    has_indirection_table(&text),
+                    "{ifname}: {text}"
+                );
+            }
+        });
+    }
+
+    #[test]
+    fn nic_checks_on_a_veth() {
+        let checks = in_private_netns(|| {
+            sh(&[
+                "ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1",
+            ]);
+            nic_checks("v0", Some("veth"), 4)
+        });
+        assert_eq!(
+            checks[0],
+            Check::ok("offloads on v0: LRO off, hardware GRO off")
+        );
+        assert_eq!(checks[1].fix.as_deref(), Some("ethtool -K v0 tx off"));
+        assert_eq!(checks[2].verdict, Verdict::Warn);
+        assert!(
+            checks[2]
+                .what
+                .starts_with("1 RX queue on v0 on a 4-core machine")
+        );
+        let bridge = in_private_netns(|| {
+            sh(&["ip", "link", "add", "b0", "type", "bridge"]);
+            nic_checks("b0", Some("bridge"), 4)
+        });
+        assert_eq!(bridge.len(), 2, "{bridge:?}");
+        assert!(bridge[1].what.starts_with("RX queues of b0 unknown"));
+        let gone = nic_checks("nosuch0", None, 4);
+        assert_eq!(gone[0].verdict, Verdict::Warn);
+        assert!(
+            gone[0]
+                .what
+                .starts_with("offloads (LRO, hardware GRO) of nosuch0 unknown: ETHTOOL_GSSET_INFO on nosuch0: No such device"),
+            "{}",
+            gone[0].what
+        );
     }
 }

@@ -1,15 +1,21 @@
 //! The node's group: what the network file asks of this machine — IPv4 forwarding and
 //! accept_local, its addresses, a route to every backend out of its own interfaces, and (before
 //! TCX) the clsact qdisc the backend's dsr program attaches under.
-use std::{
-    net::{Ipv4Addr, SocketAddrV4, UdpSocket},
-    process::Command,
-};
+//!
+//! Facts come from the kernel: /proc/sys/net for the settings (it answers for the reader's network
+//! namespace), a bind for "is this address ours", rtnetlink for routes (`sys::route`, the lookup
+//! `ip route get` makes) and qdiscs (`sys::qdisc`).
+use std::net::Ipv4Addr;
 
-use super::{
-    Check, Group, TCX_KERNEL, interface::interface_index, one_line, parse::parse_route_get,
+use super::{Check, Group, TCX_KERNEL, interface::interface_index};
+use crate::{
+    config::{Network, Node, Role},
+    sys::{
+        addr::is_local,
+        qdisc,
+        route::{self, RouteKind},
+    },
 };
-use crate::config::{Network, Node, Role};
 
 pub(super) fn node_checks(net: &Network, n: &Node, kernel: Option<(u32, u32)>) -> Group {
     let role = match n.role {
@@ -17,14 +23,15 @@ pub(super) fn node_checks(net: &Network, n: &Node, kernel: Option<(u32, u32)>) -
         Role::Backend => "backend",
     };
     let mut g = Group::new(format!("node {} ({role})", n.name));
-    let present: Vec<&String> = n
+    // The node's interfaces that exist (the interface groups said which do not), with their index.
+    let present: Vec<(&String, u32)> = n
         .interfaces
         .iter()
-        .filter(|i| interface_index(i).is_some())
+        .filter_map(|i| Some((i, interface_index(i)?)))
         .collect();
     match n.role {
         Role::Pop => {
-            for ifname in &present {
+            for (ifname, _) in &present {
                 g.checks.push(pop_forwarding_check(
                     ifname,
                     read_conf(ifname, "forwarding"),
@@ -49,7 +56,7 @@ pub(super) fn node_checks(net: &Network, n: &Node, kernel: Option<(u32, u32)>) -
                 .filter(|b| b.pops.is_empty() || b.pops.contains(&n.name))
             {
                 let Some(addr) = b.address else { continue };
-                let route = route_get(addr);
+                let route = route_to(addr);
                 g.checks.push(backend_route_check(
                     &n.name,
                     &n.interfaces,
@@ -60,13 +67,13 @@ pub(super) fn node_checks(net: &Network, n: &Node, kernel: Option<(u32, u32)>) -
             }
         }
         Role::Backend => {
-            for ifname in &present {
+            for (ifname, index) in &present {
                 g.checks.push(backend_forwarding_check(
                     ifname,
                     read_conf(ifname, "forwarding"),
                 ));
                 if kernel.is_some_and(|v| v < TCX_KERNEL) {
-                    g.checks.push(clsact_check(ifname, has_clsact(ifname)));
+                    g.checks.push(clsact_of(ifname, *index));
                 }
             }
             let addr = n.address.expect("validated: a backend has an address");
@@ -159,19 +166,16 @@ pub fn clsact_check(ifname: &str, present: bool) -> Check {
     }
 }
 
-fn has_clsact(ifname: &str) -> bool {
-    Command::new("tc")
-        .args(["qdisc", "show", "dev", ifname])
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("clsact"))
-}
-
-/// Whether `addr` is an address of this machine (of this network namespace): binding to it is
-/// exactly what the kernel allows only for local addresses.
-fn is_local(addr: Ipv4Addr) -> bool {
-    match UdpSocket::bind(SocketAddrV4::new(addr, 0)) {
-        Ok(_) => true,
-        Err(e) => e.raw_os_error() != Some(libc::EADDRNOTAVAIL),
+/// [`clsact_check`] on the qdiscs the kernel lists for the interface. A list that cannot be read
+/// counts as no clsact (as when `tc` failed), with the reason in the line.
+fn clsact_of(ifname: &str, index: u32) -> Check {
+    match qdisc::has_clsact(index) {
+        Ok(present) => clsact_check(ifname, present),
+        Err(e) => {
+            let mut c = clsact_check(ifname, false);
+            c.what = format!("{} (the qdiscs could not be read: {e})", c.what);
+            c
+        }
     }
 }
 
@@ -188,7 +192,7 @@ pub fn local_address_check(node: &str, field: &str, addr: Ipv4Addr, local: bool)
     }
 }
 
-/// What `ip route get ADDR` answered.
+/// The kernel's route to an address (what `ip route get ADDR` prints), as the check needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RouteAnswer {
     /// A route: out of `dev`, through `via` if not on-link; `local` when the address is ours.
@@ -197,19 +201,26 @@ pub enum RouteAnswer {
         via: Option<String>,
         local: bool,
     },
-    /// No route (the error `ip` printed).
+    /// No route: the kernel's refusal (`RTNETLINK answers: No route to host`), or a route that
+    /// drops (`unreachable 10.9.9.9`).
     None(String),
 }
 
-fn route_get(addr: Ipv4Addr) -> RouteAnswer {
-    match Command::new("ip")
-        .args(["route", "get", &addr.to_string()])
-        .output()
-    {
-        Ok(o) if o.status.success() => parse_route_get(&String::from_utf8_lossy(&o.stdout))
-            .unwrap_or_else(|| RouteAnswer::None("no route in `ip route get`'s answer".into())),
-        Ok(o) => RouteAnswer::None(one_line(&String::from_utf8_lossy(&o.stderr), 160)),
-        Err(e) => RouteAnswer::None(format!("running ip: {e}")),
+/// Asks the kernel for the route to `addr` (RTM_GETROUTE, as `ip route get ADDR` does).
+fn route_to(addr: Ipv4Addr) -> RouteAnswer {
+    match route::get(addr) {
+        Ok(r) if r.kind.drops() => RouteAnswer::None(format!("{} {addr}", r.kind.name())),
+        Ok(route::Route {
+            kind,
+            oif: Some((_, dev)),
+            gateway,
+        }) => RouteAnswer::Route {
+            dev,
+            via: gateway.map(|g| g.to_string()),
+            local: kind == RouteKind::Local,
+        },
+        Ok(_) => RouteAnswer::None("the kernel's route names no output interface".into()),
+        Err(e) => RouteAnswer::None(e.to_string()),
     }
 }
 
@@ -350,5 +361,66 @@ mod tests {
             backend_route_check("pop-1", &ifs, "be-1", a, &local).verdict,
             Verdict::Warn
         );
+    }
+
+    /// The kernel's routes, read as the check reads them, against `ip route get`'s answers on a
+    /// namespace made for the test: on-link, through a gateway, local, and refused.
+    #[test]
+    fn routes_asked_of_the_kernel_are_what_ip_route_get_says() {
+        use crate::doctor::parse::ip_route_get;
+        use crate::sys::testns::{in_private_netns, sh};
+        in_private_netns(|| {
+            sh(&[
+                "ip", "link", "add", "r0", "type", "veth", "peer", "name", "r1",
+            ]);
+            sh(&["ip", "link", "set", "r0", "up"]);
+            sh(&["ip", "link", "set", "r1", "up"]);
+            sh(&["ip", "addr", "add", "10.0.0.2/24", "dev", "r0"]);
+            sh(&["ip", "route", "add", "198.51.100.0/24", "via", "10.0.0.1"]);
+            for kind in ["unreachable", "blackhole", "prohibit", "throw"] {
+                let n = ["unreachable", "blackhole", "prohibit", "throw"]
+                    .iter()
+                    .position(|k| *k == kind)
+                    .unwrap();
+                sh(&["ip", "route", "add", kind, &format!("10.9.9.{n}")]);
+            }
+            for a in [
+                "198.51.100.21",
+                "10.0.0.7",
+                "10.0.0.2",
+                "127.0.0.1",
+                "10.9.9.0",
+                "10.9.9.1",
+                "10.9.9.2",
+                "10.9.9.3",
+                "192.0.2.1",
+            ] {
+                let a: Ipv4Addr = a.parse().unwrap();
+                assert_eq!(route_to(a), ip_route_get(a), "{a}");
+            }
+            assert_eq!(
+                route_to(Ipv4Addr::new(198, 51, 100, 21)),
+                RouteAnswer::Route {
+                    dev: "r0".into(),
+                    via: Some("10.0.0.1".into()),
+                    local: false
+                }
+            );
+        });
+    }
+
+    #[test]
+    fn clsact_as_the_kernel_lists_it() {
+        use crate::sys::testns::{in_private_netns, index_of, sh};
+        let (before, after) = in_private_netns(|| {
+            sh(&[
+                "ip", "link", "add", "c0", "type", "veth", "peer", "name", "c1",
+            ]);
+            let before = clsact_of("c0", index_of("c0"));
+            sh(&["tc", "qdisc", "add", "dev", "c0", "clsact"]);
+            (before, clsact_of("c0", index_of("c0")))
+        });
+        assert_eq!(before, clsact_check("c0", false));
+        assert_eq!(after, clsact_check("c0", true));
     }
 }

@@ -232,12 +232,10 @@ pub fn features(ifname: &str) -> Result<Vec<Feature>, EthtoolError> {
         .collect())
 }
 
-/// `struct ethtool_channels`: the most channels of each kind the device can have, and how many
-/// it has now (0: none of that kind).
-#[repr(C)]
+/// The most channels (queues) of each kind the device can have, and how many it has now (0: none
+/// of that kind).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Channels {
-    cmd: u32,
     pub max_rx: u32,
     pub max_tx: u32,
     pub max_other: u32,
@@ -248,16 +246,42 @@ pub struct Channels {
     pub combined: u32,
 }
 
-/// The channel (queue) counts (ETHTOOL_GCHANNELS; `ethtool -l`). Drivers without channels
-/// refuse with EOPNOTSUPP.
+/// `struct ethtool_channels`: the command, then [`Channels`]' counts in that order.
+#[repr(C)]
+#[allow(dead_code)]
+struct RawChannels {
+    cmd: u32,
+    counts: [u32; 8],
+}
+
+/// The channel counts (ETHTOOL_GCHANNELS; `ethtool -l`). Drivers without channels refuse with
+/// EOPNOTSUPP.
 pub fn channels(ifname: &str) -> Result<Channels, EthtoolError> {
-    let mut ch = Channels {
+    let mut raw = RawChannels {
         cmd: ETHTOOL_GCHANNELS,
-        ..Default::default()
+        counts: [0; 8],
     };
-    unsafe { ioctl(ifname, "ETHTOOL_GCHANNELS", (&raw mut ch).cast())? };
-    ch.cmd = 0;
-    Ok(ch)
+    unsafe { ioctl(ifname, "ETHTOOL_GCHANNELS", (&raw mut raw).cast())? };
+    let [
+        max_rx,
+        max_tx,
+        max_other,
+        max_combined,
+        rx,
+        tx,
+        other,
+        combined,
+    ] = raw.counts;
+    Ok(Channels {
+        max_rx,
+        max_tx,
+        max_other,
+        max_combined,
+        rx,
+        tx,
+        other,
+        combined,
+    })
 }
 
 /// `struct ethtool_rxnfc` (192 bytes on 64-bit kernels), with room to spare; only `data` is read.
