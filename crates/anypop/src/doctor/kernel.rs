@@ -2,18 +2,21 @@
 use std::path::Path;
 
 use super::{Check, Group, MIN_KERNEL, Verdict, one_line};
-use crate::dataplane::{DataplaneError, baseline::Baseline};
+use crate::{
+    dataplane::{DataplaneError, baseline::Baseline},
+    sys,
+};
 
 /// The kernel group, the loaded baseline programs (for the XDP probes) and the kernel version.
 pub(super) fn kernel_checks() -> (Group, Option<Baseline>, Option<(u32, u32)>) {
     let mut g = Group::new("kernel");
-    let release = uname_release();
+    let release = sys::kernel::release();
     let version = parse_kernel_version(&release);
     g.checks.push(kernel_version_check(&release, version));
     g.checks
         .push(btf_check(Path::new("/sys/kernel/btf/vmlinux").exists()));
     g.checks
-        .push(bpffs_check(is_bpffs(Path::new("/sys/fs/bpf"))));
+        .push(bpffs_check(sys::kernel::is_bpffs(Path::new("/sys/fs/bpf"))));
     let capeff = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| parse_cap_eff(&s));
@@ -43,20 +46,6 @@ pub(super) fn kernel_checks() -> (Group, Option<Baseline>, Option<(u32, u32)>) {
         }
     };
     (g, baseline, version)
-}
-
-fn uname_release() -> String {
-    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
-    if unsafe { libc::uname(&mut u) } != 0 {
-        return String::new();
-    }
-    let bytes: Vec<u8> = u
-        .release
-        .iter()
-        .take_while(|&&c| c != 0)
-        .map(|&c| c as u8)
-        .collect();
-    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// `6.1.0-18-amd64` → (6, 1).
@@ -97,17 +86,6 @@ pub fn btf_check(present: bool) -> Check {
             "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (every major distribution's stock kernel is)",
         )
     }
-}
-
-/// Whether `path` is a mounted bpffs (the filesystem's magic number, not a mount-table lookup,
-/// so a bind mount or an unusual mount table cannot fool it).
-fn is_bpffs(path: &Path) -> bool {
-    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC }
 }
 
 pub fn bpffs_check(mounted: bool) -> Check {

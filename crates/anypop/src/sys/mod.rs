@@ -4,6 +4,7 @@
 pub mod addr;
 pub mod ethtool;
 pub mod iface;
+pub mod kernel;
 pub mod netlink;
 pub mod paths;
 pub mod privileges;
