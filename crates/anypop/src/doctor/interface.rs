@@ -24,6 +24,8 @@ pub(super) struct IfaceContext {
     pub(super) cpus: u32,
 }
 
+/// The group of interface `ifname`: the checks stop at the first if it does not exist.
+/// `baseline`: the loaded baseline programs, for the native-XDP probe.
 pub(super) fn interface_checks(
     ifname: &str,
     baseline: Option<&mut Baseline>,
@@ -51,18 +53,7 @@ pub(super) fn interface_checks(
         }
     }
     let driver = driver_of(ifname);
-    let existing = crate::dataplane::links::seen_xdp(ifname).map(ExistingXdp::from);
-    let probe = match (&existing, baseline) {
-        (Some(x), _) => Probe::Skipped(x.clone()),
-        (None, None) => Probe::NotLoaded,
-        (None, Some(b)) => match probe_attach(b, ifname, XdpMode::Driver) {
-            Ok(()) => Probe::Native,
-            Err(native) => Probe::NoNative {
-                native,
-                generic: probe_attach(b, ifname, XdpMode::Skb),
-            },
-        },
-    };
+    let probe = xdp_probe(ifname, baseline);
     let xdp_auto = ctx.node.as_ref().map(|n| (n.name.as_str(), n.xdp_auto));
     g.checks.push(native_xdp_check(
         ifname,
@@ -147,6 +138,23 @@ pub enum Probe {
         native: String,
         generic: Result<(), String>,
     },
+}
+
+/// Tries native XDP on `ifname`, then generic XDP if native is refused — unless a program is
+/// already attached (it is left alone) or none could be loaded.
+fn xdp_probe(ifname: &str, baseline: Option<&mut Baseline>) -> Probe {
+    let existing = crate::dataplane::links::seen_xdp(ifname).map(ExistingXdp::from);
+    match (existing, baseline) {
+        (Some(x), _) => Probe::Skipped(x),
+        (None, None) => Probe::NotLoaded,
+        (None, Some(b)) => match probe_attach(b, ifname, XdpMode::Driver) {
+            Ok(()) => Probe::Native,
+            Err(native) => Probe::NoNative {
+                native,
+                generic: probe_attach(b, ifname, XdpMode::Skb),
+            },
+        },
+    }
 }
 
 /// Attaches `base_pass` in `mode` and detaches it at once.

@@ -51,7 +51,7 @@ impl From<&ethtool::Feature> for Feature {
     }
 }
 
-/// ethtool's legacy offload flags (`off_flag_def` in its common.c, unchanged since 2013): the
+/// ethtool's legacy offload flags (`off_flag_def`, the same from ethtool 4.19 to 6.15): the
 /// name `ethtool -k` prints, and the pattern (at most one `*`) of the kernel features it covers.
 const LEGACY_FLAGS: [(&str, &str); 12] = [
     ("rx-checksumming", "rx-checksum"),
