@@ -17,6 +17,7 @@ use crate::{
     },
 };
 
+/// The group of node `n` of `net` on this machine; `kernel`: its version, if understood.
 pub(super) fn node_checks(net: &Network, n: &Node, kernel: Option<(u32, u32)>) -> Group {
     let role = match n.role {
         Role::Pop => "pop",
