@@ -18,7 +18,6 @@ pub use pop::{Pop, probe_next_hops};
 pub use rundir::{DaemonLock, run_dir, running_pid};
 pub use watch::FileWatch;
 // Interface helpers live in `sys`; these names stay for the modules that still import them here.
-pub(crate) use crate::sys::iface::ifreq_ioctl_with;
 pub use crate::sys::iface::{ifindex, mac_of, mtu_of};
 
 use crate::config::{Network, Role};

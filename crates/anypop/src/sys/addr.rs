@@ -38,6 +38,15 @@ pub fn has_ipv4(ifname: &str, addr: Ipv4Addr) -> anyhow::Result<bool> {
     Ok(found)
 }
 
+/// Whether `addr` is an address of this machine (of this network namespace), on any interface:
+/// binding to it is exactly what the kernel allows only for local addresses.
+pub fn is_local(addr: Ipv4Addr) -> bool {
+    match std::net::UdpSocket::bind(std::net::SocketAddrV4::new(addr, 0)) {
+        Ok(_) => true,
+        Err(e) => e.raw_os_error() != Some(libc::EADDRNOTAVAIL),
+    }
+}
+
 /// Adds `addr/32` to `ifname`.
 pub fn add_ipv4_host(ifname: &str, addr: Ipv4Addr) -> anyhow::Result<()> {
     ip_addr("add", ifname, addr)

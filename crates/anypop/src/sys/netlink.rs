@@ -1,6 +1,7 @@
-//! Interfaces as the kernel describes them over rtnetlink (RTM_GETLINK): name, kind, the veth
-//! peer and the XDP program attached — asked of the calling thread's network namespace, never
-//! read from a command's text.
+//! rtnetlink, the kernel's own answers about the network: the request/answer exchange the other
+//! `sys` modules share ([`request`]), and interfaces as the kernel describes them (RTM_GETLINK):
+//! name, kind, the veth peer and the XDP program attached — asked of the calling thread's network
+//! namespace, never read from a command's text.
 use netlink_packet_core::{
     NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
@@ -34,41 +35,99 @@ pub struct Link {
     pub xdp: Option<(XdpAttach, u32)>,
 }
 
-/// Every interface of this thread's network namespace.
-pub fn links() -> std::io::Result<Vec<Link>> {
-    let mut socket = Socket::new(NETLINK_ROUTE)?;
-    socket.bind_auto()?;
-    socket.connect(&SocketAddr::new(0, 0))?;
-    let mut req = NetlinkMessage::new(
-        NetlinkHeader::default(),
-        NetlinkPayload::from(RouteNetlinkMessage::GetLink(LinkMessage::default())),
-    );
-    req.header.flags = NLM_F_DUMP | NLM_F_REQUEST;
+/// Why a question over rtnetlink got no answer. The kernel's own refusals keep their errno.
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    #[error("opening a netlink socket: {source}")]
+    Socket {
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("talking to the kernel over netlink: {source}")]
+    Io {
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("decoding the kernel's netlink answer: {source}")]
+    Decode {
+        #[source]
+        source: netlink_packet_core::DecodeError,
+    },
+    /// The kernel answered the request with an error (`RTNETLINK answers: …` in iproute2's words).
+    #[error("RTNETLINK answers: {}", strerror(*errno))]
+    Kernel { errno: i32 },
+    #[error("the kernel's netlink answer ended without one")]
+    NoAnswer,
+}
+
+impl NetlinkError {
+    /// The errno of a refusal by the kernel (not of a local failure).
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            NetlinkError::Kernel { errno } => Some(*errno),
+            _ => None,
+        }
+    }
+}
+
+/// `strerror(errno)`: the text without Rust's ` (os error N)` suffix.
+pub(crate) fn strerror(errno: i32) -> String {
+    let full = std::io::Error::from_raw_os_error(errno).to_string();
+    match full.rfind(" (os error ") {
+        Some(i) => full[..i].to_string(),
+        None => full,
+    }
+}
+
+/// Sends `msg` to the kernel over a fresh rtnetlink socket (in the calling thread's network
+/// namespace) and collects the messages that answer it: every one up to NLMSG_DONE for a dump,
+/// the first for a plain request.
+pub(crate) fn request(
+    msg: RouteNetlinkMessage,
+    dump: bool,
+) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
+    let io = |source| NetlinkError::Io { source };
+    let mut socket =
+        Socket::new(NETLINK_ROUTE).map_err(|source| NetlinkError::Socket { source })?;
+    socket.bind_auto().map_err(io)?;
+    socket.connect(&SocketAddr::new(0, 0)).map_err(io)?;
+    let mut req = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(msg));
+    req.header.flags = if dump {
+        NLM_F_DUMP | NLM_F_REQUEST
+    } else {
+        NLM_F_REQUEST
+    };
     req.header.sequence_number = 1;
     req.finalize();
     let mut buf = vec![0; req.buffer_len()];
     req.serialize(&mut buf);
-    socket.send(&buf, 0)?;
+    socket.send(&buf, 0).map_err(io)?;
     let mut out = Vec::new();
     let mut rx = vec![0u8; 64 * 1024];
     loop {
-        let size = socket.recv(&mut &mut rx[..], 0)?;
+        let size = socket.recv(&mut &mut rx[..], 0).map_err(io)?;
+        if size == 0 {
+            return Err(NetlinkError::NoAnswer);
+        }
         let mut offset = 0;
         while offset < size {
             let msg: NetlinkMessage<RouteNetlinkMessage> =
-                NetlinkMessage::deserialize(&rx[offset..size]).map_err(|e| {
-                    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
-                })?;
+                NetlinkMessage::deserialize(&rx[offset..size])
+                    .map_err(|source| NetlinkError::Decode { source })?;
             match msg.payload {
                 NetlinkPayload::Done(_) => return Ok(out),
                 NetlinkPayload::Error(e) => {
-                    return Err(e
-                        .code
-                        .map(|c| std::io::Error::from_raw_os_error(-c.get()))
-                        .unwrap_or_else(|| std::io::Error::other("netlink error")));
+                    return match e.code {
+                        Some(c) => Err(NetlinkError::Kernel { errno: -c.get() }),
+                        // An acknowledgement: nothing more is coming.
+                        None => Ok(out),
+                    };
                 }
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)) => {
-                    out.push(link_of(&m))
+                NetlinkPayload::InnerMessage(m) => {
+                    out.push(m);
+                    if !dump {
+                        return Ok(out);
+                    }
                 }
                 _ => {}
             }
@@ -78,6 +137,18 @@ pub fn links() -> std::io::Result<Vec<Link>> {
             offset += msg.header.length as usize;
         }
     }
+}
+
+/// Every interface of this thread's network namespace.
+pub fn links() -> Result<Vec<Link>, NetlinkError> {
+    let answer = request(RouteNetlinkMessage::GetLink(LinkMessage::default()), true)?;
+    Ok(answer
+        .iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewLink(l) => Some(link_of(l)),
+            _ => None,
+        })
+        .collect())
 }
 
 fn link_of(m: &LinkMessage) -> Link {
@@ -125,7 +196,7 @@ fn xdp_of(attrs: &[LinkXdp]) -> Option<(XdpAttach, u32)> {
 }
 
 /// The interface named `name`, if there is one here.
-pub fn link(name: &str) -> std::io::Result<Option<Link>> {
+pub fn link(name: &str) -> Result<Option<Link>, NetlinkError> {
     Ok(links()?.into_iter().find(|l| l.name == name))
 }
 
