@@ -30,7 +30,7 @@ fn count_vip_sourced(ifname: &str, stop: Arc<AtomicBool>, seen: Arc<AtomicU64>) 
         "packet socket: {}",
         std::io::Error::last_os_error()
     );
-    let idx = anypop::daemon::ifindex(ifname, "test").unwrap();
+    let idx = anypop::sys::iface::ifindex(ifname, "test").unwrap();
     let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     sll.sll_family = libc::AF_PACKET as u16;
     sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();

@@ -25,7 +25,7 @@ fn in_private_netns(f: impl FnOnce() + Send + 'static) {
 /// Sends `n` UDP datagrams to the VIP at `port` out of t1, so that they arrive on t0 (where the
 /// edge runs).
 fn send_to_vip(port: u16, n: usize) {
-    let mac = anypop::daemon::mac_of("t0").unwrap();
+    let mac = anypop::sys::iface::mac_of("t0").unwrap();
     let mac = mac.map(|b| format!("{b:02x}")).join(":");
     let _ = Command::new("ip")
         .args(["route", "replace", "203.0.113.10/32", "dev", "t1"])
@@ -90,7 +90,7 @@ fn a_pop_daemon_killed_after_a_first_start_leaves_the_edge_filtering_and_a_new_o
         send_to_vip(27015, 20);
         send_to_vip(9999, 20);
         // A pid file naming a live process that is not the daemon (pid reuse) fools no one.
-        let run_dir = anypop::daemon::run_dir(&s.pins.join("pop-1"));
+        let run_dir = anypop::sys::rundir::run_dir(&s.pins.join("pop-1"));
         std::fs::write(run_dir.join("daemon.pid"), std::process::id().to_string()).unwrap();
         let st = status(&s, "pop-1");
         assert!(
@@ -134,7 +134,7 @@ fn a_backend_daemon_killed_leaves_decap_and_dsr_and_down_removes_everything_with
                 .unwrap_or_else(|e| panic!("{link}: {e}"));
             assert_eq!(
                 ifindex,
-                anypop::daemon::ifindex("t0", "test").unwrap(),
+                anypop::sys::iface::ifindex("t0", "test").unwrap(),
                 "{link} still attached to t0"
             );
         }
@@ -171,7 +171,7 @@ fn a_backend_daemon_killed_leaves_decap_and_dsr_and_down_removes_everything_with
         assert!(!ip_link("t0").contains("prog/xdp"), "{}", ip_link("t0"));
         assert!(!pin_dir.exists(), "pins left: {t}");
         assert!(
-            !anypop::daemon::run_dir(&pin_dir).exists(),
+            !anypop::sys::rundir::run_dir(&pin_dir).exists(),
             "run dir left: {t}"
         );
     });

@@ -80,7 +80,7 @@ fn a_random_source_flood_is_counted_packet_for_packet() {
         let before = pop.snapshot().unwrap();
         let mut generator = TrafficGen::load().unwrap();
         generator.configure([198, 18, 0, 0].into(), 15, true).unwrap();
-        let g0 = anypop::daemon::ifindex("g0", "test").unwrap();
+        let g0 = anypop::sys::iface::ifindex("g0", "test").unwrap();
         let frame = udp4([198, 18, 0, 1], 1000, [203, 0, 113, 10], 27015, &[0x5a; 18]);
         let sent = 200_000u32;
         let took = generator.send(&frame, g0, sent).unwrap();

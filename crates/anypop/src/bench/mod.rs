@@ -322,8 +322,8 @@ pub fn run(iterations: u32, repeat: u32, prefix_counts: &[usize]) -> anyhow::Res
     let xf_fd = xf.as_fd().as_raw_fd();
     let counts = prefix_counts.to_vec();
     let rows = ns.run(move || -> anyhow::Result<Vec<Row>> {
-        let a0 = crate::daemon::ifindex("a0", "bench")?;
-        let mac = crate::daemon::mac_of("a0")?;
+        let a0 = crate::sys::iface::ifindex("a0", "bench")?;
+        let mac = crate::sys::iface::mac_of("a0")?;
         let flood = udp4([198, 18, 7, 7], [203, 0, 113, 10], 27015);
         let player = udp4([100, 64, 1, 2], [203, 0, 113, 10], 27015);
         let limited = udp4([100, 100, 0, 1], [203, 0, 113, 10], 27016);

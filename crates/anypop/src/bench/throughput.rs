@@ -702,8 +702,8 @@ fn worker(
     let cpus = (ncpu >= 2).then_some((0, ncpu - 1));
 
     enter(&gen_ns)?;
-    let g0 = crate::daemon::ifindex("g0", "generator")?;
-    let g0_mac = crate::daemon::mac_of("g0")?;
+    let g0 = crate::sys::iface::ifindex("g0", "generator")?;
+    let g0_mac = crate::sys::iface::mac_of("g0")?;
     run_cmd(&["ethtool", "-K", "g0", "gro", "on"])?;
     // The sink for forwarded frames; it also keeps g0's NAPI running.
     let mut sink = Baseline::load()?;
@@ -711,7 +711,7 @@ fn worker(
     let sink_thread = threaded_napi(&gen_ns, "g0")?;
 
     enter(&dut_ns)?;
-    let g1_mac = crate::daemon::mac_of("g1")?;
+    let g1_mac = crate::sys::iface::mac_of("g1")?;
     for cmd in [
         &["ip", "addr", "add", "10.1.0.1/16", "dev", "g1"][..],
         &["sysctl", "-q", "-w", "net.ipv4.conf.all.forwarding=1"],

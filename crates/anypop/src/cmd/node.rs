@@ -129,7 +129,7 @@ pub fn cmd_apply(a: ApplyArgs) -> anyhow::Result<()> {
     let abs = std::fs::canonicalize(&a.config)
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.config.display()))?;
     let answer = daemon::control::ask(
-        &daemon::rundir::socket_path(&dataplane::node_pin_dir(&a.pin_root, &a.node)),
+        &anypop::sys::rundir::socket_path(&dataplane::node_pin_dir(&a.pin_root, &a.node)),
         &a.node,
         &daemon::control::Request::Apply {
             config: abs,

@@ -4,7 +4,8 @@ use std::{net::Ipv4Addr, path::Path};
 
 use anyhow::anyhow;
 
-use super::{explain_other_layouts, rundir::VipRecord};
+use super::explain_other_layouts;
+use crate::sys::rundir::VipRecord;
 use crate::{
     config::{Network, Role},
     dataplane::{edge::AttachMode, node_pin_dir},

@@ -6,12 +6,14 @@ use std::{net::Ipv4Addr, path::Path};
 
 use anyhow::anyhow;
 
-use super::{
-    DaemonLock,
-    backend::remove_recorded_vips,
-    rundir::{RUN_BASE, VipRecord, run_dir},
+use super::backend::remove_recorded_vips;
+use crate::{
+    dataplane::node_pin_dir,
+    sys::{
+        paths::remove_below,
+        rundir::{DaemonLock, RUN_BASE, VipRecord, run_dir},
+    },
 };
-use crate::{dataplane::node_pin_dir, sys::paths::remove_below};
 
 /// Maps that hold state rather than config: what `--keep-state` keeps.
 pub const STATE_MAPS: &[&str] = &["FLOWS", "BUCKETS", "NEWSRC", "B_FLOWS"];

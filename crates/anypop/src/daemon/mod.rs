@@ -6,7 +6,6 @@ pub mod down;
 pub mod notify;
 pub mod pop;
 pub mod run;
-pub mod rundir;
 pub mod watch;
 
 use std::path::{Path, PathBuf};
@@ -15,10 +14,7 @@ use anyhow::anyhow;
 
 pub use backend::BackendNode;
 pub use pop::{Pop, probe_next_hops};
-pub use rundir::{DaemonLock, run_dir, running_pid};
 pub use watch::FileWatch;
-// Interface helpers live in `sys`; these names stay for the modules that still import them here.
-pub use crate::sys::iface::{ifindex, mac_of, mtu_of};
 
 use crate::config::{Network, Role};
 

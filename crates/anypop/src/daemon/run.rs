@@ -16,13 +16,13 @@ use std::{
 use anyhow::anyhow;
 
 use super::{
-    BackendNode, DaemonLock, FileWatch, Pop,
+    BackendNode, FileWatch, Pop,
     control::{Answer, ControlServer, Request},
-    rundir::socket_path,
 };
 use crate::{
     config::{self, Network, Role},
     dataplane::node_pin_dir,
+    sys::rundir::{DaemonLock, socket_path},
     telemetry::Snapshot,
 };
 

@@ -502,13 +502,13 @@ impl Lab {
     /// Interface index of `ifname` in `ns`.
     pub fn ifindex(ns: &Netns, ifname: &str) -> anyhow::Result<u32> {
         let name = ifname.to_owned();
-        ns.run(move || crate::daemon::ifindex(&name, "lab"))?
+        ns.run(move || crate::sys::iface::ifindex(&name, "lab"))?
     }
 
     /// The MAC address of `ifname` in `ns`.
     pub fn mac(ns: &Netns, ifname: &str) -> anyhow::Result<[u8; 6]> {
         let name = ifname.to_owned();
-        ns.run(move || crate::daemon::mac_of(&name))?
+        ns.run(move || crate::sys::iface::mac_of(&name))?
     }
 
     /// Frames the kernel dropped on `ifname` in `ns` (rx + tx, `ip -s`): a veth whose peer could
@@ -679,7 +679,7 @@ impl Lab {
                     Ok(None) => std::thread::sleep(Duration::from_millis(50)),
                 }
             }
-            let _ = std::fs::remove_dir_all(crate::daemon::run_dir(
+            let _ = std::fs::remove_dir_all(crate::sys::rundir::run_dir(
                 &crate::dataplane::node_pin_dir(&self.pin_root, &d.node),
             ));
         }

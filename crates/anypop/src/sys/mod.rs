@@ -10,5 +10,6 @@ pub mod paths;
 pub mod privileges;
 pub mod qdisc;
 pub mod route;
+pub mod rundir;
 #[cfg(test)]
 pub(crate) mod testns;

@@ -148,7 +148,7 @@ pub fn report_named(
         printable(&pin_dir.to_string_lossy())
     );
     // The lock, not the pid file: a pid is reused by any process once the daemon is gone.
-    let pid = crate::daemon::running_pid(pin_dir).map(|p| p.to_string());
+    let pid = crate::sys::rundir::running_pid(pin_dir).map(|p| p.to_string());
     let links: Vec<String> = std::fs::read_dir(pin_dir)
         .map(|d| {
             d.filter_map(Result::ok)

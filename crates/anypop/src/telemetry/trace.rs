@@ -111,7 +111,7 @@ impl Tracer {
                 pin_dir.display()
             );
         }
-        let ifindex = crate::daemon::ifindex(ifname, "trace")?;
+        let ifindex = crate::sys::iface::ifindex(ifname, "trace")?;
         let shown = printable(ifname);
         let id = crate::dataplane::links::seen_xdp(ifname)
             .and_then(|x| x.prog_id)

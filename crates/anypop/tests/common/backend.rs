@@ -207,8 +207,8 @@ pub fn with_backend_net(network: String, f: impl FnOnce(&mut TestBackend) + Send
         let mut t = TestBackend {
             plane: Some(plane),
             pins,
-            a0: anypop::daemon::ifindex("a0", "test").unwrap(),
-            a0_mac: anypop::daemon::mac_of("a0").unwrap(),
+            a0: anypop::sys::iface::ifindex("a0", "test").unwrap(),
+            a0_mac: anypop::sys::iface::mac_of("a0").unwrap(),
         };
         f(&mut t);
     })

@@ -131,12 +131,12 @@ pub fn build_lab() -> Lab {
     sh(&["sysctl", "-q", "-w", "net.ipv4.conf.all.forwarding=1"]);
     sh(&["sysctl", "-q", "-w", "net.ipv4.conf.a0.forwarding=1"]);
     sh(&["sysctl", "-q", "-w", "net.ipv4.conf.b0.forwarding=1"]);
-    let idx = |n: &str| anypop::daemon::ifindex(n, "test").unwrap();
+    let idx = |n: &str| anypop::sys::iface::ifindex(n, "test").unwrap();
     Lab {
         a0: idx("a0"),
         b0: idx("b0"),
-        a0_mac: anypop::daemon::mac_of("a0").unwrap(),
-        b0_mac: anypop::daemon::mac_of("b0").unwrap(),
+        a0_mac: anypop::sys::iface::mac_of("a0").unwrap(),
+        b0_mac: anypop::sys::iface::mac_of("b0").unwrap(),
     }
 }
 

@@ -265,7 +265,7 @@ impl Drop for Scratch {
         let _ = std::fs::remove_dir_all(&self.dir);
         let _ = std::fs::remove_dir_all(&self.pins);
         // The run directories of this pin root's nodes (a killed daemon leaves its own).
-        let prefix = anypop::daemon::run_dir(&self.pins.join("x"));
+        let prefix = anypop::sys::rundir::run_dir(&self.pins.join("x"));
         let prefix = prefix.to_string_lossy();
         let prefix = prefix.trim_end_matches('x');
         if let Ok(entries) = std::fs::read_dir("/run/anypop") {

@@ -1,4 +1,4 @@
-//! The daemon's runtime directory under /run/anypop: its lock (one daemon per node), its control
+//! A node daemon's runtime directory under /run/anypop: its lock (one daemon per node), its control
 //! socket, and the record of what it changed on the machine outside bpffs (VIPs added to `lo`),
 //! which outlives the daemon so that a later stop or `anypop down` can undo it.
 use std::{
