@@ -161,9 +161,7 @@ pub fn run(opts: RunOptions, stop: &AtomicBool, reload: &AtomicBool) -> anyhow::
         tracing::info!("{line}");
     }
     let mut last_fill = Some(Instant::now());
-    if let Ok(text) = plane.metrics(&opts.node) {
-        *latest.lock().unwrap_or_else(|p| p.into_inner()) = text;
-    }
+    render_metrics(&mut plane, &opts.node, &latest);
     let mut last_metrics = Some(Instant::now());
     super::notify::ready(&format!("node {} serving", opts.node));
     tracing::info!(
@@ -185,14 +183,15 @@ pub fn run(opts: RunOptions, stop: &AtomicBool, reload: &AtomicBool) -> anyhow::
                 config,
                 allow_restart_needed,
             } = pending.request.clone();
-            pending.answer(state.apply(&mut plane, &config, allow_restart_needed));
+            let answer = state.apply(&mut plane, &config, allow_restart_needed);
+            // Metrics show the new config before the client hears it is live.
+            render_metrics(&mut plane, &opts.node, &latest);
+            last_metrics = Some(Instant::now());
+            pending.answer(answer);
         }
         plane.tick();
         if last_metrics.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-            match plane.metrics(&opts.node) {
-                Ok(text) => *latest.lock().unwrap_or_else(|p| p.into_inner()) = text,
-                Err(e) => tracing::warn!("reading the counters for metrics: {e:#}"),
-            }
+            render_metrics(&mut plane, &opts.node, &latest);
             last_metrics = Some(Instant::now());
         }
         if state.watch.as_mut().is_some_and(|w| w.changed()) {
@@ -226,6 +225,15 @@ pub fn run(opts: RunOptions, stop: &AtomicBool, reload: &AtomicBool) -> anyhow::
     let r = plane.stop(opts.leave_running);
     drop(lock);
     r
+}
+
+/// Renders the node's metrics text for the server thread (a failed reading is a warning: the
+/// last text stays).
+fn render_metrics(plane: &mut Plane, node: &str, latest: &Mutex<String>) {
+    match plane.metrics(node) {
+        Ok(text) => *latest.lock().unwrap_or_else(|p| p.into_inner()) = text,
+        Err(e) => tracing::warn!("reading the counters for metrics: {e:#}"),
+    }
 }
 
 /// Which file is the daemon's own (the one SIGHUP and the watch re-read).
