@@ -223,7 +223,7 @@ fn run(ctx: &XdpContext, who: &mut capture::Who) -> Verdict {
         let kind = svc4_kind(pkt.proto);
         if kind != 0 {
             if let Some(e) = svc4_find(generation, svc4_key(pkt.dst[0], pkt.dport, kind)) {
-                svc = ((e >> SVC4_SERVICE_SHIFT) & 0xfff) as u32;
+                svc = svc4_service(e);
             }
         }
     } else if !pkt.fragment && !pkt.malformed_l4 {
@@ -285,9 +285,9 @@ fn run(ctx: &XdpContext, who: &mut capture::Who) -> Verdict {
                 decision = *d;
             }
         }
-        if decision & DECIDE_DENY != 0 {
+        if decide_is_deny(decision) {
             add(&SVC_HITS, gs, pkt.ip_len as u64);
-            who.rule = (decision >> 16) & 1023;
+            who.rule = decide_rule_index(decision);
             add(
                 &RULE_HITS,
                 generation * MAX_RULES_TOTAL + who.rule,
@@ -308,7 +308,7 @@ fn run(ctx: &XdpContext, who: &mut capture::Who) -> Verdict {
     let slot = match decision {
         DECIDE_WALK if info.rule_count > 0 => first_matching_rule(generation, gs, info, pkt),
         DECIDE_WALK | DECIDE_NO_RULE => NONE,
-        d => (d & 0xff) - 2,
+        d => decide_slot(d),
     };
     if slot != NONE {
         if let Some(rule) = RULES.get(gs * RULES_PER_SERVICE + (slot & 63)) {
@@ -384,7 +384,7 @@ fn svc4_find(generation: u32, key: u64) -> Option<u64> {
     for b in [b1, b2] {
         if let Some(bucket) = SVC4_TABLE.get(base | b) {
             for e in bucket.iter() {
-                if *e & SVC4_KEY_MASK == key {
+                if svc4_entry_key(*e) == key {
                     return Some(*e);
                 }
             }
@@ -396,9 +396,9 @@ fn svc4_find(generation: u32, key: u64) -> Option<u64> {
 /// The DIR-24-8 class of an IPv4 source (network byte order): one array read.
 #[inline(always)]
 fn source_class_v4(generation: u32, src: u32) -> u64 {
-    let a = u32::from_be(src);
-    match SRC4_DIR.get((generation << DIR_WORDS_BITS) | (a >> 11)) {
-        Some(w) => (*w >> (((a >> 8) & 7) * 8)) & 0xff,
+    let slash24 = u32::from_be(src) >> 8;
+    match SRC4_DIR.get((generation << DIR_WORDS_BITS) | dir_word(slash24)) {
+        Some(w) => dir_class(*w, slash24),
         None => 0,
     }
 }
