@@ -5,6 +5,7 @@
 //! beyond it (extension headers, L4) are only recorded in [`Packet::malformed_l4`]: whether they
 //! matter depends on whether the packet is addressed to a VIP at all — traffic for the POP itself
 //! is passed untouched, whatever it carries.
+use crate::csum;
 use anypop_common::{layout::*, verdict::Reason};
 use aya_ebpf::programs::XdpContext;
 
@@ -151,9 +152,7 @@ fn parse_v4(ctx: &XdpContext, frame_len: usize, p: &mut Packet) -> Result<(), Re
     if ihl > 20 {
         sum += options_sum(ctx, l3, ihl);
     }
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    if sum != 0xffff {
+    if csum::fold(sum) != 0xffff {
         p.malformed_l4 = true;
     }
     p.dont_fragment = frag & 0x4000 != 0;

@@ -12,13 +12,18 @@
 
 mod atomic;
 mod capture;
-mod parse;
 
 use anypop_common::{
     gcra::{self, Gcra},
     hash::flow_hash,
     layout::*,
     verdict::Reason,
+};
+use anypop_ebpf::{
+    counters::add,
+    csum,
+    parse::{self, Packet, parse_packet},
+    zero_words,
 };
 use atomic::{cas_u64, fetch_add_u64, load_u64, store_u64};
 use aya_ebpf::{
@@ -31,7 +36,8 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
     programs::XdpContext,
 };
-use parse::{Packet, parse_packet};
+
+anypop_ebpf::license!();
 
 // ---- config maps (generation slot in key or index) ----
 #[map]
@@ -178,17 +184,6 @@ pub fn edge(ctx: XdpContext) -> u32 {
     add(&COUNTERS, v.reason as u32, frame_len);
     capture::maybe_sample(&ctx, v.action, v.reason as u32, &who);
     v.action
-}
-
-#[inline(always)]
-fn add(map: &PerCpuArray<Counter>, index: u32, bytes: u64) {
-    if let Some(c) = map.get_ptr_mut(index) {
-        // Per-CPU slot: no other writer, plain adds are exact.
-        unsafe {
-            (*c).packets += 1;
-            (*c).bytes += bytes;
-        }
-    }
 }
 
 #[inline(always)]
@@ -958,13 +953,6 @@ fn pick_backend_recorded(
     Some((be.addr, bi))
 }
 
-#[inline(always)]
-fn csum_fold(mut sum: u32) -> u16 {
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    !(sum as u16)
-}
-
 /// Backing store for 32-byte keys and values (`BucketKey`, `Bucket`).
 #[repr(C, align(8))]
 struct Words4 {
@@ -986,18 +974,6 @@ const _: () = assert!(core::mem::size_of::<Packet>() <= core::mem::size_of::<Pac
 #[repr(C, align(8))]
 struct FibWords {
     w: [u64; 8],
-}
-
-/// Zeroes with one 8-byte store per word. Volatile, so LLVM cannot fuse the stores into a
-/// `memset` call — which for BPF is a byte-at-a-time loop.
-#[inline(always)]
-fn zero_words<const N: usize>(w: &mut [u64; N]) {
-    let p = w.as_mut_ptr();
-    let mut i = 0;
-    while i < N {
-        unsafe { core::ptr::write_volatile(p.add(i), 0) };
-        i += 1;
-    }
 }
 
 /// Wraps the IPv4 packet in an outer IPv4 header (protocol 4) from the tunnel source to the
@@ -1235,7 +1211,7 @@ fn write_frag_needed(ctx: &XdpContext, l2: usize, egress_mtu: u32) -> u32 {
             core::ptr::write(hdrs.add(i), ip[i]);
             i += 1;
         }
-        core::ptr::write(hdrs.add(5), csum_fold(sum));
+        core::ptr::write(hdrs.add(5), csum::checksum(sum));
         // Type 3 (destination unreachable), code 4 (fragmentation needed), the next-hop MTU.
         let icmp: [u16; 4] = [
             u16::from_be(0x0304),
@@ -1255,7 +1231,7 @@ fn write_frag_needed(ctx: &XdpContext, l2: usize, egress_mtu: u32) -> u32 {
             sum += core::ptr::read(hdrs.add(14 + i)) as u32;
             i += 1;
         }
-        core::ptr::write(hdrs.add(11), csum_fold(sum));
+        core::ptr::write(hdrs.add(11), csum::checksum(sum));
     }
     xdp_action::XDP_TX
 }
@@ -1317,7 +1293,7 @@ fn write_and_send(
         }
         let o = &mut *ip;
         *o = words;
-        o[5] = csum_fold(sum);
+        o[5] = csum::checksum(sum);
     }
     if via_kernel {
         return pass(Reason::FwdIpipKernel);
@@ -1330,13 +1306,3 @@ fn write_and_send(
         Err(_) => drop(Reason::DropNoRoute),
     }
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 4] = *b"GPL\0";

@@ -8,11 +8,12 @@
 //!   service goes straight to the player, with the next hop from `bpf_fib_lookup`.
 #![no_std]
 #![no_main]
-#![allow(dead_code)]
-
-mod parse;
 
 use anypop_common::{layout::*, verdict::Reason};
+use anypop_ebpf::{
+    counters,
+    parse::{data, data_end, w, w32, words_at},
+};
 use aya_ebpf::{
     bindings::{
         BPF_F_ADJ_ROOM_DECAP_L3_IPV4, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_OK,
@@ -23,7 +24,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::{TcContext, XdpContext},
 };
-use parse::{data, data_end, w, w32, words_at};
+
+anypop_ebpf::license!();
 
 #[map]
 static B_SETTINGS: Array<BackendSettings> = Array::pinned(1, 0);
@@ -72,12 +74,7 @@ const FIB_OUTPUT: u32 = aya_ebpf::bindings::BPF_FIB_LOOKUP_OUTPUT;
 
 #[inline(always)]
 fn count(reason: Reason, bytes: u64) {
-    if let Some(c) = B_COUNTERS.get_ptr_mut(reason as u32) {
-        unsafe {
-            (*c).packets += 1;
-            (*c).bytes += bytes;
-        }
-    }
+    counters::add(&B_COUNTERS, reason as u32, bytes);
 }
 
 #[xdp]
@@ -497,13 +494,3 @@ fn tc_action(ifindex: u32, egress: u32) -> i32 {
         unsafe { bpf_redirect(egress, 0) as i32 }
     }
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 4] = *b"GPL\0";
