@@ -9,6 +9,15 @@ use crate::csum;
 use anypop_common::{layout::*, verdict::Reason};
 use aya_ebpf::programs::XdpContext;
 
+/// An Ethernet header without VLAN tags.
+pub const ETH_HLEN: usize = 14;
+/// An IPv4 header without options.
+pub const IPV4_HLEN: usize = 20;
+/// The IP protocol of IPv4-in-IPv4 (the tunnel between POP and backend).
+pub const IPPROTO_IPIP: u8 = 4;
+/// `AF_INET`, as `bpf_fib_lookup` wants the family.
+pub const AF_INET: u8 = 2;
+
 /// IPv6 extension headers walked before giving up (as malformed).
 pub const MAX_EXT_HEADERS: usize = 8;
 /// Offsets beyond this are not plausible for a frame XDP sees; bounding them keeps the verifier

@@ -12,7 +12,7 @@
 use anypop_common::{layout::*, verdict::Reason};
 use anypop_ebpf::{
     counters,
-    parse::{data, data_end, w, w32, words_at},
+    parse::{AF_INET, IPPROTO_IPIP, data, data_end, w, w32, words_at},
 };
 use aya_ebpf::{
     bindings::{
@@ -69,7 +69,6 @@ struct ReplyHop {
     _pad2: [u8; 4],
 }
 
-const AF_INET: u8 = 2;
 const FIB_OUTPUT: u32 = aya_ebpf::bindings::BPF_FIB_LOOKUP_OUTPUT;
 
 #[inline(always)]
@@ -116,7 +115,7 @@ fn try_decap(ctx: &XdpContext) -> (u32, Reason) {
     };
     let w0 = u16::from_be(w(outer, 0));
     let proto = u16::from_be(w(outer, 4)) as u8;
-    if w0 >> 12 != 4 || proto != 4 || w32(outer, 8) != settings.address {
+    if w0 >> 12 != 4 || proto != IPPROTO_IPIP || w32(outer, 8) != settings.address {
         return pass;
     }
     let malformed = (xdp_action::XDP_DROP, Reason::DropMalformed);
@@ -302,7 +301,7 @@ fn try_dsr(ctx: &TcContext) -> (i32, Reason) {
     if w0 >> 12 != 4 || ihl < 20 || ihl > 60 {
         return pass;
     }
-    if proto == 4 {
+    if proto == IPPROTO_IPIP {
         // An encapsulated reply going back to a POP through a kernel tunnel (tunnel mode).
         if ihl != 20 || B_POPS.get_ptr(&dst).is_none() {
             return pass;
