@@ -12,7 +12,7 @@
 use anypop_common::{layout::*, verdict::Reason};
 use anypop_ebpf::{
     counters,
-    parse::{AF_INET, IPPROTO_IPIP, data, data_end, w, w32, words_at},
+    parse::{AF_INET, ETH_P_IP, IPPROTO_IPIP, data, data_end, ethernet, w, w32, words_at},
 };
 use aya_ebpf::{
     bindings::{
@@ -91,24 +91,10 @@ fn try_decap(ctx: &XdpContext) -> (u32, Reason) {
         Some(s) => *s,
         None => return pass,
     };
-    // Ethernet with up to two VLAN tags.
-    let mut l3 = 14usize;
-    let mut eth_type = match words_at(ctx, 12, 1) {
-        Some(p) => u16::from_be(w(p, 0)),
-        None => return pass,
+    let l3 = match ethernet(ctx) {
+        Some((l3, ETH_P_IP)) => l3,
+        _ => return pass,
     };
-    let mut tag = 0;
-    while tag < 2 && (eth_type == 0x8100 || eth_type == 0x88a8) {
-        eth_type = match words_at(ctx, l3 + 2, 1) {
-            Some(p) => u16::from_be(w(p, 0)),
-            None => return pass,
-        };
-        l3 += 4;
-        tag += 1;
-    }
-    if eth_type != 0x0800 {
-        return pass;
-    }
     let outer = match words_at(ctx, l3, 10) {
         Some(p) => p,
         None => return pass,

@@ -4,7 +4,7 @@ use anypop_common::{layout::PROTO_ICMP, verdict::Reason};
 use anypop_ebpf::{
     counters::add,
     csum,
-    parse::{self, ETH_HLEN, IPV4_HLEN},
+    parse::{self, IPV4_HLEN},
 };
 use aya_ebpf::{
     bindings::{xdp_action, xdp_md},
@@ -71,19 +71,10 @@ fn frag_needed_answerable(ctx: &XdpContext, egress_mtu: u32) -> Option<usize> {
         return no;
     }
     // The L2 header again (up to two VLAN tags): the parse's summary is not kept this far.
-    let mut l2 = ETH_HLEN;
-    let mut tag = 0;
-    while tag < 2 {
-        let t = match parse::words_at(ctx, l2 - 2, 1) {
-            Some(p) => u16::from_be(parse::w(p, 0)),
-            None => return no,
-        };
-        if t != 0x8100 && t != 0x88a8 {
-            break;
-        }
-        l2 += 4;
-        tag += 1;
-    }
+    let l2 = match parse::ethernet(ctx) {
+        Some((l2, _)) => l2,
+        None => return no,
+    };
     // The quote: IPv4 header (no options) and 8 bytes.
     let q = match parse::words_at(ctx, l2, ICMP_QUOTE / 2) {
         Some(p) => p,
