@@ -255,7 +255,7 @@ fn linear_headers(ctx: &TcContext, len: usize) -> Option<*const u16> {
     }
 }
 
-/// Start and end of the skb's linear data, read with volatile loads (see parse.rs: otherwise
+/// Start and end of the skb's linear data, read with volatile loads (see `anypop_ebpf::parse::data`: otherwise
 /// LLVM may hand the verifier plain numbers instead of packet pointers).
 #[inline(always)]
 fn skb_data(ctx: &TcContext) -> (usize, usize) {
