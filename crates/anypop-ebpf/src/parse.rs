@@ -92,8 +92,10 @@ pub fn words_at(ctx: &XdpContext, off: usize, words: usize) -> Option<*const u16
     Some((start + off) as *const u16)
 }
 
-/// Word `i` in network byte order as read (use `u16::from_be` for the number).
+/// Word `i` in network byte order as read (use `u16::from_be` for the number). `p` comes from
+/// [`words_at`], whose bounds check covers word `i` (and the verifier checks every read again).
 #[inline(always)]
+#[allow(clippy::not_unsafe_ptr_arg_deref)]
 pub fn w(p: *const u16, i: usize) -> u16 {
     unsafe { core::ptr::read(p.add(i)) }
 }
