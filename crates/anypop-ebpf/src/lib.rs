@@ -25,17 +25,18 @@ pub fn zero_words<const N: usize>(w: &mut [u64; N]) {
     }
 }
 
-/// The one panic handler of every program (each binary links this library once). Nothing in
-/// the programs panics at run time — the verifier would refuse an endless loop — so this only
-/// satisfies `no_std`.
+/// The one panic handler of every program (each binary links this library once). It only
+/// satisfies `no_std`: the verifier would refuse its endless loop, so no path of a loaded
+/// program can reach it.
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
 
-/// The program's license, in the `license` section the kernel reads from each object (GPL:
-/// the programs call GPL-only helpers). Invoke once at the root of every program.
+/// The program's license, in the `license` section the kernel reads from each object: GPL,
+/// which the kernel requires of programs calling GPL-only helpers such as `bpf_fib_lookup`.
+/// Invoke once at the root of every program.
 #[macro_export]
 macro_rules! license {
     () => {
