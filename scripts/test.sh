@@ -11,7 +11,8 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 echo "== format"
 cargo fmt --all -- --check
-rustfmt --edition 2024 --check crates/anypop-ebpf/src/*.rs
+shopt -s globstar
+rustfmt --edition 2024 --check crates/anypop-ebpf/src/**/*.rs
 
 echo "== clippy"
 cargo clippy --workspace --all-targets -- -D warnings

@@ -198,6 +198,25 @@ pub const fn svc4_key(addr: u32, port: u16, kind: u64) -> u64 {
     (1 << 63) | (kind << 60) | ((port as u64) << 32) | addr as u64
 }
 
+/// An entry: `key` (from [`svc4_key`]) holding service index `service` (0..4096; VIP entries
+/// hold 0).
+#[inline(always)]
+pub const fn svc4_entry(key: u64, service: u32) -> u64 {
+    key | ((service as u64 & 0xfff) << SVC4_SERVICE_SHIFT)
+}
+
+/// The key of an entry (everything but the service index), as [`svc4_key`] built it.
+#[inline(always)]
+pub const fn svc4_entry_key(entry: u64) -> u64 {
+    entry & SVC4_KEY_MASK
+}
+
+/// The service index of an entry.
+#[inline(always)]
+pub const fn svc4_service(entry: u64) -> u32 {
+    ((entry >> SVC4_SERVICE_SHIFT) & 0xfff) as u32
+}
+
 /// The two buckets of a key: multiply-shift hashes with two fixed odd constants.
 #[inline(always)]
 pub const fn svc4_buckets(key: u64) -> (u32, u32) {
@@ -275,6 +294,31 @@ pub struct RuleEntry {
 pub const DIR_WORDS_BITS: u32 = 21;
 /// Words per generation in `SRC4_DIR`.
 pub const DIR_WORDS: u32 = 1 << DIR_WORDS_BITS;
+/// The `SRC4_DIR` word, within a generation, that holds the class of a /24 (`slash24`: the
+/// address in host order, shifted right by 8).
+#[inline(always)]
+pub const fn dir_word(slash24: u32) -> u32 {
+    slash24 >> 3
+}
+
+/// The position of a /24's class byte in its word (bits `shift..shift + 8`).
+#[inline(always)]
+pub const fn dir_shift(slash24: u32) -> u32 {
+    (slash24 & 7) * 8
+}
+
+/// The class of a /24, read from its word ([`dir_word`]).
+#[inline(always)]
+pub const fn dir_class(word: u64, slash24: u32) -> u64 {
+    (word >> dir_shift(slash24)) & 0xff
+}
+
+/// The word with the class of a /24 replaced by `class` (0..=255).
+#[inline(always)]
+pub const fn dir_with_class(word: u64, slash24: u32, class: u64) -> u64 {
+    (word & !(0xff << dir_shift(slash24))) | ((class & 0xff) << dir_shift(slash24))
+}
+
 /// Class meaning "look the address up in the LPM trie".
 pub const CLASS_USE_LPM: u64 = 255;
 /// Classes per generation in `SRC4_CLASS`.
@@ -297,6 +341,25 @@ pub const DECIDE_DENY: u32 = 1 << 8;
 /// bits 0..7 = 2 + slot, bit 8 = deny, bits 16..26 = rule index (for its hit counter).
 pub const fn decide_rule(slot: u32, deny: bool, rule_index: u32) -> u32 {
     (2 + slot) | if deny { DECIDE_DENY } else { 0 } | (rule_index << 16)
+}
+
+/// Whether a decision is a deny rule's ([`decide_rule`] with `deny`): the packet is dropped.
+#[inline(always)]
+pub const fn decide_is_deny(decision: u32) -> bool {
+    decision & DECIDE_DENY != 0
+}
+
+/// The rule slot of a decision made by [`decide_rule`] (meaningless for [`DECIDE_WALK`] and
+/// [`DECIDE_NO_RULE`], which the program tells apart first).
+#[inline(always)]
+pub const fn decide_slot(decision: u32) -> u32 {
+    (decision & 0xff).wrapping_sub(2)
+}
+
+/// The rule index (in the network file) of a decision made by [`decide_rule`].
+#[inline(always)]
+pub const fn decide_rule_index(decision: u32) -> u32 {
+    (decision >> 16) & (MAX_RULES_TOTAL - 1)
 }
 
 /// LPM key data for IPv4 sources: byte 0 is the generation, bytes 1..5 the address.
@@ -600,6 +663,69 @@ mod tests {
         assert_eq!(size_of::<Profile>(), 40);
         assert_eq!(size_of::<CaptureConfig>(), 16);
         assert_eq!(size_of::<CaptureRecord>(), 32 + CAPTURE_SNAPLEN as usize);
+    }
+
+    #[test]
+    fn svc4_entries_round_trip() {
+        let addr = u32::from_ne_bytes([203, 0, 113, 10]);
+        for (port, kind) in [
+            (27015, SVC4_KIND_UDP),
+            (443, SVC4_KIND_TCP),
+            (0, SVC4_KIND_ICMP),
+            (0, SVC4_KIND_VIP),
+            (u16::MAX, SVC4_KIND_UDP),
+        ] {
+            let key = svc4_key(addr, port, kind);
+            for service in [0, 1, 63, 4095] {
+                let e = svc4_entry(key, service);
+                assert_eq!(svc4_service(e), service);
+                assert_eq!(svc4_entry_key(e), key);
+                assert_ne!(e, 0, "an entry is never an empty place");
+            }
+        }
+        // The service index never leaks into the key, nor the key into the index.
+        let key = svc4_key(u32::MAX, u16::MAX, SVC4_KIND_VIP);
+        assert_eq!(svc4_service(svc4_entry(key, 0)), 0);
+        assert_eq!(svc4_entry_key(svc4_entry(0, 4095)), 0);
+    }
+
+    #[test]
+    fn decisions_round_trip() {
+        for slot in [0, 1, 17, RULES_PER_SERVICE - 1] {
+            for rule_index in [0, 1, 500, MAX_RULES_TOTAL - 1] {
+                for deny in [false, true] {
+                    let d = decide_rule(slot, deny, rule_index);
+                    assert_ne!(d, DECIDE_WALK);
+                    assert_ne!(d, DECIDE_NO_RULE);
+                    assert_eq!(decide_slot(d), slot);
+                    assert_eq!(decide_is_deny(d), deny);
+                    assert_eq!(decide_rule_index(d), rule_index);
+                }
+            }
+        }
+        assert!(!decide_is_deny(DECIDE_WALK));
+        assert!(!decide_is_deny(DECIDE_NO_RULE));
+    }
+
+    #[test]
+    fn dir_classes_round_trip() {
+        // Every /24 of one word, written in turn, keeps its own byte and leaves the others.
+        let mut word = 0u64;
+        let base = (0x0a01_0200u32 >> 8) & !7;
+        for i in 0..8 {
+            word = dir_with_class(word, base + i, 10 + i as u64);
+        }
+        for i in 0..8 {
+            assert_eq!(dir_word(base + i), dir_word(base));
+            assert_eq!(dir_class(word, base + i), 10 + i as u64);
+        }
+        word = dir_with_class(word, base + 3, CLASS_USE_LPM);
+        assert_eq!(dir_class(word, base + 3), CLASS_USE_LPM);
+        assert_eq!(dir_class(word, base + 2), 12);
+        assert_eq!(dir_class(word, base + 4), 14);
+        // Word index: one word per 8 consecutive /24s, DIR_WORDS of them.
+        assert_eq!(dir_word(u32::MAX >> 8), DIR_WORDS - 1);
+        assert_eq!(dir_word(0x0a01_0203 >> 8), 0x0a01_0203 >> 11);
     }
 
     #[test]

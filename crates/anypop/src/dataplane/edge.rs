@@ -885,8 +885,8 @@ mod tests {
     use std::path::Path;
 
     fn class_at(dir: &[u64], addr: &str) -> u64 {
-        let a = u32::from(addr.parse::<std::net::Ipv4Addr>().unwrap());
-        (dir[(a >> 11) as usize] >> (((a >> 8) & 7) * 8)) & 0xff
+        let slash24 = u32::from(addr.parse::<std::net::Ipv4Addr>().unwrap()) >> 8;
+        dir_class(dir[dir_word(slash24) as usize], slash24)
     }
 
     #[test]
@@ -1018,7 +1018,7 @@ address = "198.51.100.21"
         for (k, svc) in &t.services4 {
             let e = svc4_find(&table, svc4_key(k.addr, k.port, svc4_kind(k.proto)))
                 .unwrap_or_else(|| panic!("{k:?} missing"));
-            assert_eq!((e >> SVC4_SERVICE_SHIFT) & 0xfff, *svc as u64);
+            assert_eq!(svc4_service(e), *svc);
         }
         for v in &t.vips4 {
             assert!(svc4_find(&table, svc4_key(v.addr, 0, SVC4_KIND_VIP)).is_some());

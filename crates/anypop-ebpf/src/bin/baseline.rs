@@ -9,6 +9,8 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 
+anypop_ebpf::license!();
+
 /// Returns XDP_PASS without touching the packet.
 #[xdp]
 pub fn base_pass(_ctx: XdpContext) -> u32 {
@@ -68,13 +70,3 @@ pub fn base_tx(ctx: XdpContext) -> u32 {
 pub fn base_tc(_ctx: TcContext) -> i32 {
     TC_ACT_OK
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 4] = *b"GPL\0";

@@ -5,6 +5,7 @@
 #![no_std]
 #![no_main]
 
+use anypop_ebpf::csum;
 use aya_ebpf::{
     bindings::xdp_action,
     helpers::bpf_get_prandom_u32,
@@ -12,6 +13,8 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray},
     programs::XdpContext,
 };
+
+anypop_ebpf::license!();
 
 /// What to randomise.
 #[repr(C)]
@@ -122,9 +125,7 @@ pub fn trafficgen(ctx: XdpContext) -> u32 {
                 sum += u16::from_be(core::ptr::read(ip.add(i))) as u32;
                 i += 1;
             }
-            sum = (sum & 0xffff) + (sum >> 16);
-            sum = (sum & 0xffff) + (sum >> 16);
-            core::ptr::write(ip.add(5), (!(sum as u16)).to_be());
+            core::ptr::write(ip.add(5), csum::checksum(sum).to_be());
         }
         // ICMP has no ports: its first L4 bytes are type, code and checksum.
         let proto = core::ptr::read((start + 23) as *const u8);
@@ -137,13 +138,3 @@ pub fn trafficgen(ctx: XdpContext) -> u32 {
     }
     xdp_action::XDP_TX
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 4] = *b"GPL\0";

@@ -8,11 +8,12 @@
 //!   service goes straight to the player, with the next hop from `bpf_fib_lookup`.
 #![no_std]
 #![no_main]
-#![allow(dead_code)]
-
-mod parse;
 
 use anypop_common::{layout::*, verdict::Reason};
+use anypop_ebpf::{
+    counters,
+    parse::{AF_INET, ETH_P_IP, IPPROTO_IPIP, data, data_end, ethernet, w, w32, words_at},
+};
 use aya_ebpf::{
     bindings::{
         BPF_F_ADJ_ROOM_DECAP_L3_IPV4, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_OK,
@@ -23,7 +24,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::{TcContext, XdpContext},
 };
-use parse::{data, data_end, w, w32, words_at};
+
+anypop_ebpf::license!();
 
 #[map]
 static B_SETTINGS: Array<BackendSettings> = Array::pinned(1, 0);
@@ -67,17 +69,11 @@ struct ReplyHop {
     _pad2: [u8; 4],
 }
 
-const AF_INET: u8 = 2;
 const FIB_OUTPUT: u32 = aya_ebpf::bindings::BPF_FIB_LOOKUP_OUTPUT;
 
 #[inline(always)]
 fn count(reason: Reason, bytes: u64) {
-    if let Some(c) = B_COUNTERS.get_ptr_mut(reason as u32) {
-        unsafe {
-            (*c).packets += 1;
-            (*c).bytes += bytes;
-        }
-    }
+    counters::add(&B_COUNTERS, reason as u32, bytes);
 }
 
 #[xdp]
@@ -95,31 +91,17 @@ fn try_decap(ctx: &XdpContext) -> (u32, Reason) {
         Some(s) => *s,
         None => return pass,
     };
-    // Ethernet with up to two VLAN tags.
-    let mut l3 = 14usize;
-    let mut eth_type = match words_at(ctx, 12, 1) {
-        Some(p) => u16::from_be(w(p, 0)),
-        None => return pass,
+    let l3 = match ethernet(ctx) {
+        Some((l3, ETH_P_IP)) => l3,
+        _ => return pass,
     };
-    let mut tag = 0;
-    while tag < 2 && (eth_type == 0x8100 || eth_type == 0x88a8) {
-        eth_type = match words_at(ctx, l3 + 2, 1) {
-            Some(p) => u16::from_be(w(p, 0)),
-            None => return pass,
-        };
-        l3 += 4;
-        tag += 1;
-    }
-    if eth_type != 0x0800 {
-        return pass;
-    }
     let outer = match words_at(ctx, l3, 10) {
         Some(p) => p,
         None => return pass,
     };
     let w0 = u16::from_be(w(outer, 0));
     let proto = u16::from_be(w(outer, 4)) as u8;
-    if w0 >> 12 != 4 || proto != 4 || w32(outer, 8) != settings.address {
+    if w0 >> 12 != 4 || proto != IPPROTO_IPIP || w32(outer, 8) != settings.address {
         return pass;
     }
     let malformed = (xdp_action::XDP_DROP, Reason::DropMalformed);
@@ -273,7 +255,7 @@ fn linear_headers(ctx: &TcContext, len: usize) -> Option<*const u16> {
     }
 }
 
-/// Start and end of the skb's linear data, read with volatile loads (see parse.rs: otherwise
+/// Start and end of the skb's linear data, read with volatile loads (see `anypop_ebpf::parse::data`: otherwise
 /// LLVM may hand the verifier plain numbers instead of packet pointers).
 #[inline(always)]
 fn skb_data(ctx: &TcContext) -> (usize, usize) {
@@ -305,7 +287,7 @@ fn try_dsr(ctx: &TcContext) -> (i32, Reason) {
     if w0 >> 12 != 4 || ihl < 20 || ihl > 60 {
         return pass;
     }
-    if proto == 4 {
+    if proto == IPPROTO_IPIP {
         // An encapsulated reply going back to a POP through a kernel tunnel (tunnel mode).
         if ihl != 20 || B_POPS.get_ptr(&dst).is_none() {
             return pass;
@@ -497,13 +479,3 @@ fn tc_action(ifindex: u32, egress: u32) -> i32 {
         unsafe { bpf_redirect(egress, 0) as i32 }
     }
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 4] = *b"GPL\0";
