@@ -12,7 +12,7 @@ use std::{
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
-use anypop::{config, daemon};
+use anypop::{compile, config, daemon};
 
 /// Where the network file lives on a deployed node (the Debian package's place for it).
 const DEFAULT_CONFIG: &str = "/etc/anypop/network.toml";
@@ -328,16 +328,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             if let Some(node) = node {
                 let role = net.node(&node).map_err(|e| anyhow::anyhow!("{e}"))?.role;
                 let compiled = match role {
-                    config::Role::Pop => config::compile::compile_edge(
-                        &net,
-                        &node,
-                        0,
-                        anypop_common::layout::MAX_SERVICES,
-                    )
-                    .map(|_| ()),
-                    config::Role::Backend => {
-                        config::compile::compile_backend(&net, &node).map(|_| ())
+                    config::Role::Pop => {
+                        compile::compile_edge(&net, &node, 0, anypop_common::layout::MAX_SERVICES)
+                            .map(|_| ())
                     }
+                    config::Role::Backend => compile::compile_backend(&net, &node).map(|_| ()),
                 };
                 compiled.map_err(|e| anyhow::anyhow!("{e}"))?;
             }
@@ -435,14 +430,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let net = config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
             let role = net.node(&node).map_err(|e| anyhow::anyhow!("{e}"))?.role;
             let compiled = match role {
-                config::Role::Pop => config::compile::compile_edge(
-                    &net,
-                    &node,
-                    0,
-                    anypop_common::layout::MAX_SERVICES,
-                )
-                .map(|_| ()),
-                config::Role::Backend => config::compile::compile_backend(&net, &node).map(|_| ()),
+                config::Role::Pop => {
+                    compile::compile_edge(&net, &node, 0, anypop_common::layout::MAX_SERVICES)
+                        .map(|_| ())
+                }
+                config::Role::Backend => compile::compile_backend(&net, &node).map(|_| ()),
             };
             compiled.map_err(|e| anyhow::anyhow!("{e}"))?;
             let abs = std::fs::canonicalize(&config)
@@ -717,13 +709,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
 fn pop_names(
     cfg: &std::path::Path,
     node: &str,
-) -> anyhow::Result<Option<(config::compile::Names, Option<String>)>> {
+) -> anyhow::Result<Option<(compile::Names, Option<String>)>> {
     let net = config::load(cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
     let n = net.node(node).map_err(|e| anyhow::anyhow!("{e}"))?;
     if n.role != config::Role::Pop {
         return Ok(None);
     }
-    let t = config::compile::compile_edge(&net, node, 0, anypop_common::layout::MAX_SERVICES)
+    let t = compile::compile_edge(&net, node, 0, anypop_common::layout::MAX_SERVICES)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(Some((t.names, n.interfaces.first().cloned())))
 }
@@ -732,7 +724,7 @@ fn pop_names(
 fn trace_names(
     cfg: &std::path::Path,
     node: &str,
-) -> anyhow::Result<(config::compile::Names, Option<String>)> {
+) -> anyhow::Result<(compile::Names, Option<String>)> {
     pop_names(cfg, node)?.ok_or_else(|| {
         anyhow::anyhow!("node {node} is a backend; trace and capture work on a POP's edge program")
     })

@@ -20,7 +20,7 @@ use anyhow::{Context, anyhow, bail};
 pub mod throughput;
 
 use crate::{
-    config,
+    compile, config,
     dataplane::{
         backend::BackendPlane,
         baseline::Baseline,
@@ -245,7 +245,7 @@ fn backend_plane(
     ));
     guards.push(PinGuard(pins.clone()));
     let mut plane = BackendPlane::load(&pins)?;
-    plane.apply(&config::compile::compile_backend(&net, "be-1").map_err(|e| anyhow!("{e}"))?)?;
+    plane.apply(&compile::compile_backend(&net, "be-1").map_err(|e| anyhow!("{e}"))?)?;
     Ok(plane)
 }
 
@@ -392,8 +392,8 @@ pub fn run(iterations: u32, repeat: u32, prefix_counts: &[usize]) -> anyhow::Res
             )?;
             let slot = edge.standby_generation()?;
             let t0 = Instant::now();
-            let tables = config::compile::compile_edge(&net, "pop-1", slot, 4)
-                .map_err(|e| anyhow!("{e}"))?;
+            let tables =
+                compile::compile_edge(&net, "pop-1", slot, 4).map_err(|e| anyhow!("{e}"))?;
             edge.apply(&tables)?;
             eprintln!(
                 "  {n} prefixes compiled and loaded in {:.2} s",
@@ -641,14 +641,14 @@ pub fn apply_at_scale(
         let net = config::parse(&text, "scale.toml", &dir).map_err(|e| anyhow!("{e}"))?;
         let slot = edge.standby_generation()?;
         edge.apply(
-            &config::compile::compile_edge(&net, "pop-1", slot, edge.sizes.max_services)
+            &compile::compile_edge(&net, "pop-1", slot, edge.sizes.max_services)
                 .map_err(|e| anyhow!("{e}"))?,
         )?;
         let t0 = Instant::now();
         let net = config::parse(&text, "scale.toml", &dir).map_err(|e| anyhow!("{e}"))?;
         let t1 = Instant::now();
         let slot = edge.standby_generation()?;
-        let tables = config::compile::compile_edge(&net, "pop-1", slot, edge.sizes.max_services)
+        let tables = compile::compile_edge(&net, "pop-1", slot, edge.sizes.max_services)
             .map_err(|e| anyhow!("{e}"))?;
         let t2 = Instant::now();
         edge.apply(&tables)?;
@@ -661,7 +661,7 @@ pub fn apply_at_scale(
         let t4 = Instant::now();
         let net = config::parse(&text, "scale.toml", &dir).map_err(|e| anyhow!("{e}"))?;
         let slot = edge.standby_generation()?;
-        let tables = config::compile::compile_edge(&net, "pop-1", slot, edge.sizes.max_services)
+        let tables = compile::compile_edge(&net, "pop-1", slot, edge.sizes.max_services)
             .map_err(|e| anyhow!("{e}"))?;
         let small = edge.apply(&tables)?;
         let t5 = Instant::now();

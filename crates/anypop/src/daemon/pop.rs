@@ -10,7 +10,8 @@ use anyhow::{anyhow, bail};
 
 use super::explain_other_layouts;
 use crate::{
-    config::{Network, Role, compile::compile_edge},
+    compile::compile_edge,
+    config::{Network, Role},
     dataplane::{
         edge::{AttachMode, Edge, EdgeSizes},
         node_pin_dir,
@@ -48,7 +49,7 @@ pub struct Pop {
     /// Whether the node may fall back to generic XDP (as started: changing it takes a restart).
     allow_generic: bool,
     /// Names behind the live generation's indices (rules, services, backends), for metrics.
-    pub names: crate::config::compile::Names,
+    pub names: crate::compile::Names,
     /// The last state-table fill reading (flows, buckets), for metrics: counting walks the LRU,
     /// so it is taken with the fill log line, not per scrape.
     last_fill: Option<(usize, usize)>,

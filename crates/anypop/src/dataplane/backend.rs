@@ -15,7 +15,7 @@ use aya::{
 };
 
 use super::{DataplaneError, edge::AttachMode};
-use crate::config::compile::BackendTables;
+use crate::compile::BackendTables;
 
 static BACKEND_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/backend"));
 

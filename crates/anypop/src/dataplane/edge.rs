@@ -17,8 +17,8 @@ use aya::{
     },
 };
 
-use super::{DataplaneError, prefix_sets};
-use crate::config::compile::EdgeTables;
+use super::DataplaneError;
+use crate::compile::{EdgeTables, prefix_sets};
 
 /// The compiled `edge` object, embedded at build time (crates/anypop/build.rs).
 static EDGE_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/edge"));
@@ -64,7 +64,7 @@ struct SlotMemo {
     /// The DIR-24-8 classes written for `v4`.
     classes: Vec<u64>,
     /// Maglev inputs per service index.
-    maglev: std::collections::HashMap<u32, Vec<crate::config::compile::MaglevInput>>,
+    maglev: std::collections::HashMap<u32, Vec<crate::compile::MaglevInput>>,
 }
 
 /// How much of a slot an apply rewrote (for logs and the benchmark).
@@ -955,7 +955,7 @@ interface = "eth0"
 address = "198.51.100.21"
 "#;
         let net = crate::config::parse(text, "t.toml", Path::new(".")).unwrap();
-        let t = crate::config::compile::compile_edge(&net, "pop-1", 1, 8).unwrap();
+        let t = crate::compile::compile_edge(&net, "pop-1", 1, 8).unwrap();
         let v4 = prefix_sets::compile_v4(&t.prefix_sets_v4);
         let (dir, classes) = build_source_dir(&v4);
         let rows = build_decisions(&t, &classes);

@@ -3,7 +3,6 @@ pub mod backend;
 pub mod baseline;
 pub mod edge;
 pub mod links;
-pub mod prefix_sets;
 pub mod testrun;
 pub mod trafficgen;
 

@@ -113,12 +113,7 @@ fn top(
 
 /// The status report of the node whose pins are in `pin_dir`; rates over `window`.
 pub fn report(pin_dir: &Path, node: &str, window: Duration) -> anyhow::Result<String> {
-    report_named(
-        pin_dir,
-        node,
-        window,
-        &crate::config::compile::Names::default(),
-    )
+    report_named(pin_dir, node, window, &crate::compile::Names::default())
 }
 
 /// [`report`] with the names of rules and services.
@@ -126,7 +121,7 @@ pub fn report_named(
     pin_dir: &Path,
     node: &str,
     window: Duration,
-    names: &crate::config::compile::Names,
+    names: &crate::compile::Names,
 ) -> anyhow::Result<String> {
     let shown = printable(node);
     let node: &str = &shown;

@@ -9,16 +9,8 @@ use anypop_common::{
 };
 use ipnet::{Ipv4Net, Ipv6Net};
 
-use super::{Action, ConfigError, FragmentPolicy, Limit, Network, Protocol, Role};
-
-/// Names behind the kernel's indices, for counters and status.
-#[derive(Clone, Debug, Default)]
-pub struct Names {
-    pub rules: Vec<String>,
-    pub services: Vec<String>,
-    pub backends: Vec<String>,
-    pub profiles: Vec<String>,
-}
+use super::Names;
+use crate::config::{Action, ConfigError, FragmentPolicy, Limit, Network, Protocol, Role};
 
 /// A backend as the Maglev builder needs it: (name, weight, backend index).
 pub type MaglevInput = (String, u32, u32);
@@ -360,84 +352,16 @@ pub fn compile_edge(
     Ok(t)
 }
 
-/// What a backend's programs need: its address, the POPs allowed to tunnel to it, and the IPv4
-/// services it serves (every port expanded), plus the VIPs to set up locally.
-#[derive(Clone, Debug, Default)]
-pub struct BackendTables {
-    pub settings: BackendSettings,
-    /// POP tunnel sources, network byte order.
-    pub pops: Vec<u32>,
-    pub services: Vec<ServiceKey4>,
-    pub vips: Vec<std::net::Ipv4Addr>,
-}
-
-/// Compiles the tables of backend `node`.
-pub fn compile_backend(net: &Network, node: &str) -> Result<BackendTables, ConfigError> {
-    let n = net.node(node)?;
-    if n.role != Role::Backend {
-        return Err(ConfigError::single(
-            &net.origin,
-            n.line,
-            &format!("node {node:?}"),
-            "",
-            "is not a backend; decap and DSR run on role = \"backend\" nodes",
-        ));
-    }
-    let mut t = BackendTables {
-        settings: BackendSettings {
-            address: u32::from_ne_bytes(n.address.expect("validated").octets()),
-            mode: if n.tunnel_mode {
-                BACKEND_TUNNEL
-            } else {
-                BACKEND_NATIVE
-            },
-        },
-        ..Default::default()
-    };
-    for p in net.nodes.iter().filter(|p| p.role == Role::Pop) {
-        if n.pops.is_empty() || n.pops.contains(&p.name) {
-            t.pops.push(u32::from_ne_bytes(
-                p.tunnel_source.expect("validated").octets(),
-            ));
-        }
-    }
-    for s in &net.services {
-        let IpAddr::V4(vip) = s.vip else { continue };
-        if !s.backends.iter().any(|(b, _)| b == node) {
-            continue;
-        }
-        if !t.vips.contains(&vip) {
-            t.vips.push(vip);
-        }
-        let proto = match s.protocol {
-            Protocol::Udp => PROTO_UDP,
-            Protocol::Tcp => PROTO_TCP,
-            Protocol::Icmp => PROTO_ICMP,
-        };
-        let ports: Vec<u16> = if s.protocol == Protocol::Icmp {
-            vec![0]
-        } else {
-            s.ports.iter().flat_map(|&(a, b)| a..=b).collect()
-        };
-        for port in ports {
-            t.services.push(ServiceKey4 {
-                addr: u32::from_ne_bytes(vip.octets()),
-                port,
-                proto,
-                generation: 0,
-            });
-        }
-    }
-    Ok(t)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse;
+    use crate::config::{
+        Protocol, parse,
+        tests::{text, udp_service},
+    };
     use std::path::Path;
 
-    const EXAMPLE: &str = include_str!("example.toml");
+    const EXAMPLE: &str = include_str!("../config/example.toml");
 
     #[test]
     fn example_compiles_with_concrete_numbers() {
@@ -518,21 +442,153 @@ mod tests {
         assert!(e.contains("pop-nyc-1") && e.contains("--node"), "{e}");
     }
 
+    // The compile tests that use the config tests' fixture.
+
     #[test]
-    fn backend_tables() {
-        let net = parse(EXAMPLE, "example.toml", Path::new(".")).unwrap();
-        let t = compile_backend(&net, "be-fra-2").unwrap();
-        assert_eq!(t.settings.address, u32::from_ne_bytes([192, 0, 2, 22]));
-        assert_eq!(t.pops.len(), 2, "no `pops` list: every POP may tunnel here");
-        // be-fra-2 serves rust-eu only (28015-28016), not web.
-        assert_eq!(t.services.len(), 2);
-        assert!(
-            t.services
-                .iter()
-                .all(|k| k.proto == PROTO_UDP && k.generation == 0)
+    fn ipv6_and_icmp_services_compile_to_the_generic_keys() {
+        let extra = r#"
+    [[service]]
+    name = "g6"
+    vip = "2001:db8::10"
+    protocol = "udp"
+    ports = ["27015", "27020-27021"]
+    backends = ["be-1"]
+
+    [[service]]
+    name = "ping6"
+    vip = "2001:db8::10"
+    protocol = "icmp"
+
+    [[service]]
+    name = "ping4"
+    vip = "203.0.113.10"
+    protocol = "icmp"
+    backends = ["be-1"]
+    "#;
+        let net = parse(&text(extra), "net.toml", Path::new(".")).unwrap();
+        assert_eq!(net.services[0].protocol, Protocol::Udp);
+        let t = compile_edge(&net, "pop-1", 0, 8).unwrap();
+        // IPv6: one VIP, 3 UDP ports + 1 ICMPv6 entry (port 0) in the generic maps.
+        assert_eq!(t.vips.len(), 1);
+        assert_eq!(t.vips[0].family, FAMILY_V6);
+        assert_eq!(t.services.len(), 4);
+        let icmp6: Vec<_> = t
+            .services
+            .iter()
+            .filter(|(k, _)| k.proto == PROTO_ICMPV6)
+            .collect();
+        assert_eq!(icmp6.len(), 1);
+        assert_eq!((icmp6[0].0.port, icmp6[0].1), (0, 1));
+        // IPv4 ICMP: the compact maps, port 0, protocol 1.
+        assert_eq!(t.services4.len(), 1);
+        assert_eq!(
+            (
+                t.services4[0].0.proto,
+                t.services4[0].0.port,
+                t.services4[0].1
+            ),
+            (PROTO_ICMP, 0, 2)
         );
-        assert_eq!(t.vips, vec![std::net::Ipv4Addr::new(203, 0, 113, 10)]);
-        let e = compile_backend(&net, "pop-nyc-1").unwrap_err().to_string();
-        assert!(e.contains("is not a backend"), "{e}");
+        // Only IPv4 services are forwarded, so only they get a Maglev table.
+        assert_eq!(
+            t.maglev_inputs.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            vec![2]
+        );
+    }
+
+    #[test]
+    fn scoped_rules_and_two_prefix_sets_fill_slots_per_service() {
+        let extra = format!(
+            "{}{}{}",
+            udp_service("a", "1"),
+            udp_service("b", "2"),
+            r#"
+    [[rule]]
+    name = "only-b"
+    action = "deny"
+    services = ["b"]
+    src = ["10.0.0.0/8"]
+
+    [[rule]]
+    name = "both"
+    action = "deny"
+    src = ["2001:db8::/32", "192.0.2.0/24"]
+    protocol = ["icmp", "udp"]
+    dst_ports = "1-2"
+    icmp_type = "8"
+    "#
+        );
+        let net = parse(&text(&extra), "net.toml", Path::new(".")).unwrap();
+        let t = compile_edge(&net, "pop-1", 1, 4).unwrap();
+        let info = |svc: u32| {
+            t.service_info
+                .iter()
+                .find(|(i, _)| *i == 4 + svc)
+                .unwrap()
+                .1
+        };
+        // Service a sees only "both" (slot 0); service b sees "only-b" (slot 0) and "both" (slot 1).
+        assert_eq!(info(0).rule_count, 1);
+        assert_eq!(info(1).rule_count, 2);
+        let rule = |svc: u32, slot: u32| {
+            t.rules
+                .iter()
+                .find(|(i, _)| *i == (4 + svc) * RULES_PER_SERVICE + slot)
+                .unwrap()
+                .1
+        };
+        assert_eq!(rule(0, 0).rule_index, 1);
+        assert_eq!(rule(1, 0).rule_index, 0);
+        assert_eq!(rule(1, 1).rule_index, 1);
+        let both = rule(1, 1);
+        assert_eq!(both.flags, RF_DPORT | RF_ICMP_TYPE);
+        assert_eq!((both.dport_lo, both.dport_hi), (1, 2));
+        assert_eq!((both.icmp_type_lo, both.icmp_type_hi), (8, 8));
+        assert_eq!(both.profile, NONE);
+        // Protocol bitmaps for service b: "only-b" takes every class, "both" only ICMP and UDP.
+        let b = info(1);
+        assert_eq!(b.proto_rules[PCLASS_TCP as usize], 0b01);
+        assert_eq!(b.proto_rules[PCLASS_UDP as usize], 0b11);
+        assert_eq!(b.proto_rules[PCLASS_ICMP as usize], 0b11);
+        assert_eq!(b.proto_rules[PCLASS_OTHER as usize], 0b01);
+        assert_eq!(b.any_src_rules, 0);
+        // Two prefix sets; each prefix is tagged with its set's bit.
+        assert_eq!(t.prefix_sets_v4.len(), 2);
+        assert_eq!(t.prefix_sets_v6.len(), 1);
+        let bit_of = |p: &str| {
+            let p: ipnet::Ipv4Net = p.parse().unwrap();
+            t.prefix_sets_v4.iter().find(|(q, _)| *q == p).unwrap().1
+        };
+        let (only_b, both_bit) = (bit_of("10.0.0.0/8"), bit_of("192.0.2.0/24"));
+        assert_ne!(only_b, both_bit);
+        assert_eq!(t.prefix_sets_v6[0].1, both_bit);
+        // Set table of service b, chunk 0: byte 0b11 (both sets) → both slots.
+        let gs = 4 + 1;
+        let lookup = |byte: u32| {
+            t.set_table
+                .iter()
+                .find(|(i, _)| *i == set_table_index(gs, 0, byte))
+                .map(|e| e.1)
+                .unwrap_or(0)
+        };
+        assert_eq!(lookup(only_b as u32), 0b01);
+        assert_eq!(lookup(both_bit as u32), 0b10);
+        assert_eq!(lookup(0b11), 0b11);
+        // Service a: 128 bytes have the "both" bit on, and every entry maps to slot 0.
+        let a_entries: Vec<_> = t
+            .set_table
+            .iter()
+            .filter(|(i, _)| (set_table_index(4, 0, 0)..set_table_index(5, 0, 0)).contains(i))
+            .collect();
+        assert_eq!(a_entries.len(), 128);
+        assert!(a_entries.iter().all(|(_, r)| *r == 1));
+    }
+
+    #[test]
+    fn compile_refuses_more_services_than_the_maps_hold() {
+        let extra = format!("{}{}", udp_service("a", "1"), udp_service("b", "2"));
+        let net = parse(&text(&extra), "net.toml", Path::new(".")).unwrap();
+        let e = compile_edge(&net, "pop-1", 0, 1).unwrap_err().to_string();
+        assert!(e.contains("2 services") && e.contains("sized for 1"), "{e}");
     }
 }
