@@ -3,6 +3,7 @@ pub mod backend;
 pub mod baseline;
 pub mod edge;
 pub mod links;
+pub(crate) mod maps;
 pub mod testrun;
 pub mod trafficgen;
 
@@ -44,6 +45,8 @@ pub enum DataplaneError {
     Attach { ifname: String, detail: String },
     #[error("test run failed: {0}")]
     TestRun(String),
+    #[error(transparent)]
+    Image(#[from] crate::compile::ImageError),
 }
 
 /// Root of all of anypop's pins: one directory per node, with the layout version in the path so a
