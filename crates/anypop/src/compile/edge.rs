@@ -1,6 +1,9 @@
 //! [`Network`] → the entries of the edge program's config maps, for one POP and one generation
 //! slot. Pure: no kernel involved, so every number is unit-tested here.
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
 
 use anypop_common::{
     gcra::{NS_PER_SEC, byte_cost_fixed, packet_cost_ns},
@@ -10,7 +13,9 @@ use anypop_common::{
 use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::Names;
-use crate::config::{Action, ConfigError, FragmentPolicy, Limit, Network, Protocol, Role};
+use crate::config::{
+    Action, ConfigError, FragmentPolicy, Limit, Network, Protocol, Role, Rule, Service,
+};
 
 /// A backend as the Maglev builder needs it: (name, weight, backend index).
 pub type MaglevInput = (String, u32, u32);
@@ -98,7 +103,6 @@ pub fn compile_edge(
             net.services.len()
         )));
     }
-    let g = generation as u32;
     let mut t = EdgeTables {
         generation,
         ..Default::default()
@@ -115,119 +119,22 @@ pub fn compile_edge(
         _pad: 0,
         config_hash: net.source_text_hash,
     };
-
-    // Backends: index = position among backend nodes.
-    let backend_nodes: Vec<_> = net.backend_nodes().collect();
-    let backend_index: BTreeMap<&str, u32> = backend_nodes
-        .iter()
-        .enumerate()
-        .map(|(i, b)| (b.name.as_str(), i as u32))
-        .collect();
-    for (i, b) in backend_nodes.iter().enumerate() {
-        t.backends.push((
-            g * MAX_BACKENDS + i as u32,
-            Backend {
-                addr: u32::from_ne_bytes(b.address.expect("validated").octets()),
-                weight: 1,
-            },
-        ));
-        t.names.backends.push(b.name.clone());
-    }
-
-    // Profiles: named ones first, then one per service limit.
-    let mut profile_index: BTreeMap<String, u32> = BTreeMap::new();
-    for (i, p) in net.profiles.iter().enumerate() {
-        t.profiles.push((
-            g * MAX_PROFILES + i as u32,
-            profile_entry(&format!("profile:{}", p.name), &p.limit),
-        ));
-        profile_index.insert(p.name.clone(), i as u32);
-        t.names.profiles.push(p.name.clone());
-    }
-
-    // Prefix sets: one per distinct source list.
-    let mut set_ids: BTreeMap<(Vec<Ipv4Net>, Vec<Ipv6Net>), u32> = BTreeMap::new();
-    for r in &net.rules {
-        if r.has_src() {
-            let key = (r.src_v4.clone(), r.src_v6.clone());
-            let next = set_ids.len() as u32;
-            set_ids.entry(key).or_insert(next);
-        }
-    }
-    for ((v4, v6), id) in &set_ids {
-        for p in v4 {
-            t.prefix_sets_v4.push((*p, 1u64 << id));
-        }
-        for p in v6 {
-            t.prefix_sets_v6.push((*p, 1u64 << id));
-        }
-    }
+    let backend_index = add_backends(net, &mut t);
+    let profile_index = add_profiles(net, &mut t);
+    let set_ids = add_prefix_sets(net, &mut t);
     t.names.rules = net.rules.iter().map(|r| r.name.clone()).collect();
 
-    let mut vips = std::collections::BTreeSet::new();
+    let mut vips = BTreeSet::new();
     for (si, s) in net.services.iter().enumerate() {
         let si = si as u32;
-        let gs = g * max_services + si;
+        let gs = generation as u32 * max_services + si;
         t.names.services.push(s.name.clone());
-        let (family, addr) = addr_key(s.vip);
-        if vips.insert((family, addr)) {
-            if family == FAMILY_V4 {
-                t.vips4.push(VipKey4 {
-                    addr: addr[0],
-                    generation: g,
-                });
-            } else {
-                t.vips.push(VipKey {
-                    generation,
-                    family,
-                    _pad: [0; 2],
-                    addr,
-                });
-            }
-        }
-        let proto = match (s.protocol, family) {
-            (Protocol::Udp, _) => PROTO_UDP,
-            (Protocol::Tcp, _) => PROTO_TCP,
-            (Protocol::Icmp, FAMILY_V4) => PROTO_ICMP,
-            (Protocol::Icmp, _) => PROTO_ICMPV6,
-        };
-        let ports: Vec<u16> = if s.protocol == Protocol::Icmp {
-            vec![0]
-        } else {
-            s.ports.iter().flat_map(|&(a, b)| a..=b).collect()
-        };
-        for port in ports {
-            if family == FAMILY_V4 {
-                t.services4.push((
-                    ServiceKey4 {
-                        addr: addr[0],
-                        port,
-                        proto,
-                        generation,
-                    },
-                    si,
-                ));
-            } else {
-                t.services.push((
-                    ServiceKey {
-                        generation,
-                        family,
-                        proto,
-                        _pad: 0,
-                        port,
-                        _pad2: 0,
-                        addr,
-                    },
-                    si,
-                ));
-            }
-        }
-
+        let family = add_service_keys(s, si, generation, &mut vips, &mut t);
         let own_profile = match &s.limit {
             Some(l) => {
                 let idx = t.profiles.len() as u32;
                 t.profiles.push((
-                    g * MAX_PROFILES + idx,
+                    generation as u32 * MAX_PROFILES + idx,
                     profile_entry(&format!("service:{}", s.name), l),
                 ));
                 t.names.profiles.push(format!("service:{}", s.name));
@@ -235,8 +142,6 @@ pub fn compile_edge(
             }
             None => NONE,
         };
-
-        // Rules of this service, in file order, occupy slots 0..k.
         let mut info = ServiceInfo {
             stable_id: stable_id(s.name.as_bytes()),
             profile: own_profile,
@@ -245,96 +150,20 @@ pub fn compile_edge(
             any_src_rules: 0,
             proto_rules: [0; PCLASS_COUNT],
         };
-        let mut set_slots: BTreeMap<u32, u64> = BTreeMap::new();
-        let mut slot = 0u32;
-        for (ri, r) in net.rules.iter().enumerate() {
-            if !r.applies_to(&s.name) {
-                continue;
-            }
-            if slot >= RULES_PER_SERVICE {
-                return Err(err(format!(
-                    "more than {RULES_PER_SERVICE} rules apply to service {:?}",
+        let set_slots = add_rules(net, s, gs, &set_ids, &profile_index, &mut info, &mut t)
+            .map_err(|slots| {
+                err(format!(
+                    "more than {slots} rules apply to service {:?}",
                     s.name
-                )));
-            }
-            let bit = 1u64 << slot;
-            if r.has_src() {
-                let id = set_ids[&(r.src_v4.clone(), r.src_v6.clone())];
-                *set_slots.entry(id).or_default() |= bit;
-            } else {
-                info.any_src_rules |= bit;
-            }
-            if r.protocols.is_empty() {
-                for c in 0..PCLASS_COUNT {
-                    info.proto_rules[c] |= bit;
-                }
-            } else {
-                for p in &r.protocols {
-                    info.proto_rules[pclass(*p) as usize] |= bit;
-                }
-            }
-            let mut e = RuleEntry {
-                rule_index: ri as u32,
-                profile: NONE,
-                action: match &r.action {
-                    Action::Deny => ACTION_DENY,
-                    Action::Allow => ACTION_ALLOW,
-                    Action::Limit(_) => ACTION_LIMIT,
-                },
-                ..Default::default()
-            };
-            if let Action::Limit(p) = &r.action {
-                e.profile = profile_index[p];
-            }
-            if let Some((a, b)) = r.src_ports {
-                e.flags |= RF_SPORT;
-                (e.sport_lo, e.sport_hi) = (a, b);
-            }
-            if let Some((a, b)) = r.dst_ports {
-                e.flags |= RF_DPORT;
-                (e.dport_lo, e.dport_hi) = (a, b);
-            }
-            if let Some((a, b)) = r.length {
-                e.flags |= RF_LEN;
-                (e.len_lo, e.len_hi) = (a, b);
-            }
-            if let Some((a, b)) = r.ttl {
-                e.flags |= RF_TTL;
-                (e.ttl_lo, e.ttl_hi) = (a, b);
-            }
-            if let Some((a, b)) = r.icmp_type {
-                e.flags |= RF_ICMP_TYPE;
-                (e.icmp_type_lo, e.icmp_type_hi) = (a, b);
-            }
-            if let Some((m, v)) = r.tcp_flags {
-                e.flags |= RF_TCP_FLAGS;
-                (e.tcp_flags_mask, e.tcp_flags_value) = (m, v);
-            }
-            t.rules.push((gs * RULES_PER_SERVICE + slot, e));
-            slot += 1;
-        }
-        info.rule_count = slot;
-        // Set → rules table: for each chunk of 8 sets and each byte value, the rules naming any
-        // set whose bit is on in that byte.
-        for chunk in 0..SET_CHUNKS {
-            for byte in 1..=255u32 {
-                let mut rules = 0u64;
-                for (&id, &slots) in &set_slots {
-                    if id / 8 == chunk && (byte >> (id % 8)) & 1 == 1 {
-                        rules |= slots;
-                    }
-                }
-                if rules != 0 {
-                    t.set_table.push((set_table_index(gs, chunk, byte), rules));
-                }
-            }
-        }
+                ))
+            })?;
+        add_set_table(gs, &set_slots, &mut t);
         t.service_info.push((gs, info));
 
         for (b, _) in &s.backends {
             let bi = backend_index[b.as_str()];
             t.backend_services.push(BackendServiceKey {
-                generation: g,
+                generation: generation as u32,
                 service: si,
                 addr: t.backends[bi as usize].1.addr,
             });
@@ -350,6 +179,236 @@ pub fn compile_edge(
         }
     }
     Ok(t)
+}
+
+/// Backends: index = position among backend nodes. Returns the index of each name.
+fn add_backends<'a>(net: &'a Network, t: &mut EdgeTables) -> BTreeMap<&'a str, u32> {
+    let g = t.generation as u32;
+    let mut index = BTreeMap::new();
+    for (i, b) in net.backend_nodes().enumerate() {
+        t.backends.push((
+            g * MAX_BACKENDS + i as u32,
+            Backend {
+                addr: u32::from_ne_bytes(b.address.expect("validated").octets()),
+                weight: 1,
+            },
+        ));
+        t.names.backends.push(b.name.clone());
+        index.insert(b.name.as_str(), i as u32);
+    }
+    index
+}
+
+/// The named profiles (the services' own limits follow them). Returns the index of each name.
+fn add_profiles(net: &Network, t: &mut EdgeTables) -> BTreeMap<String, u32> {
+    let g = t.generation as u32;
+    let mut index = BTreeMap::new();
+    for (i, p) in net.profiles.iter().enumerate() {
+        t.profiles.push((
+            g * MAX_PROFILES + i as u32,
+            profile_entry(&format!("profile:{}", p.name), &p.limit),
+        ));
+        index.insert(p.name.clone(), i as u32);
+        t.names.profiles.push(p.name.clone());
+    }
+    index
+}
+
+/// A rule's source list: rules with the same list share one prefix set.
+type SourceList = (Vec<Ipv4Net>, Vec<Ipv6Net>);
+
+/// Prefix sets: one per distinct source list, each prefix tagged with its set's bit. Returns
+/// the set id of each list.
+fn add_prefix_sets(net: &Network, t: &mut EdgeTables) -> BTreeMap<SourceList, u32> {
+    let mut set_ids: BTreeMap<SourceList, u32> = BTreeMap::new();
+    for r in &net.rules {
+        if r.has_src() {
+            let key = (r.src_v4.clone(), r.src_v6.clone());
+            let next = set_ids.len() as u32;
+            set_ids.entry(key).or_insert(next);
+        }
+    }
+    for ((v4, v6), id) in &set_ids {
+        for p in v4 {
+            t.prefix_sets_v4.push((*p, 1u64 << id));
+        }
+        for p in v6 {
+            t.prefix_sets_v6.push((*p, 1u64 << id));
+        }
+    }
+    set_ids
+}
+
+/// The VIP (once per address) and one key per port of service `s`. Returns its address family.
+fn add_service_keys(
+    s: &Service,
+    si: u32,
+    generation: u8,
+    vips: &mut BTreeSet<(u8, [u32; 4])>,
+    t: &mut EdgeTables,
+) -> u8 {
+    let g = generation as u32;
+    let (family, addr) = addr_key(s.vip);
+    if vips.insert((family, addr)) {
+        if family == FAMILY_V4 {
+            t.vips4.push(VipKey4 {
+                addr: addr[0],
+                generation: g,
+            });
+        } else {
+            t.vips.push(VipKey {
+                generation,
+                family,
+                _pad: [0; 2],
+                addr,
+            });
+        }
+    }
+    let proto = match (s.protocol, family) {
+        (Protocol::Udp, _) => PROTO_UDP,
+        (Protocol::Tcp, _) => PROTO_TCP,
+        (Protocol::Icmp, FAMILY_V4) => PROTO_ICMP,
+        (Protocol::Icmp, _) => PROTO_ICMPV6,
+    };
+    let ports: Vec<u16> = if s.protocol == Protocol::Icmp {
+        vec![0]
+    } else {
+        s.ports.iter().flat_map(|&(a, b)| a..=b).collect()
+    };
+    for port in ports {
+        if family == FAMILY_V4 {
+            t.services4.push((
+                ServiceKey4 {
+                    addr: addr[0],
+                    port,
+                    proto,
+                    generation,
+                },
+                si,
+            ));
+        } else {
+            t.services.push((
+                ServiceKey {
+                    generation,
+                    family,
+                    proto,
+                    _pad: 0,
+                    port,
+                    _pad2: 0,
+                    addr,
+                },
+                si,
+            ));
+        }
+    }
+    family
+}
+
+/// The rules of service `s` (generation-service index `gs`), in file order, in slots 0..k; fills
+/// `info`'s rule count and bitmaps. Returns the rule slots naming each prefix set, or
+/// `Err(RULES_PER_SERVICE)` when more rules than that apply.
+fn add_rules(
+    net: &Network,
+    s: &Service,
+    gs: u32,
+    set_ids: &BTreeMap<SourceList, u32>,
+    profile_index: &BTreeMap<String, u32>,
+    info: &mut ServiceInfo,
+    t: &mut EdgeTables,
+) -> Result<BTreeMap<u32, u64>, u32> {
+    let mut set_slots: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut slot = 0u32;
+    for (ri, r) in net.rules.iter().enumerate() {
+        if !r.applies_to(&s.name) {
+            continue;
+        }
+        if slot >= RULES_PER_SERVICE {
+            return Err(RULES_PER_SERVICE);
+        }
+        let bit = 1u64 << slot;
+        if r.has_src() {
+            let id = set_ids[&(r.src_v4.clone(), r.src_v6.clone())];
+            *set_slots.entry(id).or_default() |= bit;
+        } else {
+            info.any_src_rules |= bit;
+        }
+        if r.protocols.is_empty() {
+            for c in 0..PCLASS_COUNT {
+                info.proto_rules[c] |= bit;
+            }
+        } else {
+            for p in &r.protocols {
+                info.proto_rules[pclass(*p) as usize] |= bit;
+            }
+        }
+        t.rules.push((
+            gs * RULES_PER_SERVICE + slot,
+            rule_entry(ri, r, profile_index),
+        ));
+        slot += 1;
+    }
+    info.rule_count = slot;
+    Ok(set_slots)
+}
+
+/// The kernel's form of rule `r` (number `ri` in the file).
+fn rule_entry(ri: usize, r: &Rule, profile_index: &BTreeMap<String, u32>) -> RuleEntry {
+    let mut e = RuleEntry {
+        rule_index: ri as u32,
+        profile: NONE,
+        action: match &r.action {
+            Action::Deny => ACTION_DENY,
+            Action::Allow => ACTION_ALLOW,
+            Action::Limit(_) => ACTION_LIMIT,
+        },
+        ..Default::default()
+    };
+    if let Action::Limit(p) = &r.action {
+        e.profile = profile_index[p];
+    }
+    if let Some((a, b)) = r.src_ports {
+        e.flags |= RF_SPORT;
+        (e.sport_lo, e.sport_hi) = (a, b);
+    }
+    if let Some((a, b)) = r.dst_ports {
+        e.flags |= RF_DPORT;
+        (e.dport_lo, e.dport_hi) = (a, b);
+    }
+    if let Some((a, b)) = r.length {
+        e.flags |= RF_LEN;
+        (e.len_lo, e.len_hi) = (a, b);
+    }
+    if let Some((a, b)) = r.ttl {
+        e.flags |= RF_TTL;
+        (e.ttl_lo, e.ttl_hi) = (a, b);
+    }
+    if let Some((a, b)) = r.icmp_type {
+        e.flags |= RF_ICMP_TYPE;
+        (e.icmp_type_lo, e.icmp_type_hi) = (a, b);
+    }
+    if let Some((m, v)) = r.tcp_flags {
+        e.flags |= RF_TCP_FLAGS;
+        (e.tcp_flags_mask, e.tcp_flags_value) = (m, v);
+    }
+    e
+}
+
+/// Set → rules table of one service: for each chunk of 8 sets and each byte value, the rules
+/// naming any set whose bit is on in that byte (non-zero entries only).
+fn add_set_table(gs: u32, set_slots: &BTreeMap<u32, u64>, t: &mut EdgeTables) {
+    for chunk in 0..SET_CHUNKS {
+        for byte in 1..=255u32 {
+            let mut rules = 0u64;
+            for (&id, &slots) in set_slots {
+                if id / 8 == chunk && (byte >> (id % 8)) & 1 == 1 {
+                    rules |= slots;
+                }
+            }
+            if rules != 0 {
+                t.set_table.push((set_table_index(gs, chunk, byte), rules));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
