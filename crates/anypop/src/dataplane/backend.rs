@@ -263,10 +263,10 @@ impl BackendPlane {
     }
 
     /// Counters by verdict reason, summed over CPUs.
-    pub fn snapshot(&mut self) -> Result<crate::telemetry::Snapshot, DataplaneError> {
+    pub fn snapshot(&mut self) -> Result<super::counters::Snapshot, DataplaneError> {
         let m: PerCpuArray<&mut MapData, Counter> =
             PerCpuArray::try_from(self.map("B_COUNTERS")?).map_err(|e| map_err("B_COUNTERS", e))?;
-        let by_reason = crate::telemetry::sum_per_cpu(&m).map_err(|e| map_err("B_COUNTERS", e))?;
-        Ok(crate::telemetry::Snapshot { by_reason })
+        let by_reason = super::counters::sum_per_cpu(&m).map_err(|e| map_err("B_COUNTERS", e))?;
+        Ok(super::counters::Snapshot { by_reason })
     }
 }

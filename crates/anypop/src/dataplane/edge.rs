@@ -449,8 +449,8 @@ impl Edge {
     }
 
     /// Counters by verdict reason, summed over CPUs.
-    pub fn snapshot(&mut self) -> Result<crate::telemetry::Snapshot, DataplaneError> {
-        Ok(crate::telemetry::Snapshot {
+    pub fn snapshot(&mut self) -> Result<super::counters::Snapshot, DataplaneError> {
+        Ok(super::counters::Snapshot {
             by_reason: self.counters("COUNTERS")?,
         })
     }
@@ -459,7 +459,7 @@ impl Edge {
     pub fn counters(&mut self, map: &str) -> Result<Vec<Counter>, DataplaneError> {
         let m: PerCpuArray<&mut MapData, Counter> =
             PerCpuArray::try_from(self.map(map)?).map_err(|e| map_err(map, e))?;
-        crate::telemetry::sum_per_cpu(&m).map_err(|e| map_err(map, e))
+        super::counters::sum_per_cpu(&m).map_err(|e| map_err(map, e))
     }
 
     /// Entries in the flow table and in the rate-limit bucket table (their fill levels).

@@ -1,6 +1,7 @@
 //! Load, pin, attach the kernel programs and fill their maps.
 pub mod backend;
 pub mod baseline;
+pub mod counters;
 pub mod edge;
 pub mod links;
 pub(crate) mod maps;
