@@ -176,8 +176,8 @@ impl Edge {
     /// The live generation slot and its switch counter.
     pub fn control(&mut self) -> Result<Control, DataplaneError> {
         let m: Array<&mut MapData, Control> =
-            Array::try_from(self.map("CONTROL")?).map_err(|e| map_err("CONTROL", e))?;
-        m.get(&0, 0).map_err(|e| map_err("CONTROL", e))
+            Array::try_from(self.map("CONTROL")?).map_err(map_err("CONTROL"))?;
+        m.get(&0, 0).map_err(map_err("CONTROL"))
     }
 
     /// The slot a new config is written to: the one that is not live.
@@ -192,10 +192,10 @@ impl Edge {
     pub fn apply(&mut self, tables: &EdgeTables) -> Result<Applied, DataplaneError> {
         let standby = self.standby_generation()?;
         if tables.generation != standby {
-            return Err(DataplaneError::Map(format!(
-                "tables were compiled for slot {}, but the standby slot is {standby}",
-                tables.generation
-            )));
+            return Err(DataplaneError::WrongSlot {
+                compiled: tables.generation,
+                standby,
+            });
         }
         let image = EdgeImage::build(tables, self.sizes.max_services)?;
         self.write(image)
@@ -333,14 +333,17 @@ impl Edge {
     ) -> Result<(), DataplaneError> {
         {
             let mut m: HashMap<&mut MapData, u32, IfaceInfo> =
-                HashMap::try_from(self.map("IFACES")?).map_err(|e| map_err("IFACES", e))?;
+                HashMap::try_from(self.map("IFACES")?).map_err(map_err("IFACES"))?;
             m.insert(ifindex, IfaceInfo { mac, mtu }, 0)
-                .map_err(|e| map_err("IFACES", e))?;
+                .map_err(map_err("IFACES"))?;
         }
         let mut d: DevMapHash<&mut MapData> =
-            DevMapHash::try_from(self.map("TX_PORTS")?).map_err(|e| map_err("TX_PORTS", e))?;
+            DevMapHash::try_from(self.map("TX_PORTS")?).map_err(map_err("TX_PORTS"))?;
         d.insert(ifindex, ifindex, None, 0)
-            .map_err(|e| map_err("TX_PORTS", e))?;
+            .map_err(|source| DataplaneError::XdpMap {
+                map: "TX_PORTS".into(),
+                source,
+            })?;
         Ok(())
     }
 
@@ -412,7 +415,10 @@ impl Edge {
         let link = self
             .program_mut()
             .take_link(id)
-            .map_err(|e| map_err("take link", e))?;
+            .map_err(|source| DataplaneError::Program {
+                what: "take link",
+                source,
+            })?;
         link.try_into().map_err(|e| DataplaneError::Attach {
             ifname: ifname.to_owned(),
             detail: format!(
@@ -444,7 +450,10 @@ impl Edge {
         let info = self
             .program()
             .info()
-            .map_err(|e| map_err("program info", e))?;
+            .map_err(|source| DataplaneError::Program {
+                what: "reading the program's info",
+                source,
+            })?;
         Ok((info.run_time().as_nanos() as u64, info.run_count()))
     }
 
@@ -458,20 +467,20 @@ impl Edge {
     /// Sum over CPUs of a per-CPU counter array.
     pub fn counters(&mut self, map: &str) -> Result<Vec<Counter>, DataplaneError> {
         let m: PerCpuArray<&mut MapData, Counter> =
-            PerCpuArray::try_from(self.map(map)?).map_err(|e| map_err(map, e))?;
-        super::counters::sum_per_cpu(&m).map_err(|e| map_err(map, e))
+            PerCpuArray::try_from(self.map(map)?).map_err(map_err(map))?;
+        super::counters::sum_per_cpu(&m).map_err(map_err(map))
     }
 
     /// Entries in the flow table and in the rate-limit bucket table (their fill levels).
     pub fn state_fill(&mut self) -> Result<(usize, usize), DataplaneError> {
         let flows = {
             let m: HashMap<&mut MapData, FlowKey, FlowValue> =
-                HashMap::try_from(self.map("FLOWS")?).map_err(|e| map_err("FLOWS", e))?;
+                HashMap::try_from(self.map("FLOWS")?).map_err(map_err("FLOWS"))?;
             m.keys().count()
         };
         let buckets = {
             let m: HashMap<&mut MapData, BucketKey, Bucket> =
-                HashMap::try_from(self.map("BUCKETS")?).map_err(|e| map_err("BUCKETS", e))?;
+                HashMap::try_from(self.map("BUCKETS")?).map_err(map_err("BUCKETS"))?;
             m.keys().count()
         };
         Ok((flows, buckets))
@@ -512,12 +521,15 @@ fn verifier_text(e: &aya::programs::ProgramError) -> String {
 /// what a program costs per packet is invisible to `top`. Statistics cost a little on every run,
 /// so they are on only while someone is measuring.
 pub fn enable_cost_stats() -> Result<std::os::fd::OwnedFd, DataplaneError> {
-    aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| map_err("BPF_ENABLE_STATS", e))
+    aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(DataplaneError::Stats)
 }
 
 /// The number of CPU ids the kernel may run the program on: the flow cache holds a part per CPU.
 fn possible_cpus() -> Result<u32, DataplaneError> {
     aya::util::nr_cpus()
         .map(|n| n as u32)
-        .map_err(|(path, e)| DataplaneError::Load(format!("reading {path}: {e}")))
+        .map_err(|(path, source)| DataplaneError::PossibleCpus {
+            path: path.to_owned(),
+            source,
+        })
 }

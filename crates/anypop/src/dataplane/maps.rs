@@ -7,20 +7,26 @@ use std::{
 
 use aya::{
     Ebpf, Pod,
-    maps::{Array, HashMap, LpmTrie, Map, MapData, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, lpm_trie::Key},
 };
 
 use super::DataplaneError;
 use crate::compile::LpmKey;
 
-pub(crate) fn map_err(what: &str, e: impl std::fmt::Display) -> DataplaneError {
-    DataplaneError::Map(format!("{what}: {e}"))
+/// `.map_err(map_err(name))`: an error of map `name`, with aya's error (and its errno) as source.
+pub(crate) fn map_err(name: &str) -> impl Fn(MapError) -> DataplaneError + '_ {
+    move |source| DataplaneError::Map {
+        map: name.to_owned(),
+        source,
+    }
 }
 
 /// The map `name` of a loaded object.
 pub(crate) fn map<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Map, DataplaneError> {
     ebpf.map_mut(name)
-        .ok_or_else(|| DataplaneError::Map(format!("map {name} missing")))
+        .ok_or_else(|| DataplaneError::MapMissing {
+            map: name.to_owned(),
+        })
 }
 
 /// Inserts entries into a hash map.
@@ -30,9 +36,9 @@ pub(crate) fn put_hash<K: Pod, V: Pod>(
     entries: impl IntoIterator<Item = (K, V)>,
 ) -> Result<(), DataplaneError> {
     let mut m: HashMap<&mut MapData, K, V> =
-        HashMap::try_from(map(ebpf, name)?).map_err(|e| map_err(name, e))?;
+        HashMap::try_from(map(ebpf, name)?).map_err(map_err(name))?;
     for (k, v) in entries {
-        m.insert(k, v, 0).map_err(|e| map_err(name, e))?;
+        m.insert(k, v, 0).map_err(map_err(name))?;
     }
     Ok(())
 }
@@ -43,10 +49,9 @@ pub(crate) fn put_array<V: Pod>(
     name: &str,
     entries: impl IntoIterator<Item = (u32, V)>,
 ) -> Result<(), DataplaneError> {
-    let mut m: Array<&mut MapData, V> =
-        Array::try_from(map(ebpf, name)?).map_err(|e| map_err(name, e))?;
+    let mut m: Array<&mut MapData, V> = Array::try_from(map(ebpf, name)?).map_err(map_err(name))?;
     for (i, v) in entries {
-        m.set(i, v, 0).map_err(|e| map_err(name, e))?;
+        m.set(i, v, 0).map_err(map_err(name))?;
     }
     Ok(())
 }
@@ -58,7 +63,7 @@ pub(crate) fn clear_hash<K: Pod, V: Pod>(
     belongs: impl Fn(&K) -> bool,
 ) -> Result<(), DataplaneError> {
     let mut m: HashMap<&mut MapData, K, V> =
-        HashMap::try_from(map(ebpf, name)?).map_err(|e| map_err(name, e))?;
+        HashMap::try_from(map(ebpf, name)?).map_err(map_err(name))?;
     let keys: Vec<K> = m
         .keys()
         .filter_map(Result::ok)
@@ -77,7 +82,7 @@ pub(crate) fn clear_lpm<D: Pod>(
     belongs: impl Fn(&D) -> bool,
 ) -> Result<(), DataplaneError> {
     let mut m: LpmTrie<&mut MapData, D, u64> =
-        LpmTrie::try_from(map(ebpf, name)?).map_err(|e| map_err(name, e))?;
+        LpmTrie::try_from(map(ebpf, name)?).map_err(map_err(name))?;
     let keys: Vec<Key<D>> = m
         .keys()
         .filter_map(Result::ok)
@@ -124,12 +129,12 @@ pub(crate) fn write_trie<D: Pod + Ord>(
     let (gone, changed) = trie_delta(old, new);
     let key = |k: &LpmKey<D>| Key::new(k.prefix_len, k.data);
     let mut m: LpmTrie<&mut MapData, D, u64> =
-        LpmTrie::try_from(map(ebpf, name)?).map_err(|e| map_err(name, e))?;
+        LpmTrie::try_from(map(ebpf, name)?).map_err(map_err(name))?;
     for k in &gone {
         let _ = m.remove(&key(k));
     }
     for (k, bits) in &changed {
-        m.insert(&key(k), *bits, 0).map_err(|e| map_err(name, e))?;
+        m.insert(&key(k), *bits, 0).map_err(map_err(name))?;
     }
     Ok(gone.len() + changed.len())
 }
@@ -147,7 +152,12 @@ pub(crate) fn with_mapped_half(
 ) -> Result<(), DataplaneError> {
     let fd = match map(ebpf, name)? {
         Map::Array(d) => d.fd().as_fd().as_raw_fd(),
-        _ => return Err(DataplaneError::Map(format!("{name} is not an array"))),
+        _ => {
+            return Err(DataplaneError::MapKind {
+                map: name.to_owned(),
+                expected: "an array",
+            });
+        }
     };
     let entries = half * anypop_common::layout::GENERATIONS as usize;
     let len = entries * 8;
@@ -162,10 +172,10 @@ pub(crate) fn with_mapped_half(
         )
     };
     if base == libc::MAP_FAILED {
-        return Err(DataplaneError::Map(format!(
-            "mmap {name}: {}",
-            std::io::Error::last_os_error()
-        )));
+        return Err(DataplaneError::Mmap {
+            map: name.to_owned(),
+            source: std::io::Error::last_os_error(),
+        });
     }
     // SAFETY: the mapping is `len` bytes, page aligned, and only this process writes the
     // standby part of it; the program reads the live part concurrently.
