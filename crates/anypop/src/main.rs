@@ -318,15 +318,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             node,
             strict,
         } => {
-            let mut net = config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut net = config::load(&config)?;
             if strict {
-                net = net.strict().map_err(|e| anyhow::anyhow!("{e}"))?;
+                net = net.strict()?;
             }
             for w in net.warning_lines() {
                 eprintln!("warning: {w}");
             }
             if let Some(node) = node {
-                let role = net.node(&node).map_err(|e| anyhow::anyhow!("{e}"))?.role;
+                let role = net.node(&node)?.role;
                 let compiled = match role {
                     config::Role::Pop => {
                         compile::compile_edge(&net, &node, 0, anypop_common::layout::MAX_SERVICES)
@@ -334,7 +334,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     }
                     config::Role::Backend => compile::compile_backend(&net, &node).map(|_| ()),
                 };
-                compiled.map_err(|e| anyhow::anyhow!("{e}"))?;
+                compiled?;
             }
             println!("{}: OK — {}", config.display(), daemon::describe(&net));
             Ok(())
@@ -427,8 +427,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             pin_root,
             allow_restart_needed,
         } => {
-            let net = config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let role = net.node(&node).map_err(|e| anyhow::anyhow!("{e}"))?.role;
+            let net = config::load(&config)?;
+            let role = net.node(&node)?.role;
             let compiled = match role {
                 config::Role::Pop => {
                     compile::compile_edge(&net, &node, 0, anypop_common::layout::MAX_SERVICES)
@@ -436,7 +436,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 }
                 config::Role::Backend => compile::compile_backend(&net, &node).map(|_| ()),
             };
-            compiled.map_err(|e| anyhow::anyhow!("{e}"))?;
+            compiled?;
             let abs = std::fs::canonicalize(&config)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
             let answer = daemon::control::ask(
@@ -710,13 +710,12 @@ fn pop_names(
     cfg: &std::path::Path,
     node: &str,
 ) -> anyhow::Result<Option<(compile::Names, Option<String>)>> {
-    let net = config::load(cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let n = net.node(node).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let net = config::load(cfg)?;
+    let n = net.node(node)?;
     if n.role != config::Role::Pop {
         return Ok(None);
     }
-    let t = compile::compile_edge(&net, node, 0, anypop_common::layout::MAX_SERVICES)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let t = compile::compile_edge(&net, node, 0, anypop_common::layout::MAX_SERVICES)?;
     Ok(Some((t.names, n.interfaces.first().cloned())))
 }
 

@@ -85,7 +85,7 @@ fn on_cpu(
         .map(|i| {
             map.get(&i, 0)
                 .map(|v| v.get(cpu).map_or(0, |c| c.packets))
-                .map_err(|e| anyhow!("reading counters: {e}"))
+                .context("reading counters")
         })
         .collect()
 }
