@@ -2,10 +2,10 @@
 //! attach, count.
 use std::path::{Path, PathBuf};
 
-use anypop_common::layout::{BackendSettings, Counter, ServiceKey4};
+use anypop_common::layout::Counter;
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray},
+    maps::{MapData, PerCpuArray},
     programs::{
         SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::FdLink,
@@ -14,7 +14,11 @@ use aya::{
     },
 };
 
-use super::{DataplaneError, edge::AttachMode, maps::map_err};
+use super::{
+    DataplaneError,
+    edge::AttachMode,
+    maps::{self, map_err},
+};
 use crate::compile::BackendTables;
 
 static BACKEND_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/backend"));
@@ -89,39 +93,9 @@ impl BackendPlane {
 
     /// Replaces the backend's tables (address, allowed POPs, services).
     pub fn apply(&mut self, t: &BackendTables) -> Result<(), DataplaneError> {
-        {
-            let mut m: HashMap<&mut MapData, ServiceKey4, u32> =
-                HashMap::try_from(self.map("B_SERVICES")?).map_err(map_err("B_SERVICES"))?;
-            let old: Vec<ServiceKey4> = m
-                .keys()
-                .filter_map(Result::ok)
-                .filter(|k| !t.services.contains(k))
-                .collect();
-            for k in &t.services {
-                m.insert(k, 1, 0).map_err(map_err("B_SERVICES"))?;
-            }
-            for k in old {
-                let _ = m.remove(&k);
-            }
-        }
-        {
-            let mut m: HashMap<&mut MapData, u32, u32> =
-                HashMap::try_from(self.map("B_POPS")?).map_err(map_err("B_POPS"))?;
-            let old: Vec<u32> = m
-                .keys()
-                .filter_map(Result::ok)
-                .filter(|k| !t.pops.contains(k))
-                .collect();
-            for k in &t.pops {
-                m.insert(k, 1, 0).map_err(map_err("B_POPS"))?;
-            }
-            for k in old {
-                let _ = m.remove(&k);
-            }
-        }
-        let mut m: Array<&mut MapData, BackendSettings> =
-            Array::try_from(self.map("B_SETTINGS")?).map_err(map_err("B_SETTINGS"))?;
-        m.set(0, t.settings, 0).map_err(map_err("B_SETTINGS"))
+        maps::set_hash_keys(&mut self.ebpf, "B_SERVICES", &t.services, 1u32)?;
+        maps::set_hash_keys(&mut self.ebpf, "B_POPS", &t.pops, 1u32)?;
+        maps::put_array(&mut self.ebpf, "B_SETTINGS", [(0, t.settings)])
     }
 
     /// Attaches `decap` (native XDP; generic only if allowed) and `dsr` (TC egress, TCX), and

@@ -1,7 +1,8 @@
 //! Writing a program's maps: entries into hash maps and arrays, one LPM-trie writer for both
 //! address families (it applies a diff), and whole array halves through a memory mapping.
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashSet},
+    hash::Hash,
     os::fd::{AsFd, AsRawFd},
 };
 
@@ -52,6 +53,31 @@ pub(crate) fn put_array<V: Pod>(
     let mut m: Array<&mut MapData, V> = Array::try_from(map(ebpf, name)?).map_err(map_err(name))?;
     for (i, v) in entries {
         m.set(i, v, 0).map_err(map_err(name))?;
+    }
+    Ok(())
+}
+
+/// Makes the hash map `name` hold exactly `keys`, each with `value`: every key is (re)written,
+/// then the keys not in `keys` are removed.
+pub(crate) fn set_hash_keys<K: Pod + Eq + Hash, V: Pod>(
+    ebpf: &mut Ebpf,
+    name: &str,
+    keys: &[K],
+    value: V,
+) -> Result<(), DataplaneError> {
+    let wanted: HashSet<K> = keys.iter().copied().collect();
+    let mut m: HashMap<&mut MapData, K, V> =
+        HashMap::try_from(map(ebpf, name)?).map_err(map_err(name))?;
+    let old: Vec<K> = m
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| !wanted.contains(k))
+        .collect();
+    for k in keys {
+        m.insert(k, value, 0).map_err(map_err(name))?;
+    }
+    for k in old {
+        let _ = m.remove(&k);
     }
     Ok(())
 }
