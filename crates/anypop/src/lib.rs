@@ -1,11 +1,13 @@
 //! anypop: anycast game-server protection and forwarding with XDP.
 //!
 //! One module per concern (see `docs/ARCHITECTURE.md`):
-//! - [`config`]: parse and validate the network file, compile it into kernel map entries.
+//! - [`config`]: parse and validate the network file.
+//! - [`compile`]: the network file → the exact kernel tables of one node, pure and host-tested.
 //! - [`dataplane`]: load, pin, attach the kernel programs and fill their maps.
 //! - [`telemetry`]: read the per-verdict counters and format them.
 //! - [`doctor`]: `anypop doctor`, the pre-deployment checks of a machine.
 pub mod bench;
+pub mod compile;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;

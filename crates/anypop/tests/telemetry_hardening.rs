@@ -16,7 +16,7 @@ use std::{
 };
 
 use anypop::{
-    config,
+    compile, config,
     dataplane::edge::{Edge, EdgeSizes},
     telemetry::{
         capture::{LEASE_SECS, create_output},
@@ -301,7 +301,7 @@ struct Pop {
     edge: Option<Edge>,
     root: PathBuf,
     dir: PathBuf,
-    names: config::compile::Names,
+    names: compile::Names,
 }
 
 impl Drop for Pop {
@@ -334,8 +334,7 @@ impl Pop {
         };
         let mut edge = Edge::load(&dir, sizes).unwrap_or_else(|e| panic!("{e}"));
         let slot = edge.standby_generation().unwrap();
-        let tables =
-            config::compile::compile_edge(&net, "pop-1", slot, edge.sizes.max_services).unwrap();
+        let tables = compile::compile_edge(&net, "pop-1", slot, edge.sizes.max_services).unwrap();
         pop.names = tables.names.clone();
         edge.apply(&tables).unwrap();
         edge.add_interface(lab.a0, lab.a0_mac, 1500).unwrap();

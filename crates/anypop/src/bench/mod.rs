@@ -20,7 +20,7 @@ use anyhow::{Context, anyhow, bail};
 pub mod throughput;
 
 use crate::{
-    config,
+    compile, config,
     dataplane::{
         backend::BackendPlane,
         baseline::Baseline,
@@ -237,15 +237,14 @@ fn backend_plane(
     name: &str,
     guards: &mut Vec<PinGuard>,
 ) -> anyhow::Result<BackendPlane> {
-    let net = config::parse(network, "bench.toml", std::path::Path::new("."))
-        .map_err(|e| anyhow!("{e}"))?;
+    let net = config::parse(network, "bench.toml", std::path::Path::new("."))?;
     let pins = std::path::PathBuf::from(format!(
         "/sys/fs/bpf/anypop-bench-{}-{name}",
         std::process::id()
     ));
     guards.push(PinGuard(pins.clone()));
     let mut plane = BackendPlane::load(&pins)?;
-    plane.apply(&config::compile::compile_backend(&net, "be-1").map_err(|e| anyhow!("{e}"))?)?;
+    plane.apply(&compile::compile_backend(&net, "be-1")?)?;
     Ok(plane)
 }
 
@@ -270,7 +269,7 @@ fn xdp_filter_prog(ns: &Netns) -> anyhow::Result<aya::programs::ProgramFd> {
     run_cmd(&["ip", "netns", "exec", &ns.name, "sh", "-c", script])?;
     let mut best: Option<aya::programs::ProgramInfo> = None;
     for p in aya::programs::loaded_programs() {
-        let p = p.map_err(|e| anyhow!("listing programs: {e}"))?;
+        let p = p.context("listing programs")?;
         if p.name_as_str() == Some("xdpfilt_alw_ip")
             && best.as_ref().is_none_or(|b| b.id() < p.id())
         {
@@ -332,11 +331,10 @@ pub fn run(iterations: u32, repeat: u32, prefix_counts: &[usize]) -> anyhow::Res
         // Every program stays loaded for the whole run, so the measurements can be interleaved:
         // on a shared VM the noise then falls on all of them alike.
         let base = Baseline::load()?;
-        let fd_of = |p: &aya::programs::Xdp| -> anyhow::Result<i32> {
-            Ok(p.fd().map_err(|e| anyhow!("{e}"))?.as_fd().as_raw_fd())
-        };
+        let fd_of =
+            |p: &aya::programs::Xdp| -> anyhow::Result<i32> { Ok(p.fd()?.as_fd().as_raw_fd()) };
         let fd_of_tc = |p: &aya::programs::SchedClassifier| -> anyhow::Result<i32> {
-            Ok(p.fd().map_err(|e| anyhow!("{e}"))?.as_fd().as_raw_fd())
+            Ok(p.fd()?.as_fd().as_raw_fd())
         };
         let mut cases: Vec<Case> = vec![
             Case::new(
@@ -375,8 +373,7 @@ pub fn run(iterations: u32, repeat: u32, prefix_counts: &[usize]) -> anyhow::Res
         for &n in &counts {
             let file = dir.join(format!("prefixes-{n}.txt"));
             write_prefixes(&file, n)?;
-            let net = config::parse(&network(file.to_str().unwrap()), "bench.toml", &dir)
-                .map_err(|e| anyhow!("{e}"))?;
+            let net = config::parse(&network(file.to_str().unwrap()), "bench.toml", &dir)?;
             let pins = std::path::PathBuf::from(format!(
                 "/sys/fs/bpf/anypop-bench-{}-{n}",
                 std::process::id()
@@ -392,8 +389,7 @@ pub fn run(iterations: u32, repeat: u32, prefix_counts: &[usize]) -> anyhow::Res
             )?;
             let slot = edge.standby_generation()?;
             let t0 = Instant::now();
-            let tables = config::compile::compile_edge(&net, "pop-1", slot, 4)
-                .map_err(|e| anyhow!("{e}"))?;
+            let tables = compile::compile_edge(&net, "pop-1", slot, 4)?;
             edge.apply(&tables)?;
             eprintln!(
                 "  {n} prefixes compiled and loaded in {:.2} s",
@@ -638,18 +634,19 @@ pub fn apply_at_scale(
     let result = (|| -> anyhow::Result<ScaleApply> {
         let mut edge = Edge::load(&pins.0, EdgeSizes::default())?;
         // A first generation, so the timed one replaces a live config as an apply would.
-        let net = config::parse(&text, "scale.toml", &dir).map_err(|e| anyhow!("{e}"))?;
+        let net = config::parse(&text, "scale.toml", &dir)?;
         let slot = edge.standby_generation()?;
-        edge.apply(
-            &config::compile::compile_edge(&net, "pop-1", slot, edge.sizes.max_services)
-                .map_err(|e| anyhow!("{e}"))?,
-        )?;
+        edge.apply(&compile::compile_edge(
+            &net,
+            "pop-1",
+            slot,
+            edge.sizes.max_services,
+        )?)?;
         let t0 = Instant::now();
-        let net = config::parse(&text, "scale.toml", &dir).map_err(|e| anyhow!("{e}"))?;
+        let net = config::parse(&text, "scale.toml", &dir)?;
         let t1 = Instant::now();
         let slot = edge.standby_generation()?;
-        let tables = config::compile::compile_edge(&net, "pop-1", slot, edge.sizes.max_services)
-            .map_err(|e| anyhow!("{e}"))?;
+        let tables = compile::compile_edge(&net, "pop-1", slot, edge.sizes.max_services)?;
         let t2 = Instant::now();
         edge.apply(&tables)?;
         let t3 = Instant::now();
@@ -659,10 +656,9 @@ pub fn apply_at_scale(
         list.push_str("100.99.0.0/16\n");
         std::fs::write(&file, list)?;
         let t4 = Instant::now();
-        let net = config::parse(&text, "scale.toml", &dir).map_err(|e| anyhow!("{e}"))?;
+        let net = config::parse(&text, "scale.toml", &dir)?;
         let slot = edge.standby_generation()?;
-        let tables = config::compile::compile_edge(&net, "pop-1", slot, edge.sizes.max_services)
-            .map_err(|e| anyhow!("{e}"))?;
+        let tables = compile::compile_edge(&net, "pop-1", slot, edge.sizes.max_services)?;
         let small = edge.apply(&tables)?;
         let t5 = Instant::now();
         Ok(ScaleApply {

@@ -763,8 +763,7 @@ fn worker(
         None => None,
     };
 
-    let net = config::parse(NETWORK, "throughput.toml", std::path::Path::new("."))
-        .map_err(|e| anyhow!("{e}"))?;
+    let net = config::parse(NETWORK, "throughput.toml", std::path::Path::new("."))?;
     let mut bench = Bench {
         gen_ns,
         dut_ns,

@@ -11,7 +11,7 @@ use std::{
 };
 
 use anyhow::Context;
-use anypop::config::{self, compile::Names};
+use anypop::{compile::Names, config};
 
 /// Where the network file lives on a deployed node (the Debian package's place for it).
 pub const DEFAULT_CONFIG: &str = "/etc/anypop/network.toml";
@@ -30,10 +30,10 @@ pub fn load_network(path: &Path) -> anyhow::Result<config::Network> {
 pub fn compile_node(net: &config::Network, node: &str) -> anyhow::Result<()> {
     match net.node(node)?.role {
         config::Role::Pop => {
-            anypop::config::compile::compile_edge(net, node, 0, anypop_common::layout::MAX_SERVICES)
+            anypop::compile::compile_edge(net, node, 0, anypop_common::layout::MAX_SERVICES)
                 .map(|_| ())?
         }
-        config::Role::Backend => anypop::config::compile::compile_backend(net, node).map(|_| ())?,
+        config::Role::Backend => anypop::compile::compile_backend(net, node).map(|_| ())?,
     }
     Ok(())
 }
@@ -46,8 +46,7 @@ pub fn pop_names(cfg: &Path, node: &str) -> anyhow::Result<Option<(Names, Option
     if n.role != config::Role::Pop {
         return Ok(None);
     }
-    let t =
-        anypop::config::compile::compile_edge(&net, node, 0, anypop_common::layout::MAX_SERVICES)?;
+    let t = anypop::compile::compile_edge(&net, node, 0, anypop_common::layout::MAX_SERVICES)?;
     Ok(Some((t.names, n.interfaces.first().cloned())))
 }
 

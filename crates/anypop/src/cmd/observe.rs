@@ -11,7 +11,7 @@ use super::{pop_names, require_root, stop_on_signals};
 fn edge_names(
     cfg: &std::path::Path,
     node: &str,
-) -> anyhow::Result<(anypop::config::compile::Names, Option<String>)> {
+) -> anyhow::Result<(anypop::compile::Names, Option<String>)> {
     pop_names(cfg, node)?.ok_or_else(|| {
         anyhow::anyhow!("node {node} is a backend; trace and capture work on a POP's edge program")
     })

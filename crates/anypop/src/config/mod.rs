@@ -7,9 +7,9 @@
 //! - [`names`]: what a name may be (also for `--node` on the command line), and short excerpts
 //!   of bad input for messages;
 //! - [`read`]: bounded reads of regular files only (the network file, `src_file`s, and for other
-//!   modules, e.g. a capture);
-//! - [`compile`]: [`Network`] → kernel map entries for one node and one generation slot.
-pub mod compile;
+//!   modules, e.g. a capture).
+//!
+//! Turning a [`Network`] into kernel tables is the next layer's job: [`crate::compile`].
 pub mod names;
 mod nodes;
 pub mod raw;
@@ -17,7 +17,7 @@ pub mod read;
 mod rules;
 mod services;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 pub mod validate;
 pub mod values;
 

@@ -30,9 +30,8 @@ impl BackendNode {
     /// Loads and attaches the backend programs for `node`, and makes sure game servers can bind
     /// the VIPs (each is added to `lo` as a /32 unless already there).
     pub fn start_with(net: &Network, node: &str, pin_root: &Path) -> anyhow::Result<BackendNode> {
-        let n = net.node(node).map_err(|e| anyhow!("{e}"))?;
-        let tables =
-            crate::config::compile::compile_backend(net, node).map_err(|e| anyhow!("{e}"))?;
+        let n = net.node(node)?;
+        let tables = crate::compile::compile_backend(net, node)?;
         let ifname = n.interfaces.first().cloned().unwrap_or_default();
         ifindex(&ifname, node)?;
         let fwd = std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{ifname}/forwarding"))
@@ -100,8 +99,7 @@ impl BackendNode {
     /// added to `lo`, VIPs anypop added that are served no more are removed; a failure leaves the
     /// running tables as they were.
     pub fn apply(&mut self, net: &Network) -> anyhow::Result<()> {
-        let tables =
-            crate::config::compile::compile_backend(net, &self.node).map_err(|e| anyhow!("{e}"))?;
+        let tables = crate::compile::compile_backend(net, &self.node)?;
         self.plane.apply(&tables)?;
         self.sync_vips(&tables.vips)
     }

@@ -10,7 +10,8 @@ use anyhow::{anyhow, bail};
 
 use super::explain_other_layouts;
 use crate::{
-    config::{Network, Role, compile::compile_edge},
+    compile::compile_edge,
+    config::{Network, Role},
     dataplane::{
         edge::{AttachMode, Edge, EdgeSizes},
         node_pin_dir,
@@ -48,7 +49,7 @@ pub struct Pop {
     /// Whether the node may fall back to generic XDP (as started: changing it takes a restart).
     allow_generic: bool,
     /// Names behind the live generation's indices (rules, services, backends), for metrics.
-    pub names: crate::config::compile::Names,
+    pub names: crate::compile::Names,
     /// The last state-table fill reading (flows, buckets), for metrics: counting walks the LRU,
     /// so it is taken with the fill log line, not per scrape.
     last_fill: Option<(usize, usize)>,
@@ -82,7 +83,7 @@ impl Pop {
     /// Loads, fills and attaches the edge program for `node`. A config that does not validate or
     /// compile fails here, before anything is attached.
     pub fn start_with(net: &Network, node: &str, pin_root: &Path) -> anyhow::Result<Pop> {
-        let n = net.node(node).map_err(|e| anyhow!("{e}"))?;
+        let n = net.node(node)?;
         if n.role != Role::Pop {
             bail!("node {node} is a backend; start it with BackendNode (anypop run does this)");
         }
@@ -107,8 +108,7 @@ impl Pop {
         let pin_dir: PathBuf = node_pin_dir(pin_root, node);
         let mut edge = Edge::load(&pin_dir, sizes)?;
         let standby = edge.standby_generation()?;
-        let tables = compile_edge(net, node, standby, edge.sizes.max_services)
-            .map_err(|e| anyhow!("{e}"))?;
+        let tables = compile_edge(net, node, standby, edge.sizes.max_services)?;
         let applied = edge.apply(&tables)?;
         let names = tables.names.clone();
         tracing::info!(
@@ -157,7 +157,7 @@ impl Pop {
     /// the standby slot, then switched in one store. Any failure leaves the running config as it
     /// was; state (flows, rate-limit buckets) is kept either way.
     pub fn apply(&mut self, net: &Network) -> anyhow::Result<crate::dataplane::edge::Applied> {
-        let n = net.node(&self.node).map_err(|e| anyhow!("{e}"))?;
+        let n = net.node(&self.node)?;
         if n.role != Role::Pop {
             bail!(
                 "node {} is no longer a POP in the new file; restart the daemon to change roles",
@@ -165,8 +165,7 @@ impl Pop {
             );
         }
         let standby = self.edge.standby_generation()?;
-        let tables = compile_edge(net, &self.node, standby, self.edge.sizes.max_services)
-            .map_err(|e| anyhow!("{e}"))?;
+        let tables = compile_edge(net, &self.node, standby, self.edge.sizes.max_services)?;
         let applied = self.edge.apply(&tables)?;
         self.names = tables.names.clone();
         self.backends = net.backend_nodes().filter_map(|b| b.address).collect();

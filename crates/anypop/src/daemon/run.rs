@@ -50,7 +50,7 @@ enum Plane {
 
 impl Plane {
     fn start(net: &Network, node: &str, pin_root: &Path) -> anyhow::Result<Plane> {
-        let role = net.node(node).map_err(|e| anyhow!("{e}"))?.role;
+        let role = net.node(node)?.role;
         Ok(match role {
             Role::Pop => Plane::Pop(Box::new(Pop::start_with(net, node, pin_root)?)),
             Role::Backend => {
@@ -137,11 +137,11 @@ impl Plane {
 pub fn run(opts: RunOptions, stop: &AtomicBool, reload: &AtomicBool) -> anyhow::Result<()> {
     // The node's name becomes part of paths (pins, run dir): it must be a plain name.
     config::names::check_node_name(&opts.node).map_err(|e| anyhow!(e))?;
-    let net = config::load(&opts.config).map_err(|e| anyhow!("{e}"))?;
+    let net = config::load(&opts.config)?;
     for w in net.warning_lines() {
         tracing::warn!("{w}");
     }
-    net.node(&opts.node).map_err(|e| anyhow!("{e}"))?;
+    net.node(&opts.node)?;
     let pin_dir = node_pin_dir(&opts.pin_root, &opts.node);
     let lock = DaemonLock::acquire(&pin_dir, &opts.node)?;
     let mut plane = Plane::start(&net, &opts.node, &opts.pin_root)?;
@@ -252,7 +252,7 @@ impl LoopState {
         }
         let net = match config::load(path) {
             Ok(net) => net,
-            Err(e) => return refused(path, &anyhow!("{e}"), Vec::new()),
+            Err(e) => return refused(path, &e.into(), Vec::new()),
         };
         for w in net.warning_lines() {
             tracing::warn!("{w}");

@@ -2,10 +2,10 @@
 //! attach, count.
 use std::path::{Path, PathBuf};
 
-use anypop_common::layout::{BackendSettings, Counter, ServiceKey4};
+use anypop_common::layout::Counter;
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray},
+    maps::{MapData, PerCpuArray},
     programs::{
         SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::FdLink,
@@ -14,14 +14,14 @@ use aya::{
     },
 };
 
-use super::{DataplaneError, edge::AttachMode};
-use crate::config::compile::BackendTables;
+use super::{
+    DataplaneError,
+    edge::AttachMode,
+    maps::{self, map_err},
+};
+use crate::compile::BackendTables;
 
 static BACKEND_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/backend"));
-
-fn map_err(what: &str, e: impl std::fmt::Display) -> DataplaneError {
-    DataplaneError::Map(format!("{what}: {e}"))
-}
 
 /// The loaded backend programs.
 pub struct BackendPlane {
@@ -88,47 +88,14 @@ impl BackendPlane {
     }
 
     fn map(&mut self, name: &str) -> Result<&mut aya::maps::Map, DataplaneError> {
-        self.ebpf
-            .map_mut(name)
-            .ok_or_else(|| DataplaneError::Map(format!("map {name} missing")))
+        super::maps::map(&mut self.ebpf, name)
     }
 
     /// Replaces the backend's tables (address, allowed POPs, services).
     pub fn apply(&mut self, t: &BackendTables) -> Result<(), DataplaneError> {
-        {
-            let mut m: HashMap<&mut MapData, ServiceKey4, u32> =
-                HashMap::try_from(self.map("B_SERVICES")?).map_err(|e| map_err("B_SERVICES", e))?;
-            let old: Vec<ServiceKey4> = m
-                .keys()
-                .filter_map(Result::ok)
-                .filter(|k| !t.services.contains(k))
-                .collect();
-            for k in &t.services {
-                m.insert(k, 1, 0).map_err(|e| map_err("B_SERVICES", e))?;
-            }
-            for k in old {
-                let _ = m.remove(&k);
-            }
-        }
-        {
-            let mut m: HashMap<&mut MapData, u32, u32> =
-                HashMap::try_from(self.map("B_POPS")?).map_err(|e| map_err("B_POPS", e))?;
-            let old: Vec<u32> = m
-                .keys()
-                .filter_map(Result::ok)
-                .filter(|k| !t.pops.contains(k))
-                .collect();
-            for k in &t.pops {
-                m.insert(k, 1, 0).map_err(|e| map_err("B_POPS", e))?;
-            }
-            for k in old {
-                let _ = m.remove(&k);
-            }
-        }
-        let mut m: Array<&mut MapData, BackendSettings> =
-            Array::try_from(self.map("B_SETTINGS")?).map_err(|e| map_err("B_SETTINGS", e))?;
-        m.set(0, t.settings, 0)
-            .map_err(|e| map_err("B_SETTINGS", e))
+        maps::set_hash_keys(&mut self.ebpf, "B_SERVICES", &t.services, 1u32)?;
+        maps::set_hash_keys(&mut self.ebpf, "B_POPS", &t.pops, 1u32)?;
+        maps::put_array(&mut self.ebpf, "B_SETTINGS", [(0, t.settings)])
     }
 
     /// Attaches `decap` (native XDP; generic only if allowed) and `dsr` (TC egress, TCX), and
@@ -169,7 +136,10 @@ impl BackendPlane {
             .expect("xdp");
         let take = |p: &mut Xdp, id: XdpLinkId| -> Result<FdLink, DataplaneError> {
             p.take_link(id)
-                .map_err(|e| map_err("take link", e))?
+                .map_err(|source| DataplaneError::Program {
+                    what: "take link",
+                    source,
+                })?
                 .try_into()
                 .map_err(|e| attach_err(format!("attached without a bpf_link ({e})")))
         };
@@ -222,7 +192,10 @@ impl BackendPlane {
                     id: SchedClassifierLinkId|
          -> Result<FdLink, DataplaneError> {
             p.take_link(id)
-                .map_err(|e| map_err("take link", e))?
+                .map_err(|source| DataplaneError::Program {
+                    what: "take link",
+                    source,
+                })?
                 .try_into()
                 .map_err(|e| attach_err(format!("attached without a bpf_link ({e})")))
         };
@@ -263,10 +236,10 @@ impl BackendPlane {
     }
 
     /// Counters by verdict reason, summed over CPUs.
-    pub fn snapshot(&mut self) -> Result<crate::telemetry::Snapshot, DataplaneError> {
+    pub fn snapshot(&mut self) -> Result<super::counters::Snapshot, DataplaneError> {
         let m: PerCpuArray<&mut MapData, Counter> =
-            PerCpuArray::try_from(self.map("B_COUNTERS")?).map_err(|e| map_err("B_COUNTERS", e))?;
-        let by_reason = crate::telemetry::sum_per_cpu(&m).map_err(|e| map_err("B_COUNTERS", e))?;
-        Ok(crate::telemetry::Snapshot { by_reason })
+            PerCpuArray::try_from(self.map("B_COUNTERS")?).map_err(map_err("B_COUNTERS"))?;
+        let by_reason = super::counters::sum_per_cpu(&m).map_err(map_err("B_COUNTERS"))?;
+        Ok(super::counters::Snapshot { by_reason })
     }
 }

@@ -1,15 +1,17 @@
 //! The POP's `edge` XDP program: load it with maps sized from config and pinned under the node's
 //! directory, write config generations into its maps, attach it to interfaces.
+//!
+//! A generation is compiled whole ([`EdgeImage`], pure: `crate::compile`); this module only
+//! diffs it against what the standby slot last held, writes it and switches.
 use std::{
-    collections::BTreeSet,
-    os::fd::{AsFd, AsRawFd},
+    collections::HashMap as StdHashMap,
     path::{Path, PathBuf},
 };
 
 use anypop_common::layout::*;
 use aya::{
-    Ebpf, EbpfLoader, Pod,
-    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key, xdp::DevMapHash},
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray, xdp::DevMapHash},
     programs::{
         Xdp, XdpMode,
         links::FdLink,
@@ -17,8 +19,11 @@ use aya::{
     },
 };
 
-use super::{DataplaneError, prefix_sets};
-use crate::config::compile::EdgeTables;
+use super::{
+    DataplaneError,
+    maps::{self, map_err},
+};
+use crate::compile::{EdgeImage, EdgeTables, LpmKey, MaglevInput};
 
 /// The compiled `edge` object, embedded at build time (crates/anypop/build.rs).
 static EDGE_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/edge"));
@@ -59,12 +64,25 @@ pub struct Edge {
 /// The big tables of one slot as last written (see [`Edge::apply`]).
 #[derive(Clone, Default)]
 struct SlotMemo {
-    v4: Vec<(ipnet::Ipv4Net, u64)>,
-    v6: Vec<(ipnet::Ipv6Net, u64)>,
-    /// The DIR-24-8 classes written for `v4`.
-    classes: Vec<u64>,
+    v4: Vec<(LpmKey<LpmData4>, u64)>,
+    v6: Vec<(LpmKey<LpmData6>, u64)>,
     /// Maglev inputs per service index.
-    maglev: std::collections::HashMap<u32, Vec<crate::config::compile::MaglevInput>>,
+    maglev: StdHashMap<u32, Vec<MaglevInput>>,
+}
+
+impl SlotMemo {
+    /// What writing `image` leaves in its slot.
+    fn of(image: EdgeImage) -> SlotMemo {
+        SlotMemo {
+            v4: image.src_v4,
+            v6: image.src_v6,
+            maglev: image
+                .maglev
+                .into_iter()
+                .map(|t| (t.service, t.inputs))
+                .collect(),
+        }
+    }
 }
 
 /// How much of a slot an apply rewrote (for logs and the benchmark).
@@ -85,34 +103,6 @@ pub struct Applied {
     pub version: u32,
     /// How much of the big tables was rewritten.
     pub written: WriteStats,
-}
-
-/// Trie entries to remove and to (re)write to turn `old` (None: an empty slot) into `new`; both
-/// lists sorted by prefix as `prefix_sets` compiles them.
-fn trie_delta<N: Ord + Copy>(
-    old: Option<&[(N, u64)]>,
-    new: &[(N, u64)],
-) -> (Vec<N>, Vec<(N, u64)>) {
-    let Some(old) = old else {
-        return (Vec::new(), new.to_vec());
-    };
-    let old_map: std::collections::BTreeMap<N, u64> = old.iter().copied().collect();
-    let new_map: std::collections::BTreeMap<N, u64> = new.iter().copied().collect();
-    let gone = old_map
-        .keys()
-        .filter(|k| !new_map.contains_key(k))
-        .copied()
-        .collect();
-    let changed = new_map
-        .iter()
-        .filter(|(k, v)| old_map.get(k) != Some(v))
-        .map(|(k, v)| (*k, *v))
-        .collect();
-    (gone, changed)
-}
-
-fn map_err(what: &str, e: impl std::fmt::Display) -> DataplaneError {
-    DataplaneError::Map(format!("{what}: {e}"))
 }
 
 impl Edge {
@@ -180,16 +170,14 @@ impl Edge {
     }
 
     fn map(&mut self, name: &str) -> Result<&mut aya::maps::Map, DataplaneError> {
-        self.ebpf
-            .map_mut(name)
-            .ok_or_else(|| DataplaneError::Map(format!("map {name} missing")))
+        maps::map(&mut self.ebpf, name)
     }
 
     /// The live generation slot and its switch counter.
     pub fn control(&mut self) -> Result<Control, DataplaneError> {
         let m: Array<&mut MapData, Control> =
-            Array::try_from(self.map("CONTROL")?).map_err(|e| map_err("CONTROL", e))?;
-        m.get(&0, 0).map_err(|e| map_err("CONTROL", e))
+            Array::try_from(self.map("CONTROL")?).map_err(map_err("CONTROL"))?;
+        m.get(&0, 0).map_err(map_err("CONTROL"))
     }
 
     /// The slot a new config is written to: the one that is not live.
@@ -197,351 +185,141 @@ impl Edge {
         Ok((1 - (self.control()?.active_gen & 1)) as u8)
     }
 
-    /// Inserts entries into a hash map.
-    fn put_hash<K: Pod, V: Pod>(
-        &mut self,
-        name: &str,
-        entries: impl IntoIterator<Item = (K, V)>,
-    ) -> Result<(), DataplaneError> {
-        let mut m: HashMap<&mut MapData, K, V> =
-            HashMap::try_from(self.map(name)?).map_err(|e| map_err(name, e))?;
-        for (k, v) in entries {
-            m.insert(k, v, 0).map_err(|e| map_err(name, e))?;
-        }
-        Ok(())
-    }
-
-    /// Sets entries of an array map.
-    fn put_array<V: Pod>(
-        &mut self,
-        name: &str,
-        entries: impl IntoIterator<Item = (u32, V)>,
-    ) -> Result<(), DataplaneError> {
-        let mut m: Array<&mut MapData, V> =
-            Array::try_from(self.map(name)?).map_err(|e| map_err(name, e))?;
-        for (i, v) in entries {
-            m.set(i, v, 0).map_err(|e| map_err(name, e))?;
-        }
-        Ok(())
-    }
-
-    /// Removes the hash-map entries whose key matches `belongs`.
-    fn clear_hash<K: Pod, V: Pod>(
-        &mut self,
-        name: &str,
-        belongs: impl Fn(&K) -> bool,
-    ) -> Result<(), DataplaneError> {
-        let mut m: HashMap<&mut MapData, K, V> =
-            HashMap::try_from(self.map(name)?).map_err(|e| map_err(name, e))?;
-        let keys: Vec<K> = m
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| belongs(k))
-            .collect();
-        for k in keys {
-            let _ = m.remove(&k);
-        }
-        Ok(())
-    }
-
-    /// Removes the LPM entries whose data matches `belongs`.
-    fn clear_lpm<K: Pod>(
-        &mut self,
-        name: &str,
-        belongs: impl Fn(&K) -> bool,
-    ) -> Result<(), DataplaneError> {
-        let mut m: LpmTrie<&mut MapData, K, u64> =
-            LpmTrie::try_from(self.map(name)?).map_err(|e| map_err(name, e))?;
-        let keys: Vec<Key<K>> = m
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| belongs(&k.data()))
-            .collect();
-        for k in keys {
-            let _ = m.remove(&k);
-        }
-        Ok(())
-    }
-
-    /// Writes `tables` (compiled for the standby slot) into the maps, then makes it live with one
-    /// store to `CONTROL`. The live slot is not touched until that store, so a failure anywhere
-    /// before it leaves the running config as it was.
+    /// Compiles `tables` (for the standby slot) into the image of a generation for this
+    /// program's map sizes, writes it into the maps, then makes it live with one store to
+    /// `CONTROL`. The live slot is not touched until that store, so a failure anywhere before it
+    /// leaves the running config as it was.
     pub fn apply(&mut self, tables: &EdgeTables) -> Result<Applied, DataplaneError> {
-        let generation = tables.generation;
         let standby = self.standby_generation()?;
-        if generation != standby {
-            return Err(DataplaneError::Map(format!(
-                "tables were compiled for slot {generation}, but the standby slot is {standby}"
-            )));
+        if tables.generation != standby {
+            return Err(DataplaneError::WrongSlot {
+                compiled: tables.generation,
+                standby,
+            });
         }
-        let gen32 = generation as u32;
-        // Known content of this slot (taken: a failure below leaves it unknown).
+        let image = EdgeImage::build(tables, self.sizes.max_services)?;
+        self.write(image)
+    }
+
+    /// Writes `image` into its (standby) slot and switches to it. What the slot last held (its
+    /// memo) turns the big tables into diffs; the memo is taken first and put back only on
+    /// success, so after a failure the slot is unknown and rewritten whole the next time.
+    fn write(&mut self, image: EdgeImage) -> Result<Applied, DataplaneError> {
+        let generation = image.generation;
         let memo = self.slot_memo[generation as usize & 1].take();
         self.clear_slot(generation, memo.is_none())?;
-        let ms = self.sizes.max_services;
-        let mut stats = WriteStats::default();
-
-        let mut settings = tables.settings;
-        settings.max_services = ms;
-        self.put_array("SETTINGS", [(gen32, settings)])?;
-        self.put_hash("VIPS", tables.vips.iter().map(|v| (*v, 1u32)))?;
-        self.put_hash("SERVICES", tables.services.iter().copied())?;
-        let svc4 = build_service_table(tables)?;
-        self.with_mapped_array(
-            "SVC4_TABLE",
-            GENERATIONS * SVC4_BUCKETS * SVC4_WAYS as u32,
-            |words| {
-                let start = generation as usize * svc4.len();
-                words[start..start + svc4.len()].copy_from_slice(&svc4);
-            },
-        )?;
-        self.put_array("SVC_INFO", tables.service_info.iter().copied())?;
-        self.put_array("RULES", tables.rules.iter().copied())?;
-
-        // Every chunk that any set uses is written whole (zeros included) for every service,
-        // so no entry of an earlier config in this slot can leak into this one.
-        let mut chunks = BTreeSet::new();
-        let all_bits = tables
-            .prefix_sets_v4
-            .iter()
-            .map(|(_, b)| *b)
-            .chain(tables.prefix_sets_v6.iter().map(|(_, b)| *b));
-        for bits in all_bits {
-            for c in 0..SET_CHUNKS {
-                if (bits >> (c * 8)) & 0xff != 0 {
-                    chunks.insert(c);
-                }
-            }
-        }
-        let nonzero: std::collections::HashMap<u32, u64> =
-            tables.set_table.iter().copied().collect();
-        let mut set_entries = Vec::new();
-        for svc in 0..(tables.service_info.len() as u32) {
-            let gs = gen32 * ms + svc;
-            for &c in &chunks {
-                for byte in 0..256u32 {
-                    let i = set_table_index(gs, c, byte);
-                    set_entries.push((i, nonzero.get(&i).copied().unwrap_or(0)));
-                }
-            }
-        }
-        self.put_array("SET_TBL", set_entries)?;
-
-        let v4 = prefix_sets::compile_v4(&tables.prefix_sets_v4);
-        let v6 = prefix_sets::compile_v6(&tables.prefix_sets_v6);
-        let classes = match &memo {
-            Some(m) if m.v4 == v4 => m.classes.clone(),
-            _ => {
-                stats.dir_rewritten = true;
-                self.write_source_dir(generation, &v4)?
-            }
+        self.write_tables(&image)?;
+        let old = memo.as_ref();
+        let dir_rewritten = self.write_source_dir(&image, old)?;
+        let (v4, v6) = (old.map(|m| &m.v4[..]), old.map(|m| &m.v6[..]));
+        let trie_writes = maps::write_trie(&mut self.ebpf, "SRC_V4", v4, &image.src_v4)?
+            + maps::write_trie(&mut self.ebpf, "SRC_V6", v6, &image.src_v6)?;
+        let written = WriteStats {
+            dir_rewritten,
+            trie_writes,
+            maglev_tables: self.write_maglev(&image, old)?,
         };
-        let decisions = build_decisions(tables, &classes);
-        let slot_services = gen32 * ms..(gen32 + 1) * ms;
-        if let Some((gs, _)) = decisions.iter().find(|(gs, _)| !slot_services.contains(gs)) {
-            return Err(DataplaneError::Map(format!(
-                "service index {gs} is outside slot {generation} (tables compiled for another \
-                 max_services than the loaded {ms})"
-            )));
-        }
-        self.with_mapped_array("SRC4_DECIDE", GENERATIONS * ms * CLASSES, |words| {
-            // The whole standby half: services beyond this config's count walk (and have no rules).
-            let start = (gen32 * ms * CLASSES) as usize;
-            words[start..start + (ms * CLASSES) as usize].fill(DECIDE_WALK as u64);
-            for (gs, row) in &decisions {
-                let base = (*gs * CLASSES) as usize;
-                for (c, d) in row.iter().enumerate() {
-                    words[base + c] = *d as u64;
-                }
-            }
-        })?;
-        {
-            let key4 = |net: &ipnet::Ipv4Net| {
-                let mut data = [0u8; 8];
-                data[0] = generation;
-                data[1..5].copy_from_slice(&net.addr().octets());
-                Key::new(8 + net.prefix_len() as u32, data)
-            };
-            let (gone, changed) = trie_delta(memo.as_ref().map(|m| &m.v4[..]), &v4);
-            let mut m: LpmTrie<&mut MapData, LpmData4, u64> =
-                LpmTrie::try_from(self.map("SRC_V4")?).map_err(|e| map_err("SRC_V4", e))?;
-            for net in &gone {
-                let _ = m.remove(&key4(net));
-            }
-            for (net, bits) in &changed {
-                m.insert(&key4(net), *bits, 0)
-                    .map_err(|e| map_err("SRC_V4", e))?;
-            }
-            stats.trie_writes += gone.len() + changed.len();
-        }
-        {
-            let key6 = |net: &ipnet::Ipv6Net| {
-                let mut data = [0u8; 20];
-                data[0] = generation;
-                data[1..17].copy_from_slice(&net.addr().octets());
-                Key::new(8 + net.prefix_len() as u32, data)
-            };
-            let (gone, changed) = trie_delta(memo.as_ref().map(|m| &m.v6[..]), &v6);
-            let mut m: LpmTrie<&mut MapData, LpmData6, u64> =
-                LpmTrie::try_from(self.map("SRC_V6")?).map_err(|e| map_err("SRC_V6", e))?;
-            for net in &gone {
-                let _ = m.remove(&key6(net));
-            }
-            for (net, bits) in &changed {
-                m.insert(&key6(net), *bits, 0)
-                    .map_err(|e| map_err("SRC_V6", e))?;
-            }
-            stats.trie_writes += gone.len() + changed.len();
-        }
-        self.put_array("PROFILES", tables.profiles.iter().copied())?;
-        self.put_array("BACKENDS", tables.backends.iter().copied())?;
-        let be_svc: Vec<(BackendServiceKey, u32)> = tables
-            .backend_services
-            .iter()
-            .map(|k| {
-                let idx = tables
-                    .backends
-                    .iter()
-                    .find(|(_, b)| b.addr == k.addr)
-                    .map(|(i, _)| i % MAX_BACKENDS)
-                    .unwrap_or(NONE);
-                (*k, idx)
-            })
-            .collect();
-        self.put_hash("BE_SVC", be_svc)?;
-        // Maglev tables (65,537 entries per service) through a memory mapping of the array.
-        let mut tables_by_slot = Vec::new();
-        for (svc, inputs) in &tables.maglev_inputs {
-            if memo.as_ref().and_then(|m| m.maglev.get(svc)) == Some(inputs) {
-                continue; // this slot already holds exactly this table
-            }
-            stats.maglev_tables += 1;
-            let backends: Vec<anypop_common::maglev::MaglevBackend<'_>> = inputs
-                .iter()
-                .map(|(name, weight, _)| anypop_common::maglev::MaglevBackend {
-                    name,
-                    weight: *weight,
-                })
-                .collect();
-            let table = anypop_common::maglev::build(&backends, MAGLEV_SIZE);
-            let base = ((gen32 * ms + svc) * MAGLEV_SIZE) as usize;
-            let values: Vec<u64> = table
-                .iter()
-                .map(|e| {
-                    if *e == NONE {
-                        NONE as u64
-                    } else {
-                        inputs[*e as usize].2 as u64
-                    }
-                })
-                .collect();
-            tables_by_slot.push((base, values));
-        }
-        self.with_mapped_array("MAGLEV", GENERATIONS * ms * MAGLEV_SIZE, |words| {
-            for (base, values) in &tables_by_slot {
-                words[*base..*base + values.len()].copy_from_slice(values);
-            }
-        })?;
-
         // The switch: one 8-byte value, read once per packet by the program.
-        let old = self.control()?;
+        let control = self.control()?;
         let new = Control {
-            active_gen: gen32,
-            version: old.version.wrapping_add(1),
+            active_gen: generation as u32,
+            version: control.version.wrapping_add(1),
         };
-        self.put_array("CONTROL", [(0u32, new)])?;
-        self.slot_memo[generation as usize & 1] = Some(SlotMemo {
-            v4,
-            v6,
-            classes,
-            maglev: tables.maglev_inputs.iter().cloned().collect(),
-        });
+        maps::put_array(&mut self.ebpf, "CONTROL", [(0u32, new)])?;
+        self.slot_memo[generation as usize & 1] = Some(SlotMemo::of(image));
         Ok(Applied {
-            generation: gen32,
+            generation: generation as u32,
             version: new.version,
-            written: stats,
+            written,
         })
     }
 
-    /// Runs `fill` on a memory mapping of a `BPF_F_MMAPABLE` array of `entries` elements. Array
-    /// elements are 8-byte aligned in the kernel, so each element is one `u64` word here (a `u32`
-    /// value sits in its low half). One copy instead of a syscall per element.
-    fn with_mapped_array(
-        &mut self,
-        name: &str,
-        entries: u32,
-        fill: impl FnOnce(&mut [u64]),
-    ) -> Result<(), DataplaneError> {
-        let fd = match self.map(name)? {
-            aya::maps::Map::Array(d) => d.fd().as_fd().as_raw_fd(),
-            _ => return Err(DataplaneError::Map(format!("{name} is not an array"))),
-        };
-        let len = entries as usize * 8;
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(DataplaneError::Map(format!(
-                "mmap {name}: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
-        // SAFETY: the mapping is `len` bytes, page aligned, and only this process writes the
-        // standby part of it; the program reads the live part concurrently.
-        let words = unsafe { std::slice::from_raw_parts_mut(base as *mut u64, entries as usize) };
-        fill(words);
-        unsafe { libc::munmap(base, len) };
-        Ok(())
+    /// Writes every table of `image` that is rewritten whole each time.
+    fn write_tables(&mut self, image: &EdgeImage) -> Result<(), DataplaneError> {
+        let g = image.generation;
+        let ebpf = &mut self.ebpf;
+        maps::put_array(ebpf, "SETTINGS", [(g as u32, image.settings)])?;
+        maps::put_hash(ebpf, "VIPS", image.vips.iter().copied())?;
+        maps::put_hash(ebpf, "SERVICES", image.services.iter().copied())?;
+        maps::with_mapped_half(ebpf, "SVC4_TABLE", g, image.svc4_table.len(), |half| {
+            half.copy_from_slice(&image.svc4_table)
+        })?;
+        maps::put_array(ebpf, "SVC_INFO", image.service_info.iter().copied())?;
+        maps::put_array(ebpf, "RULES", image.rules.iter().copied())?;
+        maps::put_array(ebpf, "SET_TBL", image.set_table.iter().copied())?;
+        maps::with_mapped_half(ebpf, "SRC4_DECIDE", g, image.decide.len(), |half| {
+            for (w, d) in half.iter_mut().zip(&image.decide) {
+                *w = *d as u64;
+            }
+        })?;
+        maps::put_array(ebpf, "PROFILES", image.profiles.iter().copied())?;
+        maps::put_array(ebpf, "BACKENDS", image.backends.iter().copied())?;
+        maps::put_hash(ebpf, "BE_SVC", image.backend_services.iter().copied())
     }
 
-    /// Fills the standby half of the DIR-24-8 source table and its class table (see
-    /// `anypop_common::layout::DIR_WORDS`). The 16 MiB half is built in memory and copied through
-    /// a memory mapping of the array: one copy instead of two million syscalls.
-    /// Returns the class table (class → prefix-set bitmap).
+    /// Writes the DIR-24-8 source table's half and its class table, unless the slot already
+    /// holds them (the same IPv4 prefixes with the same sets). Returns whether it wrote them.
     fn write_source_dir(
         &mut self,
-        generation: u8,
-        v4: &[(ipnet::Ipv4Net, u64)],
-    ) -> Result<Vec<u64>, DataplaneError> {
-        let (dir, classes) = build_source_dir(v4);
-        {
-            let mut m: Array<&mut MapData, u64> =
-                Array::try_from(self.map("SRC4_CLASS")?).map_err(|e| map_err("SRC4_CLASS", e))?;
-            for (i, mask) in classes.iter().enumerate() {
-                m.set(generation as u32 * CLASSES + i as u32, mask, 0)
-                    .map_err(|e| map_err("SRC4_CLASS", e))?;
-            }
+        image: &EdgeImage,
+        memo: Option<&SlotMemo>,
+    ) -> Result<bool, DataplaneError> {
+        if memo.is_some_and(|m| m.v4 == image.src_v4) {
+            return Ok(false);
         }
-        self.with_mapped_array("SRC4_DIR", GENERATIONS * DIR_WORDS, |words| {
-            let start = generation as usize * DIR_WORDS as usize;
-            words[start..start + dir.len()].copy_from_slice(&dir);
+        let g = image.generation;
+        let classes = image.source_dir.classes.iter().enumerate();
+        let ebpf = &mut self.ebpf;
+        maps::put_array(
+            ebpf,
+            "SRC4_CLASS",
+            classes.map(|(i, c)| (g as u32 * CLASSES + i as u32, *c)),
+        )?;
+        maps::with_mapped_half(ebpf, "SRC4_DIR", g, DIR_WORDS as usize, |half| {
+            image.source_dir.fill(half)
         })?;
-        Ok(classes)
+        Ok(true)
     }
 
-    /// Removes the hash and trie entries of a slot (arrays are overwritten in place).
+    /// Builds and writes the Maglev tables whose inputs differ from what the slot holds.
+    /// Returns how many it wrote.
+    fn write_maglev(
+        &mut self,
+        image: &EdgeImage,
+        memo: Option<&SlotMemo>,
+    ) -> Result<usize, DataplaneError> {
+        let tables: Vec<(usize, Vec<u32>)> = image
+            .maglev
+            .iter()
+            .filter(|t| memo.and_then(|m| m.maglev.get(&t.service)) != Some(&t.inputs))
+            .map(|t| (t.offset(), t.entries()))
+            .collect();
+        let half = (image.max_services * MAGLEV_SIZE) as usize;
+        maps::with_mapped_half(&mut self.ebpf, "MAGLEV", image.generation, half, |words| {
+            for (offset, entries) in &tables {
+                for (w, e) in words[*offset..*offset + entries.len()]
+                    .iter_mut()
+                    .zip(entries)
+                {
+                    *w = *e as u64;
+                }
+            }
+        })?;
+        Ok(tables.len())
+    }
+
+    /// Removes the hash entries of a slot, and its trie entries if `tries_too` (arrays are
+    /// overwritten in place).
     fn clear_slot(&mut self, generation: u8, tries_too: bool) -> Result<(), DataplaneError> {
         let g32 = generation as u32;
-        self.clear_hash::<VipKey, u32>("VIPS", |k| k.generation == generation)?;
-        self.clear_hash::<ServiceKey, u32>("SERVICES", |k| k.generation == generation)?;
-        self.clear_hash::<BackendServiceKey, u32>("BE_SVC", |k| k.generation == g32)?;
+        let ebpf = &mut self.ebpf;
+        maps::clear_hash::<VipKey, u32>(ebpf, "VIPS", |k| k.generation == generation)?;
+        maps::clear_hash::<ServiceKey, u32>(ebpf, "SERVICES", |k| k.generation == generation)?;
+        maps::clear_hash::<BackendServiceKey, u32>(ebpf, "BE_SVC", |k| k.generation == g32)?;
         if tries_too {
-            self.clear_lpm::<LpmData4>("SRC_V4", |d| d[0] == generation)?;
-            self.clear_lpm::<LpmData6>("SRC_V6", |d| d[0] == generation)?;
+            maps::clear_lpm::<LpmData4>(ebpf, "SRC_V4", |d| d[0] == generation)?;
+            maps::clear_lpm::<LpmData6>(ebpf, "SRC_V6", |d| d[0] == generation)?;
         }
-        // Service infos beyond the new config's count must read as "no rules, no backends".
-        let ms = self.sizes.max_services;
-        self.put_array(
-            "SVC_INFO",
-            (0..ms).map(|s| (g32 * ms + s, ServiceInfo::default())),
-        )?;
         Ok(())
     }
 
@@ -555,14 +333,17 @@ impl Edge {
     ) -> Result<(), DataplaneError> {
         {
             let mut m: HashMap<&mut MapData, u32, IfaceInfo> =
-                HashMap::try_from(self.map("IFACES")?).map_err(|e| map_err("IFACES", e))?;
+                HashMap::try_from(self.map("IFACES")?).map_err(map_err("IFACES"))?;
             m.insert(ifindex, IfaceInfo { mac, mtu }, 0)
-                .map_err(|e| map_err("IFACES", e))?;
+                .map_err(map_err("IFACES"))?;
         }
         let mut d: DevMapHash<&mut MapData> =
-            DevMapHash::try_from(self.map("TX_PORTS")?).map_err(|e| map_err("TX_PORTS", e))?;
+            DevMapHash::try_from(self.map("TX_PORTS")?).map_err(map_err("TX_PORTS"))?;
         d.insert(ifindex, ifindex, None, 0)
-            .map_err(|e| map_err("TX_PORTS", e))?;
+            .map_err(|source| DataplaneError::XdpMap {
+                map: "TX_PORTS".into(),
+                source,
+            })?;
         Ok(())
     }
 
@@ -634,7 +415,10 @@ impl Edge {
         let link = self
             .program_mut()
             .take_link(id)
-            .map_err(|e| map_err("take link", e))?;
+            .map_err(|source| DataplaneError::Program {
+                what: "take link",
+                source,
+            })?;
         link.try_into().map_err(|e| DataplaneError::Attach {
             ifname: ifname.to_owned(),
             detail: format!(
@@ -666,13 +450,16 @@ impl Edge {
         let info = self
             .program()
             .info()
-            .map_err(|e| map_err("program info", e))?;
+            .map_err(|source| DataplaneError::Program {
+                what: "reading the program's info",
+                source,
+            })?;
         Ok((info.run_time().as_nanos() as u64, info.run_count()))
     }
 
     /// Counters by verdict reason, summed over CPUs.
-    pub fn snapshot(&mut self) -> Result<crate::telemetry::Snapshot, DataplaneError> {
-        Ok(crate::telemetry::Snapshot {
+    pub fn snapshot(&mut self) -> Result<super::counters::Snapshot, DataplaneError> {
+        Ok(super::counters::Snapshot {
             by_reason: self.counters("COUNTERS")?,
         })
     }
@@ -680,20 +467,20 @@ impl Edge {
     /// Sum over CPUs of a per-CPU counter array.
     pub fn counters(&mut self, map: &str) -> Result<Vec<Counter>, DataplaneError> {
         let m: PerCpuArray<&mut MapData, Counter> =
-            PerCpuArray::try_from(self.map(map)?).map_err(|e| map_err(map, e))?;
-        crate::telemetry::sum_per_cpu(&m).map_err(|e| map_err(map, e))
+            PerCpuArray::try_from(self.map(map)?).map_err(map_err(map))?;
+        super::counters::sum_per_cpu(&m).map_err(map_err(map))
     }
 
     /// Entries in the flow table and in the rate-limit bucket table (their fill levels).
     pub fn state_fill(&mut self) -> Result<(usize, usize), DataplaneError> {
         let flows = {
             let m: HashMap<&mut MapData, FlowKey, FlowValue> =
-                HashMap::try_from(self.map("FLOWS")?).map_err(|e| map_err("FLOWS", e))?;
+                HashMap::try_from(self.map("FLOWS")?).map_err(map_err("FLOWS"))?;
             m.keys().count()
         };
         let buckets = {
             let m: HashMap<&mut MapData, BucketKey, Bucket> =
-                HashMap::try_from(self.map("BUCKETS")?).map_err(|e| map_err("BUCKETS", e))?;
+                HashMap::try_from(self.map("BUCKETS")?).map_err(map_err("BUCKETS"))?;
             m.keys().count()
         };
         Ok((flows, buckets))
@@ -730,322 +517,19 @@ fn verifier_text(e: &aya::programs::ProgramError) -> String {
     s
 }
 
-/// The DIR-24-8 words for one generation and its class table (class 0 = no set). Prefixes are
-/// visited in (address, length) order, so each one is written after every prefix containing it
-/// and overwrites only its own range with its (already unioned) sets. A /24 that holds longer
-/// prefixes is marked [`CLASS_USE_LPM`]; so is every listed /24 when more than 254 distinct set
-/// combinations exist.
-pub fn build_source_dir(v4: &[(ipnet::Ipv4Net, u64)]) -> (Vec<u64>, Vec<u64>) {
-    let mut dir = vec![0u64; DIR_WORDS as usize];
-    let mut classes: Vec<u64> = vec![0];
-    let mut class_of: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
-    let distinct: std::collections::BTreeSet<u64> = v4.iter().map(|(_, b)| *b).collect();
-    let too_many = distinct.len() > 254;
-    let set_byte = |dir: &mut Vec<u64>, slash24: u32, class: u64| {
-        let w = (slash24 >> 3) as usize;
-        let shift = (slash24 & 7) * 8;
-        dir[w] = (dir[w] & !(0xff << shift)) | (class << shift);
-    };
-    for (net, bits) in v4 {
-        if net.prefix_len() > 24 {
-            continue;
-        }
-        let class = if too_many {
-            CLASS_USE_LPM
-        } else {
-            *class_of.entry(*bits).or_insert_with(|| {
-                classes.push(*bits);
-                (classes.len() - 1) as u64
-            })
-        };
-        let start = u32::from(net.network()) >> 8;
-        let count = 1u32 << (24 - net.prefix_len());
-        for b in start..start + count {
-            set_byte(&mut dir, b, class);
-        }
-    }
-    for (net, _) in v4 {
-        if net.prefix_len() > 24 {
-            set_byte(&mut dir, u32::from(net.network()) >> 8, CLASS_USE_LPM);
-        }
-    }
-    (dir, classes)
-}
-
-/// The `SRC4_DECIDE` rows of a generation: for every service (by generation-service index) and
-/// every DIR-24-8 class (`classes[c]` = its prefix-set bitmap; class 0 = in no set), what the
-/// service's rules decide for a source of that class (see `anypop_common::layout::DECIDE_WALK`).
-/// It mirrors the program's rule walk: the rules the source can match are those naming one of its
-/// sets plus those without a source condition; the first of them decides alone only if it has no
-/// other condition. Classes without an entry (and [`CLASS_USE_LPM`]) walk.
-pub fn build_decisions(tables: &EdgeTables, classes: &[u64]) -> Vec<(u32, Vec<u32>)> {
-    let set_tbl: std::collections::HashMap<u32, u64> = tables.set_table.iter().copied().collect();
-    let rules: std::collections::HashMap<u32, RuleEntry> = tables.rules.iter().copied().collect();
-    let mut out = Vec::with_capacity(tables.service_info.len());
-    for (gs, info) in &tables.service_info {
-        let used = if info.rule_count >= 64 {
-            u64::MAX
-        } else {
-            (1u64 << info.rule_count) - 1
-        };
-        // Rules without a protocol condition accept every protocol class.
-        let any_protocol = info.proto_rules.iter().fold(u64::MAX, |a, b| a & b);
-        let mut row = vec![DECIDE_WALK; CLASSES as usize];
-        for (c, &sets) in classes.iter().enumerate().take(CLASS_USE_LPM as usize) {
-            let mut src = info.any_src_rules;
-            for chunk in 0..SET_CHUNKS {
-                let byte = ((sets >> (chunk * 8)) & 0xff) as u32;
-                if byte != 0 {
-                    src |= set_tbl
-                        .get(&set_table_index(*gs, chunk, byte))
-                        .copied()
-                        .unwrap_or(0);
-                }
-            }
-            let candidates = src & used;
-            row[c] = if candidates == 0 {
-                DECIDE_NO_RULE
-            } else {
-                let slot = candidates.trailing_zeros();
-                match rules.get(&(gs * RULES_PER_SERVICE + slot)) {
-                    Some(r) if r.flags == 0 && (any_protocol >> slot) & 1 == 1 => {
-                        decide_rule(slot, r.action == ACTION_DENY, r.rule_index)
-                    }
-                    _ => DECIDE_WALK,
-                }
-            };
-        }
-        out.push((*gs, row));
-    }
-    out
-}
-
-/// The standby half of `SVC4_TABLE` (`SVC4_BUCKETS` buckets of `SVC4_WAYS` words): every IPv4
-/// service port and VIP of `tables`, placed by cuckoo insertion (an entry that finds both its
-/// buckets full displaces one of the residents to that one's other bucket). A key listed twice
-/// keeps its last service, as a hash map would.
-pub fn build_service_table(tables: &EdgeTables) -> Result<Vec<u64>, DataplaneError> {
-    let mut entries: std::collections::BTreeMap<u64, u64> = std::collections::BTreeMap::new();
-    for (k, svc) in &tables.services4 {
-        let kind = svc4_kind(k.proto);
-        if kind != 0 && *svc < 0x1000 {
-            entries.insert(
-                svc4_key(k.addr, k.port, kind),
-                (*svc as u64) << SVC4_SERVICE_SHIFT,
-            );
-        }
-    }
-    for v in &tables.vips4 {
-        entries.insert(svc4_key(v.addr, 0, SVC4_KIND_VIP), 0);
-    }
-    let mut t = vec![0u64; SVC4_BUCKETS as usize * SVC4_WAYS];
-    'entries: for (key, value) in entries {
-        let mut cur = key | value;
-        let mut bucket = svc4_buckets(key).0 as usize;
-        for kick in 0..1000 {
-            let (b1, b2) = svc4_buckets(cur & SVC4_KEY_MASK);
-            for b in [b1 as usize, b2 as usize] {
-                if let Some(free) = t[b * SVC4_WAYS..(b + 1) * SVC4_WAYS]
-                    .iter_mut()
-                    .find(|e| **e == 0)
-                {
-                    *free = cur;
-                    continue 'entries;
-                }
-            }
-            std::mem::swap(&mut cur, &mut t[bucket * SVC4_WAYS + kick % SVC4_WAYS]);
-            let (v1, v2) = svc4_buckets(cur & SVC4_KEY_MASK);
-            bucket = if v1 as usize == bucket { v2 } else { v1 } as usize;
-        }
-        return Err(DataplaneError::Map(format!(
-            "SVC4_TABLE: no place for service key {cur:#x} after 1000 moves (the table is \
-             sized for 131,072 service ports)"
-        )));
-    }
-    Ok(t)
-}
-
 /// Turns on the kernel's per-program run-time statistics while the returned descriptor lives:
 /// what a program costs per packet is invisible to `top`. Statistics cost a little on every run,
 /// so they are on only while someone is measuring.
 pub fn enable_cost_stats() -> Result<std::os::fd::OwnedFd, DataplaneError> {
-    aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| map_err("BPF_ENABLE_STATS", e))
+    aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(DataplaneError::Stats)
 }
 
 /// The number of CPU ids the kernel may run the program on: the flow cache holds a part per CPU.
 fn possible_cpus() -> Result<u32, DataplaneError> {
     aya::util::nr_cpus()
         .map(|n| n as u32)
-        .map_err(|(path, e)| DataplaneError::Load(format!("reading {path}: {e}")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::path::Path;
-
-    fn class_at(dir: &[u64], addr: &str) -> u64 {
-        let slash24 = u32::from(addr.parse::<std::net::Ipv4Addr>().unwrap()) >> 8;
-        dir_class(dir[dir_word(slash24) as usize], slash24)
-    }
-
-    #[test]
-    fn dir_classes_follow_longest_prefix() {
-        let v4 = prefix_sets::compile_v4(&[
-            ("10.0.0.0/8".parse().unwrap(), 1),
-            ("10.1.0.0/16".parse().unwrap(), 2),
-            ("10.1.2.128/25".parse().unwrap(), 4),
-        ]);
-        let (dir, classes) = build_source_dir(&v4);
-        assert_eq!(classes[class_at(&dir, "10.9.9.9") as usize], 1);
-        assert_eq!(classes[class_at(&dir, "10.1.9.9") as usize], 3);
-        assert_eq!(
-            class_at(&dir, "10.1.2.1"),
-            CLASS_USE_LPM,
-            "a /24 holding a /25 asks the trie"
-        );
-        assert_eq!(class_at(&dir, "11.0.0.1"), 0);
-        assert_eq!(class_at(&dir, "9.255.255.255"), 0);
-    }
-
-    #[test]
-    fn decisions_follow_first_match() {
-        let text = r#"
-[[service]]
-name = "game"
-vip = "203.0.113.10"
-protocol = "udp"
-ports = "27015"
-backends = ["be-1"]
-
-[[service]]
-name = "web"
-vip = "203.0.113.10"
-protocol = "tcp"
-ports = "443"
-backends = ["be-1"]
-
-[[rule]]
-name = "friends"
-action = "allow"
-src = ["198.18.5.0/24"]
-
-[[rule]]
-name = "blocklist"
-action = "deny"
-src = ["198.18.0.0/15"]
-
-[[rule]]
-name = "no-udp"
-action = "deny"
-services = ["web"]
-protocol = "udp"
-src = ["100.80.0.0/16"]
-
-[[node]]
-name = "pop-1"
-role = "pop"
-interfaces = ["a0"]
-tunnel_source = "198.51.100.1"
-
-[[node]]
-name = "be-1"
-role = "backend"
-interface = "eth0"
-address = "198.51.100.21"
-"#;
-        let net = crate::config::parse(text, "t.toml", Path::new(".")).unwrap();
-        let t = crate::config::compile::compile_edge(&net, "pop-1", 1, 8).unwrap();
-        let v4 = prefix_sets::compile_v4(&t.prefix_sets_v4);
-        let (dir, classes) = build_source_dir(&v4);
-        let rows = build_decisions(&t, &classes);
-        let (game, web) = (&rows[0], &rows[1]);
-        assert_eq!((game.0, web.0), (8, 9), "generation 1 × 8 services + index");
-        let at = |row: &(u32, Vec<u32>), a: &str| row.1[class_at(&dir, a) as usize];
-        // In no set: no rule can match.
-        assert_eq!(at(game, "100.64.1.2"), DECIDE_NO_RULE);
-        // The friends' /24 is also in the blocklist: "friends" (slot 0) comes first.
-        assert_eq!(at(game, "198.18.5.9"), decide_rule(0, false, 0));
-        assert_eq!(at(game, "198.18.7.7"), decide_rule(1, true, 1));
-        assert_eq!(at(web, "198.18.7.7"), decide_rule(1, true, 1));
-        // "no-udp" has a protocol condition: web walks; game has no such rule.
-        assert_eq!(at(web, "100.80.1.1"), DECIDE_WALK);
-        assert_eq!(at(game, "100.80.1.1"), DECIDE_NO_RULE);
-    }
-
-    /// What the program's `svc4_find` does, over a built table.
-    fn svc4_find(t: &[u64], key: u64) -> Option<u64> {
-        let (b1, b2) = svc4_buckets(key);
-        [b1, b2].iter().find_map(|&b| {
-            t[b as usize * SVC4_WAYS..(b as usize + 1) * SVC4_WAYS]
-                .iter()
-                .copied()
-                .find(|e| e & SVC4_KEY_MASK == key)
+        .map_err(|(path, source)| DataplaneError::PossibleCpus {
+            path: path.to_owned(),
+            source,
         })
-    }
-
-    #[test]
-    fn service_table_holds_the_largest_config() {
-        // 64 VIPs × 2,048 consecutive UDP ports: the 131,072 service ports the table is sized for.
-        let mut t = EdgeTables::default();
-        for v in 0..64u32 {
-            let addr = u32::from_ne_bytes([203, 0, 113, v as u8]);
-            t.vips4.push(VipKey4 {
-                addr,
-                generation: 0,
-            });
-            for port in 20_000..22_048u16 {
-                let key = ServiceKey4 {
-                    addr,
-                    port,
-                    proto: PROTO_UDP,
-                    generation: 0,
-                };
-                t.services4.push((key, v));
-            }
-        }
-        // An ICMP service (port 0) on the first VIP.
-        let icmp = ServiceKey4 {
-            addr: t.vips4[0].addr,
-            port: 0,
-            proto: PROTO_ICMP,
-            generation: 0,
-        };
-        t.services4.push((icmp, 7));
-        let table = build_service_table(&t).unwrap();
-        assert_eq!(table.len(), (SVC4_BUCKETS as usize) * SVC4_WAYS);
-        assert_eq!(table.iter().filter(|e| **e != 0).count(), 131_072 + 64 + 1);
-        for (k, svc) in &t.services4 {
-            let e = svc4_find(&table, svc4_key(k.addr, k.port, svc4_kind(k.proto)))
-                .unwrap_or_else(|| panic!("{k:?} missing"));
-            assert_eq!(svc4_service(e), *svc);
-        }
-        for v in &t.vips4 {
-            assert!(svc4_find(&table, svc4_key(v.addr, 0, SVC4_KIND_VIP)).is_some());
-        }
-        // Neighbours of the keys are not found: another port, protocol or address.
-        let a = t.vips4[3].addr;
-        assert!(svc4_find(&table, svc4_key(a, 22_048, SVC4_KIND_UDP)).is_none());
-        assert!(svc4_find(&table, svc4_key(a, 20_000, SVC4_KIND_TCP)).is_none());
-        assert!(svc4_find(&table, svc4_key(a, 0, SVC4_KIND_ICMP)).is_none());
-        let other = u32::from_ne_bytes([203, 0, 114, 3]);
-        assert!(svc4_find(&table, svc4_key(other, 20_000, SVC4_KIND_UDP)).is_none());
-        assert!(svc4_find(&table, svc4_key(other, 0, SVC4_KIND_VIP)).is_none());
-    }
-
-    #[test]
-    fn too_many_combinations_fall_back_to_the_trie() {
-        let input: Vec<(ipnet::Ipv4Net, u64)> = (0..300u32)
-            .map(|i| {
-                (
-                    ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(0x0b00_0000 | (i << 8)), 24)
-                        .unwrap(),
-                    i as u64 + 1,
-                )
-            })
-            .collect();
-        let (dir, _) = build_source_dir(&prefix_sets::compile_v4(&input));
-        assert_eq!(class_at(&dir, "11.0.5.1"), CLASS_USE_LPM);
-        assert_eq!(class_at(&dir, "12.0.0.1"), 0);
-    }
 }

@@ -70,7 +70,10 @@ pub fn adoptable(
     let link: FdLink = pinned.into();
     let prog_id = link
         .info()
-        .map_err(|e| DataplaneError::Map(format!("link info of {}: {e}", path.display())))?
+        .map_err(|source| DataplaneError::LinkInfo {
+            path: path.to_owned(),
+            source,
+        })?
         .program_id();
     let name = aya::programs::loaded_programs()
         .filter_map(Result::ok)
@@ -212,8 +215,9 @@ pub fn xdp_mode(ifname: &str) -> Option<AttachMode> {
 /// caller keeps the descriptor, the pin keeps the attachment alive whatever happens to the caller.
 pub fn pin(link: FdLink, path: &Path) -> Result<FdLink, DataplaneError> {
     let _ = std::fs::remove_file(path);
-    let pinned = link
-        .pin(path)
-        .map_err(|e| DataplaneError::Map(format!("pin link {}: {e}", path.display())))?;
+    let pinned = link.pin(path).map_err(|source| DataplaneError::PinLink {
+        path: path.to_owned(),
+        source,
+    })?;
     Ok(pinned.into())
 }

@@ -1,9 +1,10 @@
 //! Load, pin, attach the kernel programs and fill their maps.
 pub mod backend;
 pub mod baseline;
+pub mod counters;
 pub mod edge;
 pub mod links;
-pub mod prefix_sets;
+pub(crate) mod maps;
 pub mod testrun;
 pub mod trafficgen;
 
@@ -33,8 +34,56 @@ pub enum DataplaneError {
         "the kernel's verifier rejected the program (this is a bug in anypop; please report it with this log):\n{0}"
     )]
     Verifier(String),
-    #[error("map access failed: {0}")]
-    Map(String),
+    #[error("map {map} is missing from the loaded program")]
+    MapMissing { map: String },
+    #[error("map {map} is not {expected}")]
+    MapKind { map: String, expected: &'static str },
+    #[error("map access failed: {map}")]
+    Map {
+        map: String,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("map access failed: {map}")]
+    XdpMap {
+        map: String,
+        #[source]
+        source: aya::maps::xdp::XdpMapError,
+    },
+    #[error("map access failed: mmap {map}")]
+    Mmap {
+        map: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("tables were compiled for slot {compiled}, but the standby slot is {standby}")]
+    WrongSlot { compiled: u8, standby: u8 },
+    #[error("{what} failed")]
+    Program {
+        what: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("turning on the kernel's BPF run-time statistics (BPF_ENABLE_STATS)")]
+    Stats(#[source] aya::sys::SyscallError),
+    #[error("reading the link info of the pinned attachment {}", path.display())]
+    LinkInfo {
+        path: PathBuf,
+        #[source]
+        source: aya::programs::links::LinkError,
+    },
+    #[error("pinning the attachment at {}", path.display())]
+    PinLink {
+        path: PathBuf,
+        #[source]
+        source: aya::pin::PinError,
+    },
+    #[error("reading {path} (the CPUs the program may run on)")]
+    PossibleCpus {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(
         "interface {ifname}: the driver cannot run XDP natively ({detail}).\nFix: use a NIC/driver with native XDP, or set xdp_mode = \"auto\" for this node to fall back to generic mode (much slower)"
     )]
@@ -43,8 +92,16 @@ pub enum DataplaneError {
         "interface {ifname}: attaching XDP failed ({detail}); check that the interface exists (`ip link`) and has no other XDP program"
     )]
     Attach { ifname: String, detail: String },
-    #[error("test run failed: {0}")]
-    TestRun(String),
+    #[error("test run failed")]
+    TestRun(#[source] aya::programs::ProgramError),
+    #[error("test run failed: BPF_PROG_TEST_RUN on fd {fd}")]
+    TestRunFd {
+        fd: i32,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Image(#[from] crate::compile::ImageError),
 }
 
 /// Root of all of anypop's pins: one directory per node, with the layout version in the path so a
@@ -56,4 +113,25 @@ pub fn pin_root() -> PathBuf {
 /// The pin directory of a node.
 pub fn node_pin_dir(root: &Path, node: &str) -> PathBuf {
     root.join(node)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn map_errors_keep_the_map_the_call_and_the_errno() {
+        let e = DataplaneError::Map {
+            map: "SRC_V4".into(),
+            source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_map_update_elem",
+                io_error: std::io::Error::from_raw_os_error(libc::E2BIG),
+            }),
+        };
+        let chain = format!("{:#}", anyhow::Error::from(e));
+        assert_eq!(
+            chain,
+            "map access failed: SRC_V4: `bpf_map_update_elem` failed: Argument list too long (os error 7)"
+        );
+    }
 }

@@ -79,9 +79,7 @@ pub fn run_xdp(
         repeat: repeat.max(1),
         ..Default::default()
     };
-    let r = prog
-        .test_run(opts)
-        .map_err(|e| DataplaneError::TestRun(format!("{e:#}")))?;
+    let r = prog.test_run(opts).map_err(DataplaneError::TestRun)?;
     out.truncate(r.data_size_out as usize);
     Ok(XdpRun {
         action: r.return_value,
@@ -169,10 +167,10 @@ fn run_raw_fd(
         )
     };
     if rc != 0 {
-        return Err(DataplaneError::TestRun(format!(
-            "BPF_PROG_TEST_RUN on fd {prog_fd}: {}",
-            std::io::Error::last_os_error()
-        )));
+        return Err(DataplaneError::TestRunFd {
+            fd: prog_fd,
+            source: std::io::Error::last_os_error(),
+        });
     }
     Ok((attr.retval, attr.duration as u64))
 }
@@ -209,9 +207,7 @@ pub fn run_tc(
         repeat: 1,
         ..Default::default()
     };
-    let r = prog
-        .test_run(opts)
-        .map_err(|e| DataplaneError::TestRun(format!("{e:#}")))?;
+    let r = prog.test_run(opts).map_err(DataplaneError::TestRun)?;
     out.truncate(r.data_size_out as usize);
     Ok(TcRun {
         action: r.return_value as i32,

@@ -227,14 +227,15 @@ impl TrafficGen {
     }
 
     fn write_config(&mut self) -> Result<(), DataplaneError> {
-        let mut m: Array<&mut MapData, GenConfig> = Array::try_from(
-            self.ebpf
-                .map_mut("TG_CONFIG")
-                .ok_or_else(|| DataplaneError::Map("TG_CONFIG missing".into()))?,
-        )
-        .map_err(|e| DataplaneError::Map(format!("{e}")))?;
+        let mut m: Array<&mut MapData, GenConfig> =
+            Array::try_from(self.ebpf.map_mut("TG_CONFIG").ok_or_else(|| {
+                DataplaneError::MapMissing {
+                    map: "TG_CONFIG".into(),
+                }
+            })?)
+            .map_err(super::maps::map_err("TG_CONFIG"))?;
         m.set(0, self.cfg, 0)
-            .map_err(|e| DataplaneError::Map(format!("{e}")))
+            .map_err(super::maps::map_err("TG_CONFIG"))
     }
 
     /// Sends `flood` out of `ifindex` (in the calling thread's namespace) at `pace` until it has
@@ -314,8 +315,7 @@ impl TrafficGen {
             attrs: TestRunAttrs::new().xdp_live_frames(64),
         };
         let start = std::time::Instant::now();
-        p.test_run(opts)
-            .map_err(|e| DataplaneError::TestRun(format!("{e:#}")))?;
+        p.test_run(opts).map_err(DataplaneError::TestRun)?;
         Ok(start.elapsed())
     }
 }

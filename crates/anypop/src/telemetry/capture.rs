@@ -291,10 +291,10 @@ pub fn capture_to(
     };
     let reasons = reason_bits(&req.reasons);
     let cpus = aya::util::nr_cpus().map_err(|(_, e)| anyhow!("counting CPUs: {e}"))? as u32;
-    let mut ring: RingBuf<MapData> = RingBuf::try_from(Map::RingBuf(open("CAPTURE_RING")?))
-        .map_err(|e| anyhow!("CAPTURE_RING: {e}"))?;
+    let mut ring: RingBuf<MapData> =
+        RingBuf::try_from(Map::RingBuf(open("CAPTURE_RING")?)).context("CAPTURE_RING")?;
     let mut config: Array<MapData, CaptureConfig> =
-        Array::try_from(Map::Array(open("CAPTURE")?)).map_err(|e| anyhow!("CAPTURE: {e}"))?;
+        Array::try_from(Map::Array(open("CAPTURE")?)).context("CAPTURE")?;
     // A request past its deadline is a dead capture's: replaced.
     if config
         .get(&0, 0)
@@ -328,7 +328,7 @@ pub fn capture_to(
     };
     config
         .set(0, request(monotonic_secs() + LEASE_SECS), 0)
-        .map_err(|e| anyhow!("CAPTURE: {e}"))?;
+        .context("CAPTURE")?;
     let mut off = Off(config);
     let start = Instant::now();
     let mut last_report = Instant::now();
@@ -341,7 +341,7 @@ pub fn capture_to(
         if last_renewal.elapsed() >= RENEW_EVERY {
             off.0
                 .set(0, request(monotonic_secs() + LEASE_SECS), 0)
-                .map_err(|e| anyhow!("CAPTURE: {e}"))?;
+                .context("CAPTURE")?;
             last_renewal = Instant::now();
         }
         let Some(item) = ring.next() else {

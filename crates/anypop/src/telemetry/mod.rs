@@ -1,5 +1,5 @@
-//! Counters: per-verdict totals, deltas between two readings and the one-line summary the daemon
-//! logs every few seconds; `status` reads a node's pinned maps.
+//! Counters: rates between two readings (the readings themselves are `dataplane::counters`) and
+//! the one-line summary the daemon logs every few seconds; `status` reads a node's pinned maps.
 pub mod capture;
 pub mod metrics;
 pub mod status;
@@ -8,8 +8,10 @@ pub mod trace;
 use std::{borrow::Cow, path::Path};
 
 use anyhow::bail;
-use anypop_common::{layout::Counter, verdict::Reason};
+use anypop_common::verdict::Reason;
 use aya::maps::MapData;
+
+pub use crate::dataplane::counters::{Snapshot, sum_per_cpu};
 
 /// A name from a network file, an interface or the kernel, safe to print on a terminal or in a
 /// capture comment: control characters (a newline that forges a line, an escape sequence that
@@ -133,35 +135,6 @@ pub fn open_pin(path: &Path) -> anyhow::Result<MapData> {
     })
 }
 
-/// Sums a per-CPU counter array over CPUs, one entry per index. Every counter map of every
-/// program (verdicts, rules, services, backends) is read through this.
-pub fn sum_per_cpu<T: std::borrow::Borrow<aya::maps::MapData>>(
-    map: &aya::maps::PerCpuArray<T, Counter>,
-) -> Result<Vec<Counter>, aya::maps::MapError> {
-    map.iter()
-        .map(|v| {
-            v.map(|per_cpu| {
-                per_cpu.iter().fold(Counter::default(), |a, c| Counter {
-                    packets: a.packets + c.packets,
-                    bytes: a.bytes + c.bytes,
-                })
-            })
-        })
-        .collect()
-}
-
-/// Counters by reason at one moment.
-#[derive(Clone, Debug, Default)]
-pub struct Snapshot {
-    pub by_reason: Vec<Counter>,
-}
-
-impl Snapshot {
-    pub fn get(&self, r: Reason) -> Counter {
-        self.by_reason.get(r as usize).copied().unwrap_or_default()
-    }
-}
-
 /// Packets and bytes per reason between two snapshots, as rates per second.
 pub fn rates(prev: &Snapshot, now: &Snapshot, secs: f64) -> Vec<(Reason, f64, f64)> {
     Reason::ALL
@@ -225,6 +198,7 @@ pub fn summary_line(prev: &Snapshot, now: &Snapshot, secs: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use anypop_common::layout::Counter;
 
     fn snap(v: &[(Reason, u64)]) -> Snapshot {
         let mut s = Snapshot {

@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::anyhow;
+use anyhow::{Context, anyhow};
 use anypop_common::{
     layout::{Bucket, BucketKey, CaptureConfig, Control, Counter, FlowKey, FlowValue},
     verdict::Reason,
@@ -22,8 +22,8 @@ fn open(pin_dir: &Path, name: &str) -> anyhow::Result<MapData> {
 fn counters(pin_dir: &Path, name: &str) -> anyhow::Result<Snapshot> {
     let m: PerCpuArray<MapData, Counter> =
         PerCpuArray::try_from(Map::PerCpuArray(open(pin_dir, name)?))
-            .map_err(|e| anyhow!("{name}: {e}"))?;
-    let by_reason = super::sum_per_cpu(&m).map_err(|e| anyhow!("{name}: {e}"))?;
+            .with_context(|| name.to_owned())?;
+    let by_reason = super::sum_per_cpu(&m).with_context(|| name.to_owned())?;
     Ok(Snapshot { by_reason })
 }
 
@@ -113,12 +113,7 @@ fn top(
 
 /// The status report of the node whose pins are in `pin_dir`; rates over `window`.
 pub fn report(pin_dir: &Path, node: &str, window: Duration) -> anyhow::Result<String> {
-    report_named(
-        pin_dir,
-        node,
-        window,
-        &crate::config::compile::Names::default(),
-    )
+    report_named(pin_dir, node, window, &crate::compile::Names::default())
 }
 
 /// [`report`] with the names of rules and services.
@@ -126,7 +121,7 @@ pub fn report_named(
     pin_dir: &Path,
     node: &str,
     window: Duration,
-    names: &crate::config::compile::Names,
+    names: &crate::compile::Names,
 ) -> anyhow::Result<String> {
     let shown = printable(node);
     let node: &str = &shown;
@@ -171,13 +166,12 @@ pub fn report_named(
     };
     let mut generation = 0usize;
     if edge {
-        let c: Array<MapData, Control> = Array::try_from(Map::Array(open(pin_dir, "CONTROL")?))
-            .map_err(|e| anyhow!("CONTROL: {e}"))?;
-        let c = c.get(&0, 0).map_err(|e| anyhow!("CONTROL: {e}"))?;
+        let c: Array<MapData, Control> =
+            Array::try_from(Map::Array(open(pin_dir, "CONTROL")?)).context("CONTROL")?;
+        let c = c.get(&0, 0).context("CONTROL")?;
         generation = c.active_gen as usize;
         let settings: Array<MapData, anypop_common::layout::Settings> =
-            Array::try_from(Map::Array(open(pin_dir, "SETTINGS")?))
-                .map_err(|e| anyhow!("SETTINGS: {e}"))?;
+            Array::try_from(Map::Array(open(pin_dir, "SETTINGS")?)).context("SETTINGS")?;
         let hash = settings
             .get(&c.active_gen, 0)
             .map(|s| s.config_hash)
@@ -190,9 +184,8 @@ pub fn report_named(
         // A data plane from before capture has no CAPTURE map: nothing to say.
         if pin_dir.join("CAPTURE").exists() {
             let cap: Array<MapData, CaptureConfig> =
-                Array::try_from(Map::Array(open(pin_dir, "CAPTURE")?))
-                    .map_err(|e| anyhow!("CAPTURE: {e}"))?;
-            let c = cap.get(&0, 0).map_err(|e| anyhow!("CAPTURE: {e}"))?;
+                Array::try_from(Map::Array(open(pin_dir, "CAPTURE")?)).context("CAPTURE")?;
+            let c = cap.get(&0, 0).context("CAPTURE")?;
             let _ = writeln!(
                 out,
                 "capture: {}",
@@ -316,10 +309,9 @@ pub fn report_named(
         let flow_max = flows_data.info().map(|i| i.max_entries()).unwrap_or(0);
         let bucket_max = buckets_data.info().map(|i| i.max_entries()).unwrap_or(0);
         let flows: HashMap<MapData, FlowKey, FlowValue> =
-            HashMap::try_from(Map::LruHashMap(flows_data)).map_err(|e| anyhow!("FLOWS: {e}"))?;
+            HashMap::try_from(Map::LruHashMap(flows_data)).context("FLOWS")?;
         let buckets: HashMap<MapData, BucketKey, Bucket> =
-            HashMap::try_from(Map::LruHashMap(buckets_data))
-                .map_err(|e| anyhow!("BUCKETS: {e}"))?;
+            HashMap::try_from(Map::LruHashMap(buckets_data)).context("BUCKETS")?;
         let (nf, nb) = (flows.keys().count(), buckets.keys().count());
         let pct = |n: usize, max: u32| 100.0 * n as f64 / max.max(1) as f64;
         let _ = writeln!(

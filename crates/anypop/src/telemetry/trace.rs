@@ -41,7 +41,7 @@ pub const MIN_FRAME: usize = 14;
 pub const MAX_PCAP_BYTES: u64 = 1 << 30;
 
 /// Names behind the counter indices of the live generation (from the network file).
-pub use crate::config::compile::Names;
+pub use crate::compile::Names;
 
 /// What the program did with one packet.
 #[derive(Clone, Debug)]
@@ -85,7 +85,7 @@ fn on_cpu(
         .map(|i| {
             map.get(&i, 0)
                 .map(|v| v.get(cpu).map_or(0, |c| c.packets))
-                .map_err(|e| anyhow!("reading counters: {e}"))
+                .context("reading counters")
         })
         .collect()
 }

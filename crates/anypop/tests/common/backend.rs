@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use anypop::{
-    config,
+    compile, config,
     dataplane::{
         backend::BackendPlane,
         testrun::{run_tc, run_xdp},
@@ -201,7 +201,7 @@ pub fn with_backend_net(network: String, f: impl FnOnce(&mut TestBackend) + Send
             .replace(['(', ')'], ""),
         );
         let net = config::parse(&network, "test.toml", std::path::Path::new(".")).unwrap();
-        let tables = config::compile::compile_backend(&net, "be-1").unwrap();
+        let tables = compile::compile_backend(&net, "be-1").unwrap();
         let mut plane = BackendPlane::load(&pins).unwrap();
         plane.apply(&tables).unwrap();
         let mut t = TestBackend {

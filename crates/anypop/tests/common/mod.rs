@@ -11,7 +11,7 @@ use std::{
 };
 
 use anypop::{
-    config,
+    compile, config,
     dataplane::{
         edge::{Edge, EdgeSizes},
         testrun::{XdpRun, run_xdp},
@@ -179,7 +179,7 @@ impl TestEdge {
         };
         let mut edge = Edge::load(&pin_dir, sizes).unwrap_or_else(|e| panic!("{e}"));
         let slot = edge.standby_generation().unwrap();
-        let tables = config::compile::compile_edge(&net, "pop-1", slot, edge.sizes.max_services)
+        let tables = compile::compile_edge(&net, "pop-1", slot, edge.sizes.max_services)
             .unwrap_or_else(|e| panic!("{e}"));
         edge.apply(&tables).unwrap();
         edge.add_interface(lab.a0, lab.a0_mac, 1500).unwrap();
@@ -453,7 +453,7 @@ impl TestEdge {
             .unwrap_or_else(|e| panic!("{e}"));
         let edge = self.edge();
         let slot = edge.standby_generation().unwrap();
-        let tables = config::compile::compile_edge(&net, "pop-1", slot, edge.sizes.max_services)
+        let tables = compile::compile_edge(&net, "pop-1", slot, edge.sizes.max_services)
             .unwrap_or_else(|e| panic!("{e}"));
         edge.apply(&tables).unwrap()
     }

@@ -2,7 +2,7 @@
 //! reports (file:line, item, field), because an operator fixing a file at 3 a.m. needs the line,
 //! not just the complaint. [`validate`] holds the example and the value parsers, [`hardening`] the
 //! refusals of unsafe names, unbounded files and networks that cannot work; both use the fixture
-//! and helpers here. (`compile` has its own tests.)
+//! and helpers here, as do the tests of `crate::compile`.
 mod hardening;
 mod validate;
 
@@ -10,7 +10,7 @@ use std::path::Path;
 
 use anypop_common::layout::*;
 
-use super::{Protocol, compile::compile_edge, parse};
+use super::parse;
 
 /// Two nodes every snippet can refer to; snippets are appended after it.
 const BASE: &str = r#"[[node]]
@@ -26,7 +26,7 @@ interface = "eth0"
 address = "192.0.2.21"
 "#;
 
-fn text(extra: &str) -> String {
+pub(crate) fn text(extra: &str) -> String {
     format!("{BASE}{extra}")
 }
 
@@ -60,7 +60,7 @@ fn assert_problem(e: &str, line: usize, prefix: &str, words: &str) {
     );
 }
 
-fn udp_service(name: &str, ports: &str) -> String {
+pub(crate) fn udp_service(name: &str, ports: &str) -> String {
     format!(
         "\n[[service]]\nname = \"{name}\"\nvip = \"203.0.113.10\"\nprotocol = \"udp\"\nports = \"{ports}\"\nbackends = [\"be-1\"]\n"
     )
@@ -402,152 +402,4 @@ fn the_hash_follows_the_bytes() {
     let c = parse(&format!("{BASE}\n# comment\n"), "net.toml", Path::new(".")).unwrap();
     assert_eq!(a.source_text_hash, b.source_text_hash);
     assert_ne!(a.source_text_hash, c.source_text_hash);
-}
-
-#[test]
-fn ipv6_and_icmp_services_compile_to_the_generic_keys() {
-    let extra = r#"
-[[service]]
-name = "g6"
-vip = "2001:db8::10"
-protocol = "udp"
-ports = ["27015", "27020-27021"]
-backends = ["be-1"]
-
-[[service]]
-name = "ping6"
-vip = "2001:db8::10"
-protocol = "icmp"
-
-[[service]]
-name = "ping4"
-vip = "203.0.113.10"
-protocol = "icmp"
-backends = ["be-1"]
-"#;
-    let net = parse(&text(extra), "net.toml", Path::new(".")).unwrap();
-    assert_eq!(net.services[0].protocol, Protocol::Udp);
-    let t = compile_edge(&net, "pop-1", 0, 8).unwrap();
-    // IPv6: one VIP, 3 UDP ports + 1 ICMPv6 entry (port 0) in the generic maps.
-    assert_eq!(t.vips.len(), 1);
-    assert_eq!(t.vips[0].family, FAMILY_V6);
-    assert_eq!(t.services.len(), 4);
-    let icmp6: Vec<_> = t
-        .services
-        .iter()
-        .filter(|(k, _)| k.proto == PROTO_ICMPV6)
-        .collect();
-    assert_eq!(icmp6.len(), 1);
-    assert_eq!((icmp6[0].0.port, icmp6[0].1), (0, 1));
-    // IPv4 ICMP: the compact maps, port 0, protocol 1.
-    assert_eq!(t.services4.len(), 1);
-    assert_eq!(
-        (
-            t.services4[0].0.proto,
-            t.services4[0].0.port,
-            t.services4[0].1
-        ),
-        (PROTO_ICMP, 0, 2)
-    );
-    // Only IPv4 services are forwarded, so only they get a Maglev table.
-    assert_eq!(
-        t.maglev_inputs.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
-        vec![2]
-    );
-}
-
-#[test]
-fn scoped_rules_and_two_prefix_sets_fill_slots_per_service() {
-    let extra = format!(
-        "{}{}{}",
-        udp_service("a", "1"),
-        udp_service("b", "2"),
-        r#"
-[[rule]]
-name = "only-b"
-action = "deny"
-services = ["b"]
-src = ["10.0.0.0/8"]
-
-[[rule]]
-name = "both"
-action = "deny"
-src = ["2001:db8::/32", "192.0.2.0/24"]
-protocol = ["icmp", "udp"]
-dst_ports = "1-2"
-icmp_type = "8"
-"#
-    );
-    let net = parse(&text(&extra), "net.toml", Path::new(".")).unwrap();
-    let t = compile_edge(&net, "pop-1", 1, 4).unwrap();
-    let info = |svc: u32| {
-        t.service_info
-            .iter()
-            .find(|(i, _)| *i == 4 + svc)
-            .unwrap()
-            .1
-    };
-    // Service a sees only "both" (slot 0); service b sees "only-b" (slot 0) and "both" (slot 1).
-    assert_eq!(info(0).rule_count, 1);
-    assert_eq!(info(1).rule_count, 2);
-    let rule = |svc: u32, slot: u32| {
-        t.rules
-            .iter()
-            .find(|(i, _)| *i == (4 + svc) * RULES_PER_SERVICE + slot)
-            .unwrap()
-            .1
-    };
-    assert_eq!(rule(0, 0).rule_index, 1);
-    assert_eq!(rule(1, 0).rule_index, 0);
-    assert_eq!(rule(1, 1).rule_index, 1);
-    let both = rule(1, 1);
-    assert_eq!(both.flags, RF_DPORT | RF_ICMP_TYPE);
-    assert_eq!((both.dport_lo, both.dport_hi), (1, 2));
-    assert_eq!((both.icmp_type_lo, both.icmp_type_hi), (8, 8));
-    assert_eq!(both.profile, NONE);
-    // Protocol bitmaps for service b: "only-b" takes every class, "both" only ICMP and UDP.
-    let b = info(1);
-    assert_eq!(b.proto_rules[PCLASS_TCP as usize], 0b01);
-    assert_eq!(b.proto_rules[PCLASS_UDP as usize], 0b11);
-    assert_eq!(b.proto_rules[PCLASS_ICMP as usize], 0b11);
-    assert_eq!(b.proto_rules[PCLASS_OTHER as usize], 0b01);
-    assert_eq!(b.any_src_rules, 0);
-    // Two prefix sets; each prefix is tagged with its set's bit.
-    assert_eq!(t.prefix_sets_v4.len(), 2);
-    assert_eq!(t.prefix_sets_v6.len(), 1);
-    let bit_of = |p: &str| {
-        let p: ipnet::Ipv4Net = p.parse().unwrap();
-        t.prefix_sets_v4.iter().find(|(q, _)| *q == p).unwrap().1
-    };
-    let (only_b, both_bit) = (bit_of("10.0.0.0/8"), bit_of("192.0.2.0/24"));
-    assert_ne!(only_b, both_bit);
-    assert_eq!(t.prefix_sets_v6[0].1, both_bit);
-    // Set table of service b, chunk 0: byte 0b11 (both sets) → both slots.
-    let gs = 4 + 1;
-    let lookup = |byte: u32| {
-        t.set_table
-            .iter()
-            .find(|(i, _)| *i == set_table_index(gs, 0, byte))
-            .map(|e| e.1)
-            .unwrap_or(0)
-    };
-    assert_eq!(lookup(only_b as u32), 0b01);
-    assert_eq!(lookup(both_bit as u32), 0b10);
-    assert_eq!(lookup(0b11), 0b11);
-    // Service a: 128 bytes have the "both" bit on, and every entry maps to slot 0.
-    let a_entries: Vec<_> = t
-        .set_table
-        .iter()
-        .filter(|(i, _)| (set_table_index(4, 0, 0)..set_table_index(5, 0, 0)).contains(i))
-        .collect();
-    assert_eq!(a_entries.len(), 128);
-    assert!(a_entries.iter().all(|(_, r)| *r == 1));
-}
-
-#[test]
-fn compile_refuses_more_services_than_the_maps_hold() {
-    let extra = format!("{}{}", udp_service("a", "1"), udp_service("b", "2"));
-    let net = parse(&text(&extra), "net.toml", Path::new(".")).unwrap();
-    let e = compile_edge(&net, "pop-1", 0, 1).unwrap_err().to_string();
-    assert!(e.contains("2 services") && e.contains("sized for 1"), "{e}");
 }
