@@ -487,21 +487,8 @@ impl Edge {
     }
 }
 
-/// How an XDP program ended up attached.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AttachMode {
-    Native,
-    Generic,
-}
-
-impl std::fmt::Display for AttachMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            AttachMode::Native => "native",
-            AttachMode::Generic => "generic",
-        })
-    }
-}
+// How an attachment ended up is the links' business; its name stays reachable here.
+pub use super::links::AttachMode;
 
 /// The verifier's log is the only useful part of a load failure; keep its tail.
 fn verifier_text(e: &aya::programs::ProgramError) -> String {

@@ -10,7 +10,23 @@ use std::path::{Path, PathBuf};
 
 use aya::programs::links::{FdLink, PinnedLink};
 
-use super::{DataplaneError, edge::AttachMode};
+use super::DataplaneError;
+
+/// How an XDP program ended up attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    Native,
+    Generic,
+}
+
+impl std::fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AttachMode::Native => "native",
+            AttachMode::Generic => "generic",
+        })
+    }
+}
 
 /// Where the attachment of `kind` ("xdp" or "tc") on `ifname` is pinned.
 pub fn pin_path(pin_dir: &Path, kind: &str, ifname: &str) -> PathBuf {
