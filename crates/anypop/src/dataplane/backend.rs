@@ -6,12 +6,7 @@ use anypop_common::layout::Counter;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray},
-    programs::{
-        SchedClassifier, TcAttachType, Xdp, XdpMode,
-        links::FdLink,
-        tc::{SchedClassifierLink, SchedClassifierLinkId},
-        xdp::{XdpLink, XdpLinkId},
-    },
+    programs::{SchedClassifier, Xdp, links::FdLink},
 };
 
 use super::{
@@ -107,111 +102,25 @@ impl BackendPlane {
         ifname: &str,
         allow_generic: bool,
     ) -> Result<AttachMode, DataplaneError> {
-        let ifindex = super::links::ifindex_of(ifname)?;
         let xdp_pin = super::links::pin_path(&self.pin_dir, "xdp", ifname);
         let tc_pin = super::links::pin_path(&self.pin_dir, "tc", ifname);
-        let (mode, xdp) = self.attach_decap(ifname, ifindex, &xdp_pin, allow_generic)?;
-        let tc = self.attach_dsr(ifname, ifindex, &tc_pin)?;
-        self.links = Some((ifname.to_owned(), xdp, tc));
-        Ok(mode)
-    }
-
-    fn attach_decap(
-        &mut self,
-        ifname: &str,
-        ifindex: u32,
-        pin: &Path,
-        allow_generic: bool,
-    ) -> Result<(AttachMode, FdLink), DataplaneError> {
-        let attach_err = |detail: String| DataplaneError::Attach {
-            ifname: ifname.to_owned(),
-            detail,
-        };
-        let adopted = super::links::adoptable(pin, "decap", ifname, ifindex)?;
-        let p: &mut Xdp = self
+        let decap: &mut Xdp = self
             .ebpf
             .program_mut("decap")
             .expect("loaded")
             .try_into()
             .expect("xdp");
-        let take = |p: &mut Xdp, id: XdpLinkId| -> Result<FdLink, DataplaneError> {
-            p.take_link(id)
-                .map_err(|source| DataplaneError::Program {
-                    what: "take link",
-                    source,
-                })?
-                .try_into()
-                .map_err(|e| attach_err(format!("attached without a bpf_link ({e})")))
-        };
-        if let Some(fd) = adopted {
-            let link = XdpLink::try_from(fd).map_err(|e| attach_err(format!("{e}")))?;
-            let id = p
-                .attach_to_link(link)
-                .map_err(|e| attach_err(format!("bpf_link_update (decap): {e}")))?;
-            tracing::info!("interface {ifname}: adopted the running decap (replaced in place)");
-            let mode = super::links::xdp_mode(ifname).unwrap_or(AttachMode::Native);
-            return Ok((mode, take(p, id)?));
-        }
-        let (id, mode) = match p.attach(ifname, XdpMode::Driver) {
-            Ok(id) => (id, AttachMode::Native),
-            Err(native) if allow_generic => {
-                let id = p
-                    .attach(ifname, XdpMode::Skb)
-                    .map_err(|e| attach_err(format!("native: {native}; generic: {e}")))?;
-                (id, AttachMode::Generic)
-            }
-            Err(native) => {
-                return Err(DataplaneError::NoNativeXdp {
-                    ifname: ifname.to_owned(),
-                    detail: format!("{native}"),
-                });
-            }
-        };
-        let fd = take(p, id)?;
-        Ok((mode, super::links::pin(fd, pin)?))
-    }
-
-    fn attach_dsr(
-        &mut self,
-        ifname: &str,
-        ifindex: u32,
-        pin: &Path,
-    ) -> Result<FdLink, DataplaneError> {
-        let attach_err = |detail: String| DataplaneError::Attach {
-            ifname: ifname.to_owned(),
-            detail,
-        };
-        let adopted = super::links::adoptable(pin, "dsr", ifname, ifindex)?;
-        let p: &mut SchedClassifier = self
+        let (mode, xdp) =
+            super::links::attach_xdp(decap, "decap", ifname, &xdp_pin, allow_generic)?;
+        let dsr: &mut SchedClassifier = self
             .ebpf
             .program_mut("dsr")
             .expect("loaded")
             .try_into()
             .expect("tc");
-        let take = |p: &mut SchedClassifier,
-                    id: SchedClassifierLinkId|
-         -> Result<FdLink, DataplaneError> {
-            p.take_link(id)
-                .map_err(|source| DataplaneError::Program {
-                    what: "take link",
-                    source,
-                })?
-                .try_into()
-                .map_err(|e| attach_err(format!("attached without a bpf_link ({e})")))
-        };
-        if let Some(fd) = adopted {
-            let link = SchedClassifierLink::try_from(fd).map_err(|e| attach_err(format!("{e}")))?;
-            let id = p
-                .attach_to_link(link)
-                .map_err(|e| attach_err(format!("bpf_link_update (dsr): {e}")))?;
-            tracing::info!("interface {ifname}: adopted the running dsr (replaced in place)");
-            return take(p, id);
-        }
-        let id = p
-            .attach(ifname, TcAttachType::Egress)
-            .map_err(|e| attach_err(format!("TC egress: {e}")))?;
-        let fd = take(p, id)?;
-        super::links::pin(fd, pin)
+        let tc = super::links::attach_tc(dsr, "dsr", ifname, &tc_pin)?;
+        self.links = Some((ifname.to_owned(), xdp, tc));
+        Ok(mode)
     }
 
     /// The pins of our attachments (they are pinned from the moment they exist).

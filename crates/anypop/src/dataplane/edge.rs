@@ -12,11 +12,7 @@ use anypop_common::layout::*;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, xdp::DevMapHash},
-    programs::{
-        Xdp, XdpMode,
-        links::FdLink,
-        xdp::{XdpLink, XdpLinkId},
-    },
+    programs::{Xdp, links::FdLink},
 };
 
 use super::{
@@ -360,71 +356,10 @@ impl Edge {
         allow_generic: bool,
     ) -> Result<AttachMode, DataplaneError> {
         let pin = super::links::pin_path(&self.pin_dir, "xdp", ifname);
-        let ifindex = super::links::ifindex_of(ifname)?;
-        if let Some(fd) = super::links::adoptable(&pin, "edge", ifname, ifindex)? {
-            let link = XdpLink::try_from(fd).map_err(|e| DataplaneError::Attach {
-                ifname: ifname.to_owned(),
-                detail: format!(
-                    "the pinned attachment {} is not an XDP link: {e}",
-                    pin.display()
-                ),
-            })?;
-            let id =
-                self.program_mut()
-                    .attach_to_link(link)
-                    .map_err(|e| DataplaneError::Attach {
-                        ifname: ifname.to_owned(),
-                        detail: format!("replacing the running program (bpf_link_update): {e}"),
-                    })?;
-            // Still pinned where it was: keep our descriptor beside the pin.
-            let fd = self.take_fd_link(ifname, id)?;
-            self.links.push((ifname.to_owned(), fd));
-            tracing::info!(
-                "interface {ifname}: adopted the running data plane (program replaced in place)"
-            );
-            return Ok(super::links::xdp_mode(ifname).unwrap_or(AttachMode::Native));
-        }
-        let prog = self.program_mut();
-        let (id, mode) = match prog.attach(ifname, XdpMode::Driver) {
-            Ok(id) => (id, AttachMode::Native),
-            Err(native_err) => {
-                if !allow_generic {
-                    return Err(DataplaneError::NoNativeXdp {
-                        ifname: ifname.to_owned(),
-                        detail: format!("{native_err}"),
-                    });
-                }
-                let id = prog
-                    .attach(ifname, XdpMode::Skb)
-                    .map_err(|e| DataplaneError::Attach {
-                        ifname: ifname.to_owned(),
-                        detail: format!("native: {native_err}; generic: {e}"),
-                    })?;
-                (id, AttachMode::Generic)
-            }
-        };
-        let fd = self.take_fd_link(ifname, id)?;
-        self.links
-            .push((ifname.to_owned(), super::links::pin(fd, &pin)?));
+        let (mode, fd) =
+            super::links::attach_xdp(self.program_mut(), "edge", ifname, &pin, allow_generic)?;
+        self.links.push((ifname.to_owned(), fd));
         Ok(mode)
-    }
-
-    /// Takes attachment `id` out of aya's keeping (which would detach it on drop) as a plain
-    /// bpf_link descriptor.
-    fn take_fd_link(&mut self, ifname: &str, id: XdpLinkId) -> Result<FdLink, DataplaneError> {
-        let link = self
-            .program_mut()
-            .take_link(id)
-            .map_err(|source| DataplaneError::Program {
-                what: "take link",
-                source,
-            })?;
-        link.try_into().map_err(|e| DataplaneError::Attach {
-            ifname: ifname.to_owned(),
-            detail: format!(
-                "this kernel attached XDP without a bpf_link ({e}); it cannot be left running"
-            ),
-        })
     }
 
     /// The pins of this program's attachments (they are pinned from the moment they exist).

@@ -1,14 +1,20 @@
 //! Pinned attachments: how the data plane outlives the daemon and how a new daemon (or a new
 //! anypop version) takes it over without a gap.
 //!
-//! A daemon that stops without `--detach` pins each attachment (a `bpf_link`) under the node's pin
-//! directory: the programs keep running on the interfaces with the pinned maps. The next daemon
-//! finds the pin, checks that the link runs a program anypop ships (by name), and replaces the
-//! program through `bpf_link_update` on that very link: the interface is never without a program
-//! and state maps are shared, so no packet is lost and no flow moves.
+//! Each attachment (a `bpf_link`) is pinned under the node's pin directory the moment it is made:
+//! the programs keep running on the interfaces with the pinned maps however the daemon ends. The
+//! next daemon finds the pin, checks that the link is alive and runs a program anypop ships (by
+//! name), and replaces the program through `bpf_link_update` on that very link: the interface is
+//! never without a program and state maps are shared, so no packet is lost and no flow moves.
+//! [`attach_xdp`] and [`attach_tc`] are that sequence, for every program anypop attaches.
 use std::path::{Path, PathBuf};
 
-use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::{
+    SchedClassifier, TcAttachType, Xdp, XdpMode,
+    links::{FdLink, PinnedLink},
+    tc::SchedClassifierLink,
+    xdp::XdpLink,
+};
 
 use super::DataplaneError;
 
@@ -26,6 +32,123 @@ impl std::fmt::Display for AttachMode {
             AttachMode::Generic => "generic",
         })
     }
+}
+
+/// `detail` as the attach error of `ifname`.
+fn attach_error(ifname: &str, detail: String) -> DataplaneError {
+    DataplaneError::Attach {
+        ifname: ifname.to_owned(),
+        detail,
+    }
+}
+
+/// An attachment aya made, taken out of its keeping (which would detach it on drop) as a plain
+/// bpf_link descriptor.
+fn into_fd_link<L>(ifname: &str, link: L) -> Result<FdLink, DataplaneError>
+where
+    FdLink: TryFrom<L, Error = aya::programs::links::LinkError>,
+{
+    FdLink::try_from(link).map_err(|e| {
+        attach_error(
+            ifname,
+            format!("this kernel attached without a bpf_link ({e}); it cannot be left running"),
+        )
+    })
+}
+
+fn take_failed(source: aya::programs::ProgramError) -> DataplaneError {
+    DataplaneError::Program {
+        what: "take link",
+        source,
+    }
+}
+
+/// Attaches the loaded XDP program `prog` (anypop's program `name`) to `ifname` and pins the
+/// attachment at `pin` at once — or, when an earlier daemon left it running there, replaces the
+/// program on that pinned link in one step (`bpf_link_update`), in whatever mode it runs. A
+/// defunct pin (its interface is gone) is replaced by a new attachment. `allow_generic`: fall
+/// back to generic (SKB) mode when the driver cannot run XDP natively, instead of failing.
+/// Returns the mode and the link's descriptor (a second reference beside the pin).
+pub fn attach_xdp(
+    prog: &mut Xdp,
+    name: &str,
+    ifname: &str,
+    pin: &Path,
+    allow_generic: bool,
+) -> Result<(AttachMode, FdLink), DataplaneError> {
+    let ifindex = ifindex_of(ifname)?;
+    if let Some(fd) = adoptable(pin, name, ifname, ifindex)? {
+        let link = XdpLink::try_from(fd).map_err(|e| {
+            attach_error(
+                ifname,
+                format!(
+                    "the pinned attachment {} is not an XDP link: {e}",
+                    pin.display()
+                ),
+            )
+        })?;
+        let id = prog.attach_to_link(link).map_err(|e| {
+            attach_error(
+                ifname,
+                format!("replacing the running {name} (bpf_link_update): {e}"),
+            )
+        })?;
+        let fd = into_fd_link(ifname, prog.take_link(id).map_err(take_failed)?)?;
+        tracing::info!(
+            "interface {ifname}: adopted the running {} (program replaced in place)",
+            running(name)
+        );
+        return Ok((xdp_mode(ifname).unwrap_or(AttachMode::Native), fd));
+    }
+    let (id, mode) = match prog.attach(ifname, XdpMode::Driver) {
+        Ok(id) => (id, AttachMode::Native),
+        Err(native) if allow_generic => {
+            let id = prog
+                .attach(ifname, XdpMode::Skb)
+                .map_err(|e| attach_error(ifname, format!("native: {native}; generic: {e}")))?;
+            (id, AttachMode::Generic)
+        }
+        Err(native) => {
+            return Err(DataplaneError::NoNativeXdp {
+                ifname: ifname.to_owned(),
+                detail: format!("{native}"),
+            });
+        }
+    };
+    let fd = into_fd_link(ifname, prog.take_link(id).map_err(take_failed)?)?;
+    Ok((mode, self::pin(fd, pin)?))
+}
+
+/// [`attach_xdp`] for a TC program on `ifname`'s egress (TCX).
+pub fn attach_tc(
+    prog: &mut SchedClassifier,
+    name: &str,
+    ifname: &str,
+    pin: &Path,
+) -> Result<FdLink, DataplaneError> {
+    let ifindex = ifindex_of(ifname)?;
+    if let Some(fd) = adoptable(pin, name, ifname, ifindex)? {
+        let link =
+            SchedClassifierLink::try_from(fd).map_err(|e| attach_error(ifname, format!("{e}")))?;
+        let id = prog
+            .attach_to_link(link)
+            .map_err(|e| attach_error(ifname, format!("bpf_link_update ({name}): {e}")))?;
+        tracing::info!(
+            "interface {ifname}: adopted the running {} (program replaced in place)",
+            running(name)
+        );
+        return into_fd_link(ifname, prog.take_link(id).map_err(take_failed)?);
+    }
+    let id = prog
+        .attach(ifname, TcAttachType::Egress)
+        .map_err(|e| attach_error(ifname, format!("TC egress: {e}")))?;
+    let fd = into_fd_link(ifname, prog.take_link(id).map_err(take_failed)?)?;
+    self::pin(fd, pin)
+}
+
+/// How the log names a running program that was adopted (the edge is "the data plane" of a POP).
+fn running(name: &str) -> &str {
+    if name == "edge" { "data plane" } else { name }
 }
 
 /// Where the attachment of `kind` ("xdp" or "tc") on `ifname` is pinned.
