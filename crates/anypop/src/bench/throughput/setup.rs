@@ -62,7 +62,7 @@ pub(super) fn frame(src_mac: [u8; 6], dst_mac: [u8; 6], src: [u8; 4]) -> Vec<u8>
     ip[9] = 17;
     ip[12..16].copy_from_slice(&src);
     ip[16..20].copy_from_slice(&VIP);
-    let c = crate::bench::ipv4_checksum(&ip);
+    let c = crate::bench::frames::ipv4_checksum(&ip);
     ip[10..12].copy_from_slice(&c.to_be_bytes());
     f.extend_from_slice(&ip);
     f.extend_from_slice(&40000u16.to_be_bytes());
