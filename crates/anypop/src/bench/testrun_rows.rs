@@ -410,7 +410,16 @@ fn backend_cases(
     let mut reply = reply;
     // source port 27015 (the service), destination the player's port
     reply[34..36].copy_from_slice(&27015u16.to_be_bytes());
-    cases.push(Case::new("empty TC program", "any frame", tc_fd(base.tc())?, &reply, true).tc());
+    cases.push(
+        Case::new(
+            "empty TC program",
+            "any frame",
+            tc_fd(base.tc())?,
+            &reply,
+            true,
+        )
+        .tc(),
+    );
     cases.push(Case::new(
         "anypop decap (XDP)",
         "IPIP from a POP: decapsulate, pass",

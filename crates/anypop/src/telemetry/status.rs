@@ -236,12 +236,15 @@ fn write_config(
     Ok(generation)
 }
 
+/// A program's run-time statistics: (ns run, runs).
+type Cost = (u64, u64);
+
 /// Everything read at both ends of the window: verdict counters, rule and service hits (edge
 /// only), and the cost counters of each attached program.
 struct Window {
     attached: Vec<Attachment>,
     /// (before, after) for each attachment's program: (run ns, runs).
-    cost: (Vec<(u64, u64)>, Vec<(u64, u64)>),
+    cost: (Vec<Cost>, Vec<Cost>),
     verdicts: (Snapshot, Snapshot),
     rules: (Vec<Counter>, Vec<Counter>),
     services: (Vec<Counter>, Vec<Counter>),

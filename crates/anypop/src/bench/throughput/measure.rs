@@ -95,7 +95,12 @@ impl Bench {
         })
     }
 
-    pub(super) fn measure(&mut self, dut: Dut, a: &mut Attached, traffic: Traffic) -> anyhow::Result<Sample> {
+    pub(super) fn measure(
+        &mut self,
+        dut: Dut,
+        a: &mut Attached,
+        traffic: Traffic,
+    ) -> anyhow::Result<Sample> {
         let f = self.prepare(traffic)?;
         enter(&self.gen_ns)?;
         // Warm-up: caches, the FIB cache and, for players, every flow already in the flow table

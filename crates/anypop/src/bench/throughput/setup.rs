@@ -73,7 +73,6 @@ pub(super) fn frame(src_mac: [u8; 6], dst_mac: [u8; 6], src: [u8; 4]) -> Vec<u8>
     f
 }
 
-
 /// `g0`, the generator's side: its index and MAC, and the sink for forwarded frames, which also
 /// keeps g0's NAPI (its own thread, `sink_thread`) running.
 pub(super) struct GeneratorSide {
@@ -135,6 +134,9 @@ pub(super) fn dut_side(dut_ns: &str, g0_mac: [u8; 6]) -> anyhow::Result<([u8; 6]
     Ok((g1_mac, dut_thread))
 }
 
+/// The generator's CPU (also the sink's) and the DUT's.
+pub(super) type Cpus = (usize, usize);
+
 /// Places the calling thread (the generator), the sink's and the DUT's NAPI threads on CPUs, at
 /// real-time priorities, and starts the DUT CPU's [`Spinner`]. Returns (generator CPU, DUT CPU),
 /// None on one CPU, where nothing is pinned.
@@ -142,7 +144,7 @@ pub(super) fn place(
     one_cpu: bool,
     sink_thread: i32,
     dut_thread: i32,
-) -> anyhow::Result<(Option<(usize, usize)>, Option<Spinner>)> {
+) -> anyhow::Result<(Option<Cpus>, Option<Spinner>)> {
     let ncpu = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);

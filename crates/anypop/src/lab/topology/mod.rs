@@ -31,7 +31,6 @@ use super::netns::{Netns, owned_by_dead_process, remove_leftovers};
 use crate::dataplane::baseline::Baseline;
 use daemons::Daemon;
 
-
 /// The anycast address every POP announces.
 pub const VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 /// The UDP game port.
