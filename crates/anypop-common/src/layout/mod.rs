@@ -7,6 +7,11 @@
 //!
 //! Every struct is `#[repr(C)]` with explicit padding so its bytes are fully defined (required for
 //! hashing keys in the kernel and for `aya::Pod`).
+//!
+//! The limits and protocol numbers live here; the types by subject in submodules, all re-exported
+//! so every `layout::X` path stays one path: `config` (edge config maps), `svc4` (the packed IPv4
+//! service table), `rules` (rule entries, source classes and decisions), `state` (flows, buckets,
+//! counters, caches), `backend` (backend maps) and `capture`.
 
 /// Layout version; part of the pin path so an incompatible daemon never touches these maps.
 pub const LAYOUT_VERSION: u32 = 2;
