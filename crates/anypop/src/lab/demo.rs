@@ -102,7 +102,7 @@ pub fn run(opts: DemoOptions, binary: &Path, stop: Arc<AtomicBool>) -> anyhow::R
     let _stats = crate::dataplane::edge::enable_cost_stats()?;
 
     let acts = Acts::new(opts.duration);
-    let mut views: Vec<PopView> = (1..=topology.pops)
+    let views: Vec<PopView> = (1..=topology.pops)
         .map(|i| {
             Ok(PopView {
                 prev: lab.verdicts(&format!("pop-{i}"))?,
@@ -111,7 +111,11 @@ pub fn run(opts: DemoOptions, binary: &Path, stop: Arc<AtomicBool>) -> anyhow::R
         })
         .collect::<anyhow::Result<_>>()?;
     let start_totals: Vec<Snapshot> = views.iter().map(|v| v.prev.clone()).collect();
-    let flood_sent_total = play(&lab, &opts, &acts, &players, &tcp, &stop, &mut views)?;
+    let mut watch = Watch {
+        prev: (0, 0, 0),
+        views,
+    };
+    let flood_sent_total = play(&lab, &opts, &acts, &players, &tcp, &stop, &mut watch)?;
     tcp_stop.store(true, Ordering::Relaxed);
     let _ = tcp_thread.join();
     let stats = players.stop()?;
@@ -179,7 +183,7 @@ fn play(
     players: &Players,
     tcp: &TcpStats,
     stop: &AtomicBool,
-    views: &mut [PopView],
+    watch: &mut Watch,
 ) -> anyhow::Result<(u64, u64)> {
     let topology = lab.topology;
     let mut flood: Option<RunningFlood> = None;
@@ -187,7 +191,6 @@ fn play(
     let (mut flapped, mut returned) = (false, false);
     let start = Instant::now();
     let mut last = Instant::now();
-    let mut prev = (0u64, 0u64, 0u64);
     while start.elapsed() < acts.duration && !stop.load(Ordering::Relaxed) {
         let t = start.elapsed();
         if t >= acts.flood_at && flood.is_none() && flood_sent_total == (0, 0) {
@@ -225,16 +228,7 @@ fn play(
         }
         let secs = last.elapsed().as_secs_f64();
         last = Instant::now();
-        let line = second_line(
-            lab,
-            start,
-            secs,
-            players,
-            tcp,
-            flood.as_ref(),
-            &mut prev,
-            views,
-        )?;
+        let line = second_line(lab, start, secs, players, tcp, flood.as_ref(), watch)?;
         println!("{line}");
     }
     if let Some(f) = flood.take() {
@@ -243,9 +237,16 @@ fn play(
     Ok(flood_sent_total)
 }
 
+/// What the previous line of a second saw, so that the next shows rates.
+struct Watch {
+    /// Players' ticks sent, echoes got, and flood frames sent.
+    prev: (u64, u64, u64),
+    /// Each POP's counters.
+    views: Vec<PopView>,
+}
+
 /// The line of one second: flood rate, players' echoes, loss, RTT, moves, the TCP session, and
-/// each POP ([`pop_line`]). `prev` holds (sent, got, flood) at the previous line.
-#[allow(clippy::too_many_arguments)]
+/// each POP ([`pop_line`]).
 fn second_line(
     lab: &Lab,
     start: Instant,
@@ -253,10 +254,9 @@ fn second_line(
     players: &Players,
     tcp: &TcpStats,
     flood: Option<&RunningFlood>,
-    prev: &mut (u64, u64, u64),
-    views: &mut [PopView],
+    watch: &mut Watch,
 ) -> anyhow::Result<String> {
-    let (last_sent, last_got, last_flood) = *prev;
+    let (last_sent, last_got, last_flood) = watch.prev;
     let (s, g) = (players.sent(), players.got());
     let mut rtts: Vec<u32> = players.stats.iter().flat_map(|p| p.take_rtts()).collect();
     let f = flood.map_or(0, |f| f.sent.load(Ordering::Relaxed));
@@ -280,12 +280,12 @@ fn second_line(
             format!("{} echoed", tcp.echoed.load(Ordering::Relaxed))
         }
     );
-    for (i, v) in views.iter_mut().enumerate() {
+    for (i, v) in watch.views.iter_mut().enumerate() {
         line += " ";
         line += &pop_line(lab, i + 1, v, secs)?;
         line += " |";
     }
-    *prev = (s, g, f);
+    watch.prev = (s, g, f);
     Ok(line)
 }
 
