@@ -25,7 +25,7 @@ use std::{
 use anypop_common::verdict::Reason;
 
 use super::{
-    game::{self, TcpStats, percentile},
+    game::{self, PlayerStats, TcpStats, percentile},
     topology::{ATTACK_RANGE, GAME_PORT, Lab, TCP_PORT, Topology, VIP, player_addr},
     traffic::{Players, RunningFlood, Servers},
 };
@@ -87,18 +87,7 @@ fn pop_line(lab: &Lab, i: usize, view: &mut PopView, secs: f64) -> anyhow::Resul
 /// another backend) and no flood packet reached a game server.
 pub fn run(opts: DemoOptions, binary: &Path, stop: Arc<AtomicBool>) -> anyhow::Result<bool> {
     let topology = Topology::default();
-    let lab = Lab::build(topology, binary, &|s| println!("lab: {s} …"))?;
-    println!(
-        "lab: up — {} POPs announce {VIP} (equal-cost routes at the router), {} backends with a game server on {VIP}:{GAME_PORT}/udp and :{TCP_PORT}/tcp",
-        topology.pops, topology.backends
-    );
-    for i in 1..=topology.pops {
-        println!(
-            "lab: pop-{i}: XDP {} on pop{i}-in, {} on pop{i}-tr",
-            lab.xdp_of_pop(i, &format!("pop{i}-in")).mode,
-            lab.xdp_of_pop(i, &format!("pop{i}-tr")).mode
-        );
-    }
+    let lab = start_lab(topology, binary)?;
     let servers = Servers::start(&lab)?;
     let players = Players::start(&lab, 0, opts.players.clamp(1, 24), opts.tick_rate.max(1))?;
     let tcp_stop = Arc::new(AtomicBool::new(false));
@@ -112,13 +101,8 @@ pub fn run(opts: DemoOptions, binary: &Path, stop: Arc<AtomicBool>) -> anyhow::R
     // Run-time statistics on while we watch (they cost a little on every packet).
     let _stats = crate::dataplane::edge::enable_cost_stats()?;
 
-    let d = opts.duration;
-    let (flood_at, flap_at, back_at) = (d / 5, d * 2 / 5, d * 7 / 10);
-    println!(
-        "running {:?}: flood at {:?}, POP 1 withdraws at {:?} (route flap), returns at {:?}; Ctrl-C stops early",
-        d, flood_at, flap_at, back_at
-    );
-    let mut views: Vec<PopView> = (1..=topology.pops)
+    let acts = Acts::new(opts.duration);
+    let views: Vec<PopView> = (1..=topology.pops)
         .map(|i| {
             Ok(PopView {
                 prev: lab.verdicts(&format!("pop-{i}"))?,
@@ -127,15 +111,89 @@ pub fn run(opts: DemoOptions, binary: &Path, stop: Arc<AtomicBool>) -> anyhow::R
         })
         .collect::<anyhow::Result<_>>()?;
     let start_totals: Vec<Snapshot> = views.iter().map(|v| v.prev.clone()).collect();
+    let mut watch = Watch {
+        prev: (0, 0, 0),
+        views,
+    };
+    let flood_sent_total = play(&lab, &opts, &acts, &players, &tcp, &stop, &mut watch)?;
+    tcp_stop.store(true, Ordering::Relaxed);
+    let _ = tcp_thread.join();
+    let stats = players.stop()?;
+    std::thread::sleep(Duration::from_millis(200));
+    let unwanted = servers.unwanted();
+    servers.stop()?;
+    summary(
+        &lab,
+        &stats,
+        &tcp,
+        flood_sent_total,
+        unwanted,
+        &start_totals,
+    )
+}
+
+/// Builds the lab and says what runs where.
+fn start_lab(topology: Topology, binary: &Path) -> anyhow::Result<Lab> {
+    let lab = Lab::build(topology, binary, &|s| println!("lab: {s} …"))?;
+    println!(
+        "lab: up — {} POPs announce {VIP} (equal-cost routes at the router), {} backends with a game server on {VIP}:{GAME_PORT}/udp and :{TCP_PORT}/tcp",
+        topology.pops, topology.backends
+    );
+    for i in 1..=topology.pops {
+        println!(
+            "lab: pop-{i}: XDP {} on pop{i}-in, {} on pop{i}-tr",
+            lab.xdp_of_pop(i, &format!("pop{i}-in")).mode,
+            lab.xdp_of_pop(i, &format!("pop{i}-tr")).mode
+        );
+    }
+    Ok(lab)
+}
+
+/// The demo's timeline over its duration: when the flood starts, POP 1 withdraws, and returns.
+struct Acts {
+    duration: Duration,
+    flood_at: Duration,
+    flap_at: Duration,
+    back_at: Duration,
+}
+
+impl Acts {
+    /// The timeline of a demo of `d`, announced.
+    fn new(d: Duration) -> Acts {
+        let (flood_at, flap_at, back_at) = (d / 5, d * 2 / 5, d * 7 / 10);
+        println!(
+            "running {:?}: flood at {:?}, POP 1 withdraws at {:?} (route flap), returns at {:?}; Ctrl-C stops early",
+            d, flood_at, flap_at, back_at
+        );
+        Acts {
+            duration: d,
+            flood_at,
+            flap_at,
+            back_at,
+        }
+    }
+}
+
+/// Plays the acts, with a line a second, until the duration is over or `stop` is set; returns
+/// what the flood sent (frames, and frames dropped before a POP saw them).
+fn play(
+    lab: &Lab,
+    opts: &DemoOptions,
+    acts: &Acts,
+    players: &Players,
+    tcp: &TcpStats,
+    stop: &AtomicBool,
+    watch: &mut Watch,
+) -> anyhow::Result<(u64, u64)> {
+    let topology = lab.topology;
     let mut flood: Option<RunningFlood> = None;
     let mut flood_sent_total = (0u64, 0u64);
     let (mut flapped, mut returned) = (false, false);
     let start = Instant::now();
     let mut last = Instant::now();
-    let (mut last_sent, mut last_got, mut last_flood) = (0u64, 0u64, 0u64);
-    while start.elapsed() < d && !stop.load(Ordering::Relaxed) {
+    while start.elapsed() < acts.duration && !stop.load(Ordering::Relaxed) {
         let t = start.elapsed();
-        if t >= flood_at && flood.is_none() && flood_sent_total == (0, 0) {
+        if t >= acts.flood_at && flood.is_none() && flood_sent_total == (0, 0) {
             let rate = if opts.flood_pps == 0 {
                 "flat out".to_string()
             } else {
@@ -146,20 +204,20 @@ pub fn run(opts: DemoOptions, binary: &Path, stop: Arc<AtomicBool>) -> anyhow::R
                 opts.flood_kind
             );
             flood = Some(RunningFlood::start(
-                &lab,
+                lab,
                 opts.flood_kind,
                 opts.flood_pps,
                 None,
             )?);
         }
-        if t >= flap_at && !flapped {
+        if t >= acts.flap_at && !flapped {
             println!(
                 ">>> route flap: POP 1 withdraws {VIP}; the router sends every player to POP 2"
             );
             lab.route_via(&[2.min(topology.pops)])?;
             flapped = true;
         }
-        if t >= back_at && !returned {
+        if t >= acts.back_at && !returned {
             println!(">>> POP 1 announces {VIP} again: equal-cost routes through both POPs");
             lab.route_via(&(1..=topology.pops).collect::<Vec<_>>())?;
             returned = true;
@@ -170,47 +228,77 @@ pub fn run(opts: DemoOptions, binary: &Path, stop: Arc<AtomicBool>) -> anyhow::R
         }
         let secs = last.elapsed().as_secs_f64();
         last = Instant::now();
-        let (s, g) = (players.sent(), players.got());
-        let mut rtts: Vec<u32> = players.stats.iter().flat_map(|p| p.take_rtts()).collect();
-        let f = flood.as_ref().map_or(0, |f| f.sent.load(Ordering::Relaxed));
-        let (ds, dg) = (s - last_sent, g - last_got);
-        // Echoes trail their ticks by a round trip: a window can show slightly more or less.
-        let loss = if ds == 0 {
-            0.0
-        } else {
-            100.0 * ds.saturating_sub(dg) as f64 / ds as f64
-        };
-        let mut line = format!(
-            "t={:>4.1}s flood {:>6}/s | players {dg:>4}/{ds:<4} loss {loss:>4.1}% rtt p50 {:>5} p99 {:>5} µs moves {} tcp {} |",
-            start.elapsed().as_secs_f64(),
-            si(f.saturating_sub(last_flood) as f64 / secs),
-            percentile(&mut rtts, 0.5),
-            percentile(&mut rtts, 0.99),
-            players.backend_changes(),
-            if tcp.broken.load(Ordering::Relaxed) {
-                "BROKEN".to_string()
-            } else {
-                format!("{} echoed", tcp.echoed.load(Ordering::Relaxed))
-            }
-        );
-        for (i, v) in views.iter_mut().enumerate() {
-            line += " ";
-            line += &pop_line(&lab, i + 1, v, secs)?;
-            line += " |";
-        }
+        let line = second_line(lab, start, secs, players, tcp, flood.as_ref(), watch)?;
         println!("{line}");
-        (last_sent, last_got, last_flood) = (s, g, f);
     }
     if let Some(f) = flood.take() {
-        flood_sent_total = f.stop(&lab)?;
+        flood_sent_total = f.stop(lab)?;
     }
-    tcp_stop.store(true, Ordering::Relaxed);
-    let _ = tcp_thread.join();
-    let stats = players.stop()?;
-    std::thread::sleep(Duration::from_millis(200));
-    let unwanted = servers.unwanted();
-    servers.stop()?;
+    Ok(flood_sent_total)
+}
 
+/// What the previous line of a second saw, so that the next shows rates.
+struct Watch {
+    /// Players' ticks sent, echoes got, and flood frames sent.
+    prev: (u64, u64, u64),
+    /// Each POP's counters.
+    views: Vec<PopView>,
+}
+
+/// The line of one second: flood rate, players' echoes, loss, RTT, moves, the TCP session, and
+/// each POP ([`pop_line`]).
+fn second_line(
+    lab: &Lab,
+    start: Instant,
+    secs: f64,
+    players: &Players,
+    tcp: &TcpStats,
+    flood: Option<&RunningFlood>,
+    watch: &mut Watch,
+) -> anyhow::Result<String> {
+    let (last_sent, last_got, last_flood) = watch.prev;
+    let (s, g) = (players.sent(), players.got());
+    let mut rtts: Vec<u32> = players.stats.iter().flat_map(|p| p.take_rtts()).collect();
+    let f = flood.map_or(0, |f| f.sent.load(Ordering::Relaxed));
+    let (ds, dg) = (s - last_sent, g - last_got);
+    // Echoes trail their ticks by a round trip: a window can show slightly more or less.
+    let loss = if ds == 0 {
+        0.0
+    } else {
+        100.0 * ds.saturating_sub(dg) as f64 / ds as f64
+    };
+    let mut line = format!(
+        "t={:>4.1}s flood {:>6}/s | players {dg:>4}/{ds:<4} loss {loss:>4.1}% rtt p50 {:>5} p99 {:>5} µs moves {} tcp {} |",
+        start.elapsed().as_secs_f64(),
+        si(f.saturating_sub(last_flood) as f64 / secs),
+        percentile(&mut rtts, 0.5),
+        percentile(&mut rtts, 0.99),
+        players.backend_changes(),
+        if tcp.broken.load(Ordering::Relaxed) {
+            "BROKEN".to_string()
+        } else {
+            format!("{} echoed", tcp.echoed.load(Ordering::Relaxed))
+        }
+    );
+    for (i, v) in watch.views.iter_mut().enumerate() {
+        line += " ";
+        line += &pop_line(lab, i + 1, v, secs)?;
+        line += " |";
+    }
+    watch.prev = (s, g, f);
+    Ok(line)
+}
+
+/// The summary: players, the TCP session, the flood, each POP's verdicts over the demo, and the
+/// verdict of the demo itself (returned).
+fn summary(
+    lab: &Lab,
+    stats: &[Arc<PlayerStats>],
+    tcp: &TcpStats,
+    flood_sent_total: (u64, u64),
+    unwanted: u64,
+    start_totals: &[Snapshot],
+) -> anyhow::Result<bool> {
     let sent: u64 = stats.iter().map(|p| p.sent.load(Ordering::Relaxed)).sum();
     let got: u64 = stats.iter().map(|p| p.got.load(Ordering::Relaxed)).sum();
     let moves: u64 = stats
@@ -243,7 +331,7 @@ pub fn run(opts: DemoOptions, binary: &Path, stop: Arc<AtomicBool>) -> anyhow::R
         "flood: {} frames sent ({} dropped by the attacker's veths before a POP saw them); reached a game server: {unwanted}",
         flood_sent_total.0, flood_sent_total.1
     );
-    for i in 1..=topology.pops {
+    for i in 1..=lab.topology.pops {
         let now = lab.verdicts(&format!("pop-{i}"))?;
         let d: Vec<String> = Reason::ALL
             .iter()

@@ -134,8 +134,43 @@ pub fn report_named(
             printable(&pin_dir.to_string_lossy())
         );
     }
-    let name = if edge { "COUNTERS" } else { "B_COUNTERS" };
     let mut out = String::new();
+    write_header(&mut out, pin_dir, node, edge);
+    let generation = if edge {
+        write_config(&mut out, pin_dir, names)?
+    } else {
+        0
+    };
+    let w = Window::measure(pin_dir, edge, window)?;
+    write_attachments(&mut out, &w);
+    write_verdicts(&mut out, &w);
+    if edge {
+        for (title, list) in [
+            (
+                "top services",
+                top(
+                    &w.services.0,
+                    &w.services.1,
+                    generation,
+                    &names.services,
+                    w.secs,
+                    5,
+                ),
+            ),
+            (
+                "top rules",
+                top(&w.rules.0, &w.rules.1, generation, &names.rules, w.secs, 5),
+            ),
+        ] {
+            write_top(&mut out, title, list);
+        }
+        write_state(&mut out, pin_dir)?;
+    }
+    Ok(out)
+}
+
+/// The node line (POP or backend, where its pins are) and whether its daemon runs.
+fn write_header(out: &mut String, pin_dir: &Path, node: &str, edge: bool) {
     let _ = writeln!(
         out,
         "node {node} ({} data plane, pins {})",
@@ -164,72 +199,112 @@ pub fn report_named(
         ),
         (None, true) => writeln!(out, "daemon: not running"),
     };
-    let mut generation = 0usize;
-    if edge {
-        let c: Array<MapData, Control> =
-            Array::try_from(Map::Array(open(pin_dir, "CONTROL")?)).context("CONTROL")?;
-        let c = c.get(&0, 0).context("CONTROL")?;
-        generation = c.active_gen as usize;
-        let settings: Array<MapData, anypop_common::layout::Settings> =
-            Array::try_from(Map::Array(open(pin_dir, "SETTINGS")?)).context("SETTINGS")?;
-        let hash = settings
-            .get(&c.active_gen, 0)
-            .map(|s| s.config_hash)
-            .unwrap_or(0);
+}
+
+/// An edge's live config (hash, switch count, slot) and capture request; returns the live slot.
+fn write_config(
+    out: &mut String,
+    pin_dir: &Path,
+    names: &crate::compile::Names,
+) -> anyhow::Result<usize> {
+    let c: Array<MapData, Control> =
+        Array::try_from(Map::Array(open(pin_dir, "CONTROL")?)).context("CONTROL")?;
+    let c = c.get(&0, 0).context("CONTROL")?;
+    let generation = c.active_gen as usize;
+    let settings: Array<MapData, anypop_common::layout::Settings> =
+        Array::try_from(Map::Array(open(pin_dir, "SETTINGS")?)).context("SETTINGS")?;
+    let hash = settings
+        .get(&c.active_gen, 0)
+        .map(|s| s.config_hash)
+        .unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "config: {hash:016x} (hash of the network file), switch #{}, live slot {}",
+        c.version, c.active_gen
+    );
+    // A data plane from before capture has no CAPTURE map: nothing to say.
+    if pin_dir.join("CAPTURE").exists() {
+        let cap: Array<MapData, CaptureConfig> =
+            Array::try_from(Map::Array(open(pin_dir, "CAPTURE")?)).context("CAPTURE")?;
+        let c = cap.get(&0, 0).context("CAPTURE")?;
         let _ = writeln!(
             out,
-            "config: {hash:016x} (hash of the network file), switch #{}, live slot {}",
-            c.version, c.active_gen
+            "capture: {}",
+            super::capture::describe(&c, super::monotonic_secs(), names)
         );
-        // A data plane from before capture has no CAPTURE map: nothing to say.
-        if pin_dir.join("CAPTURE").exists() {
-            let cap: Array<MapData, CaptureConfig> =
-                Array::try_from(Map::Array(open(pin_dir, "CAPTURE")?)).context("CAPTURE")?;
-            let c = cap.get(&0, 0).context("CAPTURE")?;
-            let _ = writeln!(
-                out,
-                "capture: {}",
-                super::capture::describe(&c, super::monotonic_secs(), names)
-            );
-        }
     }
-    let counter_map_id = open(pin_dir, name)?
-        .info()
-        .map_err(|e| anyhow!("{name}: {e}"))?
-        .id();
-    let attached = attachments(counter_map_id);
-    // The programs' own cost: run-time statistics on for the window only (they cost a little).
-    let stats = crate::dataplane::edge::enable_cost_stats().ok();
-    let hits = |map: &str| -> anyhow::Result<Vec<Counter>> {
-        if !edge {
-            return Ok(Vec::new());
-        }
-        Ok(counters(pin_dir, map)?.by_reason)
-    };
-    let (rules_a, services_a) = (hits("RULE_HITS")?, hits("SVC_HITS")?);
-    let cost_a: Vec<(u64, u64)> = attached
-        .iter()
-        .map(|a| crate::dataplane::links::program_cost(a.prog_id).unwrap_or((0, 0)))
-        .collect();
-    let a = counters(pin_dir, name)?;
-    let t0 = Instant::now();
-    std::thread::sleep(window);
-    let b = counters(pin_dir, name)?;
-    let secs = t0.elapsed().as_secs_f64();
-    let cost_b: Vec<(u64, u64)> = attached
-        .iter()
-        .map(|a| crate::dataplane::links::program_cost(a.prog_id).unwrap_or((0, 0)))
-        .collect();
-    let (rules_b, services_b) = (hits("RULE_HITS")?, hits("SVC_HITS")?);
-    drop(stats);
-    if attached.is_empty() {
+    Ok(generation)
+}
+
+/// A program's run-time statistics: (ns run, runs).
+type Cost = (u64, u64);
+
+/// Everything read at both ends of the window: verdict counters, rule and service hits (edge
+/// only), and the cost counters of each attached program.
+struct Window {
+    attached: Vec<Attachment>,
+    /// (before, after) for each attachment's program: (run ns, runs).
+    cost: (Vec<Cost>, Vec<Cost>),
+    verdicts: (Snapshot, Snapshot),
+    rules: (Vec<Counter>, Vec<Counter>),
+    services: (Vec<Counter>, Vec<Counter>),
+    secs: f64,
+}
+
+impl Window {
+    fn measure(pin_dir: &Path, edge: bool, window: Duration) -> anyhow::Result<Window> {
+        let name = if edge { "COUNTERS" } else { "B_COUNTERS" };
+        let counter_map_id = open(pin_dir, name)?
+            .info()
+            .map_err(|e| anyhow!("{name}: {e}"))?
+            .id();
+        let attached = attachments(counter_map_id);
+        // The programs' own cost: run-time statistics on for the window only (they cost a little).
+        let stats = crate::dataplane::edge::enable_cost_stats().ok();
+        let hits = |map: &str| -> anyhow::Result<Vec<Counter>> {
+            if !edge {
+                return Ok(Vec::new());
+            }
+            Ok(counters(pin_dir, map)?.by_reason)
+        };
+        let cost = || -> Vec<(u64, u64)> {
+            attached
+                .iter()
+                .map(|a| crate::dataplane::links::program_cost(a.prog_id).unwrap_or((0, 0)))
+                .collect()
+        };
+        let (rules_a, services_a) = (hits("RULE_HITS")?, hits("SVC_HITS")?);
+        let cost_a = cost();
+        let a = counters(pin_dir, name)?;
+        let t0 = Instant::now();
+        std::thread::sleep(window);
+        let b = counters(pin_dir, name)?;
+        let secs = t0.elapsed().as_secs_f64();
+        let cost_b = cost();
+        let (rules_b, services_b) = (hits("RULE_HITS")?, hits("SVC_HITS")?);
+        drop(stats);
+        Ok(Window {
+            attached,
+            cost: (cost_a, cost_b),
+            verdicts: (a, b),
+            rules: (rules_a, rules_b),
+            services: (services_a, services_b),
+            secs,
+        })
+    }
+}
+
+/// One line per interface running the node's programs: XDP mode, program, cost in the window.
+fn write_attachments(out: &mut String, w: &Window) {
+    let (cost_a, cost_b, secs) = (&w.cost.0, &w.cost.1, w.secs);
+    if w.attached.is_empty() {
         let _ = writeln!(
             out,
             "interfaces: none in this network namespace runs this node's programs"
         );
     }
     // One program can be attached to several interfaces: its cost is shared by them.
-    for (i, att) in attached.iter().enumerate() {
+    for (i, att) in w.attached.iter().enumerate() {
         let (dt, dn) = (
             cost_b[i].0.saturating_sub(cost_a[i].0),
             cost_b[i].1.saturating_sub(cost_a[i].1),
@@ -258,6 +333,11 @@ pub fn report_named(
             );
         }
     }
+}
+
+/// The verdict table: every reason seen, its total and its rate over the window.
+fn write_verdicts(out: &mut String, w: &Window) {
+    let (a, b, secs) = (&w.verdicts.0, &w.verdicts.1, w.secs);
     let _ = writeln!(out, "verdicts (total packets, rate over {secs:.1} s):");
     let mut any = false;
     for r in Reason::ALL {
@@ -278,54 +358,42 @@ pub fn report_named(
     if !any {
         let _ = writeln!(out, "  (no packets yet)");
     }
-    if edge {
-        for (title, list) in [
-            (
-                "top services",
-                top(
-                    &services_a,
-                    &services_b,
-                    generation,
-                    &names.services,
-                    secs,
-                    5,
-                ),
-            ),
-            (
-                "top rules",
-                top(&rules_a, &rules_b, generation, &names.rules, secs, 5),
-            ),
-        ] {
-            if list.is_empty() {
-                continue;
-            }
-            let _ = writeln!(out, "{title} (total packets, rate):");
-            for (n, total, rate) in list {
-                let _ = writeln!(out, "  {n:<20} {total:>14} {:>10}/s", si(rate));
-            }
-        }
-        let flows_data = open(pin_dir, "FLOWS")?;
-        let buckets_data = open(pin_dir, "BUCKETS")?;
-        let flow_max = flows_data.info().map(|i| i.max_entries()).unwrap_or(0);
-        let bucket_max = buckets_data.info().map(|i| i.max_entries()).unwrap_or(0);
-        let flows: HashMap<MapData, FlowKey, FlowValue> =
-            HashMap::try_from(Map::LruHashMap(flows_data)).context("FLOWS")?;
-        let buckets: HashMap<MapData, BucketKey, Bucket> =
-            HashMap::try_from(Map::LruHashMap(buckets_data)).context("BUCKETS")?;
-        let (nf, nb) = (flows.keys().count(), buckets.keys().count());
-        let pct = |n: usize, max: u32| 100.0 * n as f64 / max.max(1) as f64;
+}
+
+/// A top list ([`top`]) under its title; nothing when it is empty.
+fn write_top(out: &mut String, title: &str, list: Vec<(String, u64, f64)>) {
+    if list.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "{title} (total packets, rate):");
+    for (n, total, rate) in list {
+        let _ = writeln!(out, "  {n:<20} {total:>14} {:>10}/s", si(rate));
+    }
+}
+
+/// How full the edge's state tables (flows, rate-limit buckets) are, with a warning near full.
+fn write_state(out: &mut String, pin_dir: &Path) -> anyhow::Result<()> {
+    let flows_data = open(pin_dir, "FLOWS")?;
+    let buckets_data = open(pin_dir, "BUCKETS")?;
+    let flow_max = flows_data.info().map(|i| i.max_entries()).unwrap_or(0);
+    let bucket_max = buckets_data.info().map(|i| i.max_entries()).unwrap_or(0);
+    let flows: HashMap<MapData, FlowKey, FlowValue> =
+        HashMap::try_from(Map::LruHashMap(flows_data)).context("FLOWS")?;
+    let buckets: HashMap<MapData, BucketKey, Bucket> =
+        HashMap::try_from(Map::LruHashMap(buckets_data)).context("BUCKETS")?;
+    let (nf, nb) = (flows.keys().count(), buckets.keys().count());
+    let pct = |n: usize, max: u32| 100.0 * n as f64 / max.max(1) as f64;
+    let _ = writeln!(
+        out,
+        "state: flows {nf} of {flow_max} ({:.1}%), rate-limit buckets {nb} of {bucket_max} ({:.1}%)",
+        pct(nf, flow_max),
+        pct(nb, bucket_max)
+    );
+    if pct(nf, flow_max) > 90.0 || pct(nb, bucket_max) > 90.0 {
         let _ = writeln!(
             out,
-            "state: flows {nf} of {flow_max} ({:.1}%), rate-limit buckets {nb} of {bucket_max} ({:.1}%)",
-            pct(nf, flow_max),
-            pct(nb, bucket_max)
+            "  WARNING: a state table is nearly full: its LRU evicts players' flows or buckets. Raise flow_table_size / bucket_table_size in [defaults] (takes a restart)"
         );
-        if pct(nf, flow_max) > 90.0 || pct(nb, bucket_max) > 90.0 {
-            let _ = writeln!(
-                out,
-                "  WARNING: a state table is nearly full: its LRU evicts players' flows or buckets. Raise flow_table_size / bucket_table_size in [defaults] (takes a restart)"
-            );
-        }
     }
-    Ok(out)
+    Ok(())
 }
