@@ -20,84 +20,20 @@ const FRIEND: [u8; 4] = [198, 18, 5, 9];
 const WEB_BANNED: [u8; 4] = [100, 70, 1, 1];
 const UDP_BANNED: [u8; 4] = [100, 80, 1, 1];
 
-/// Rule indices (file order) of [`NETWORK`].
+/// Rule indices (file order) of [`network`].
 const FRIENDS: usize = 0;
 const BLOCKLIST: usize = 1;
 const NO_WEB: usize = 2;
 const NO_UDP: usize = 3;
 const SLOW: usize = 4;
 
-/// Service indices of [`NETWORK`].
+/// Service indices of [`network`].
 const GAME: usize = 0;
 const WEB: usize = 1;
 
-const NETWORK: &str = r#"
-[defaults]
-new_source_cap = 0
-
-[[service]]
-name = "game"
-vip = "203.0.113.10"
-protocol = "udp"
-ports = "27015"
-backends = ["be-1"]
-limit = { pps = 1, burst = 1.0 }
-
-[[service]]
-name = "web"
-vip = "203.0.113.10"
-protocol = "tcp"
-ports = "443"
-backends = ["be-1"]
-
-# Before the blocklist: a trusted /24 inside it stays reachable and skips the rate limit.
-[[rule]]
-name = "friends"
-action = "allow"
-src = ["198.18.5.0/24"]
-
-[[rule]]
-name = "blocklist"
-action = "deny"
-src = ["198.18.0.0/15"]
-
-[[rule]]
-name = "no-web"
-action = "deny"
-services = ["web"]
-src = ["100.70.0.0/16"]
-
-# A protocol condition: not decided by the source alone, so these sources walk the rules.
-[[rule]]
-name = "no-udp"
-action = "deny"
-protocol = "udp"
-src = ["100.80.0.0/16"]
-
-# Source-only limit rule: decided by the class too, then rate-limited with its profile.
-[[rule]]
-name = "slow"
-action = "limit"
-profile = "slow"
-src = ["100.90.0.0/16"]
-
-[[profile]]
-name = "slow"
-pps = 1
-burst = 1.0
-
-[[node]]
-name = "pop-1"
-role = "pop"
-interfaces = ["a0", "b0"]
-tunnel_source = "198.51.100.1"
-
-[[node]]
-name = "be-1"
-role = "backend"
-interface = "eth0"
-address = "198.51.100.21"
-"#;
+fn network() -> String {
+    lab_network(include_str!("fixtures/decide.toml"))
+}
 
 /// Per-rule and per-service packet and byte counters of the live generation.
 struct Hits {
@@ -154,19 +90,9 @@ fn gained(before: &[(u64, u64)], after: &[(u64, u64)], i: usize) -> (u64, u64) {
     (after[i].0 - before[i].0, after[i].1 - before[i].1)
 }
 
-fn with_edge(network: &'static str, f: impl FnOnce(&mut TestEdge, &Lab) + Send + 'static) {
-    std::thread::spawn(move || {
-        let lab = build_lab();
-        let mut t = TestEdge::new(network, &lab);
-        f(&mut t, &lab);
-    })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e));
-}
-
 #[test]
 fn listed_source_is_dropped_with_exact_counters() {
-    with_edge(NETWORK, |t, lab| {
+    with_edge_net(network(), |t, lab| {
         let f = udp4(FLOOD, 5000, VIP, 27015, b"flood");
         let ip_len = (f.len() - 14) as u64;
         let before = hits(t);
@@ -192,7 +118,7 @@ fn listed_source_is_dropped_with_exact_counters() {
 
 #[test]
 fn allow_rule_before_the_deny_still_wins() {
-    with_edge(NETWORK, |t, lab| {
+    with_edge_net(network(), |t, lab| {
         // A friend's /24 lies inside the blocklist, but "friends" comes first: forwarded, counted
         // on "friends", and never rate-limited (game allows 1 pps to everyone else).
         let before = hits(t);
@@ -231,7 +157,7 @@ fn allow_rule_before_the_deny_still_wins() {
 
 #[test]
 fn rules_for_some_services_or_with_conditions_decide_as_the_walk_does() {
-    with_edge(NETWORK, |t, lab| {
+    with_edge_net(network(), |t, lab| {
         // "no-web" applies to web only.
         let before = hits(t);
         case(
@@ -280,7 +206,7 @@ fn rules_for_some_services_or_with_conditions_decide_as_the_walk_does() {
 
 #[test]
 fn listed_source_outside_the_rules_keeps_its_verdict() {
-    with_edge(NETWORK, |t, lab| {
+    with_edge_net(network(), |t, lab| {
         // Rules are per service: a listed source's traffic to the POP itself passes, and traffic
         // that no service takes keeps its own reason.
         let before = hits(t);
@@ -327,14 +253,13 @@ fn a_rule_with_conditions_before_the_blocklist_keeps_first_match() {
     // "tiny" (no source condition, a length condition) comes first: a listed source's tiny
     // packet is counted on "tiny", its other packets on "blocklist". A live switch to this file
     // replaces the decisions of the first one.
-    let second = NETWORK.replacen(
+    let second = network().replacen(
         "[[rule]]\nname = \"friends\"",
         "[[rule]]\nname = \"tiny\"\naction = \"deny\"\nprotocol = \"udp\"\nlength = \"0-28\"\n\n[[rule]]\nname = \"friends\"",
         1,
     );
-    let second: &'static str = Box::leak(second.into_boxed_str());
-    with_edge(NETWORK, move |t, lab| {
-        t.apply(second);
+    with_edge_net(network(), move |t, lab| {
+        t.apply(&second);
         let (tiny, blocklist) = (0, 2);
         let before = hits(t);
         case(
@@ -361,7 +286,7 @@ fn a_rule_with_conditions_before_the_blocklist_keeps_first_match() {
 
 #[test]
 fn decided_limit_rule_applies_its_profile() {
-    with_edge(NETWORK, |t, lab| {
+    with_edge_net(network(), |t, lab| {
         // web has no limit of its own; "slow" gives this source 1 packet/s with a 1 s bucket.
         let f = tcp4([100, 90, 1, 1], 5000, VIP, 443, false, true);
         let before = hits(t);
@@ -694,8 +619,7 @@ mod differential {
 
     fn network(rules: &[Rule]) -> String {
         let mut s = String::from(
-            "[defaults]\nnew_source_cap = 0\n\n\
-             [[service]]\nname = \"game\"\nvip = \"203.0.113.10\"\nprotocol = \"udp\"\n\
+            "[[service]]\nname = \"game\"\nvip = \"203.0.113.10\"\nprotocol = \"udp\"\n\
              ports = \"27015\"\nbackends = [\"be-1\"]\n\n\
              [[service]]\nname = \"web\"\nvip = \"203.0.113.10\"\nprotocol = \"tcp\"\n\
              ports = \"443\"\nbackends = [\"be-1\"]\n\n\
@@ -706,10 +630,7 @@ mod differential {
         for (i, r) in rules.iter().enumerate() {
             s += &r.toml(i);
         }
-        s + "[[node]]\nname = \"pop-1\"\nrole = \"pop\"\ninterfaces = [\"a0\", \"b0\"]\n\
-             tunnel_source = \"198.51.100.1\"\n\n\
-             [[node]]\nname = \"be-1\"\nrole = \"backend\"\ninterface = \"eth0\"\n\
-             address = \"198.51.100.21\"\n"
+        lab_network(&s)
     }
 
     /// What the program did with a packet: action, reason, and the rule counted (if any).
@@ -809,9 +730,8 @@ mod differential {
     /// rule counter every time. Seeded: a failure names the set and packet to replay.
     #[test]
     fn precomputed_decisions_equal_the_rule_walk_and_the_model() {
-        std::thread::spawn(|| {
-            let lab = build_lab();
-            let mut t = TestEdge::new(&network(&[]), &lab);
+        in_lab(|lab| {
+            let mut t = TestEdge::new(&network(&[]), lab);
             let seed = 0x6465_6369_6465;
             let mut rng = StdRng::seed_from_u64(seed);
             let (mut decided_deny, mut decided_pass, mut decided_none, mut walked) = (0, 0, 0, 0);
@@ -832,12 +752,12 @@ mod differential {
                             Some(0) | None => walked += 1,
                             Some(_) => decided_pass += 1,
                         }
-                        outcome(&mut t, &lab, rules.len(), p)
+                        outcome(&mut t, lab, rules.len(), p)
                     })
                     .collect();
                 force_walk(&mut t);
                 for (i, p) in packets.iter().enumerate() {
-                    let walk = outcome(&mut t, &lab, rules.len(), p);
+                    let walk = outcome(&mut t, lab, rules.len(), p);
                     let want = model(&rules, p);
                     let ctx = || {
                         format!(
@@ -863,8 +783,6 @@ mod differential {
                 "deny {decided_deny}, allow/limit {decided_pass}, no rule {decided_none}, \
                  walked {walked}"
             );
-        })
-        .join()
-        .unwrap_or_else(|e| std::panic::resume_unwind(e));
+        });
     }
 }

@@ -27,7 +27,7 @@ const ATTACKER6: [u8; 16] = [
 ];
 
 /// The network of these tests (see the file for the lab it assumes).
-pub const NETWORK: &str = include_str!("common/golden_network.toml");
+pub const NETWORK: &str = GOLDEN_TOML;
 
 /// Runs one golden case and checks action, output bytes and that exactly `reason` was counted.
 fn case(
@@ -44,18 +44,6 @@ fn case(
 
 fn with_edge(f: impl FnOnce(&mut TestEdge, &Lab) + Send + 'static) {
     with_edge_net(NETWORK.to_string(), f)
-}
-
-/// As [`with_edge`], with another network file.
-fn with_edge_net(network: String, f: impl FnOnce(&mut TestEdge, &Lab) + Send + 'static) {
-    // A thread of its own: the private network namespace dies with it.
-    std::thread::spawn(move || {
-        let lab = build_lab();
-        let mut t = TestEdge::new(&network, &lab);
-        f(&mut t, &lab);
-    })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e));
 }
 
 #[test]

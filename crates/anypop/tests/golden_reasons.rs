@@ -38,19 +38,7 @@ const PLAYER6: [u8; 16] = [
     0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02,
 ];
 
-const NETWORK: &str = include_str!("common/golden_network.toml");
-
-/// Runs `f` in a thread of its own (its private network namespace dies with it) on an edge
-/// loaded with `network`.
-fn on_edge(network: String, f: impl FnOnce(&mut TestEdge, &Lab) + Send + 'static) {
-    std::thread::spawn(move || {
-        let lab = build_lab();
-        let mut t = TestEdge::new(&network, &lab);
-        f(&mut t, &lab);
-    })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e));
-}
+const NETWORK: &str = GOLDEN_TOML;
 
 /// Runs `frame` until the program drops it (at most `max` runs), checking that every run before
 /// was forwarded (`fwd_ipip`) and the dropping one counted exactly once as `reason`, untouched.
@@ -89,7 +77,7 @@ fn until_dropped(
 }
 
 fn edge_cases() {
-    on_edge(NETWORK.to_string(), |t, lab| {
+    with_edge_net(NETWORK.to_string(), |t, lab| {
         let a0 = lab.a0;
         let mut arp = vec![0xff; 6];
         arp.extend_from_slice(&PLAYER_MAC);
@@ -173,7 +161,7 @@ fn edge_cases() {
         );
         t.case("blocked", &spam, a0, XDP_DROP, Reason::DropBlocked, None);
     });
-    on_edge(
+    with_edge_net(
         NETWORK.replace("fragments = \"drop\"", "fragments = \"pass\""),
         |t, lab| {
             let body = b"0123456789abcdef";
@@ -188,7 +176,7 @@ fn edge_cases() {
             );
         },
     );
-    on_edge(
+    with_edge_net(
         NETWORK.replace("new_source_cap = 0", "new_source_cap = 3"),
         |t, lab| {
             // At most 3 new sources a second: a stream of new sources meets the cap.

@@ -272,29 +272,9 @@ fn the_capture_file_is_new_private_and_never_reached_through_a_link() {
 // A real POP data plane, pinned where `--pin-root ROOT --node pop-1` finds it.
 // ---------------------------------------------------------------------------------------------
 
-const NETWORK: &str = r#"
-[defaults]
-new_source_cap = 0
-
-[[service]]
-name = "game"
-vip = "203.0.113.10"
-protocol = "udp"
-ports = "27020"
-backends = ["be-1"]
-
-[[node]]
-name = "pop-1"
-role = "pop"
-interfaces = ["a0", "b0"]
-tunnel_source = "198.51.100.1"
-
-[[node]]
-name = "be-1"
-role = "backend"
-interface = "eth0"
-address = "198.51.100.21"
-"#;
+fn network() -> String {
+    lab_network(include_str!("fixtures/telemetry.toml"))
+}
 
 /// A loaded edge (maps pinned in `root/pop-1`), removed on drop.
 struct Pop {
@@ -320,7 +300,7 @@ impl Pop {
         ));
         let _ = std::fs::remove_dir_all(&root);
         let dir = anypop::dataplane::node_pin_dir(&root, "pop-1");
-        let net = config::parse(NETWORK, "test.toml", Path::new(".")).unwrap();
+        let net = config::parse(&network(), "test.toml", Path::new(".")).unwrap();
         let mut pop = Pop {
             edge: None,
             root,
@@ -382,17 +362,6 @@ fn drain(ring: &mut RingBuf<MapData>) -> usize {
         n += 1;
     }
     n
-}
-
-/// Runs `f` on a thread of its own, in a private network namespace with the common lab's
-/// interfaces (the namespace goes with the thread).
-fn in_lab(f: impl FnOnce(&Lab) + Send + 'static) {
-    std::thread::spawn(move || {
-        let lab = build_lab();
-        f(&lab)
-    })
-    .join()
-    .unwrap();
 }
 
 /// A child process killed and reaped however the test ends.

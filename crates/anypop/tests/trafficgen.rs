@@ -7,34 +7,18 @@ use anypop::{config, daemon::Pop, dataplane::trafficgen::TrafficGen};
 use anypop_common::verdict::Reason;
 use common::*;
 
-const NETWORK: &str = r#"
-[defaults]
-new_source_cap = 0
-
-[[service]]
-name = "game"
-vip = "203.0.113.10"
-protocol = "udp"
-ports = "27015"
-backends = ["be-1"]
-
-[[rule]]
-name = "blocklist"
-action = "deny"
-src = ["198.18.0.0/15"]
-
-[[node]]
-name = "pop-1"
-role = "pop"
-interfaces = ["g1"]
-tunnel_source = "198.51.100.1"
-
-[[node]]
-name = "be-1"
-role = "backend"
-interface = "eth0"
-address = "198.51.100.21"
-"#;
+fn network() -> String {
+    fixture(
+        POP_TOML,
+        &[
+            ("defaults", NO_SOURCE_CAP),
+            ("services", include_str!("fixtures/trafficgen.toml")),
+            ("interfaces", "\"g1\""),
+            ("pop", ""),
+            ("nodes", ""),
+        ],
+    )
+}
 
 /// rx drops of an interface as the kernel counts them (`ip -s`), in this namespace.
 fn veth_drops(ifname: &str) -> u64 {
@@ -67,7 +51,7 @@ fn a_random_source_flood_is_counted_packet_for_packet() {
         sh(&["ip", "addr", "add", "198.51.100.1/24", "dev", "g1"]);
         sh(&["sysctl", "-q", "-w", "net.ipv4.conf.all.forwarding=1"]);
         sh(&["sysctl", "-q", "-w", "net.ipv4.conf.g1.forwarding=1"]);
-        let net = config::parse(NETWORK, "gen.toml", std::path::Path::new(".")).unwrap();
+        let net = config::parse(&network(), "gen.toml", std::path::Path::new(".")).unwrap();
         let pins = std::path::PathBuf::from(format!("/sys/fs/bpf/anypop-gen-{}", std::process::id()));
         struct Rm(std::path::PathBuf);
         impl Drop for Rm {

@@ -18,46 +18,8 @@ use etherparse::{IpNumber, Ipv4Header};
 
 use super::*;
 
-pub const NETWORK: &str = r#"
-[[service]]
-name = "game"
-vip = "203.0.113.10"
-protocol = "udp"
-ports = "27015"
-backends = ["be-1"]
-
-[[service]]
-name = "web"
-vip = "203.0.113.10"
-protocol = "tcp"
-ports = "443"
-backends = ["be-1"]
-
-[[service]]
-name = "elsewhere"
-vip = "203.0.113.10"
-protocol = "udp"
-ports = "27016"
-backends = ["be-2"]
-
-[[node]]
-name = "pop-1"
-role = "pop"
-interfaces = ["eth0"]
-tunnel_source = "198.51.100.1"
-
-[[node]]
-name = "be-1"
-role = "backend"
-interface = "a0"
-address = "192.0.2.21"
-
-[[node]]
-name = "be-2"
-role = "backend"
-interface = "eth0"
-address = "192.0.2.22"
-"#;
+/// The backend tests' network (`fixtures/backend.toml`).
+pub const NETWORK: &str = BACKEND_TOML;
 
 pub const VIP: [u8; 4] = [203, 0, 113, 10];
 pub const PLAYER: [u8; 4] = [100, 64, 1, 2];

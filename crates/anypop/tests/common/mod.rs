@@ -3,6 +3,11 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod fixtures;
+pub mod netns;
+
+pub use fixtures::*;
+pub use netns::*;
 
 use std::{
     path::PathBuf,
@@ -70,67 +75,19 @@ pub const BE1_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x21];
 pub const BE2_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x22];
 pub const PLAYER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x99];
 
+/// Moves the calling thread into a new namespace with the lab: the veth pairs a0/a1 (a0
+/// 198.51.100.1/24, be-1 198.51.100.21 as its neighbour) and b0/b1 (b0 192.0.2.1/24, be-2
+/// 192.0.2.22 as its neighbour), forwarding on.
 pub fn build_lab() -> Lab {
-    private_netns();
-    sh(&["ip", "link", "set", "lo", "up"]);
-    sh(&[
-        "ip",
-        "link",
-        "add",
-        "a0",
-        "address",
-        "02:00:00:00:0a:00",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "a1",
-    ]);
-    sh(&[
-        "ip",
-        "link",
-        "add",
-        "b0",
-        "address",
-        "02:00:00:00:0b:00",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "b1",
-    ]);
-    for i in ["a0", "a1", "b0", "b1"] {
-        sh(&["ip", "link", "set", i, "up"]);
-    }
-    sh(&["ip", "addr", "add", "198.51.100.1/24", "dev", "a0"]);
-    sh(&["ip", "addr", "add", "192.0.2.1/24", "dev", "b0"]);
-    sh(&[
-        "ip",
-        "neigh",
-        "replace",
-        "198.51.100.21",
-        "lladdr",
-        "02:00:00:00:00:21",
-        "dev",
-        "a0",
-        "nud",
-        "permanent",
-    ]);
-    sh(&[
-        "ip",
-        "neigh",
-        "replace",
-        "192.0.2.22",
-        "lladdr",
-        "02:00:00:00:00:22",
-        "dev",
-        "b0",
-        "nud",
-        "permanent",
-    ]);
-    sh(&["sysctl", "-q", "-w", "net.ipv4.conf.all.forwarding=1"]);
-    sh(&["sysctl", "-q", "-w", "net.ipv4.conf.a0.forwarding=1"]);
-    sh(&["sysctl", "-q", "-w", "net.ipv4.conf.b0.forwarding=1"]);
+    Netns::enter()
+        .lo_up()
+        .veth_mac("a0", "02:00:00:00:0a:00", "a1")
+        .veth_mac("b0", "02:00:00:00:0b:00", "b1")
+        .addr("198.51.100.1/24", "a0")
+        .addr("192.0.2.1/24", "b0")
+        .neigh("198.51.100.21", "02:00:00:00:00:21", "a0")
+        .neigh("192.0.2.22", "02:00:00:00:00:22", "b0")
+        .forwarding(&["all", "a0", "b0"]);
     let idx = |n: &str| anypop::sys::iface::ifindex(n, "test").unwrap();
     Lab {
         a0: idx("a0"),
@@ -138,6 +95,19 @@ pub fn build_lab() -> Lab {
         a0_mac: anypop::sys::iface::mac_of("a0").unwrap(),
         b0_mac: anypop::sys::iface::mac_of("b0").unwrap(),
     }
+}
+
+/// Runs `f` on a thread of its own, in the lab ([`build_lab`]) that dies with the thread.
+pub fn in_lab<T: Send + 'static>(f: impl FnOnce(&Lab) -> T + Send + 'static) -> T {
+    in_thread(move || f(&build_lab()))
+}
+
+/// Runs `f` in the lab ([`in_lab`]) on an edge loaded with `network`.
+pub fn with_edge_net(network: String, f: impl FnOnce(&mut TestEdge, &Lab) + Send + 'static) {
+    in_lab(move |lab| {
+        let mut t = TestEdge::new(&network, lab);
+        f(&mut t, lab);
+    })
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
