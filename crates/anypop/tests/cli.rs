@@ -11,7 +11,7 @@ use std::{
 };
 
 use common::*;
-use daemon_support::{Daemon, READY_WITHIN, VETH, pop_network};
+use daemon_support::{Daemon, READY_WITHIN};
 
 fn anypop() -> Command {
     Command::new(env!("CARGO_BIN_EXE_anypop"))
@@ -87,14 +87,11 @@ fn check_reports_every_problem_with_lines_and_fails() {
 /// what `ip link show` says afterwards.
 fn run_in_netns(
     net: String,
-    setup: &'static [&'static [&'static str]],
+    setup: fn(),
     extra: &'static [&'static str],
 ) -> (Output, String, PathBuf) {
-    std::thread::spawn(move || {
-        private_netns();
-        for cmd in setup {
-            sh(cmd);
-        }
+    in_thread(move || {
+        setup();
         let seq = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -135,14 +132,12 @@ fn run_in_netns(
         std::fs::remove_dir_all(&dir).unwrap();
         (o, link, pins)
     })
-    .join()
-    .unwrap()
 }
 
 #[test]
 fn run_attaches_natively_logs_counters_and_detaches_on_exit() {
     require_root();
-    let (o, link, pins) = run_in_netns(pop_network("t0", "native"), VETH, &["--detach"]);
+    let (o, link, pins) = run_in_netns(pop_network("t0", "native"), t0_netns, &["--detach"]);
     let _ = std::fs::remove_dir_all(&pins);
     let t = text(&o);
     assert!(o.status.success(), "{t}");
@@ -165,7 +160,7 @@ fn run_attaches_natively_logs_counters_and_detaches_on_exit() {
 #[test]
 fn by_default_the_data_plane_outlives_the_daemon_pinned() {
     require_root();
-    let (o, link, pins) = run_in_netns(pop_network("t0", "native"), VETH, &[]);
+    let (o, link, pins) = run_in_netns(pop_network("t0", "native"), t0_netns, &[]);
     let pinned = pins.join("pop-1").join("link_t0").exists();
     let _ = std::fs::remove_dir_all(&pins);
     let t = text(&o);
@@ -175,18 +170,18 @@ fn by_default_the_data_plane_outlives_the_daemon_pinned() {
 }
 
 /// A bridge: a real device whose driver has no native XDP.
-const NO_NATIVE: &[&[&str]] = &[
-    &["ip", "link", "add", "d0", "type", "bridge"],
-    &["ip", "link", "set", "d0", "up"],
-    &["ip", "addr", "add", "198.51.100.1/24", "dev", "d0"],
-    &["sysctl", "-q", "-w", "net.ipv4.conf.all.forwarding=1"],
-    &["sysctl", "-q", "-w", "net.ipv4.conf.d0.forwarding=1"],
-];
+fn no_native() {
+    let ns = Netns::enter();
+    sh(&["ip", "link", "add", "d0", "type", "bridge"]);
+    ns.up("d0")
+        .addr("198.51.100.1/24", "d0")
+        .forwarding(&["all", "d0"]);
+}
 
 #[test]
 fn no_native_xdp_fails_clearly_unless_auto() {
     require_root();
-    let (o, _, pins) = run_in_netns(pop_network("d0", "native"), NO_NATIVE, &[]);
+    let (o, _, pins) = run_in_netns(pop_network("d0", "native"), no_native, &[]);
     let _ = std::fs::remove_dir_all(&pins);
     let t = text(&o);
     assert!(!o.status.success(), "{t}");
@@ -194,7 +189,7 @@ fn no_native_xdp_fails_clearly_unless_auto() {
         t.contains("cannot run XDP natively") && t.contains("xdp_mode = \"auto\""),
         "{t}"
     );
-    let (o, link, pins) = run_in_netns(pop_network("d0", "auto"), NO_NATIVE, &["--detach"]);
+    let (o, link, pins) = run_in_netns(pop_network("d0", "auto"), no_native, &["--detach"]);
     let _ = std::fs::remove_dir_all(&pins);
     let t = text(&o);
     assert!(o.status.success(), "{t}");
@@ -205,20 +200,19 @@ fn no_native_xdp_fails_clearly_unless_auto() {
 #[test]
 fn run_explains_missing_interface_and_forwarding() {
     require_root();
-    let (o, _, pins) = run_in_netns(pop_network("nope0", "native"), VETH, &[]);
+    let (o, _, pins) = run_in_netns(pop_network("nope0", "native"), t0_netns, &[]);
     let _ = std::fs::remove_dir_all(&pins);
     assert!(
         text(&o).contains("interface nope0 (node pop-1) does not exist"),
         "{}",
         text(&o)
     );
-    const NOFWD: &[&[&str]] = &[
-        &[
-            "ip", "link", "add", "t0", "type", "veth", "peer", "name", "t1",
-        ],
-        &["ip", "addr", "add", "198.51.100.1/24", "dev", "t0"],
-    ];
-    let (o, _, pins) = run_in_netns(pop_network("t0", "native"), NOFWD, &[]);
+    fn no_forwarding() {
+        Netns::enter()
+            .veth_down("t0", "t1")
+            .addr("198.51.100.1/24", "t0");
+    }
+    let (o, _, pins) = run_in_netns(pop_network("t0", "native"), no_forwarding, &[]);
     let _ = std::fs::remove_dir_all(&pins);
     assert!(
         text(&o).contains("IPv4 forwarding is off on t0"),
@@ -243,17 +237,14 @@ backends = ["pop-1"]
         "{}\n[[node]]\nname = \"edge\"\nrole = \"pop\"\ninterfaces = [\"x0\"]\ntunnel_source = \"198.51.100.9\"\n\n[[node]]\nname = \"pop-1\"\nrole = \"backend\"\ninterface = \"t0\"\naddress = \"198.51.100.1\"\n",
         net
     );
-    const SETUP: &[&[&str]] = &[
-        &[
-            "ip", "link", "add", "t0", "type", "veth", "peer", "name", "t1",
-        ],
-        &["ip", "link", "set", "t0", "up"],
-        &["ip", "link", "set", "t1", "up"],
-        &["ip", "link", "set", "lo", "up"],
-        &["ip", "addr", "add", "198.51.100.1/24", "dev", "t0"],
-        &["sysctl", "-q", "-w", "net.ipv4.conf.t0.forwarding=1"],
-    ];
-    let (o, link, pins) = run_in_netns(net, SETUP, &["--detach"]);
+    fn setup() {
+        Netns::enter()
+            .veth("t0", "t1")
+            .lo_up()
+            .addr("198.51.100.1/24", "t0")
+            .forwarding(&["t0"]);
+    }
+    let (o, link, pins) = run_in_netns(net, setup, &["--detach"]);
     let _ = std::fs::remove_dir_all(&pins);
     let t = text(&o);
     assert!(o.status.success(), "{t}");
@@ -277,14 +268,11 @@ impl Drop for Cleanup {
     }
 }
 
-/// In the calling thread's new private namespace (with the VETH set-up), starts `anypop run`
+/// In the calling thread's new private namespace (with `t0_netns`), starts `anypop run`
 /// on a fresh network file (with `extra` flags) and waits until it is ready; returns its temp
 /// dir, file, pin root and process (stop it with SIGTERM: [`stop_daemon`]).
 fn start_daemon_in_private_netns(tag: &str, extra: &[&str]) -> (PathBuf, PathBuf, PathBuf, Daemon) {
-    private_netns();
-    for cmd in VETH {
-        sh(cmd);
-    }
+    t0_netns();
     let seq = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -317,7 +305,7 @@ fn stop_daemon(d: Daemon) -> (std::process::ExitStatus, String) {
 #[test]
 fn sighup_applies_a_new_file_live_and_keeps_the_running_one_when_it_is_bad() {
     require_root();
-    let out = std::thread::spawn(|| {
+    let out = in_thread(|| {
         // No file watch: only SIGHUP can make the edits live.
         let (dir, cfg, pins, mut daemon) = start_daemon_in_private_netns("hup", &["--no-watch"]);
         let _cleanup = Cleanup(vec![dir.clone(), pins.clone()]);
@@ -338,9 +326,7 @@ fn sighup_applies_a_new_file_live_and_keeps_the_running_one_when_it_is_bad() {
         daemon.signal(libc::SIGHUP);
         daemon.wait_for("not applied, the running config stays", READY_WITHIN);
         stop_daemon(daemon)
-    })
-    .join()
-    .unwrap();
+    });
     let t = out.1;
     assert!(out.0.success(), "{t}");
     assert!(
@@ -402,7 +388,7 @@ fn the_lab_demo_runs_and_its_players_survive_the_flood_and_the_flap() {
 #[test]
 fn apply_reaches_the_running_daemon_and_a_second_daemon_is_refused() {
     require_root();
-    let (applied, bad, second, log, status, metrics) = std::thread::spawn(|| {
+    let (applied, bad, second, log, status, metrics) = in_thread(|| {
         let (dir, cfg, pins, daemon) = start_daemon_in_private_netns("apply", &[]);
         let _cleanup = Cleanup(vec![dir.clone(), pins.clone()]);
         let new = dir.join("new.toml");
@@ -453,9 +439,7 @@ fn apply_reaches_the_running_daemon_and_a_second_daemon_is_refused() {
             .unwrap();
         let log = stop_daemon(daemon);
         (applied, bad, second, log, status, metrics)
-    })
-    .join()
-    .unwrap();
+    });
     assert!(applied.status.success(), "{}", text(&applied));
     assert!(
         text(&applied).contains("live in slot 0 (switch #2;"),
@@ -635,11 +619,8 @@ fn a_killed_lab_leaves_no_daemon_and_the_next_lab_removes_its_leftovers() {
 #[test]
 fn a_restarted_daemon_adopts_the_running_data_plane_and_detach_removes_it() {
     require_root();
-    std::thread::spawn(|| {
-        private_netns();
-        for cmd in VETH {
-            sh(cmd);
-        }
+    in_thread(|| {
+        t0_netns();
         let dir = std::env::temp_dir().join(format!("anypop-adopt-{}", std::process::id()));
         let pins = PathBuf::from(format!("/sys/fs/bpf/anypop-adopt-{}", std::process::id()));
         let _cleanup = Cleanup(vec![dir.clone(), pins.clone()]);
@@ -675,15 +656,13 @@ fn a_restarted_daemon_adopts_the_running_data_plane_and_detach_removes_it() {
             !pins.join("pop-1").join("link_t0").exists(),
             "the link pin is gone"
         );
-    })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e));
+    });
 }
 
 #[test]
 fn an_edited_network_file_is_applied_without_a_signal_and_a_bad_edit_is_not() {
     require_root();
-    let out = std::thread::spawn(|| {
+    let out = in_thread(|| {
         let (dir, cfg, pins, mut daemon) = start_daemon_in_private_netns("watch", &[]);
         let _cleanup = Cleanup(vec![dir.clone(), pins.clone()]);
         std::fs::write(
@@ -699,9 +678,7 @@ fn an_edited_network_file_is_applied_without_a_signal_and_a_bad_edit_is_not() {
         .unwrap();
         daemon.wait_for("not applied, the running config stays", READY_WITHIN);
         stop_daemon(daemon)
-    })
-    .join()
-    .unwrap();
+    });
     let t = out.1;
     assert!(out.0.success(), "{t}");
     assert!(t.contains("changed on disk: applying it"), "{t}");
@@ -719,11 +696,8 @@ fn an_edited_network_file_is_applied_without_a_signal_and_a_bad_edit_is_not() {
 #[test]
 fn a_pinned_attachment_running_another_program_is_refused() {
     require_root();
-    std::thread::spawn(|| {
-        private_netns();
-        for cmd in VETH {
-            sh(cmd);
-        }
+    in_thread(|| {
+        t0_netns();
         let dir = std::env::temp_dir().join(format!("anypop-foreign-{}", std::process::id()));
         let pins = PathBuf::from(format!("/sys/fs/bpf/anypop-foreign-{}", std::process::id()));
         let _cleanup = Cleanup(vec![dir.clone(), pins.clone()]);
@@ -742,8 +716,11 @@ fn a_pinned_attachment_running_another_program_is_refused() {
         let be = run("be-9");
         assert!(be.status.success(), "{}", text(&be));
         std::fs::create_dir_all(pins.join("pop-1")).unwrap();
-        std::fs::rename(pins.join("be-9").join("link_t0"), pins.join("pop-1").join("link_t0"))
-            .unwrap();
+        std::fs::rename(
+            pins.join("be-9").join("link_t0"),
+            pins.join("pop-1").join("link_t0"),
+        )
+        .unwrap();
         let pop = run("pop-1");
         let t = text(&pop);
         assert!(!pop.status.success(), "{t}");
@@ -751,20 +728,18 @@ fn a_pinned_attachment_running_another_program_is_refused() {
             t.contains("runs program \"decap\"") && t.contains("not anypop's \"edge\""),
             "{t}"
         );
-        assert!(t.contains("does not replace programs it did not ship"), "{t}");
-    })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e));
+        assert!(
+            t.contains("does not replace programs it did not ship"),
+            "{t}"
+        );
+    });
 }
 
 #[test]
 fn a_data_plane_of_another_layout_version_is_not_touched_and_explained() {
     require_root();
-    std::thread::spawn(|| {
-        private_netns();
-        for cmd in VETH {
-            sh(cmd);
-        }
+    in_thread(|| {
+        t0_netns();
         let dir = std::env::temp_dir().join(format!("anypop-layout-{}", std::process::id()));
         let root = PathBuf::from(format!("/sys/fs/bpf/anypop-layout-{}", std::process::id()));
         let _cleanup = Cleanup(vec![dir.clone(), root.clone()]);
@@ -788,7 +763,5 @@ fn a_data_plane_of_another_layout_version_is_not_touched_and_explained() {
             root.join("v1").join("pop-1").join("link_t0").exists(),
             "old pins untouched"
         );
-    })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e));
+    });
 }

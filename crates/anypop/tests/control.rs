@@ -7,19 +7,14 @@ mod daemon_support;
 
 use std::{path::Path, process::Output, time::Duration};
 
-use common::{private_netns, require_root, sh};
+use common::{in_thread, pop_network, require_root, t0_netns};
 use daemon_support::*;
 
 fn in_private_netns(f: impl FnOnce() + Send + 'static) {
-    std::thread::spawn(move || {
-        private_netns();
-        for c in VETH {
-            sh(c);
-        }
+    in_thread(move || {
+        t0_netns();
         f()
     })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e));
 }
 
 /// `anypop apply` of `cfg` to pop-1, its output captured (also when spawned).

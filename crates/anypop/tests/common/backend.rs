@@ -107,18 +107,7 @@ pub fn with_macs(frame: &[u8], dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
 
 /// The gateway's (192.0.2.1's) MAC, as a permanent neighbour entry on a0.
 pub fn set_gateway_mac(mac: &str) {
-    sh(&[
-        "ip",
-        "neigh",
-        "replace",
-        "192.0.2.1",
-        "lladdr",
-        mac,
-        "dev",
-        "a0",
-        "nud",
-        "permanent",
-    ]);
+    Netns::current().neigh("192.0.2.1", mac, "a0");
 }
 
 /// A private namespace where the backend's a0 has 192.0.2.21/24 and players are reached through
@@ -128,32 +117,17 @@ pub fn with_backend(f: impl FnOnce(&mut TestBackend) + Send + 'static) {
 }
 
 pub fn with_backend_net(network: String, f: impl FnOnce(&mut TestBackend) + Send + 'static) {
-    std::thread::spawn(move || {
+    in_thread(move || {
         require_root();
-        private_netns();
-        sh(&["ip", "link", "set", "lo", "up"]);
-        sh(&[
-            "ip",
-            "link",
-            "add",
-            "a0",
-            "address",
-            "02:00:00:00:0a:00",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "a1",
-        ]);
-        sh(&["ip", "link", "set", "a0", "up"]);
-        sh(&["ip", "link", "set", "a1", "up"]);
-        sh(&["ip", "addr", "add", "192.0.2.21/24", "dev", "a0"]);
-        sh(&["ip", "addr", "add", "203.0.113.10/32", "dev", "lo"]);
-        sh(&["ip", "route", "add", "100.64.0.0/10", "via", "192.0.2.1"]);
+        Netns::enter()
+            .lo_up()
+            .veth_mac("a0", "02:00:00:00:0a:00", "a1")
+            .addr("192.0.2.21/24", "a0")
+            .addr("203.0.113.10/32", "lo")
+            .route("100.64.0.0/10", "192.0.2.1");
         set_gateway_mac("02:00:00:00:00:01");
         // bpf_fib_lookup answers only for interfaces with forwarding on (also in output mode).
-        sh(&["sysctl", "-q", "-w", "net.ipv4.conf.all.forwarding=1"]);
-        sh(&["sysctl", "-q", "-w", "net.ipv4.conf.a0.forwarding=1"]);
+        Netns::current().forwarding(&["all", "a0"]);
         let pins = PathBuf::from(
             format!(
                 "/sys/fs/bpf/anypop-betest-{}-{:?}",
@@ -174,8 +148,6 @@ pub fn with_backend_net(network: String, f: impl FnOnce(&mut TestBackend) + Send
         };
         f(&mut t);
     })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e));
 }
 
 /// Wraps the IP packet of `inner` (an Ethernet frame) in IPIP from `src` to `dst`.
