@@ -11,19 +11,7 @@ use std::{
 };
 
 use common::*;
-use daemon_support::{Daemon, READY_WITHIN};
-
-fn anypop() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_anypop"))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use daemon_support::{Daemon, READY_WITHIN, anypop, output_text as text};
 
 fn example() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/config/example.toml")
@@ -397,26 +385,23 @@ fn apply_reaches_the_running_daemon_and_a_second_daemon_is_refused() {
             pop_network("t0", "native").replace("ports = \"27015\"", "ports = \"27015-27020\""),
         )
         .unwrap();
-        let applied = anypop()
-            .args(["apply", "--node", "pop-1", "--config"])
-            .arg(&new)
-            .arg("--pin-root")
-            .arg(&pins)
-            .output()
-            .unwrap();
+        let apply = |file: &PathBuf| {
+            anypop()
+                .args(["apply", "--node", "pop-1", "--config"])
+                .arg(file)
+                .arg("--pin-root")
+                .arg(&pins)
+                .output()
+                .unwrap()
+        };
+        let applied = apply(&new);
         let badf = dir.join("bad.toml");
         std::fs::write(
             &badf,
             pop_network("t0", "native").replace("ports = \"27015\"", "ports = \"9-1\""),
         )
         .unwrap();
-        let bad = anypop()
-            .args(["apply", "--node", "pop-1", "--config"])
-            .arg(&badf)
-            .arg("--pin-root")
-            .arg(&pins)
-            .output()
-            .unwrap();
+        let bad = apply(&badf);
         let status = anypop()
             .args(["status", "--node", "pop-1", "--pin-root"])
             .arg(&pins)

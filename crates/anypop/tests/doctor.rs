@@ -2,43 +2,12 @@
 //! that each test creates with its own interfaces (the machine's own interfaces are never probed).
 //! The namespace, and every interface in it, disappears with the test's thread, also on a panic.
 mod common;
+mod daemon_support;
 
-use std::{
-    path::PathBuf,
-    process::{Command, Output},
-};
+use std::process::{Command, Output};
 
 use common::*;
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// A temporary directory removed on drop (also when an assertion fails).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let seq = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let dir =
-            std::env::temp_dir().join(format!("anypop-doctor-{tag}-{}-{seq}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use daemon_support::output_text as text;
 
 /// `ip -d link show` of every interface (in the calling thread's namespace).
 fn links() -> String {

@@ -11,10 +11,6 @@ use anypop::dataplane::testrun::{XDP_DROP, XDP_PASS, XDP_TX};
 use anypop_common::verdict::Reason;
 use common::*;
 
-const VIP: [u8; 4] = [203, 0, 113, 10];
-const TUNNEL: [u8; 4] = [198, 51, 100, 1];
-const BE1: [u8; 4] = [198, 51, 100, 21];
-const PLAYER: [u8; 4] = [100, 64, 1, 2];
 const FLOOD: [u8; 4] = [198, 18, 7, 7];
 const FRIEND: [u8; 4] = [198, 18, 5, 9];
 const WEB_BANNED: [u8; 4] = [100, 70, 1, 1];
@@ -58,33 +54,6 @@ fn hits(t: &mut TestEdge) -> Hits {
     }
 }
 
-/// Runs one frame; checks the action and that exactly one `reason` (packets and frame bytes) was
-/// counted. Returns the output frame.
-fn case(
-    t: &mut TestEdge,
-    what: &str,
-    frame: &[u8],
-    ingress: u32,
-    action: u32,
-    reason: Reason,
-) -> Vec<u8> {
-    let before = t.snapshot();
-    let r = t.run(frame, ingress);
-    let after = t.snapshot();
-    assert_eq!(r.action, action, "{what}: action");
-    assert_eq!(
-        delta(&before, &after),
-        vec![(reason, 1)],
-        "{what}: counters"
-    );
-    assert_eq!(
-        after.get(reason).bytes - before.get(reason).bytes,
-        frame.len() as u64,
-        "{what}: counted bytes"
-    );
-    r.output
-}
-
 /// The packets and bytes that rule (or service) `i` gained between two readings.
 fn gained(before: &[(u64, u64)], after: &[(u64, u64)], i: usize) -> (u64, u64) {
     (after[i].0 - before[i].0, after[i].1 - before[i].1)
@@ -96,7 +65,7 @@ fn listed_source_is_dropped_with_exact_counters() {
         let f = udp4(FLOOD, 5000, VIP, 27015, b"flood");
         let ip_len = (f.len() - 14) as u64;
         let before = hits(t);
-        let out = case(t, "flood", &f, lab.a0, XDP_DROP, Reason::DropRule);
+        let out = t.counted("flood", &f, lab.a0, XDP_DROP, Reason::DropRule);
         assert_eq!(out, f, "dropped frame untouched");
         let after = hits(t);
         assert_eq!(gained(&before.rules, &after.rules, BLOCKLIST), (1, ip_len));
@@ -109,7 +78,7 @@ fn listed_source_is_dropped_with_exact_counters() {
         // Same for the other service (the blocklist names none, so it applies to both).
         let f = tcp4(FLOOD, 5000, VIP, 443, true, false);
         let before = hits(t);
-        case(t, "flood to web", &f, lab.a0, XDP_DROP, Reason::DropRule);
+        t.counted("flood to web", &f, lab.a0, XDP_DROP, Reason::DropRule);
         let after = hits(t);
         assert_eq!(gained(&before.rules, &after.rules, BLOCKLIST).0, 1);
         assert_eq!(gained(&before.services, &after.services, WEB).0, 1);
@@ -125,7 +94,7 @@ fn allow_rule_before_the_deny_still_wins() {
         for i in 0..6u16 {
             let f = udp4(FRIEND, 41000 + i, VIP, 27015, b"friend");
             let want = expected_ipip(&f, 14, BE1_MAC, lab.a0_mac, TUNNEL, BE1);
-            let out = case(t, "friend", &f, lab.a0, XDP_TX, Reason::FwdIpip);
+            let out = t.counted("friend", &f, lab.a0, XDP_TX, Reason::FwdIpip);
             assert_eq!(out, want, "friend {i}: exact IPIP");
         }
         let after = hits(t);
@@ -133,7 +102,7 @@ fn allow_rule_before_the_deny_still_wins() {
         assert_eq!(gained(&before.rules, &after.rules, BLOCKLIST).0, 0);
         // The neighbouring /24 is only in the blocklist.
         let f = udp4([198, 18, 4, 9], 41000, VIP, 27015, b"x");
-        case(t, "next /24", &f, lab.a0, XDP_DROP, Reason::DropRule);
+        t.counted("next /24", &f, lab.a0, XDP_DROP, Reason::DropRule);
         // A player in no list matches no rule and meets the service's limit.
         let before = hits(t);
         let f = udp4(PLAYER, 40000, VIP, 27015, b"tick");
@@ -160,8 +129,7 @@ fn rules_for_some_services_or_with_conditions_decide_as_the_walk_does() {
     with_edge_net(network(), |t, lab| {
         // "no-web" applies to web only.
         let before = hits(t);
-        case(
-            t,
+        t.counted(
             "banned from web",
             &tcp4(WEB_BANNED, 5000, VIP, 443, true, false),
             lab.a0,
@@ -173,8 +141,7 @@ fn rules_for_some_services_or_with_conditions_decide_as_the_walk_does() {
         let f = udp4(WEB_BANNED, 5000, VIP, 27015, b"game is fine");
         let want = expected_ipip(&f, 14, BE1_MAC, lab.a0_mac, TUNNEL, BE1);
         assert_eq!(
-            case(
-                t,
+            t.counted(
                 "banned from web, to game",
                 &f,
                 lab.a0,
@@ -185,8 +152,7 @@ fn rules_for_some_services_or_with_conditions_decide_as_the_walk_does() {
         );
         // "no-udp" has a protocol condition: UDP dropped on that rule, TCP forwarded.
         let before = hits(t);
-        case(
-            t,
+        t.counted(
             "udp banned",
             &udp4(UDP_BANNED, 5000, VIP, 27015, b"x"),
             lab.a0,
@@ -198,7 +164,7 @@ fn rules_for_some_services_or_with_conditions_decide_as_the_walk_does() {
         let f = tcp4(UDP_BANNED, 5000, VIP, 443, false, true);
         let want = expected_ipip(&f, 14, BE1_MAC, lab.a0_mac, TUNNEL, BE1);
         assert_eq!(
-            case(t, "udp banned, tcp", &f, lab.a0, XDP_TX, Reason::FwdIpip),
+            t.counted("udp banned, tcp", &f, lab.a0, XDP_TX, Reason::FwdIpip),
             want
         );
     });
@@ -210,16 +176,14 @@ fn listed_source_outside_the_rules_keeps_its_verdict() {
         // Rules are per service: a listed source's traffic to the POP itself passes, and traffic
         // that no service takes keeps its own reason.
         let before = hits(t);
-        case(
-            t,
+        t.counted(
             "not a vip",
             &udp4(FLOOD, 5000, TUNNEL, 179, b"bgp"),
             lab.a0,
             XDP_PASS,
             Reason::PassNotVip,
         );
-        case(
-            t,
+        t.counted(
             "no service",
             &udp4(FLOOD, 5000, VIP, 1234, b"x"),
             lab.a0,
@@ -228,8 +192,7 @@ fn listed_source_outside_the_rules_keeps_its_verdict() {
         );
         let mut bad = udp4(FLOOD, 5000, VIP, 27015, b"x");
         bad[14 + 10] ^= 0xff;
-        case(
-            t,
+        t.counted(
             "bad checksum",
             &bad,
             lab.a0,
@@ -241,7 +204,7 @@ fn listed_source_outside_the_rules_keeps_its_verdict() {
             false,
             3,
         );
-        case(t, "fragment", &frag, lab.a0, XDP_DROP, Reason::DropFragment);
+        t.counted("fragment", &frag, lab.a0, XDP_DROP, Reason::DropFragment);
         let after = hits(t);
         assert_eq!(before.rules, after.rules, "no rule counted");
         assert_eq!(before.services, after.services, "no service counted");
@@ -262,16 +225,14 @@ fn a_rule_with_conditions_before_the_blocklist_keeps_first_match() {
         t.apply(&second);
         let (tiny, blocklist) = (0, 2);
         let before = hits(t);
-        case(
-            t,
+        t.counted(
             "tiny flood",
             &udp4(FLOOD, 5000, VIP, 27015, b""),
             lab.a0,
             XDP_DROP,
             Reason::DropRule,
         );
-        case(
-            t,
+        t.counted(
             "flood",
             &udp4(FLOOD, 5000, VIP, 27015, b"payload"),
             lab.a0,
@@ -322,7 +283,6 @@ mod differential {
     use super::*;
     use anypop_common::layout::{CLASS_USE_LPM, CLASSES, Counter, DECIDE_WALK, DIR_WORDS_BITS};
     use aya::maps::{Array, Map, MapData, PerCpuArray};
-    use etherparse::PacketBuilder;
     use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
 
     /// The services of every random network, in file order (their indices).
@@ -385,8 +345,7 @@ mod differential {
         fn frame(&self) -> Vec<u8> {
             let payload = vec![0x5a; self.payload];
             let src = self.src.to_be_bytes();
-            let ip = PacketBuilder::ethernet2(PLAYER_MAC, [0x02, 0, 0, 0, 0x0a, 0])
-                .ipv4(src, VIP, self.ttl);
+            let ip = from_player().ipv4(src, VIP, self.ttl);
             let mut v = Vec::new();
             match self.proto() {
                 17 => ip.udp(self.sport, 27015).write(&mut v, &payload).unwrap(),

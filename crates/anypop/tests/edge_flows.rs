@@ -6,10 +6,6 @@ mod common;
 use anypop::dataplane::testrun::{XDP_REDIRECT, XDP_TX};
 use common::*;
 
-const VIP: [u8; 4] = [203, 0, 113, 10];
-const BE1: [u8; 4] = [198, 51, 100, 21];
-const BE2: [u8; 4] = [192, 0, 2, 22];
-
 /// One service on port 27020 served by `backends` with optional weights.
 fn network(backends: &str, weights: &str) -> String {
     let services = fixture(

@@ -24,19 +24,7 @@ const NO_GOLDEN_CASE: &[(Reason, &str)] = &[(
      less headroom.",
 )];
 
-const VIP: [u8; 4] = [203, 0, 113, 10];
-const VIP_DRAINED: [u8; 4] = [203, 0, 113, 11];
-const TUNNEL: [u8; 4] = [198, 51, 100, 1];
-const BE1: [u8; 4] = [198, 51, 100, 21];
 const BE4: [u8; 4] = [198, 51, 100, 24];
-const PLAYER: [u8; 4] = [100, 64, 1, 2];
-const ATTACKER: [u8; 4] = [198, 18, 7, 7];
-const VIP6: [u8; 16] = [
-    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
-];
-const PLAYER6: [u8; 16] = [
-    0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02,
-];
 
 const NETWORK: &str = GOLDEN_TOML;
 

@@ -189,28 +189,6 @@ fn a_taken_metrics_address_is_named_with_the_way_out() {
 // capture -w
 // ---------------------------------------------------------------------------------------------
 
-/// A fresh directory under the target directory's tmp, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!(
-            "anypop-telem-{tag}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn the_capture_file_is_new_private_and_never_reached_through_a_link() {
     let d = TempDir::new("out");

@@ -21,8 +21,6 @@ use super::*;
 /// The backend tests' network (`fixtures/backend.toml`).
 pub const NETWORK: &str = BACKEND_TOML;
 
-pub const VIP: [u8; 4] = [203, 0, 113, 10];
-pub const PLAYER: [u8; 4] = [100, 64, 1, 2];
 pub const POP: [u8; 4] = [198, 51, 100, 1];
 pub const ME: [u8; 4] = [192, 0, 2, 21];
 pub const GATEWAY_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
@@ -60,20 +58,14 @@ impl TestBackend {
         reason: Reason,
         out: Option<&[u8]>,
     ) {
-        let before = self.snapshot();
-        let a0 = self.a0;
-        let r = run_xdp(self.plane().decap(), frame, Some(a0), 1).unwrap();
-        let after = self.snapshot();
-        assert_eq!(r.action, action, "{what}: action");
-        assert_eq!(
-            delta(&before, &after),
-            vec![(reason, 1)],
-            "{what}: counters"
-        );
-        assert_eq!(r.output, out.unwrap_or(frame), "{what}: output");
-        produced(reason);
+        self.one_case(what, frame, action, reason, out, |t| {
+            let a0 = t.a0;
+            let r = run_xdp(t.plane().decap(), frame, Some(a0), 1).unwrap();
+            (r.action, r.output)
+        });
     }
 
+    /// One TC case: action, counter, output.
     pub fn dsr_case(
         &mut self,
         what: &str,
@@ -82,17 +74,30 @@ impl TestBackend {
         reason: Reason,
         out: Option<&[u8]>,
     ) {
+        self.one_case(what, frame, action, reason, out, |t| {
+            let a0 = t.a0;
+            let r = run_tc(t.plane().dsr(), frame, a0).unwrap();
+            (r.action, r.output)
+        });
+    }
+
+    /// Runs `run` (which gives the action and output of `frame`) and checks the action, that
+    /// exactly one `reason` was counted, and the output (`None`: the frame as it came).
+    fn one_case<A: PartialEq + std::fmt::Debug>(
+        &mut self,
+        what: &str,
+        frame: &[u8],
+        action: A,
+        reason: Reason,
+        out: Option<&[u8]>,
+        run: impl FnOnce(&mut Self) -> (A, Vec<u8>),
+    ) {
         let before = self.snapshot();
-        let a0 = self.a0;
-        let r = run_tc(self.plane().dsr(), frame, a0).unwrap();
+        let (got, output) = run(self);
         let after = self.snapshot();
-        assert_eq!(r.action, action, "{what}: action");
-        assert_eq!(
-            delta(&before, &after),
-            vec![(reason, 1)],
-            "{what}: counters"
-        );
-        assert_eq!(r.output, out.unwrap_or(frame), "{what}: output");
+        assert_eq!(got, action, "{what}: action");
+        assert_one_counted(what, &before, &after, reason);
+        assert_eq!(output, out.unwrap_or(frame), "{what}: output");
         produced(reason);
     }
 }

@@ -24,7 +24,7 @@ use anypop::{
     telemetry::Snapshot,
 };
 use anypop_common::verdict::Reason;
-use etherparse::{IpNumber, Ipv4Header, PacketBuilder};
+use etherparse::{Ethernet2Header, IpNumber, Ipv4Header, PacketBuilder, PacketBuilderStep};
 
 /// Kernel tests need root; say so instead of failing obscurely.
 pub fn require_root() {
@@ -71,6 +71,25 @@ pub struct Lab {
     pub b0_mac: [u8; 6],
 }
 
+/// The addresses of the lab's networks (`fixtures/*.toml`): the VIP (and the golden network's
+/// drained one), pop-1's tunnel source, be-1 and be-2, a player and an attacker.
+pub const VIP: [u8; 4] = [203, 0, 113, 10];
+pub const VIP_DRAINED: [u8; 4] = [203, 0, 113, 11];
+pub const TUNNEL: [u8; 4] = [198, 51, 100, 1];
+pub const BE1: [u8; 4] = [198, 51, 100, 21];
+pub const BE2: [u8; 4] = [192, 0, 2, 22];
+pub const PLAYER: [u8; 4] = [100, 64, 1, 2];
+pub const ATTACKER: [u8; 4] = [198, 18, 7, 7];
+pub const VIP6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+];
+pub const PLAYER6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02,
+];
+pub const ATTACKER6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0x0b, 0xad, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x66,
+];
+
 pub const BE1_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x21];
 pub const BE2_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x22];
 pub const PLAYER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x99];
@@ -111,6 +130,33 @@ pub fn with_edge_net(network: String, f: impl FnOnce(&mut TestEdge, &Lab) + Send
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A temporary directory of its own (`anypop-TAG-…`), removed on drop (also when an assertion
+/// fails).
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let dir = std::env::temp_dir().join(format!(
+            "anypop-{tag}-{}-{nanos}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 /// A loaded edge program whose pins are removed when it is dropped (also on panic).
 pub struct TestEdge {
@@ -191,9 +237,28 @@ pub fn produced(reason: Reason) {
 }
 
 impl TestEdge {
-    /// One golden case: runs `frame` as if it arrived on `ingress` and checks the action, the
-    /// output bytes (`None`: the frame as it came) and that exactly one `reason` was counted,
-    /// with the frame's bytes.
+    /// Runs `frame` as if it arrived on `ingress` and checks the action and that exactly one
+    /// `reason` was counted, with the frame's bytes; returns the output bytes.
+    pub fn counted(
+        &mut self,
+        what: &str,
+        frame: &[u8],
+        ingress: u32,
+        action: u32,
+        reason: Reason,
+    ) -> Vec<u8> {
+        let before = self.snapshot();
+        let r = self.run(frame, ingress);
+        let after = self.snapshot();
+        assert_eq!(r.action, action, "{what}: action");
+        assert_one_counted(what, &before, &after, reason);
+        let bytes = after.get(reason).bytes - before.get(reason).bytes;
+        assert_eq!(bytes, frame.len() as u64, "{what}: counted bytes");
+        r.output
+    }
+
+    /// One golden case: [`TestEdge::counted`], and the output bytes (`None`: the frame as it
+    /// came).
     pub fn case(
         &mut self,
         what: &str,
@@ -203,20 +268,16 @@ impl TestEdge {
         reason: Reason,
         out: Option<&[u8]>,
     ) {
-        let before = self.snapshot();
-        let r = self.run(frame, ingress);
-        let after = self.snapshot();
-        assert_eq!(r.action, action, "{what}: action");
-        assert_eq!(
-            delta(&before, &after),
-            vec![(reason, 1)],
-            "{what}: counters"
-        );
-        let bytes = after.get(reason).bytes - before.get(reason).bytes;
-        assert_eq!(bytes, frame.len() as u64, "{what}: counted bytes");
-        assert_eq!(r.output, out.unwrap_or(frame), "{what}: output bytes");
+        let output = self.counted(what, frame, ingress, action, reason);
+        assert_eq!(output, out.unwrap_or(frame), "{what}: output bytes");
         produced(reason);
     }
+}
+
+/// Checks that exactly one packet, counted as `reason`, moved the counters between two
+/// snapshots.
+pub fn assert_one_counted(what: &str, before: &Snapshot, after: &Snapshot, reason: Reason) {
+    assert_eq!(delta(before, after), vec![(reason, 1)], "{what}: counters");
 }
 
 /// Counter deltas by reason between two snapshots (packets only), non-zero ones.
@@ -228,11 +289,17 @@ pub fn delta(a: &Snapshot, b: &Snapshot) -> Vec<(Reason, u64)> {
         .collect()
 }
 
+/// The lab's a0 (see [`build_lab`]): where the test frames are addressed.
+pub const A0_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x0a, 0];
+
+/// The start of every frame the tests build (with etherparse): Ethernet from the player to a0.
+pub fn from_player() -> PacketBuilderStep<Ethernet2Header> {
+    PacketBuilder::ethernet2(PLAYER_MAC, A0_MAC)
+}
+
 /// An Ethernet + IPv4 + UDP frame from `src:sport` to `dst:dport` with `payload`.
 pub fn udp4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(PLAYER_MAC, [0x02, 0, 0, 0, 0x0a, 0])
-        .ipv4(src, dst, 64)
-        .udp(sport, dport);
+    let b = from_player().ipv4(src, dst, 64).udp(sport, dport);
     let mut v = Vec::with_capacity(b.size(payload.len()));
     b.write(&mut v, payload).unwrap();
     v
@@ -240,9 +307,7 @@ pub fn udp4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]) 
 
 /// Same with a TTL.
 pub fn udp4_ttl(src: [u8; 4], dst: [u8; 4], dport: u16, ttl: u8) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(PLAYER_MAC, [0x02, 0, 0, 0, 0x0a, 0])
-        .ipv4(src, dst, ttl)
-        .udp(40000, dport);
+    let b = from_player().ipv4(src, dst, ttl).udp(40000, dport);
     let mut v = Vec::new();
     b.write(&mut v, b"ttl").unwrap();
     v
@@ -250,7 +315,7 @@ pub fn udp4_ttl(src: [u8; 4], dst: [u8; 4], dport: u16, ttl: u8) -> Vec<u8> {
 
 /// TCP with the given flags (SYN / ACK) from `src:sport` to `dst:dport`.
 pub fn tcp4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, syn: bool, ack: bool) -> Vec<u8> {
-    let mut b = PacketBuilder::ethernet2(PLAYER_MAC, [0x02, 0, 0, 0, 0x0a, 0])
+    let mut b = from_player()
         .ipv4(src, dst, 64)
         .tcp(sport, dport, 1000, 64240);
     if syn {
@@ -266,9 +331,7 @@ pub fn tcp4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, syn: bool, ack: 
 
 /// ICMP echo request.
 pub fn icmp4_echo(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(PLAYER_MAC, [0x02, 0, 0, 0, 0x0a, 0])
-        .ipv4(src, dst, 64)
-        .icmpv4_echo_request(1, 1);
+    let b = from_player().ipv4(src, dst, 64).icmpv4_echo_request(1, 1);
     let mut v = Vec::new();
     b.write(&mut v, b"ping").unwrap();
     v
@@ -276,9 +339,7 @@ pub fn icmp4_echo(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
 
 /// UDP over IPv6.
 pub fn udp6(src: [u8; 16], dst: [u8; 16], dport: u16) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(PLAYER_MAC, [0x02, 0, 0, 0, 0x0a, 0])
-        .ipv6(src, dst, 64)
-        .udp(40000, dport);
+    let b = from_player().ipv6(src, dst, 64).udp(40000, dport);
     let mut v = Vec::new();
     b.write(&mut v, b"hello6").unwrap();
     v
