@@ -11,7 +11,7 @@ use std::{
 };
 
 use common::*;
-use daemon_support::{Daemon, READY_WITHIN, anypop, output_text as text};
+use daemon_support::{Daemon, READY_WITHIN, Scratch, anypop, output_text as text};
 
 fn example() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/config/example.toml")
@@ -245,43 +245,23 @@ backends = ["pop-1"]
     assert!(!link.contains("xdp"), "{link}");
 }
 
-/// Removes a test's temp dir and pin root however the test ends (also on a panic).
-struct Cleanup(Vec<PathBuf>);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for p in &self.0 {
-            let _ = std::fs::remove_dir_all(p);
-        }
-    }
-}
-
 /// In the calling thread's new private namespace (with `t0_netns`), starts `anypop run`
-/// on a fresh network file (with `extra` flags) and waits until it is ready; returns its temp
-/// dir, file, pin root and process (stop it with SIGTERM: [`stop_daemon`]).
-fn start_daemon_in_private_netns(tag: &str, extra: &[&str]) -> (PathBuf, PathBuf, PathBuf, Daemon) {
+/// on a fresh network file (with `extra` flags) and waits until it is ready; returns its scratch
+/// (temp dir and pin root, removed on drop), file and process (stop it with SIGTERM:
+/// [`stop_daemon`]).
+fn start_daemon_in_private_netns(tag: &str, extra: &[&str]) -> (Scratch, PathBuf, Daemon) {
     t0_netns();
-    let seq = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let dir = std::env::temp_dir().join(format!("anypop-{tag}-{}-{seq}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("net.toml");
-    std::fs::write(&cfg, pop_network("t0", "native")).unwrap();
-    let pins = PathBuf::from(format!(
-        "/sys/fs/bpf/anypop-{tag}-{}-{seq}",
-        std::process::id()
-    ));
+    let s = Scratch::new(tag);
+    let cfg = s.file("net.toml", &pop_network("t0", "native"));
     let mut cmd = anypop();
     cmd.args(["run", "--node", "pop-1", "--interval", "1", "--config"])
         .arg(&cfg)
         .arg("--pin-root")
-        .arg(&pins)
+        .arg(&s.pins)
         .args(extra);
     let mut daemon = Daemon::spawn(cmd);
     daemon.wait_for("ready: node pop-1", READY_WITHIN);
-    (dir, cfg, pins, daemon)
+    (s, cfg, daemon)
 }
 
 /// Stops a daemon with SIGTERM; its exit status and everything it said.
@@ -295,8 +275,7 @@ fn sighup_applies_a_new_file_live_and_keeps_the_running_one_when_it_is_bad() {
     require_root();
     let out = in_thread(|| {
         // No file watch: only SIGHUP can make the edits live.
-        let (dir, cfg, pins, mut daemon) = start_daemon_in_private_netns("hup", &["--no-watch"]);
-        let _cleanup = Cleanup(vec![dir.clone(), pins.clone()]);
+        let (_scratch, cfg, mut daemon) = start_daemon_in_private_netns("hup", &["--no-watch"]);
         // A good change: one more port.
         std::fs::write(
             &cfg,
@@ -377,8 +356,8 @@ fn the_lab_demo_runs_and_its_players_survive_the_flood_and_the_flap() {
 fn apply_reaches_the_running_daemon_and_a_second_daemon_is_refused() {
     require_root();
     let (applied, bad, second, log, status, metrics) = in_thread(|| {
-        let (dir, cfg, pins, daemon) = start_daemon_in_private_netns("apply", &[]);
-        let _cleanup = Cleanup(vec![dir.clone(), pins.clone()]);
+        let (scratch, cfg, daemon) = start_daemon_in_private_netns("apply", &[]);
+        let (dir, pins) = (scratch.dir.clone(), scratch.pins.clone());
         let new = dir.join("new.toml");
         std::fs::write(
             &new,
@@ -606,10 +585,8 @@ fn a_restarted_daemon_adopts_the_running_data_plane_and_detach_removes_it() {
     require_root();
     in_thread(|| {
         t0_netns();
-        let dir = std::env::temp_dir().join(format!("anypop-adopt-{}", std::process::id()));
-        let pins = PathBuf::from(format!("/sys/fs/bpf/anypop-adopt-{}", std::process::id()));
-        let _cleanup = Cleanup(vec![dir.clone(), pins.clone()]);
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = Scratch::new("adopt");
+        let (pins, dir) = (scratch.pins.clone(), scratch.dir.clone());
         let cfg = dir.join("net.toml");
         std::fs::write(&cfg, pop_network("t0", "native")).unwrap();
         let run = |extra: &[&str]| run_for_a_second(&cfg, &pins, "pop-1", extra);
@@ -648,8 +625,7 @@ fn a_restarted_daemon_adopts_the_running_data_plane_and_detach_removes_it() {
 fn an_edited_network_file_is_applied_without_a_signal_and_a_bad_edit_is_not() {
     require_root();
     let out = in_thread(|| {
-        let (dir, cfg, pins, mut daemon) = start_daemon_in_private_netns("watch", &[]);
-        let _cleanup = Cleanup(vec![dir.clone(), pins.clone()]);
+        let (_scratch, cfg, mut daemon) = start_daemon_in_private_netns("watch", &[]);
         std::fs::write(
             &cfg,
             pop_network("t0", "native").replace("ports = \"27015\"", "ports = \"27015-27017\""),
@@ -683,10 +659,8 @@ fn a_pinned_attachment_running_another_program_is_refused() {
     require_root();
     in_thread(|| {
         t0_netns();
-        let dir = std::env::temp_dir().join(format!("anypop-foreign-{}", std::process::id()));
-        let pins = PathBuf::from(format!("/sys/fs/bpf/anypop-foreign-{}", std::process::id()));
-        let _cleanup = Cleanup(vec![dir.clone(), pins.clone()]);
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = Scratch::new("foreign");
+        let (pins, dir) = (scratch.pins.clone(), scratch.dir.clone());
         // One file, two nodes on t0: a backend (decap) and the POP.
         let cfg = dir.join("net.toml");
         std::fs::write(
@@ -725,10 +699,8 @@ fn a_data_plane_of_another_layout_version_is_not_touched_and_explained() {
     require_root();
     in_thread(|| {
         t0_netns();
-        let dir = std::env::temp_dir().join(format!("anypop-layout-{}", std::process::id()));
-        let root = PathBuf::from(format!("/sys/fs/bpf/anypop-layout-{}", std::process::id()));
-        let _cleanup = Cleanup(vec![dir.clone(), root.clone()]);
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = Scratch::new("layout");
+        let (root, dir) = (scratch.pins.clone(), scratch.dir.clone());
         let cfg = dir.join("net.toml");
         std::fs::write(&cfg, pop_network("t0", "native")).unwrap();
         let run = |layout: &str| run_for_a_second(&cfg, &root.join(layout), "pop-1", &[]);

@@ -16,8 +16,8 @@ use std::{
 };
 
 use anypop::{
-    compile, config,
-    dataplane::edge::{Edge, EdgeSizes},
+    compile,
+    dataplane::edge::Edge,
     telemetry::{
         capture::{LEASE_SECS, create_output},
         metrics::{Limits, serve, serve_with},
@@ -256,7 +256,7 @@ fn network() -> String {
 
 /// A loaded edge (maps pinned in `root/pop-1`), removed on drop.
 struct Pop {
-    edge: Option<Edge>,
+    t: TestEdge,
     root: PathBuf,
     dir: PathBuf,
     names: compile::Names,
@@ -264,7 +264,7 @@ struct Pop {
 
 impl Drop for Pop {
     fn drop(&mut self) {
-        self.edge.take();
+        self.t.edge.take();
         let _ = std::fs::remove_dir_all(&self.root);
     }
 }
@@ -278,31 +278,18 @@ impl Pop {
         ));
         let _ = std::fs::remove_dir_all(&root);
         let dir = anypop::dataplane::node_pin_dir(&root, "pop-1");
-        let net = config::parse(&network(), "test.toml", Path::new(".")).unwrap();
-        let mut pop = Pop {
-            edge: None,
+        let t = TestEdge::at(dir.clone(), &network(), lab);
+        let names = t.names.clone();
+        Pop {
+            t,
             root,
-            dir: dir.clone(),
-            names: Default::default(),
-        };
-        let sizes = EdgeSizes {
-            max_services: 8,
-            flow_entries: 4096,
-            bucket_entries: 4096,
-        };
-        let mut edge = Edge::load(&dir, sizes).unwrap_or_else(|e| panic!("{e}"));
-        let slot = edge.standby_generation().unwrap();
-        let tables = compile::compile_edge(&net, "pop-1", slot, edge.sizes.max_services).unwrap();
-        pop.names = tables.names.clone();
-        edge.apply(&tables).unwrap();
-        edge.add_interface(lab.a0, lab.a0_mac, 1500).unwrap();
-        edge.add_interface(lab.b0, lab.b0_mac, 1500).unwrap();
-        pop.edge = Some(edge);
-        pop
+            dir,
+            names,
+        }
     }
 
     fn edge(&mut self) -> &mut Edge {
-        self.edge.as_mut().unwrap()
+        self.t.edge()
     }
 
     fn run(&mut self, frame: &[u8], ifindex: u32) -> u32 {

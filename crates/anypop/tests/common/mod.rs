@@ -137,19 +137,21 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let dir = std::env::temp_dir().join(format!(
-            "anypop-{tag}-{}-{nanos}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
+        let dir = std::env::temp_dir().join(format!("anypop-{}", unique(tag)));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
     }
+}
+
+/// `TAG-PID-NANOS-SEQ`: a name no other test (of this process or another) is using.
+pub fn unique(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    format!("{tag}-{}-{nanos}-{seq}", std::process::id())
 }
 
 impl Drop for TempDir {
@@ -162,6 +164,8 @@ impl Drop for TempDir {
 pub struct TestEdge {
     pub edge: Option<Edge>,
     pub pin_dir: PathBuf,
+    /// The names of the compiled network's rules and services.
+    pub names: compile::Names,
 }
 
 impl Drop for TestEdge {
@@ -175,18 +179,24 @@ impl TestEdge {
     /// Loads the real program with small maps, compiles `network` for node `pop-1` and makes it
     /// live, and registers the lab's interfaces.
     pub fn new(network: &str, lab: &Lab) -> TestEdge {
-        require_root();
-        let _ = std::fs::create_dir_all("/sys/fs/bpf");
         let pin_dir = PathBuf::from(format!(
             "/sys/fs/bpf/anypop-test-{}-{}",
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));
+        TestEdge::at(pin_dir, network, lab)
+    }
+
+    /// As [`TestEdge::new`], with the maps pinned in `pin_dir`.
+    pub fn at(pin_dir: PathBuf, network: &str, lab: &Lab) -> TestEdge {
+        require_root();
+        let _ = std::fs::create_dir_all("/sys/fs/bpf");
         let net = config::parse(network, "test.toml", std::path::Path::new("."))
             .unwrap_or_else(|e| panic!("{e}"));
         let mut te = TestEdge {
             edge: None,
             pin_dir: pin_dir.clone(),
+            names: Default::default(),
         };
         let sizes = EdgeSizes {
             max_services: 8,
@@ -197,6 +207,7 @@ impl TestEdge {
         let slot = edge.standby_generation().unwrap();
         let tables = compile::compile_edge(&net, "pop-1", slot, edge.sizes.max_services)
             .unwrap_or_else(|e| panic!("{e}"));
+        te.names = tables.names.clone();
         edge.apply(&tables).unwrap();
         edge.add_interface(lab.a0, lab.a0_mac, 1500).unwrap();
         edge.add_interface(lab.b0, lab.b0_mac, 1500).unwrap();
@@ -299,17 +310,25 @@ pub fn from_player() -> PacketBuilderStep<Ethernet2Header> {
 
 /// An Ethernet + IPv4 + UDP frame from `src:sport` to `dst:dport` with `payload`.
 pub fn udp4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
-    let b = from_player().ipv4(src, dst, 64).udp(sport, dport);
-    let mut v = Vec::with_capacity(b.size(payload.len()));
-    b.write(&mut v, payload).unwrap();
-    v
+    udp4_with_ttl(src, sport, dst, dport, 64, payload)
 }
 
-/// Same with a TTL.
+/// Same with a TTL (from port 40000, payload `ttl`).
 pub fn udp4_ttl(src: [u8; 4], dst: [u8; 4], dport: u16, ttl: u8) -> Vec<u8> {
-    let b = from_player().ipv4(src, dst, ttl).udp(40000, dport);
-    let mut v = Vec::new();
-    b.write(&mut v, b"ttl").unwrap();
+    udp4_with_ttl(src, 40000, dst, dport, ttl, b"ttl")
+}
+
+fn udp4_with_ttl(
+    src: [u8; 4],
+    sport: u16,
+    dst: [u8; 4],
+    dport: u16,
+    ttl: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let b = from_player().ipv4(src, dst, ttl).udp(sport, dport);
+    let mut v = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut v, payload).unwrap();
     v
 }
 

@@ -154,11 +154,7 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new(tag: &str) -> Scratch {
-        let seq = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let id = format!("{tag}-{}-{seq}", std::process::id());
+        let id = crate::common::unique(tag);
         let dir = std::env::temp_dir().join(format!("anypop-{id}"));
         std::fs::create_dir_all(&dir).unwrap();
         Scratch {
