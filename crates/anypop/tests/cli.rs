@@ -212,18 +212,10 @@ fn run_explains_missing_interface_and_forwarding() {
 #[test]
 fn run_on_a_backend_attaches_decap_and_dsr_and_cleans_up_its_vips() {
     require_root();
-    let net = r#"
-[[service]]
-name = "g"
-vip = "203.0.113.10"
-protocol = "udp"
-ports = "27015"
-backends = ["pop-1"]
-"#;
     // A backend node named pop-1 keeps run_in_netns' --node argument valid.
-    let net = format!(
-        "{}\n[[node]]\nname = \"edge\"\nrole = \"pop\"\ninterfaces = [\"x0\"]\ntunnel_source = \"198.51.100.9\"\n\n[[node]]\nname = \"pop-1\"\nrole = \"backend\"\ninterface = \"t0\"\naddress = \"198.51.100.1\"\n",
-        net
+    let net = fixture(
+        BACKEND_ON_TOML,
+        &[("backend", "pop-1"), ("interface", "t0")],
     );
     fn setup() {
         Netns::enter()

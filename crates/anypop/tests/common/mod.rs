@@ -142,6 +142,13 @@ impl TempDir {
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
     }
+
+    /// Writes `text` as `name` in the directory.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
 }
 
 /// `TAG-PID-NANOS-SEQ`: a name no other test (of this process or another) is using.
