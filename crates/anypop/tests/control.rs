@@ -47,9 +47,7 @@ fn two_applies_at_once_both_land_in_turn_and_each_hears_its_own_outcome() {
     require_root();
     in_private_netns(|| {
         let s = Scratch::new("concurrent");
-        let cfg = s.file("net.toml", &pop_network("t0", "native"));
-        let mut d = Daemon::spawn(s.run_cmd("pop-1", &cfg, &["--no-watch"]));
-        d.wait_for("ready: node pop-1", READY_WITHIN);
+        let (_cfg, d) = s.start("pop-1", &pop_network("t0", "native"), &["--no-watch"]);
         let a = s.file("a.toml", &with_ports("27015-27016"));
         let b = s.file("b.toml", &with_ports("27015-27017"));
         let (ca, cb) = (
@@ -83,9 +81,7 @@ fn apply_fails_at_once_when_the_daemon_dies_mid_request() {
     require_root();
     in_private_netns(|| {
         let s = Scratch::new("dies");
-        let cfg = s.file("net.toml", &pop_network("t0", "native"));
-        let mut d = Daemon::spawn(s.run_cmd("pop-1", &cfg, &["--no-watch"]));
-        d.wait_for("ready: node pop-1", READY_WITHIN);
+        let (cfg, d) = s.start("pop-1", &pop_network("t0", "native"), &["--no-watch"]);
         // Frozen, the daemon cannot answer; the request is queued on its socket.
         d.signal(libc::SIGSTOP);
         let started = std::time::Instant::now();
@@ -145,9 +141,7 @@ fn a_change_that_takes_a_restart_is_refused_whole_unless_allowed() {
     require_root();
     in_private_netns(|| {
         let s = Scratch::new("restart");
-        let cfg = s.file("net.toml", &pop_network("t0", "native"));
-        let mut d = Daemon::spawn(s.run_cmd("pop-1", &cfg, &["--no-watch"]));
-        d.wait_for("ready: node pop-1", READY_WITHIN);
+        let (_cfg, d) = s.start("pop-1", &pop_network("t0", "native"), &["--no-watch"]);
         let bigger = s.file(
             "bigger.toml",
             &format!(
@@ -186,9 +180,7 @@ fn the_file_an_apply_hands_over_becomes_the_one_the_daemon_watches() {
     require_root();
     in_private_netns(|| {
         let s = Scratch::new("handover");
-        let cfg = s.file("net.toml", &pop_network("t0", "native"));
-        let mut d = Daemon::spawn(s.run_cmd("pop-1", &cfg, &[]));
-        d.wait_for("ready: node pop-1", READY_WITHIN);
+        let (cfg, mut d) = s.start("pop-1", &pop_network("t0", "native"), &[]);
         let other = s.file("other.toml", &with_ports("27015-27016"));
         let o = apply(&s, &other, &[]).output().unwrap();
         let t = output_text(&o);

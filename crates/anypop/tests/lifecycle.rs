@@ -71,9 +71,7 @@ fn a_pop_daemon_killed_after_a_first_start_leaves_the_edge_filtering_and_a_new_o
     in_private_netns(|| {
         Netns::current().lo_up().t0_pair();
         let s = Scratch::new("kill9");
-        let cfg = s.file("net.toml", &pop_network("t0", "native"));
-        let mut d = Daemon::spawn(s.run_cmd("pop-1", &cfg, &[]));
-        d.wait_for("ready: node pop-1", READY_WITHIN);
+        let (cfg, d) = s.start("pop-1", &pop_network("t0", "native"), &[]);
         d.signal(libc::SIGKILL);
         let (exit, _) = d.finish(Duration::from_secs(10));
         assert!(!exit.success());
@@ -117,9 +115,7 @@ fn a_backend_daemon_killed_leaves_decap_and_dsr_and_down_removes_everything_with
     in_private_netns(|| {
         Netns::current().lo_up().t0_pair();
         let s = Scratch::new("kill9be");
-        let cfg = s.file("net.toml", &backend_network("t0"));
-        let mut d = Daemon::spawn(s.run_cmd("be-1", &cfg, &[]));
-        d.wait_for("ready: node be-1", READY_WITHIN);
+        let (cfg, d) = s.start("be-1", &backend_network("t0"), &[]);
         d.signal(libc::SIGKILL);
         d.finish(Duration::from_secs(10));
         let pin_dir = s.pins.join("be-1");
@@ -177,9 +173,7 @@ fn down_with_keep_state_keeps_the_state_maps_for_the_next_run() {
     in_private_netns(|| {
         Netns::current().lo_up().t0_pair();
         let s = Scratch::new("keep");
-        let cfg = s.file("net.toml", &pop_network("t0", "native"));
-        let mut d = Daemon::spawn(s.run_cmd("pop-1", &cfg, &[]));
-        d.wait_for("ready: node pop-1", READY_WITHIN);
+        let (_cfg, d) = s.start("pop-1", &pop_network("t0", "native"), &[]);
         d.signal(libc::SIGTERM);
         d.finish(Duration::from_secs(30));
         let o = s
@@ -206,9 +200,7 @@ fn a_pinned_attachment_whose_interface_is_gone_is_replaced_not_blamed_on_another
     in_private_netns(|| {
         Netns::current().lo_up().t0_pair();
         let s = Scratch::new("defunct");
-        let cfg = s.file("net.toml", &pop_network("t0", "native"));
-        let mut d = Daemon::spawn(s.run_cmd("pop-1", &cfg, &[]));
-        d.wait_for("ready: node pop-1", READY_WITHIN);
+        let (cfg, d) = s.start("pop-1", &pop_network("t0", "native"), &[]);
         d.signal(libc::SIGTERM);
         d.finish(Duration::from_secs(30));
         // The interface goes away under the pinned link, and comes back under the same name.
@@ -238,9 +230,7 @@ fn losing_the_tunnel_source_is_a_warning_and_a_retry_never_an_exit() {
     in_private_netns(|| {
         Netns::current().lo_up().t0_pair();
         let s = Scratch::new("probe");
-        let cfg = s.file("net.toml", &pop_network("t0", "native"));
-        let mut d = Daemon::spawn(s.run_cmd("pop-1", &cfg, &["--detach"]));
-        d.wait_for("ready: node pop-1", READY_WITHIN);
+        let (cfg, mut d) = s.start("pop-1", &pop_network("t0", "native"), &["--detach"]);
         sh(&["ip", "addr", "del", "198.51.100.1/24", "dev", "t0"]);
         // An apply re-probes at once (no need to wait for the 10 s period).
         let o = s

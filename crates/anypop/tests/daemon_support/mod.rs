@@ -182,6 +182,15 @@ impl Scratch {
         c
     }
 
+    /// Writes `network` as `net.toml` and starts `anypop run` of `node` on it ([`Scratch::run_cmd`]
+    /// with `extra`); returns the file and the daemon once it says it is ready.
+    pub fn start(&self, node: &str, network: &str, extra: &[&str]) -> (PathBuf, Daemon) {
+        let cfg = self.file("net.toml", network);
+        let mut d = Daemon::spawn(self.run_cmd(node, &cfg, extra));
+        d.wait_for(&format!("ready: node {node}"), READY_WITHIN);
+        (cfg, d)
+    }
+
     /// Another anypop command for `node` with this pin root.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = anypop();
