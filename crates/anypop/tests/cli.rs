@@ -256,12 +256,6 @@ fn start_daemon_in_private_netns(tag: &str, extra: &[&str]) -> (Scratch, PathBuf
     (s, cfg, daemon)
 }
 
-/// Stops a daemon with SIGTERM; its exit status and everything it said.
-fn stop_daemon(d: Daemon) -> (std::process::ExitStatus, String) {
-    d.signal(libc::SIGTERM);
-    d.finish(std::time::Duration::from_secs(30))
-}
-
 #[test]
 fn sighup_applies_a_new_file_live_and_keeps_the_running_one_when_it_is_bad() {
     require_root();
@@ -284,7 +278,7 @@ fn sighup_applies_a_new_file_live_and_keeps_the_running_one_when_it_is_bad() {
         .unwrap();
         daemon.signal(libc::SIGHUP);
         daemon.wait_for("not applied, the running config stays", READY_WITHIN);
-        stop_daemon(daemon)
+        daemon.stop()
     });
     let t = out.1;
     assert!(out.0.success(), "{t}");
@@ -393,7 +387,7 @@ fn apply_reaches_the_running_daemon_and_a_second_daemon_is_refused() {
             .arg(&pins)
             .output()
             .unwrap();
-        let log = stop_daemon(daemon);
+        let log = daemon.stop();
         (applied, bad, second, log, status, metrics)
     });
     assert!(applied.status.success(), "{}", text(&applied));
@@ -630,7 +624,7 @@ fn an_edited_network_file_is_applied_without_a_signal_and_a_bad_edit_is_not() {
         )
         .unwrap();
         daemon.wait_for("not applied, the running config stays", READY_WITHIN);
-        stop_daemon(daemon)
+        daemon.stop()
     });
     let t = out.1;
     assert!(out.0.success(), "{t}");

@@ -69,8 +69,7 @@ fn two_applies_at_once_both_land_in_turn_and_each_hears_its_own_outcome() {
         let mut switches = [switch_of(&oa), switch_of(&ob)];
         switches.sort();
         assert_eq!(switches, [2, 3], "both applied, one after the other");
-        d.signal(libc::SIGTERM);
-        let (exit, log) = d.finish(Duration::from_secs(30));
+        let (exit, log) = d.stop();
         assert!(exit.success(), "{log}");
         assert_eq!(log.matches("applied ").count(), 2, "{log}");
     });
@@ -169,8 +168,7 @@ fn a_change_that_takes_a_restart_is_refused_whole_unless_allowed() {
             t.contains("not live until the daemon restarts: flow_table_size"),
             "{t}"
         );
-        d.signal(libc::SIGTERM);
-        let (exit, log) = d.finish(Duration::from_secs(30));
+        let (exit, log) = d.stop();
         assert!(exit.success(), "{log}");
     });
 }
@@ -198,8 +196,7 @@ fn the_file_an_apply_hands_over_becomes_the_one_the_daemon_watches() {
         std::fs::write(&other, with_ports("27015-27017")).unwrap();
         d.wait_for("other.toml changed on disk: applying it", READY_WITHIN);
         d.wait_for("(switch #3;", READY_WITHIN);
-        d.signal(libc::SIGTERM);
-        let (exit, log) = d.finish(Duration::from_secs(30));
+        let (exit, log) = d.stop();
         assert!(exit.success(), "{log}");
         assert!(!log.contains("net.toml changed on disk"), "{log}");
         assert!(!log.contains("switch #4"), "{log}");

@@ -102,8 +102,7 @@ fn a_pop_daemon_killed_after_a_first_start_leaves_the_edge_filtering_and_a_new_o
             log.contains("interface t0: adopted the running data plane"),
             "{log}"
         );
-        d2.signal(libc::SIGTERM);
-        let (exit, log) = d2.finish(Duration::from_secs(30));
+        let (exit, log) = d2.stop();
         assert!(exit.success(), "{log}");
         assert!(!ip_link("t0").contains("prog/xdp"), "{}", ip_link("t0"));
     });
@@ -142,8 +141,7 @@ fn a_backend_daemon_killed_leaves_decap_and_dsr_and_down_removes_everything_with
             "{}",
             output_text(&refused)
         );
-        d2.signal(libc::SIGTERM);
-        let (exit, log) = d2.finish(Duration::from_secs(30));
+        let (exit, log) = d2.stop();
         assert!(exit.success(), "{log}");
         assert!(
             lo_has_vip(),
@@ -218,8 +216,7 @@ fn a_pinned_attachment_whose_interface_is_gone_is_replaced_not_blamed_on_another
         assert!(log.contains("is defunct: its interface is gone"), "{log}");
         assert!(log.contains("XDP attached in native mode"), "{log}");
         assert!(ip_link("t0").contains("prog/xdp"), "{}", ip_link("t0"));
-        d2.signal(libc::SIGTERM);
-        let (exit, log) = d2.finish(Duration::from_secs(30));
+        let (exit, log) = d2.stop();
         assert!(exit.success(), "{log}");
     });
 }
@@ -243,8 +240,7 @@ fn losing_the_tunnel_source_is_a_warning_and_a_retry_never_an_exit() {
         d.wait_for("next-hop probe failed", Duration::from_secs(20));
         sh(&["ip", "addr", "add", "198.51.100.1/24", "dev", "t0"]);
         d.wait_for("next-hop probes work again", Duration::from_secs(20));
-        d.signal(libc::SIGTERM);
-        let (exit, log) = d.finish(Duration::from_secs(30));
+        let (exit, log) = d.stop();
         assert!(exit.success(), "the daemon ran on: {log}");
     });
 }
@@ -271,8 +267,7 @@ fn a_service_manager_is_told_ready_once_the_data_plane_is_attached() {
         // By then the program runs on the interface.
         assert!(ip_link("t0").contains("prog/xdp"), "{}", ip_link("t0"));
         d.wait_for("ready: node pop-1", READY_WITHIN);
-        d.signal(libc::SIGTERM);
-        let (exit, log) = d.finish(Duration::from_secs(30));
+        let (exit, log) = d.stop();
         assert!(exit.success(), "{log}");
     });
 }

@@ -116,6 +116,13 @@ impl Daemon {
         unsafe { libc::kill(self.pid(), sig) };
     }
 
+    /// Stops the daemon as its service manager does (SIGTERM) and waits up to 30 s for it to
+    /// end; its exit status and everything it said.
+    pub fn stop(self) -> (ExitStatus, String) {
+        self.signal(libc::SIGTERM);
+        self.finish(Duration::from_secs(30))
+    }
+
     /// Waits for the process to end (at most `within`, then kills it and panics).
     pub fn finish(mut self, within: Duration) -> (ExitStatus, String) {
         let deadline = Instant::now() + within;
