@@ -118,10 +118,7 @@ fn every_drop_and_pass_reason() {
     with_edge(|t, lab| {
         let a0 = lab.a0;
         // Not IP at all: an ARP request passes untouched.
-        let mut arp = vec![0xff; 6];
-        arp.extend_from_slice(&PLAYER_MAC);
-        arp.extend_from_slice(&[0x08, 0x06]);
-        arp.extend_from_slice(&[0u8; 28]);
+        let arp = arp_frame();
         t.case("arp", &arp, a0, XDP_PASS, Reason::PassNotIp, None);
         // The POP's own traffic.
         let own = udp4(PLAYER, 5000, TUNNEL, 179, b"bgp-ish");

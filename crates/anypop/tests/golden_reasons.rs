@@ -67,10 +67,7 @@ fn until_dropped(
 fn edge_cases() {
     with_edge_net(NETWORK.to_string(), |t, lab| {
         let a0 = lab.a0;
-        let mut arp = vec![0xff; 6];
-        arp.extend_from_slice(&PLAYER_MAC);
-        arp.extend_from_slice(&[0x08, 0x06]);
-        arp.extend_from_slice(&[0u8; 28]);
+        let arp = arp_frame();
         t.case("arp", &arp, a0, XDP_PASS, Reason::PassNotIp, None);
         let own = udp4(PLAYER, 5000, TUNNEL, 179, b"bgp-ish");
         t.case("for the POP", &own, a0, XDP_PASS, Reason::PassNotVip, None);

@@ -371,6 +371,15 @@ pub fn udp6(src: [u8; 16], dst: [u8; 16], dport: u16) -> Vec<u8> {
     v
 }
 
+/// A frame that is not IP: broadcast from the player with the ARP ethertype and 28 zero bytes.
+pub fn arp_frame() -> Vec<u8> {
+    let mut arp = vec![0xff; 6];
+    arp.extend_from_slice(&PLAYER_MAC);
+    arp.extend_from_slice(&[0x08, 0x06]);
+    arp.extend_from_slice(&[0u8; 28]);
+    arp
+}
+
 /// Inserts 802.1Q tags (outermost first) after the MAC addresses.
 pub fn with_vlans(frame: &[u8], tags: &[(u16, u16)]) -> Vec<u8> {
     let mut v = frame[..12].to_vec();
