@@ -11,19 +11,7 @@ use std::{
 };
 
 use common::*;
-use daemon_support::{Daemon, READY_WITHIN, VETH, pop_network};
-
-fn anypop() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_anypop"))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use daemon_support::{Daemon, READY_WITHIN, Scratch, anypop, output_text as text};
 
 fn example() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/config/example.toml")
@@ -87,14 +75,11 @@ fn check_reports_every_problem_with_lines_and_fails() {
 /// what `ip link show` says afterwards.
 fn run_in_netns(
     net: String,
-    setup: &'static [&'static [&'static str]],
+    setup: fn(),
     extra: &'static [&'static str],
 ) -> (Output, String, PathBuf) {
-    std::thread::spawn(move || {
-        private_netns();
-        for cmd in setup {
-            sh(cmd);
-        }
+    in_thread(move || {
+        setup();
         let seq = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -135,14 +120,12 @@ fn run_in_netns(
         std::fs::remove_dir_all(&dir).unwrap();
         (o, link, pins)
     })
-    .join()
-    .unwrap()
 }
 
 #[test]
 fn run_attaches_natively_logs_counters_and_detaches_on_exit() {
     require_root();
-    let (o, link, pins) = run_in_netns(pop_network("t0", "native"), VETH, &["--detach"]);
+    let (o, link, pins) = run_in_netns(pop_network("t0", "native"), t0_netns, &["--detach"]);
     let _ = std::fs::remove_dir_all(&pins);
     let t = text(&o);
     assert!(o.status.success(), "{t}");
@@ -165,7 +148,7 @@ fn run_attaches_natively_logs_counters_and_detaches_on_exit() {
 #[test]
 fn by_default_the_data_plane_outlives_the_daemon_pinned() {
     require_root();
-    let (o, link, pins) = run_in_netns(pop_network("t0", "native"), VETH, &[]);
+    let (o, link, pins) = run_in_netns(pop_network("t0", "native"), t0_netns, &[]);
     let pinned = pins.join("pop-1").join("link_t0").exists();
     let _ = std::fs::remove_dir_all(&pins);
     let t = text(&o);
@@ -175,18 +158,18 @@ fn by_default_the_data_plane_outlives_the_daemon_pinned() {
 }
 
 /// A bridge: a real device whose driver has no native XDP.
-const NO_NATIVE: &[&[&str]] = &[
-    &["ip", "link", "add", "d0", "type", "bridge"],
-    &["ip", "link", "set", "d0", "up"],
-    &["ip", "addr", "add", "198.51.100.1/24", "dev", "d0"],
-    &["sysctl", "-q", "-w", "net.ipv4.conf.all.forwarding=1"],
-    &["sysctl", "-q", "-w", "net.ipv4.conf.d0.forwarding=1"],
-];
+fn no_native() {
+    let ns = Netns::enter();
+    sh(&["ip", "link", "add", "d0", "type", "bridge"]);
+    ns.up("d0")
+        .addr("198.51.100.1/24", "d0")
+        .forwarding(&["all", "d0"]);
+}
 
 #[test]
 fn no_native_xdp_fails_clearly_unless_auto() {
     require_root();
-    let (o, _, pins) = run_in_netns(pop_network("d0", "native"), NO_NATIVE, &[]);
+    let (o, _, pins) = run_in_netns(pop_network("d0", "native"), no_native, &[]);
     let _ = std::fs::remove_dir_all(&pins);
     let t = text(&o);
     assert!(!o.status.success(), "{t}");
@@ -194,7 +177,7 @@ fn no_native_xdp_fails_clearly_unless_auto() {
         t.contains("cannot run XDP natively") && t.contains("xdp_mode = \"auto\""),
         "{t}"
     );
-    let (o, link, pins) = run_in_netns(pop_network("d0", "auto"), NO_NATIVE, &["--detach"]);
+    let (o, link, pins) = run_in_netns(pop_network("d0", "auto"), no_native, &["--detach"]);
     let _ = std::fs::remove_dir_all(&pins);
     let t = text(&o);
     assert!(o.status.success(), "{t}");
@@ -205,20 +188,19 @@ fn no_native_xdp_fails_clearly_unless_auto() {
 #[test]
 fn run_explains_missing_interface_and_forwarding() {
     require_root();
-    let (o, _, pins) = run_in_netns(pop_network("nope0", "native"), VETH, &[]);
+    let (o, _, pins) = run_in_netns(pop_network("nope0", "native"), t0_netns, &[]);
     let _ = std::fs::remove_dir_all(&pins);
     assert!(
         text(&o).contains("interface nope0 (node pop-1) does not exist"),
         "{}",
         text(&o)
     );
-    const NOFWD: &[&[&str]] = &[
-        &[
-            "ip", "link", "add", "t0", "type", "veth", "peer", "name", "t1",
-        ],
-        &["ip", "addr", "add", "198.51.100.1/24", "dev", "t0"],
-    ];
-    let (o, _, pins) = run_in_netns(pop_network("t0", "native"), NOFWD, &[]);
+    fn no_forwarding() {
+        Netns::enter()
+            .veth_down("t0", "t1")
+            .addr("198.51.100.1/24", "t0");
+    }
+    let (o, _, pins) = run_in_netns(pop_network("t0", "native"), no_forwarding, &[]);
     let _ = std::fs::remove_dir_all(&pins);
     assert!(
         text(&o).contains("IPv4 forwarding is off on t0"),
@@ -230,30 +212,19 @@ fn run_explains_missing_interface_and_forwarding() {
 #[test]
 fn run_on_a_backend_attaches_decap_and_dsr_and_cleans_up_its_vips() {
     require_root();
-    let net = r#"
-[[service]]
-name = "g"
-vip = "203.0.113.10"
-protocol = "udp"
-ports = "27015"
-backends = ["pop-1"]
-"#;
     // A backend node named pop-1 keeps run_in_netns' --node argument valid.
-    let net = format!(
-        "{}\n[[node]]\nname = \"edge\"\nrole = \"pop\"\ninterfaces = [\"x0\"]\ntunnel_source = \"198.51.100.9\"\n\n[[node]]\nname = \"pop-1\"\nrole = \"backend\"\ninterface = \"t0\"\naddress = \"198.51.100.1\"\n",
-        net
+    let net = fixture(
+        BACKEND_ON_TOML,
+        &[("backend", "pop-1"), ("interface", "t0")],
     );
-    const SETUP: &[&[&str]] = &[
-        &[
-            "ip", "link", "add", "t0", "type", "veth", "peer", "name", "t1",
-        ],
-        &["ip", "link", "set", "t0", "up"],
-        &["ip", "link", "set", "t1", "up"],
-        &["ip", "link", "set", "lo", "up"],
-        &["ip", "addr", "add", "198.51.100.1/24", "dev", "t0"],
-        &["sysctl", "-q", "-w", "net.ipv4.conf.t0.forwarding=1"],
-    ];
-    let (o, link, pins) = run_in_netns(net, SETUP, &["--detach"]);
+    fn setup() {
+        Netns::enter()
+            .veth("t0", "t1")
+            .lo_up()
+            .addr("198.51.100.1/24", "t0")
+            .forwarding(&["t0"]);
+    }
+    let (o, link, pins) = run_in_netns(net, setup, &["--detach"]);
     let _ = std::fs::remove_dir_all(&pins);
     let t = text(&o);
     assert!(o.status.success(), "{t}");
@@ -266,61 +237,31 @@ backends = ["pop-1"]
     assert!(!link.contains("xdp"), "{link}");
 }
 
-/// Removes a test's temp dir and pin root however the test ends (also on a panic).
-struct Cleanup(Vec<PathBuf>);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for p in &self.0 {
-            let _ = std::fs::remove_dir_all(p);
-        }
-    }
-}
-
-/// In the calling thread's new private namespace (with the VETH set-up), starts `anypop run`
-/// on a fresh network file (with `extra` flags) and waits until it is ready; returns its temp
-/// dir, file, pin root and process (stop it with SIGTERM: [`stop_daemon`]).
-fn start_daemon_in_private_netns(tag: &str, extra: &[&str]) -> (PathBuf, PathBuf, PathBuf, Daemon) {
-    private_netns();
-    for cmd in VETH {
-        sh(cmd);
-    }
-    let seq = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let dir = std::env::temp_dir().join(format!("anypop-{tag}-{}-{seq}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("net.toml");
-    std::fs::write(&cfg, pop_network("t0", "native")).unwrap();
-    let pins = PathBuf::from(format!(
-        "/sys/fs/bpf/anypop-{tag}-{}-{seq}",
-        std::process::id()
-    ));
+/// In the calling thread's new private namespace (with `t0_netns`), starts `anypop run`
+/// on a fresh network file (with `extra` flags) and waits until it is ready; returns its scratch
+/// (temp dir and pin root, removed on drop), file and process (stop it with SIGTERM:
+/// [`stop_daemon`]).
+fn start_daemon_in_private_netns(tag: &str, extra: &[&str]) -> (Scratch, PathBuf, Daemon) {
+    t0_netns();
+    let s = Scratch::new(tag);
+    let cfg = s.file("net.toml", &pop_network("t0", "native"));
     let mut cmd = anypop();
     cmd.args(["run", "--node", "pop-1", "--interval", "1", "--config"])
         .arg(&cfg)
         .arg("--pin-root")
-        .arg(&pins)
+        .arg(&s.pins)
         .args(extra);
     let mut daemon = Daemon::spawn(cmd);
     daemon.wait_for("ready: node pop-1", READY_WITHIN);
-    (dir, cfg, pins, daemon)
-}
-
-/// Stops a daemon with SIGTERM; its exit status and everything it said.
-fn stop_daemon(d: Daemon) -> (std::process::ExitStatus, String) {
-    d.signal(libc::SIGTERM);
-    d.finish(std::time::Duration::from_secs(30))
+    (s, cfg, daemon)
 }
 
 #[test]
 fn sighup_applies_a_new_file_live_and_keeps_the_running_one_when_it_is_bad() {
     require_root();
-    let out = std::thread::spawn(|| {
+    let out = in_thread(|| {
         // No file watch: only SIGHUP can make the edits live.
-        let (dir, cfg, pins, mut daemon) = start_daemon_in_private_netns("hup", &["--no-watch"]);
-        let _cleanup = Cleanup(vec![dir.clone(), pins.clone()]);
+        let (_scratch, cfg, mut daemon) = start_daemon_in_private_netns("hup", &["--no-watch"]);
         // A good change: one more port.
         std::fs::write(
             &cfg,
@@ -337,10 +278,8 @@ fn sighup_applies_a_new_file_live_and_keeps_the_running_one_when_it_is_bad() {
         .unwrap();
         daemon.signal(libc::SIGHUP);
         daemon.wait_for("not applied, the running config stays", READY_WITHIN);
-        stop_daemon(daemon)
-    })
-    .join()
-    .unwrap();
+        daemon.stop()
+    });
     let t = out.1;
     assert!(out.0.success(), "{t}");
     assert!(
@@ -402,35 +341,32 @@ fn the_lab_demo_runs_and_its_players_survive_the_flood_and_the_flap() {
 #[test]
 fn apply_reaches_the_running_daemon_and_a_second_daemon_is_refused() {
     require_root();
-    let (applied, bad, second, log, status, metrics) = std::thread::spawn(|| {
-        let (dir, cfg, pins, daemon) = start_daemon_in_private_netns("apply", &[]);
-        let _cleanup = Cleanup(vec![dir.clone(), pins.clone()]);
+    let (applied, bad, second, log, status, metrics) = in_thread(|| {
+        let (scratch, cfg, daemon) = start_daemon_in_private_netns("apply", &[]);
+        let (dir, pins) = (scratch.dir.clone(), scratch.pins.clone());
         let new = dir.join("new.toml");
         std::fs::write(
             &new,
             pop_network("t0", "native").replace("ports = \"27015\"", "ports = \"27015-27020\""),
         )
         .unwrap();
-        let applied = anypop()
-            .args(["apply", "--node", "pop-1", "--config"])
-            .arg(&new)
-            .arg("--pin-root")
-            .arg(&pins)
-            .output()
-            .unwrap();
+        let apply = |file: &PathBuf| {
+            anypop()
+                .args(["apply", "--node", "pop-1", "--config"])
+                .arg(file)
+                .arg("--pin-root")
+                .arg(&pins)
+                .output()
+                .unwrap()
+        };
+        let applied = apply(&new);
         let badf = dir.join("bad.toml");
         std::fs::write(
             &badf,
             pop_network("t0", "native").replace("ports = \"27015\"", "ports = \"9-1\""),
         )
         .unwrap();
-        let bad = anypop()
-            .args(["apply", "--node", "pop-1", "--config"])
-            .arg(&badf)
-            .arg("--pin-root")
-            .arg(&pins)
-            .output()
-            .unwrap();
+        let bad = apply(&badf);
         let status = anypop()
             .args(["status", "--node", "pop-1", "--pin-root"])
             .arg(&pins)
@@ -451,11 +387,9 @@ fn apply_reaches_the_running_daemon_and_a_second_daemon_is_refused() {
             .arg(&pins)
             .output()
             .unwrap();
-        let log = stop_daemon(daemon);
+        let log = daemon.stop();
         (applied, bad, second, log, status, metrics)
-    })
-    .join()
-    .unwrap();
+    });
     assert!(applied.status.success(), "{}", text(&applied));
     assert!(
         text(&applied).contains("live in slot 0 (switch #2;"),
@@ -635,15 +569,10 @@ fn a_killed_lab_leaves_no_daemon_and_the_next_lab_removes_its_leftovers() {
 #[test]
 fn a_restarted_daemon_adopts_the_running_data_plane_and_detach_removes_it() {
     require_root();
-    std::thread::spawn(|| {
-        private_netns();
-        for cmd in VETH {
-            sh(cmd);
-        }
-        let dir = std::env::temp_dir().join(format!("anypop-adopt-{}", std::process::id()));
-        let pins = PathBuf::from(format!("/sys/fs/bpf/anypop-adopt-{}", std::process::id()));
-        let _cleanup = Cleanup(vec![dir.clone(), pins.clone()]);
-        std::fs::create_dir_all(&dir).unwrap();
+    in_thread(|| {
+        t0_netns();
+        let scratch = Scratch::new("adopt");
+        let (pins, dir) = (scratch.pins.clone(), scratch.dir.clone());
         let cfg = dir.join("net.toml");
         std::fs::write(&cfg, pop_network("t0", "native")).unwrap();
         let run = |extra: &[&str]| run_for_a_second(&cfg, &pins, "pop-1", extra);
@@ -675,17 +604,14 @@ fn a_restarted_daemon_adopts_the_running_data_plane_and_detach_removes_it() {
             !pins.join("pop-1").join("link_t0").exists(),
             "the link pin is gone"
         );
-    })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e));
+    });
 }
 
 #[test]
 fn an_edited_network_file_is_applied_without_a_signal_and_a_bad_edit_is_not() {
     require_root();
-    let out = std::thread::spawn(|| {
-        let (dir, cfg, pins, mut daemon) = start_daemon_in_private_netns("watch", &[]);
-        let _cleanup = Cleanup(vec![dir.clone(), pins.clone()]);
+    let out = in_thread(|| {
+        let (_scratch, cfg, mut daemon) = start_daemon_in_private_netns("watch", &[]);
         std::fs::write(
             &cfg,
             pop_network("t0", "native").replace("ports = \"27015\"", "ports = \"27015-27017\""),
@@ -698,10 +624,8 @@ fn an_edited_network_file_is_applied_without_a_signal_and_a_bad_edit_is_not() {
         )
         .unwrap();
         daemon.wait_for("not applied, the running config stays", READY_WITHIN);
-        stop_daemon(daemon)
-    })
-    .join()
-    .unwrap();
+        daemon.stop()
+    });
     let t = out.1;
     assert!(out.0.success(), "{t}");
     assert!(t.contains("changed on disk: applying it"), "{t}");
@@ -719,15 +643,10 @@ fn an_edited_network_file_is_applied_without_a_signal_and_a_bad_edit_is_not() {
 #[test]
 fn a_pinned_attachment_running_another_program_is_refused() {
     require_root();
-    std::thread::spawn(|| {
-        private_netns();
-        for cmd in VETH {
-            sh(cmd);
-        }
-        let dir = std::env::temp_dir().join(format!("anypop-foreign-{}", std::process::id()));
-        let pins = PathBuf::from(format!("/sys/fs/bpf/anypop-foreign-{}", std::process::id()));
-        let _cleanup = Cleanup(vec![dir.clone(), pins.clone()]);
-        std::fs::create_dir_all(&dir).unwrap();
+    in_thread(|| {
+        t0_netns();
+        let scratch = Scratch::new("foreign");
+        let (pins, dir) = (scratch.pins.clone(), scratch.dir.clone());
         // One file, two nodes on t0: a backend (decap) and the POP.
         let cfg = dir.join("net.toml");
         std::fs::write(
@@ -742,8 +661,11 @@ fn a_pinned_attachment_running_another_program_is_refused() {
         let be = run("be-9");
         assert!(be.status.success(), "{}", text(&be));
         std::fs::create_dir_all(pins.join("pop-1")).unwrap();
-        std::fs::rename(pins.join("be-9").join("link_t0"), pins.join("pop-1").join("link_t0"))
-            .unwrap();
+        std::fs::rename(
+            pins.join("be-9").join("link_t0"),
+            pins.join("pop-1").join("link_t0"),
+        )
+        .unwrap();
         let pop = run("pop-1");
         let t = text(&pop);
         assert!(!pop.status.success(), "{t}");
@@ -751,24 +673,20 @@ fn a_pinned_attachment_running_another_program_is_refused() {
             t.contains("runs program \"decap\"") && t.contains("not anypop's \"edge\""),
             "{t}"
         );
-        assert!(t.contains("does not replace programs it did not ship"), "{t}");
-    })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e));
+        assert!(
+            t.contains("does not replace programs it did not ship"),
+            "{t}"
+        );
+    });
 }
 
 #[test]
 fn a_data_plane_of_another_layout_version_is_not_touched_and_explained() {
     require_root();
-    std::thread::spawn(|| {
-        private_netns();
-        for cmd in VETH {
-            sh(cmd);
-        }
-        let dir = std::env::temp_dir().join(format!("anypop-layout-{}", std::process::id()));
-        let root = PathBuf::from(format!("/sys/fs/bpf/anypop-layout-{}", std::process::id()));
-        let _cleanup = Cleanup(vec![dir.clone(), root.clone()]);
-        std::fs::create_dir_all(&dir).unwrap();
+    in_thread(|| {
+        t0_netns();
+        let scratch = Scratch::new("layout");
+        let (root, dir) = (scratch.pins.clone(), scratch.dir.clone());
         let cfg = dir.join("net.toml");
         std::fs::write(&cfg, pop_network("t0", "native")).unwrap();
         let run = |layout: &str| run_for_a_second(&cfg, &root.join(layout), "pop-1", &[]);
@@ -788,7 +706,5 @@ fn a_data_plane_of_another_layout_version_is_not_touched_and_explained() {
             root.join("v1").join("pop-1").join("link_t0").exists(),
             "old pins untouched"
         );
-    })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e));
+    });
 }

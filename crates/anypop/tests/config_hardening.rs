@@ -2,6 +2,8 @@
 //! are not files (a FIFO, /dev/zero), a 50 MB line, a `src_file` that is someone's secret, names
 //! that would become paths, and networks that validate but could not carry a packet. Every run
 //! has a deadline: a check that hangs is killed and fails the test.
+mod common;
+
 use std::{
     io::Read,
     path::{Path, PathBuf},
@@ -9,31 +11,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use common::TempDir;
+
 /// How long one `check` may take, even on a loaded machine; a hang is a failure.
 const DEADLINE: Duration = Duration::from_secs(10);
-
-/// A scratch directory of its own for one test, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let d = std::env::temp_dir().join(format!("anypop-cfgh-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        Scratch(d)
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.0.join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Runs `anypop check --config FILE` and returns (success, stdout + stderr). Output goes to
 /// files, not pipes, so a child that writes a lot cannot block on a full pipe; it is polled
@@ -116,7 +97,7 @@ fn line_of(text: &str, needle: &str, nth: usize) -> usize {
 /// Checks example + `extra` and asserts that it fails with a line
 /// `net.toml:LINE: ITEM: FIELD: …WORDS…`, LINE being that of the first line of `extra`
 /// containing `needle`.
-fn refused(dir: &Scratch, extra: &str, needle: &str, item_field: &str, words: &str) {
+fn refused(dir: &TempDir, extra: &str, needle: &str, item_field: &str, words: &str) {
     let text = format!("{}{extra}", example());
     let f = dir.write("net.toml", &text);
     let (ok, out) = check(&f);
@@ -131,7 +112,7 @@ fn refused(dir: &Scratch, extra: &str, needle: &str, item_field: &str, words: &s
 
 #[test]
 fn a_fifo_is_refused_at_once() {
-    let dir = Scratch::new("fifo");
+    let dir = TempDir::new("fifo");
     let fifo = dir.0.join("net.toml");
     let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
@@ -155,7 +136,7 @@ fn dev_zero_is_refused_without_reading_it() {
 
 #[test]
 fn a_file_over_the_limit_is_refused_unread() {
-    let dir = Scratch::new("big");
+    let dir = TempDir::new("big");
     // Sparse: 65 MiB on record, nothing on disk.
     let f = dir.0.join("net.toml");
     std::fs::File::create(&f)
@@ -169,7 +150,7 @@ fn a_file_over_the_limit_is_refused_unread() {
 
 #[test]
 fn a_50_mb_line_gives_a_short_error() {
-    let dir = Scratch::new("long");
+    let dir = TempDir::new("long");
     let huge = "A".repeat(50 << 20);
     let (tenth, fifth) = (&huge[..5 << 20], &huge[..20 << 20]);
     // (file, problems it has): each problem is a line of its own, and each line quotes at most
@@ -208,7 +189,7 @@ fn a_50_mb_line_gives_a_short_error() {
 
 #[test]
 fn a_src_file_that_is_a_secret_is_never_printed() {
-    let dir = Scratch::new("secret");
+    let dir = TempDir::new("secret");
     dir.write(
         "shadow",
         "root:$6$saltsalt$Zm9yYmlkZGVuLXNlY3JldC1oYXNo:19000:0:99999:7:::\nbin:*:19000:0:99999:7:::\n",
@@ -234,7 +215,7 @@ fn a_src_file_that_is_a_secret_is_never_printed() {
 
 #[test]
 fn names_that_would_become_paths_are_refused() {
-    let dir = Scratch::new("names");
+    let dir = TempDir::new("names");
     for (name, why) in [
         ("..", "may not start with '.'"),
         ("/abs", "contains '/'"),
@@ -268,7 +249,7 @@ fn service(vip: &str, more: &str) -> String {
 
 #[test]
 fn meaningless_networks_are_refused_naming_the_field() {
-    let dir = Scratch::new("meaningless");
+    let dir = TempDir::new("meaningless");
     for vip in ["0.0.0.0", "127.0.0.1", "239.1.2.3", "255.255.255.255"] {
         refused(
             &dir,
@@ -374,7 +355,7 @@ fn what_may_be_meant_is_still_accepted() {
     // Every backend drained, a prefix with host bits and a rule its services' protocol rules out
     // are warnings, not refusals: the drained service is how an operator lets running games end,
     // the prefix is read as written, and the rule may be written ahead of its service.
-    let dir = Scratch::new("meant");
+    let dir = TempDir::new("meant");
     let text = format!(
         "{}{}\n[[rule]]\nname = \"hosty\"\naction = \"deny\"\nsrc = [\"10.1.2.3/8\"]\n\n[[rule]]\nname = \"ahead\"\naction = \"deny\"\nservices = [\"rust-eu\"]\nprotocol = \"tcp\"\n",
         example(),
@@ -403,7 +384,7 @@ fn what_may_be_meant_is_still_accepted() {
 /// `--pin-root /` once made a clean-up remove all of /run).
 #[test]
 fn node_arguments_that_would_become_paths_are_refused_by_every_command() {
-    let dir = Scratch::new("nodeargs");
+    let dir = TempDir::new("nodeargs");
     let cfg = dir.write("net.toml", &example());
     let pins = dir.0.join("pins");
     let cfg_s = cfg.to_string_lossy().into_owned();

@@ -7,19 +7,14 @@ mod daemon_support;
 
 use std::{path::Path, process::Output, time::Duration};
 
-use common::{private_netns, require_root, sh};
+use common::{in_thread, pop_network, require_root, t0_netns};
 use daemon_support::*;
 
 fn in_private_netns(f: impl FnOnce() + Send + 'static) {
-    std::thread::spawn(move || {
-        private_netns();
-        for c in VETH {
-            sh(c);
-        }
+    in_thread(move || {
+        t0_netns();
         f()
     })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e));
 }
 
 /// `anypop apply` of `cfg` to pop-1, its output captured (also when spawned).
@@ -52,9 +47,7 @@ fn two_applies_at_once_both_land_in_turn_and_each_hears_its_own_outcome() {
     require_root();
     in_private_netns(|| {
         let s = Scratch::new("concurrent");
-        let cfg = s.file("net.toml", &pop_network("t0", "native"));
-        let mut d = Daemon::spawn(s.run_cmd("pop-1", &cfg, &["--no-watch"]));
-        d.wait_for("ready: node pop-1", READY_WITHIN);
+        let (_cfg, d) = s.start("pop-1", &pop_network("t0", "native"), &["--no-watch"]);
         let a = s.file("a.toml", &with_ports("27015-27016"));
         let b = s.file("b.toml", &with_ports("27015-27017"));
         let (ca, cb) = (
@@ -76,8 +69,7 @@ fn two_applies_at_once_both_land_in_turn_and_each_hears_its_own_outcome() {
         let mut switches = [switch_of(&oa), switch_of(&ob)];
         switches.sort();
         assert_eq!(switches, [2, 3], "both applied, one after the other");
-        d.signal(libc::SIGTERM);
-        let (exit, log) = d.finish(Duration::from_secs(30));
+        let (exit, log) = d.stop();
         assert!(exit.success(), "{log}");
         assert_eq!(log.matches("applied ").count(), 2, "{log}");
     });
@@ -88,9 +80,7 @@ fn apply_fails_at_once_when_the_daemon_dies_mid_request() {
     require_root();
     in_private_netns(|| {
         let s = Scratch::new("dies");
-        let cfg = s.file("net.toml", &pop_network("t0", "native"));
-        let mut d = Daemon::spawn(s.run_cmd("pop-1", &cfg, &["--no-watch"]));
-        d.wait_for("ready: node pop-1", READY_WITHIN);
+        let (cfg, d) = s.start("pop-1", &pop_network("t0", "native"), &["--no-watch"]);
         // Frozen, the daemon cannot answer; the request is queued on its socket.
         d.signal(libc::SIGSTOP);
         let started = std::time::Instant::now();
@@ -150,9 +140,7 @@ fn a_change_that_takes_a_restart_is_refused_whole_unless_allowed() {
     require_root();
     in_private_netns(|| {
         let s = Scratch::new("restart");
-        let cfg = s.file("net.toml", &pop_network("t0", "native"));
-        let mut d = Daemon::spawn(s.run_cmd("pop-1", &cfg, &["--no-watch"]));
-        d.wait_for("ready: node pop-1", READY_WITHIN);
+        let (_cfg, d) = s.start("pop-1", &pop_network("t0", "native"), &["--no-watch"]);
         let bigger = s.file(
             "bigger.toml",
             &format!(
@@ -180,8 +168,7 @@ fn a_change_that_takes_a_restart_is_refused_whole_unless_allowed() {
             t.contains("not live until the daemon restarts: flow_table_size"),
             "{t}"
         );
-        d.signal(libc::SIGTERM);
-        let (exit, log) = d.finish(Duration::from_secs(30));
+        let (exit, log) = d.stop();
         assert!(exit.success(), "{log}");
     });
 }
@@ -191,9 +178,7 @@ fn the_file_an_apply_hands_over_becomes_the_one_the_daemon_watches() {
     require_root();
     in_private_netns(|| {
         let s = Scratch::new("handover");
-        let cfg = s.file("net.toml", &pop_network("t0", "native"));
-        let mut d = Daemon::spawn(s.run_cmd("pop-1", &cfg, &[]));
-        d.wait_for("ready: node pop-1", READY_WITHIN);
+        let (cfg, mut d) = s.start("pop-1", &pop_network("t0", "native"), &[]);
         let other = s.file("other.toml", &with_ports("27015-27016"));
         let o = apply(&s, &other, &[]).output().unwrap();
         let t = output_text(&o);
@@ -211,8 +196,7 @@ fn the_file_an_apply_hands_over_becomes_the_one_the_daemon_watches() {
         std::fs::write(&other, with_ports("27015-27017")).unwrap();
         d.wait_for("other.toml changed on disk: applying it", READY_WITHIN);
         d.wait_for("(switch #3;", READY_WITHIN);
-        d.signal(libc::SIGTERM);
-        let (exit, log) = d.finish(Duration::from_secs(30));
+        let (exit, log) = d.stop();
         assert!(exit.success(), "{log}");
         assert!(!log.contains("net.toml changed on disk"), "{log}");
         assert!(!log.contains("switch #4"), "{log}");

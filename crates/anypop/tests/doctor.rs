@@ -2,43 +2,12 @@
 //! that each test creates with its own interfaces (the machine's own interfaces are never probed).
 //! The namespace, and every interface in it, disappears with the test's thread, also on a panic.
 mod common;
+mod daemon_support;
 
-use std::{
-    path::PathBuf,
-    process::{Command, Output},
-};
+use std::process::{Command, Output};
 
 use common::*;
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// A temporary directory removed on drop (also when an assertion fails).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let seq = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let dir =
-            std::env::temp_dir().join(format!("anypop-doctor-{tag}-{}-{seq}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use daemon_support::output_text as text;
 
 /// `ip -d link show` of every interface (in the calling thread's namespace).
 fn links() -> String {
@@ -56,16 +25,10 @@ fn links() -> String {
 /// namespace and its interfaces go away with the thread. A panic inside is re-raised here.
 fn in_private_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     require_root();
-    match std::thread::spawn(move || {
-        private_netns();
-        sh(&["ip", "link", "set", "lo", "up"]);
+    in_thread(move || {
+        Netns::enter().lo_up();
         f()
     })
-    .join()
-    {
-        Ok(v) => v,
-        Err(p) => std::panic::resume_unwind(p),
-    }
 }
 
 fn doctor(args: &[&str]) -> Output {
@@ -77,11 +40,7 @@ fn doctor(args: &[&str]) -> Output {
 }
 
 fn veth_pair() {
-    sh(&[
-        "ip", "link", "add", "t0", "type", "veth", "peer", "name", "t1",
-    ]);
-    sh(&["ip", "link", "set", "t0", "up"]);
-    sh(&["ip", "link", "set", "t1", "up"]);
+    Netns::current().veth("t0", "t1");
 }
 
 /// No XDP program (of the probe or anyone) is left on any interface of the namespace.
@@ -206,37 +165,11 @@ fn an_attached_program_is_not_replaced_by_the_probe() {
     );
 }
 
-fn pop_network(xdp_mode: &str) -> String {
-    format!(
-        r#"
-[[service]]
-name = "g"
-vip = "203.0.113.10"
-protocol = "udp"
-ports = "27015"
-backends = ["be-1"]
-
-[[node]]
-name = "pop-1"
-role = "pop"
-interfaces = ["t0"]
-tunnel_source = "198.51.100.1"
-xdp_mode = "{xdp_mode}"
-
-[[node]]
-name = "be-1"
-role = "backend"
-interface = "eth0"
-address = "198.51.100.21"
-"#
-    )
-}
-
 #[test]
 fn a_pop_without_forwarding_fails_with_the_sysctl_fix_that_works() {
     let dir = TempDir::new("pop");
     let cfg = dir.0.join("net.toml");
-    std::fs::write(&cfg, pop_network("native")).unwrap();
+    std::fs::write(&cfg, pop_network("t0", "native")).unwrap();
     let cfg_s = cfg.to_str().unwrap().to_owned();
     let (before, fixed) = in_private_netns(move || {
         veth_pair();
@@ -284,7 +217,7 @@ fn a_pop_without_forwarding_fails_with_the_sysctl_fix_that_works() {
 fn a_pop_on_a_device_without_native_xdp_warns_when_it_may_fall_back() {
     let dir = TempDir::new("auto");
     let cfg = dir.0.join("net.toml");
-    std::fs::write(&cfg, pop_network("auto").replace("\"t0\"", "\"d0\"")).unwrap();
+    std::fs::write(&cfg, pop_network("t0", "auto").replace("\"t0\"", "\"d0\"")).unwrap();
     let cfg_s = cfg.to_str().unwrap().to_owned();
     let o = in_private_netns(move || {
         no_native_device();
@@ -312,7 +245,7 @@ fn a_pop_on_a_device_without_native_xdp_warns_when_it_may_fall_back() {
 fn mistakes_on_the_command_line_say_what_to_do() {
     let dir = TempDir::new("cli");
     let cfg = dir.0.join("net.toml");
-    std::fs::write(&cfg, pop_network("native")).unwrap();
+    std::fs::write(&cfg, pop_network("t0", "native")).unwrap();
     let o = doctor(&["--config", cfg.to_str().unwrap(), "--node", "nobody"]);
     assert!(!o.status.success());
     assert!(
@@ -351,7 +284,11 @@ fn without_arguments_only_the_kernel_is_checked() {
 fn a_backend_without_its_address_fails_and_forwarding_off_is_a_warning() {
     let dir = TempDir::new("be");
     let cfg = dir.0.join("net.toml");
-    std::fs::write(&cfg, pop_network("native").replace("\"eth0\"", "\"t0\"")).unwrap();
+    std::fs::write(
+        &cfg,
+        pop_network("t0", "native").replace("\"eth0\"", "\"t0\""),
+    )
+    .unwrap();
     let cfg_s = cfg.to_str().unwrap().to_owned();
     let o = in_private_netns(move || {
         veth_pair();

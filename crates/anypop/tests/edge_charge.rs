@@ -20,31 +20,9 @@ use common::*;
 /// frame would be rewritten between repeats). 1,000 pps (1 ms a packet) with a burst of an hour
 /// (3.6 million packets): nothing here is denied, and once primed with 10,000 packets the bucket
 /// runs 10 s ahead of the clock, so its TAT moves by exactly 1 ms per admitted packet.
-const NETWORK: &str = r#"
-[defaults]
-new_source_cap = 0
-
-[[service]]
-name = "hammer"
-vip = "203.0.113.10"
-protocol = "udp"
-ports = "27015"
-backends = ["be-1"]
-weights = { "be-1" = 0 }
-limit = { pps = 1000, burst = 3600.0 }
-
-[[node]]
-name = "pop-1"
-role = "pop"
-interfaces = ["a0", "b0"]
-tunnel_source = "198.51.100.1"
-
-[[node]]
-name = "be-1"
-role = "backend"
-interface = "eth0"
-address = "198.51.100.21"
-"#;
+fn network() -> String {
+    lab_network(include_str!("fixtures/charge.toml"))
+}
 
 const COST_NS: u64 = 1_000_000;
 /// Packets that put the bucket 10 s ahead of the clock.
@@ -86,9 +64,8 @@ fn packets(t: &mut TestEdge, r: Reason) -> u64 {
 /// Runs `f` with the edge loaded in a private lab, the source's bucket primed [`PRIME`] packets
 /// ahead of the clock. `f` gets the program's fd and the primed TAT.
 fn with_primed_bucket(f: impl FnOnce(&mut TestEdge, i32, u64) + Send + 'static) {
-    std::thread::spawn(move || {
-        let lab = build_lab();
-        let mut t = TestEdge::new(NETWORK, &lab);
+    in_lab(move |lab| {
+        let mut t = TestEdge::new(&network(), lab);
         let frame = udp4(SOURCE, 40000, [203, 0, 113, 10], 27015, b"tick");
         let fd = t.edge().program().fd().unwrap().as_fd().as_raw_fd();
         let (action, _) = run_xdp_raw_fd(fd, &frame, None, PRIME).unwrap();
@@ -97,9 +74,7 @@ fn with_primed_bucket(f: impl FnOnce(&mut TestEdge, i32, u64) + Send + 'static) 
         assert_eq!(primed, PRIME as u64, "admitted, no backend");
         let tat0 = tat_of(&t, SOURCE);
         f(&mut t, fd, tat0);
-    })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e));
+    });
 }
 
 #[test]

@@ -11,93 +11,25 @@ use anypop::dataplane::testrun::{XDP_DROP, XDP_PASS, XDP_TX};
 use anypop_common::verdict::Reason;
 use common::*;
 
-const VIP: [u8; 4] = [203, 0, 113, 10];
-const TUNNEL: [u8; 4] = [198, 51, 100, 1];
-const BE1: [u8; 4] = [198, 51, 100, 21];
-const PLAYER: [u8; 4] = [100, 64, 1, 2];
 const FLOOD: [u8; 4] = [198, 18, 7, 7];
 const FRIEND: [u8; 4] = [198, 18, 5, 9];
 const WEB_BANNED: [u8; 4] = [100, 70, 1, 1];
 const UDP_BANNED: [u8; 4] = [100, 80, 1, 1];
 
-/// Rule indices (file order) of [`NETWORK`].
+/// Rule indices (file order) of [`network`].
 const FRIENDS: usize = 0;
 const BLOCKLIST: usize = 1;
 const NO_WEB: usize = 2;
 const NO_UDP: usize = 3;
 const SLOW: usize = 4;
 
-/// Service indices of [`NETWORK`].
+/// Service indices of [`network`].
 const GAME: usize = 0;
 const WEB: usize = 1;
 
-const NETWORK: &str = r#"
-[defaults]
-new_source_cap = 0
-
-[[service]]
-name = "game"
-vip = "203.0.113.10"
-protocol = "udp"
-ports = "27015"
-backends = ["be-1"]
-limit = { pps = 1, burst = 1.0 }
-
-[[service]]
-name = "web"
-vip = "203.0.113.10"
-protocol = "tcp"
-ports = "443"
-backends = ["be-1"]
-
-# Before the blocklist: a trusted /24 inside it stays reachable and skips the rate limit.
-[[rule]]
-name = "friends"
-action = "allow"
-src = ["198.18.5.0/24"]
-
-[[rule]]
-name = "blocklist"
-action = "deny"
-src = ["198.18.0.0/15"]
-
-[[rule]]
-name = "no-web"
-action = "deny"
-services = ["web"]
-src = ["100.70.0.0/16"]
-
-# A protocol condition: not decided by the source alone, so these sources walk the rules.
-[[rule]]
-name = "no-udp"
-action = "deny"
-protocol = "udp"
-src = ["100.80.0.0/16"]
-
-# Source-only limit rule: decided by the class too, then rate-limited with its profile.
-[[rule]]
-name = "slow"
-action = "limit"
-profile = "slow"
-src = ["100.90.0.0/16"]
-
-[[profile]]
-name = "slow"
-pps = 1
-burst = 1.0
-
-[[node]]
-name = "pop-1"
-role = "pop"
-interfaces = ["a0", "b0"]
-tunnel_source = "198.51.100.1"
-
-[[node]]
-name = "be-1"
-role = "backend"
-interface = "eth0"
-address = "198.51.100.21"
-"#;
+fn network() -> String {
+    lab_network(include_str!("fixtures/decide.toml"))
+}
 
 /// Per-rule and per-service packet and byte counters of the live generation.
 struct Hits {
@@ -122,55 +54,18 @@ fn hits(t: &mut TestEdge) -> Hits {
     }
 }
 
-/// Runs one frame; checks the action and that exactly one `reason` (packets and frame bytes) was
-/// counted. Returns the output frame.
-fn case(
-    t: &mut TestEdge,
-    what: &str,
-    frame: &[u8],
-    ingress: u32,
-    action: u32,
-    reason: Reason,
-) -> Vec<u8> {
-    let before = t.snapshot();
-    let r = t.run(frame, ingress);
-    let after = t.snapshot();
-    assert_eq!(r.action, action, "{what}: action");
-    assert_eq!(
-        delta(&before, &after),
-        vec![(reason, 1)],
-        "{what}: counters"
-    );
-    assert_eq!(
-        after.get(reason).bytes - before.get(reason).bytes,
-        frame.len() as u64,
-        "{what}: counted bytes"
-    );
-    r.output
-}
-
 /// The packets and bytes that rule (or service) `i` gained between two readings.
 fn gained(before: &[(u64, u64)], after: &[(u64, u64)], i: usize) -> (u64, u64) {
     (after[i].0 - before[i].0, after[i].1 - before[i].1)
 }
 
-fn with_edge(network: &'static str, f: impl FnOnce(&mut TestEdge, &Lab) + Send + 'static) {
-    std::thread::spawn(move || {
-        let lab = build_lab();
-        let mut t = TestEdge::new(network, &lab);
-        f(&mut t, &lab);
-    })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e));
-}
-
 #[test]
 fn listed_source_is_dropped_with_exact_counters() {
-    with_edge(NETWORK, |t, lab| {
+    with_edge_net(network(), |t, lab| {
         let f = udp4(FLOOD, 5000, VIP, 27015, b"flood");
         let ip_len = (f.len() - 14) as u64;
         let before = hits(t);
-        let out = case(t, "flood", &f, lab.a0, XDP_DROP, Reason::DropRule);
+        let out = t.counted("flood", &f, lab.a0, XDP_DROP, Reason::DropRule);
         assert_eq!(out, f, "dropped frame untouched");
         let after = hits(t);
         assert_eq!(gained(&before.rules, &after.rules, BLOCKLIST), (1, ip_len));
@@ -183,7 +78,7 @@ fn listed_source_is_dropped_with_exact_counters() {
         // Same for the other service (the blocklist names none, so it applies to both).
         let f = tcp4(FLOOD, 5000, VIP, 443, true, false);
         let before = hits(t);
-        case(t, "flood to web", &f, lab.a0, XDP_DROP, Reason::DropRule);
+        t.counted("flood to web", &f, lab.a0, XDP_DROP, Reason::DropRule);
         let after = hits(t);
         assert_eq!(gained(&before.rules, &after.rules, BLOCKLIST).0, 1);
         assert_eq!(gained(&before.services, &after.services, WEB).0, 1);
@@ -192,14 +87,14 @@ fn listed_source_is_dropped_with_exact_counters() {
 
 #[test]
 fn allow_rule_before_the_deny_still_wins() {
-    with_edge(NETWORK, |t, lab| {
+    with_edge_net(network(), |t, lab| {
         // A friend's /24 lies inside the blocklist, but "friends" comes first: forwarded, counted
         // on "friends", and never rate-limited (game allows 1 pps to everyone else).
         let before = hits(t);
         for i in 0..6u16 {
             let f = udp4(FRIEND, 41000 + i, VIP, 27015, b"friend");
             let want = expected_ipip(&f, 14, BE1_MAC, lab.a0_mac, TUNNEL, BE1);
-            let out = case(t, "friend", &f, lab.a0, XDP_TX, Reason::FwdIpip);
+            let out = t.counted("friend", &f, lab.a0, XDP_TX, Reason::FwdIpip);
             assert_eq!(out, want, "friend {i}: exact IPIP");
         }
         let after = hits(t);
@@ -207,7 +102,7 @@ fn allow_rule_before_the_deny_still_wins() {
         assert_eq!(gained(&before.rules, &after.rules, BLOCKLIST).0, 0);
         // The neighbouring /24 is only in the blocklist.
         let f = udp4([198, 18, 4, 9], 41000, VIP, 27015, b"x");
-        case(t, "next /24", &f, lab.a0, XDP_DROP, Reason::DropRule);
+        t.counted("next /24", &f, lab.a0, XDP_DROP, Reason::DropRule);
         // A player in no list matches no rule and meets the service's limit.
         let before = hits(t);
         let f = udp4(PLAYER, 40000, VIP, 27015, b"tick");
@@ -231,11 +126,10 @@ fn allow_rule_before_the_deny_still_wins() {
 
 #[test]
 fn rules_for_some_services_or_with_conditions_decide_as_the_walk_does() {
-    with_edge(NETWORK, |t, lab| {
+    with_edge_net(network(), |t, lab| {
         // "no-web" applies to web only.
         let before = hits(t);
-        case(
-            t,
+        t.counted(
             "banned from web",
             &tcp4(WEB_BANNED, 5000, VIP, 443, true, false),
             lab.a0,
@@ -247,8 +141,7 @@ fn rules_for_some_services_or_with_conditions_decide_as_the_walk_does() {
         let f = udp4(WEB_BANNED, 5000, VIP, 27015, b"game is fine");
         let want = expected_ipip(&f, 14, BE1_MAC, lab.a0_mac, TUNNEL, BE1);
         assert_eq!(
-            case(
-                t,
+            t.counted(
                 "banned from web, to game",
                 &f,
                 lab.a0,
@@ -259,8 +152,7 @@ fn rules_for_some_services_or_with_conditions_decide_as_the_walk_does() {
         );
         // "no-udp" has a protocol condition: UDP dropped on that rule, TCP forwarded.
         let before = hits(t);
-        case(
-            t,
+        t.counted(
             "udp banned",
             &udp4(UDP_BANNED, 5000, VIP, 27015, b"x"),
             lab.a0,
@@ -272,7 +164,7 @@ fn rules_for_some_services_or_with_conditions_decide_as_the_walk_does() {
         let f = tcp4(UDP_BANNED, 5000, VIP, 443, false, true);
         let want = expected_ipip(&f, 14, BE1_MAC, lab.a0_mac, TUNNEL, BE1);
         assert_eq!(
-            case(t, "udp banned, tcp", &f, lab.a0, XDP_TX, Reason::FwdIpip),
+            t.counted("udp banned, tcp", &f, lab.a0, XDP_TX, Reason::FwdIpip),
             want
         );
     });
@@ -280,20 +172,18 @@ fn rules_for_some_services_or_with_conditions_decide_as_the_walk_does() {
 
 #[test]
 fn listed_source_outside_the_rules_keeps_its_verdict() {
-    with_edge(NETWORK, |t, lab| {
+    with_edge_net(network(), |t, lab| {
         // Rules are per service: a listed source's traffic to the POP itself passes, and traffic
         // that no service takes keeps its own reason.
         let before = hits(t);
-        case(
-            t,
+        t.counted(
             "not a vip",
             &udp4(FLOOD, 5000, TUNNEL, 179, b"bgp"),
             lab.a0,
             XDP_PASS,
             Reason::PassNotVip,
         );
-        case(
-            t,
+        t.counted(
             "no service",
             &udp4(FLOOD, 5000, VIP, 1234, b"x"),
             lab.a0,
@@ -302,8 +192,7 @@ fn listed_source_outside_the_rules_keeps_its_verdict() {
         );
         let mut bad = udp4(FLOOD, 5000, VIP, 27015, b"x");
         bad[14 + 10] ^= 0xff;
-        case(
-            t,
+        t.counted(
             "bad checksum",
             &bad,
             lab.a0,
@@ -315,7 +204,7 @@ fn listed_source_outside_the_rules_keeps_its_verdict() {
             false,
             3,
         );
-        case(t, "fragment", &frag, lab.a0, XDP_DROP, Reason::DropFragment);
+        t.counted("fragment", &frag, lab.a0, XDP_DROP, Reason::DropFragment);
         let after = hits(t);
         assert_eq!(before.rules, after.rules, "no rule counted");
         assert_eq!(before.services, after.services, "no service counted");
@@ -327,26 +216,23 @@ fn a_rule_with_conditions_before_the_blocklist_keeps_first_match() {
     // "tiny" (no source condition, a length condition) comes first: a listed source's tiny
     // packet is counted on "tiny", its other packets on "blocklist". A live switch to this file
     // replaces the decisions of the first one.
-    let second = NETWORK.replacen(
+    let second = network().replacen(
         "[[rule]]\nname = \"friends\"",
         "[[rule]]\nname = \"tiny\"\naction = \"deny\"\nprotocol = \"udp\"\nlength = \"0-28\"\n\n[[rule]]\nname = \"friends\"",
         1,
     );
-    let second: &'static str = Box::leak(second.into_boxed_str());
-    with_edge(NETWORK, move |t, lab| {
-        t.apply(second);
+    with_edge_net(network(), move |t, lab| {
+        t.apply(&second);
         let (tiny, blocklist) = (0, 2);
         let before = hits(t);
-        case(
-            t,
+        t.counted(
             "tiny flood",
             &udp4(FLOOD, 5000, VIP, 27015, b""),
             lab.a0,
             XDP_DROP,
             Reason::DropRule,
         );
-        case(
-            t,
+        t.counted(
             "flood",
             &udp4(FLOOD, 5000, VIP, 27015, b"payload"),
             lab.a0,
@@ -361,7 +247,7 @@ fn a_rule_with_conditions_before_the_blocklist_keeps_first_match() {
 
 #[test]
 fn decided_limit_rule_applies_its_profile() {
-    with_edge(NETWORK, |t, lab| {
+    with_edge_net(network(), |t, lab| {
         // web has no limit of its own; "slow" gives this source 1 packet/s with a 1 s bucket.
         let f = tcp4([100, 90, 1, 1], 5000, VIP, 443, false, true);
         let before = hits(t);
@@ -397,7 +283,6 @@ mod differential {
     use super::*;
     use anypop_common::layout::{CLASS_USE_LPM, CLASSES, Counter, DECIDE_WALK, DIR_WORDS_BITS};
     use aya::maps::{Array, Map, MapData, PerCpuArray};
-    use etherparse::PacketBuilder;
     use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
 
     /// The services of every random network, in file order (their indices).
@@ -460,8 +345,7 @@ mod differential {
         fn frame(&self) -> Vec<u8> {
             let payload = vec![0x5a; self.payload];
             let src = self.src.to_be_bytes();
-            let ip = PacketBuilder::ethernet2(PLAYER_MAC, [0x02, 0, 0, 0, 0x0a, 0])
-                .ipv4(src, VIP, self.ttl);
+            let ip = from_player().ipv4(src, VIP, self.ttl);
             let mut v = Vec::new();
             match self.proto() {
                 17 => ip.udp(self.sport, 27015).write(&mut v, &payload).unwrap(),
@@ -694,8 +578,7 @@ mod differential {
 
     fn network(rules: &[Rule]) -> String {
         let mut s = String::from(
-            "[defaults]\nnew_source_cap = 0\n\n\
-             [[service]]\nname = \"game\"\nvip = \"203.0.113.10\"\nprotocol = \"udp\"\n\
+            "[[service]]\nname = \"game\"\nvip = \"203.0.113.10\"\nprotocol = \"udp\"\n\
              ports = \"27015\"\nbackends = [\"be-1\"]\n\n\
              [[service]]\nname = \"web\"\nvip = \"203.0.113.10\"\nprotocol = \"tcp\"\n\
              ports = \"443\"\nbackends = [\"be-1\"]\n\n\
@@ -706,10 +589,7 @@ mod differential {
         for (i, r) in rules.iter().enumerate() {
             s += &r.toml(i);
         }
-        s + "[[node]]\nname = \"pop-1\"\nrole = \"pop\"\ninterfaces = [\"a0\", \"b0\"]\n\
-             tunnel_source = \"198.51.100.1\"\n\n\
-             [[node]]\nname = \"be-1\"\nrole = \"backend\"\ninterface = \"eth0\"\n\
-             address = \"198.51.100.21\"\n"
+        lab_network(&s)
     }
 
     /// What the program did with a packet: action, reason, and the rule counted (if any).
@@ -809,9 +689,8 @@ mod differential {
     /// rule counter every time. Seeded: a failure names the set and packet to replay.
     #[test]
     fn precomputed_decisions_equal_the_rule_walk_and_the_model() {
-        std::thread::spawn(|| {
-            let lab = build_lab();
-            let mut t = TestEdge::new(&network(&[]), &lab);
+        in_lab(|lab| {
+            let mut t = TestEdge::new(&network(&[]), lab);
             let seed = 0x6465_6369_6465;
             let mut rng = StdRng::seed_from_u64(seed);
             let (mut decided_deny, mut decided_pass, mut decided_none, mut walked) = (0, 0, 0, 0);
@@ -832,12 +711,12 @@ mod differential {
                             Some(0) | None => walked += 1,
                             Some(_) => decided_pass += 1,
                         }
-                        outcome(&mut t, &lab, rules.len(), p)
+                        outcome(&mut t, lab, rules.len(), p)
                     })
                     .collect();
                 force_walk(&mut t);
                 for (i, p) in packets.iter().enumerate() {
-                    let walk = outcome(&mut t, &lab, rules.len(), p);
+                    let walk = outcome(&mut t, lab, rules.len(), p);
                     let want = model(&rules, p);
                     let ctx = || {
                         format!(
@@ -863,8 +742,6 @@ mod differential {
                 "deny {decided_deny}, allow/limit {decided_pass}, no rule {decided_none}, \
                  walked {walked}"
             );
-        })
-        .join()
-        .unwrap_or_else(|e| std::panic::resume_unwind(e));
+        });
     }
 }

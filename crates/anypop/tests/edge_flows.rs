@@ -6,43 +6,21 @@ mod common;
 use anypop::dataplane::testrun::{XDP_REDIRECT, XDP_TX};
 use common::*;
 
-const VIP: [u8; 4] = [203, 0, 113, 10];
-const BE1: [u8; 4] = [198, 51, 100, 21];
-const BE2: [u8; 4] = [192, 0, 2, 22];
-
 /// One service on port 27020 served by `backends` with optional weights.
 fn network(backends: &str, weights: &str) -> String {
-    format!(
-        r#"
-[defaults]
-new_source_cap = 0
-
-[[service]]
-name = "pool"
-vip = "203.0.113.10"
-protocol = "udp"
-ports = "27020"
-backends = [{backends}]
-{weights}
-
-[[node]]
-name = "pop-1"
-role = "pop"
-interfaces = ["a0", "b0"]
-tunnel_source = "198.51.100.1"
-
-[[node]]
-name = "be-1"
-role = "backend"
-interface = "eth0"
-address = "198.51.100.21"
-
-[[node]]
-name = "be-2"
-role = "backend"
-interface = "eth0"
-address = "192.0.2.22"
-"#
+    let services = fixture(
+        include_str!("fixtures/flows.toml"),
+        &[("backends", backends), ("weights", weights)],
+    );
+    fixture(
+        POP_TOML,
+        &[
+            ("defaults", NO_SOURCE_CAP),
+            ("services", &services),
+            ("interfaces", A0_B0),
+            ("pop", ""),
+            ("nodes", include_str!("fixtures/be_2.toml")),
+        ],
     )
 }
 
@@ -68,16 +46,15 @@ fn backend_of(t: &mut TestEdge, lab: &Lab, frame: &[u8]) -> [u8; 4] {
 
 #[test]
 fn two_pops_with_the_same_file_choose_the_same_backends() {
-    std::thread::spawn(|| {
-        let lab = build_lab();
+    in_lab(|lab| {
         let net = network("\"be-1\", \"be-2\"", "");
-        let mut pop_a = TestEdge::new(&net, &lab);
-        let mut pop_b = TestEdge::new(&net, &lab);
+        let mut pop_a = TestEdge::new(&net, lab);
+        let mut pop_b = TestEdge::new(&net, lab);
         let mut on_be1 = 0;
         for i in 0..2000 {
             let f = player(i);
-            let a = backend_of(&mut pop_a, &lab, &f);
-            let b = backend_of(&mut pop_b, &lab, &f);
+            let a = backend_of(&mut pop_a, lab, &f);
+            let b = backend_of(&mut pop_b, lab, &f);
             assert_eq!(
                 a, b,
                 "flow {i} lands on different backends from the two POPs"
@@ -89,18 +66,15 @@ fn two_pops_with_the_same_file_choose_the_same_backends() {
             (900..1100).contains(&on_be1),
             "be-1 got {on_be1} of 2000 flows"
         );
-    })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e));
+    });
 }
 
 #[test]
 fn draining_keeps_existing_flows_and_removal_moves_them() {
-    std::thread::spawn(|| {
-        let lab = build_lab();
-        let mut t = TestEdge::new(&network("\"be-1\", \"be-2\"", ""), &lab);
+    in_lab(|lab| {
+        let mut t = TestEdge::new(&network("\"be-1\", \"be-2\"", ""), lab);
         let before: Vec<[u8; 4]> = (0..400)
-            .map(|i| backend_of(&mut t, &lab, &player(i)))
+            .map(|i| backend_of(&mut t, lab, &player(i)))
             .collect();
         assert!(before.contains(&BE1) && before.contains(&BE2));
 
@@ -108,14 +82,14 @@ fn draining_keeps_existing_flows_and_removal_moves_them() {
         t.apply(&network("\"be-1\", \"be-2\"", "weights = { \"be-1\" = 0 }"));
         for i in 0..400u16 {
             assert_eq!(
-                backend_of(&mut t, &lab, &player(i)),
+                backend_of(&mut t, lab, &player(i)),
                 before[i as usize],
                 "existing flow {i} moved while draining"
             );
         }
         for i in 1000..1400u16 {
             assert_eq!(
-                backend_of(&mut t, &lab, &player(i)),
+                backend_of(&mut t, lab, &player(i)),
                 BE2,
                 "new flow {i} went to the draining backend"
             );
@@ -124,11 +98,9 @@ fn draining_keeps_existing_flows_and_removal_moves_them() {
         // Remove be-1 from the service: its flows move, the others stay.
         t.apply(&network("\"be-2\"", ""));
         for i in 0..400u16 {
-            assert_eq!(backend_of(&mut t, &lab, &player(i)), BE2, "flow {i}");
+            assert_eq!(backend_of(&mut t, lab, &player(i)), BE2, "flow {i}");
         }
-    })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e));
+    });
 }
 
 /// `network` with a blocklist rule of `prefixes`.
@@ -143,12 +115,11 @@ fn with_blocklist(prefixes: &[&str]) -> String {
 
 #[test]
 fn a_small_change_rewrites_only_what_differs_and_behaves_like_a_full_apply() {
-    std::thread::spawn(|| {
-        let lab = build_lab();
+    in_lab(|lab| {
         let base = ["198.18.0.0/15", "10.20.0.0/16", "172.16.5.0/24"];
-        let mut t = TestEdge::new(&with_blocklist(&base), &lab);
+        let mut t = TestEdge::new(&with_blocklist(&base), lab);
         let flows: Vec<[u8; 4]> = (0..200)
-            .map(|i| backend_of(&mut t, &lab, &player(i)))
+            .map(|i| backend_of(&mut t, lab, &player(i)))
             .collect();
         // The other slot learns the same config (its first write is whole).
         let second = t.apply(&with_blocklist(&base));
@@ -165,7 +136,11 @@ fn a_small_change_rewrites_only_what_differs_and_behaves_like_a_full_apply() {
         );
         let newly_blocked = udp4([100, 99, 1, 2], 4000, VIP, 27020, b"x");
         let r = t.run(&newly_blocked, lab.a0);
-        assert_eq!(r.action, anypop::dataplane::testrun::XDP_DROP, "the added prefix is live");
+        assert_eq!(
+            r.action,
+            anypop::dataplane::testrun::XDP_DROP,
+            "the added prefix is live"
+        );
         // Back to the base list, in the other slot: the prefix is gone again, the rest stays.
         let removed = t.apply(&with_blocklist(&base));
         assert_eq!(removed.written.maglev_tables, 0);
@@ -176,7 +151,10 @@ fn a_small_change_rewrites_only_what_differs_and_behaves_like_a_full_apply() {
             "the removed prefix no longer drops"
         );
         let still = udp4([172, 16, 5, 9], 4000, VIP, 27020, b"x");
-        assert_eq!(t.run(&still, lab.a0).action, anypop::dataplane::testrun::XDP_DROP);
+        assert_eq!(
+            t.run(&still, lab.a0).action,
+            anypop::dataplane::testrun::XDP_DROP
+        );
         // A backend change rebuilds that service's Maglev table, and flows keep their backends.
         let drained = t.apply(
             &(network("\"be-1\", \"be-2\"", "weights = { \"be-2\" = 0 }")
@@ -184,11 +162,13 @@ fn a_small_change_rewrites_only_what_differs_and_behaves_like_a_full_apply() {
         );
         assert_eq!(drained.written.maglev_tables, 1);
         for i in 0..200u16 {
-            assert_eq!(backend_of(&mut t, &lab, &player(i)), flows[i as usize], "flow {i}");
+            assert_eq!(
+                backend_of(&mut t, lab, &player(i)),
+                flows[i as usize],
+                "flow {i}"
+            );
         }
-    })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e));
+    });
 }
 
 /// Keeps this thread on one CPU, so every test run uses that CPU's part of the flow cache.
@@ -221,17 +201,16 @@ fn a_busy_flow_keeps_its_backend_even_after_the_flow_table_evicted_it() {
     // The steady path reads each CPU's flow cache and leaves `FLOWS` alone, so a full `FLOWS`
     // may evict a busy flow. Such a flow must still keep its backend across a config change,
     // and be recorded in `FLOWS` again.
-    std::thread::spawn(|| {
+    in_lab(|lab| {
         stay_on_one_cpu();
-        let lab = build_lab();
-        let mut t = TestEdge::new(&network("\"be-1\", \"be-2\"", ""), &lab);
+        let mut t = TestEdge::new(&network("\"be-1\", \"be-2\"", ""), lab);
         let before: Vec<[u8; 4]> = (0..300)
-            .map(|i| backend_of(&mut t, &lab, &player(i)))
+            .map(|i| backend_of(&mut t, lab, &player(i)))
             .collect();
         assert!(before.contains(&BE1) && before.contains(&BE2));
         // Served from the cache now: the same answers.
         for i in 0..300u16 {
-            assert_eq!(backend_of(&mut t, &lab, &player(i)), before[i as usize]);
+            assert_eq!(backend_of(&mut t, lab, &player(i)), before[i as usize]);
         }
         // `FLOWS` forgets every flow (as its LRU would under pressure).
         let mut flows = flow_table(&t);
@@ -246,7 +225,7 @@ fn a_busy_flow_keeps_its_backend_even_after_the_flow_table_evicted_it() {
         t.apply(&network("\"be-1\", \"be-2\"", "weights = { \"be-1\" = 0 }"));
         for i in 0..300u16 {
             assert_eq!(
-                backend_of(&mut t, &lab, &player(i)),
+                backend_of(&mut t, lab, &player(i)),
                 before[i as usize],
                 "flow {i} moved although this CPU's cache knew its backend"
             );
@@ -258,9 +237,7 @@ fn a_busy_flow_keeps_its_backend_even_after_the_flow_table_evicted_it() {
         );
         // New flows go to the backend that is not draining.
         for i in 1000..1100u16 {
-            assert_eq!(backend_of(&mut t, &lab, &player(i)), BE2, "new flow {i}");
+            assert_eq!(backend_of(&mut t, lab, &player(i)), BE2, "new flow {i}");
         }
-    })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e));
+    });
 }

@@ -9,53 +9,11 @@ use anypop::dataplane::testrun::{XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX};
 use anypop_common::verdict::Reason;
 use common::*;
 
-const VIP: [u8; 4] = [203, 0, 113, 10];
-const VIP_DRAINED: [u8; 4] = [203, 0, 113, 11];
-const TUNNEL: [u8; 4] = [198, 51, 100, 1];
-const BE1: [u8; 4] = [198, 51, 100, 21];
-const BE2: [u8; 4] = [192, 0, 2, 22];
-const PLAYER: [u8; 4] = [100, 64, 1, 2];
-const ATTACKER: [u8; 4] = [198, 18, 7, 7];
-const VIP6: [u8; 16] = [
-    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
-];
-const PLAYER6: [u8; 16] = [
-    0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02,
-];
-const ATTACKER6: [u8; 16] = [
-    0x20, 0x01, 0x0d, 0xb8, 0x0b, 0xad, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x66,
-];
-
 /// The network of these tests (see the file for the lab it assumes).
-pub const NETWORK: &str = include_str!("common/golden_network.toml");
-
-/// Runs one golden case and checks action, output bytes and that exactly `reason` was counted.
-fn case(
-    t: &mut TestEdge,
-    what: &str,
-    frame: &[u8],
-    ingress: u32,
-    action: u32,
-    reason: Reason,
-    out: Option<&[u8]>,
-) {
-    t.case(what, frame, ingress, action, reason, out);
-}
+pub const NETWORK: &str = GOLDEN_TOML;
 
 fn with_edge(f: impl FnOnce(&mut TestEdge, &Lab) + Send + 'static) {
     with_edge_net(NETWORK.to_string(), f)
-}
-
-/// As [`with_edge`], with another network file.
-fn with_edge_net(network: String, f: impl FnOnce(&mut TestEdge, &Lab) + Send + 'static) {
-    // A thread of its own: the private network namespace dies with it.
-    std::thread::spawn(move || {
-        let lab = build_lab();
-        let mut t = TestEdge::new(&network, &lab);
-        f(&mut t, &lab);
-    })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e));
 }
 
 #[test]
@@ -63,8 +21,7 @@ fn forward_same_interface_is_xdp_tx_with_exact_ipip() {
     with_edge(|t, lab| {
         let f = udp4(PLAYER, 40000, VIP, 27015, b"player input tick 1");
         let want = expected_ipip(&f, 14, BE1_MAC, lab.a0_mac, TUNNEL, BE1);
-        case(
-            t,
+        t.case(
             "udp to game-tx",
             &f,
             lab.a0,
@@ -77,8 +34,7 @@ fn forward_same_interface_is_xdp_tx_with_exact_ipip() {
         f2[15] = 0xb8; // DSCP EF
         fix_ip4_checksum(&mut f2, 14);
         let want2 = expected_ipip(&f2, 14, BE1_MAC, lab.a0_mac, TUNNEL, BE1);
-        case(
-            t,
+        t.case(
             "udp DF+EF",
             &f2,
             lab.a0,
@@ -96,8 +52,7 @@ fn forward_other_interface_is_redirect() {
     with_edge(|t, lab| {
         let f = udp4(PLAYER, 40001, VIP, 27016, b"hello");
         let want = expected_ipip(&f, 14, BE2_MAC, lab.b0_mac, TUNNEL, BE2);
-        case(
-            t,
+        t.case(
             "udp to game-redirect",
             &f,
             lab.a0,
@@ -113,8 +68,7 @@ fn tcp_and_icmp_services_forward() {
     with_edge(|t, lab| {
         let f = tcp4(PLAYER, 50000, VIP, 443, false, true);
         let want = expected_ipip(&f, 14, BE1_MAC, lab.a0_mac, TUNNEL, BE1);
-        case(
-            t,
+        t.case(
             "tcp ack to web",
             &f,
             lab.a0,
@@ -124,20 +78,11 @@ fn tcp_and_icmp_services_forward() {
         );
         // Echo requests are denied by rule; other ICMP (here an echo reply) is forwarded.
         let echo = icmp4_echo(PLAYER, VIP);
-        case(
-            t,
-            "icmp echo",
-            &echo,
-            lab.a0,
-            XDP_DROP,
-            Reason::DropRule,
-            None,
-        );
+        t.case("icmp echo", &echo, lab.a0, XDP_DROP, Reason::DropRule, None);
         let mut reply = echo.clone();
         reply[34] = 0; // type 0 = echo reply
         let want = expected_ipip(&reply, 14, BE1_MAC, lab.a0_mac, TUNNEL, BE1);
-        case(
-            t,
+        t.case(
             "icmp echo reply",
             &reply,
             lab.a0,
@@ -156,8 +101,7 @@ fn vlan_tags_are_removed_on_forward() {
             let tagged = with_vlans(&f, &tags);
             let l3 = 14 + 4 * tags.len();
             let want = expected_ipip(&tagged, l3, BE1_MAC, lab.a0_mac, TUNNEL, BE1);
-            case(
-                t,
+            t.case(
                 "vlan",
                 &tagged,
                 lab.a0,
@@ -174,17 +118,13 @@ fn every_drop_and_pass_reason() {
     with_edge(|t, lab| {
         let a0 = lab.a0;
         // Not IP at all: an ARP request passes untouched.
-        let mut arp = vec![0xff; 6];
-        arp.extend_from_slice(&PLAYER_MAC);
-        arp.extend_from_slice(&[0x08, 0x06]);
-        arp.extend_from_slice(&[0u8; 28]);
-        case(t, "arp", &arp, a0, XDP_PASS, Reason::PassNotIp, None);
+        let arp = arp_frame();
+        t.case("arp", &arp, a0, XDP_PASS, Reason::PassNotIp, None);
         // The POP's own traffic.
         let own = udp4(PLAYER, 5000, TUNNEL, 179, b"bgp-ish");
-        case(t, "not a vip", &own, a0, XDP_PASS, Reason::PassNotVip, None);
+        t.case("not a vip", &own, a0, XDP_PASS, Reason::PassNotVip, None);
         // VIP, but no service on that port / protocol.
-        case(
-            t,
+        t.case(
             "no service",
             &udp4(PLAYER, 5000, VIP, 1234, b"x"),
             a0,
@@ -192,8 +132,7 @@ fn every_drop_and_pass_reason() {
             Reason::DropNoService,
             None,
         );
-        case(
-            t,
+        t.case(
             "no tcp svc",
             &tcp4(PLAYER, 5000, VIP, 27015, true, false),
             a0,
@@ -202,8 +141,7 @@ fn every_drop_and_pass_reason() {
             None,
         );
         // Rules.
-        case(
-            t,
+        t.case(
             "blocklist",
             &udp4(ATTACKER, 5000, VIP, 27015, b"flood"),
             a0,
@@ -211,8 +149,7 @@ fn every_drop_and_pass_reason() {
             Reason::DropRule,
             None,
         );
-        case(
-            t,
+        t.case(
             "empty udp",
             &udp4(PLAYER, 5000, VIP, 27015, b""),
             a0,
@@ -220,8 +157,7 @@ fn every_drop_and_pass_reason() {
             Reason::DropRule,
             None,
         );
-        case(
-            t,
+        t.case(
             "ttl 1",
             &udp4_ttl(PLAYER, VIP, 27015, 1),
             a0,
@@ -231,11 +167,10 @@ fn every_drop_and_pass_reason() {
         );
         // A /32 inside a /24: the DIR table sends the lookup to the trie, which decides per host.
         let host = udp4([100, 99, 0, 7], 5000, VIP, 27015, b"x");
-        case(t, "one host", &host, a0, XDP_DROP, Reason::DropRule, None);
+        t.case("one host", &host, a0, XDP_DROP, Reason::DropRule, None);
         let neighbour = udp4([100, 99, 0, 8], 5000, VIP, 27015, b"x");
         let want = expected_ipip(&neighbour, 14, BE1_MAC, lab.a0_mac, TUNNEL, BE1);
-        case(
-            t,
+        t.case(
             "its /24 neighbour",
             &neighbour,
             a0,
@@ -246,8 +181,7 @@ fn every_drop_and_pass_reason() {
         // The trusted rule comes first: the same host on a trusted port is forwarded.
         let trusted = udp4([100, 99, 0, 7], 5000, VIP, 27016, b"x");
         let want = expected_ipip(&trusted, 14, BE2_MAC, lab.b0_mac, TUNNEL, BE2);
-        case(
-            t,
+        t.case(
             "one host, trusted port",
             &trusted,
             a0,
@@ -261,8 +195,7 @@ fn every_drop_and_pass_reason() {
             false,
             3,
         );
-        case(
-            t,
+        t.case(
             "v4 fragment",
             &frag,
             a0,
@@ -277,8 +210,7 @@ fn every_drop_and_pass_reason() {
             0,
         );
         let want = expected_ipip(&first, 14, BE2_MAC, lab.b0_mac, TUNNEL, BE2);
-        case(
-            t,
+        t.case(
             "v4 first fragment",
             &first,
             a0,
@@ -287,8 +219,7 @@ fn every_drop_and_pass_reason() {
             Some(&want),
         );
         // Drained service: no backend has weight.
-        case(
-            t,
+        t.case(
             "drained",
             &udp4(PLAYER, 5000, VIP_DRAINED, 9999, b"x"),
             a0,
@@ -297,8 +228,7 @@ fn every_drop_and_pass_reason() {
             None,
         );
         // No route to the backend.
-        case(
-            t,
+        t.case(
             "unroutable",
             &udp4(PLAYER, 5000, VIP, 27017, b"x"),
             a0,
@@ -310,8 +240,7 @@ fn every_drop_and_pass_reason() {
         // Without DF (which the sender lets routers fragment, and XDP cannot): dropped.
         let big = udp4(PLAYER, 5000, VIP, 27016, &[0u8; 1490 - 28]);
         let big_no_df = set_frag4(&big, false, 0);
-        case(
-            t,
+        t.case(
             "mtu without DF",
             &big_no_df,
             a0,
@@ -324,8 +253,7 @@ fn every_drop_and_pass_reason() {
         // the same flow) or from the FIB (the cache emptied), and with VLAN tags kept.
         let big_df = set_df(&big);
         t.run(&udp4(PLAYER, 5000, VIP, 27016, b"small"), a0);
-        case(
-            t,
+        t.case(
             "mtu with DF (cached next hop)",
             &big_df,
             a0,
@@ -335,8 +263,7 @@ fn every_drop_and_pass_reason() {
         );
         t.forget_next_hops();
         let tagged = with_vlans(&big_df, &[(0x8100, 7)]);
-        case(
-            t,
+        t.case(
             "mtu with DF, VLAN (FIB lookup)",
             &tagged,
             a0,
@@ -369,20 +296,11 @@ fn every_drop_and_pass_reason() {
         // Malformed L4 to a VIP: UDP length field larger than the packet.
         let mut bad = udp4(PLAYER, 5000, VIP, 27015, b"payload");
         bad[14 + 20 + 4..14 + 20 + 6].copy_from_slice(&200u16.to_be_bytes());
-        case(
-            t,
-            "udp len",
-            &bad,
-            a0,
-            XDP_DROP,
-            Reason::DropMalformed,
-            None,
-        );
+        t.case("udp len", &bad, a0, XDP_DROP, Reason::DropMalformed, None);
         // A corrupt IPv4 header checksum to a VIP is never forwarded.
         let mut badsum = udp4(PLAYER, 5000, VIP, 27016, b"x");
         badsum[14 + 10] ^= 0xff;
-        case(
-            t,
+        t.case(
             "bad ip checksum",
             &badsum,
             a0,
@@ -391,8 +309,7 @@ fn every_drop_and_pass_reason() {
             None,
         );
         // IPv6: service traffic is filtered, then passed to the kernel (v6 forwarding later).
-        case(
-            t,
+        t.case(
             "v6 service",
             &udp6(PLAYER6, VIP6, 27015),
             a0,
@@ -400,8 +317,7 @@ fn every_drop_and_pass_reason() {
             Reason::PassV6Service,
             None,
         );
-        case(
-            t,
+        t.case(
             "v6 blocklist",
             &udp6(ATTACKER6, VIP6, 27015),
             a0,
@@ -409,8 +325,7 @@ fn every_drop_and_pass_reason() {
             Reason::DropRule,
             None,
         );
-        case(
-            t,
+        t.case(
             "v6 no service",
             &udp6(PLAYER6, VIP6, 1),
             a0,
@@ -427,8 +342,7 @@ fn neighbour_unknown_hands_encapsulated_packet_to_kernel() {
         let f = udp4(PLAYER, 40003, VIP, 27018, b"first packet");
         // Addressed to our own MAC so the kernel accepts it, resolves be-4 and forwards it.
         let want = expected_ipip(&f, 14, lab.a0_mac, lab.a0_mac, TUNNEL, [198, 51, 100, 24]);
-        case(
-            t,
+        t.case(
             "no neigh",
             &f,
             lab.a0,
@@ -445,8 +359,7 @@ fn ipv6_extension_headers_and_fragments() {
         let a0 = lab.a0;
         // Hop-by-hop + destination options + routing, then UDP: parsed through to the service.
         let f = udp6_with_ext(PLAYER6, VIP6, 27015, &[0, 60, 43]);
-        case(
-            t,
+        t.case(
             "v6 ext chain",
             &f,
             a0,
@@ -455,30 +368,13 @@ fn ipv6_extension_headers_and_fragments() {
             None,
         );
         let f = udp6_with_ext(ATTACKER6, VIP6, 27015, &[0, 60]);
-        case(
-            t,
-            "v6 ext blocklist",
-            &f,
-            a0,
-            XDP_DROP,
-            Reason::DropRule,
-            None,
-        );
+        t.case("v6 ext blocklist", &f, a0, XDP_DROP, Reason::DropRule, None);
         // A fragment header: policy drop.
         let f = udp6_with_ext(PLAYER6, VIP6, 27015, &[0, 44]);
-        case(
-            t,
-            "v6 fragment",
-            &f,
-            a0,
-            XDP_DROP,
-            Reason::DropFragment,
-            None,
-        );
+        t.case("v6 fragment", &f, a0, XDP_DROP, Reason::DropFragment, None);
         // Nine extension headers exceed the bound: refused as malformed (to a VIP).
         let f = udp6_with_ext(PLAYER6, VIP6, 27015, &[60; 9]);
-        case(
-            t,
+        t.case(
             "v6 too many ext",
             &f,
             a0,
@@ -490,7 +386,7 @@ fn ipv6_extension_headers_and_fragments() {
         let mut other = PLAYER6;
         other[15] = 0x77;
         let f = udp6_with_ext(PLAYER6, other, 27015, &[60; 9]);
-        case(t, "v6 not vip", &f, a0, XDP_PASS, Reason::PassNotVip, None);
+        t.case("v6 not vip", &f, a0, XDP_PASS, Reason::PassNotVip, None);
     });
 }
 
@@ -669,8 +565,7 @@ fn literal_frames_per_path() {
         ");
         // First packet: the next hop from bpf_fib_lookup, which fills this CPU's cache.
         assert_eq!(cached_next_hops(t), 0);
-        case(
-            t,
+        t.case(
             "fib",
             &tick,
             lab.a0,
@@ -680,8 +575,7 @@ fn literal_frames_per_path() {
         );
         assert!(cached_next_hops(t) >= 1, "the FIB's answer is cached");
         // Second packet: the same bytes from the cached next hop.
-        case(
-            t,
+        t.case(
             "cached",
             &tick,
             lab.a0,
@@ -705,8 +599,7 @@ fn literal_frames_per_path() {
             64 40 01 02  cb 00 71 0a
             9c 40 69 87  00 0c 80 e6  74 6f 63 6b
         ");
-        case(
-            t,
+        t.case(
             "no DF, EF",
             &tock,
             lab.a0,
@@ -732,8 +625,7 @@ fn literal_frames_per_path() {
             64 40 01 02  cb 00 71 0a
             9c 40 69 88  00 0c 80 eb  74 69 63 6b
         ");
-        case(
-            t,
+        t.case(
             "redirect",
             &to_redirect,
             lab.a0,
@@ -757,8 +649,7 @@ fn literal_frames_per_path() {
             64 40 01 02  cb 00 71 0a
             9c 40 69 8a  00 0c 80 e9  74 69 63 6b
         ");
-        case(
-            t,
+        t.case(
             "kernel",
             &to_noneigh,
             lab.a0,
@@ -780,8 +671,7 @@ fn literal_frames_per_path() {
             9c 40 69 88  05 be 4d 5c                                # and 8 bytes of UDP
         ");
         assert_eq!(&big[14..42], &frag_needed[42..], "the quote is the input's");
-        case(
-            t,
+        t.case(
             "frag needed",
             &big,
             lab.a0,
@@ -847,8 +737,7 @@ fn new_source_cap_drops_random_source_floods() {
         // One capped case through the golden harness, while the window is still full: a
         // fresh run of four new sources within it (the window is 1 s; this takes milliseconds).
         if windows == 1 && start.elapsed() < std::time::Duration::from_millis(900) {
-            case(
-                t,
+            t.case(
                 "new source over the cap",
                 &from(6),
                 lab.a0,
@@ -889,8 +778,7 @@ fn fragment_policy_pass_hands_fragments_to_the_kernel() {
         let a0 = lab.a0;
         let body = b"0123456789abcdef";
         let later = set_frag4(&udp4(PLAYER, 5000, VIP, 27015, body), false, 3);
-        case(
-            t,
+        t.case(
             "v4 fragment",
             &later,
             a0,
@@ -899,8 +787,7 @@ fn fragment_policy_pass_hands_fragments_to_the_kernel() {
             None,
         );
         let last_of_flood = set_frag4(&udp4(ATTACKER, 5000, VIP, 27015, body), false, 3);
-        case(
-            t,
+        t.case(
             "v4 fragment from a listed source (rules need ports: the kernel reassembles)",
             &last_of_flood,
             a0,
@@ -909,19 +796,10 @@ fn fragment_policy_pass_hands_fragments_to_the_kernel() {
             None,
         );
         let v6 = udp6_with_ext(PLAYER6, VIP6, 27015, &[0, 44]);
-        case(
-            t,
-            "v6 fragment",
-            &v6,
-            a0,
-            XDP_PASS,
-            Reason::PassFragment,
-            None,
-        );
+        t.case("v6 fragment", &v6, a0, XDP_PASS, Reason::PassFragment, None);
         let first = set_frag4(&udp4(PLAYER, 5000, VIP, 27016, body), true, 0);
         let want = expected_ipip(&first, 14, BE2_MAC, lab.b0_mac, TUNNEL, BE2);
-        case(
-            t,
+        t.case(
             "v4 first fragment",
             &first,
             a0,
@@ -930,8 +808,7 @@ fn fragment_policy_pass_hands_fragments_to_the_kernel() {
             Some(&want),
         );
         let own = set_frag4(&udp4(PLAYER, 5000, TUNNEL, 179, body), false, 3);
-        case(
-            t,
+        t.case(
             "fragment for the POP",
             &own,
             a0,

@@ -10,7 +10,7 @@ use common::*;
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
-const NETWORK: &str = include_str!("common/golden_network.toml");
+const NETWORK: &str = GOLDEN_TOML;
 
 /// Valid frames of every kind the program knows, to mutate from.
 fn seeds() -> Vec<Vec<u8>> {
@@ -170,9 +170,8 @@ fn mutate(rng: &mut StdRng, seed: &[u8]) -> Vec<u8> {
 
 #[test]
 fn random_and_mutated_frames_never_abort_and_never_forward_garbage() {
-    std::thread::spawn(|| {
-        let lab = build_lab();
-        let mut t = TestEdge::new(NETWORK, &lab);
+    in_lab(|lab| {
+        let mut t = TestEdge::new(NETWORK, lab);
         let mut rng = StdRng::seed_from_u64(0x616e_7970_6f70);
         let seeds = seeds();
         let n = 20_000;
@@ -214,8 +213,8 @@ fn random_and_mutated_frames_never_abort_and_never_forward_garbage() {
                     [198, 51, 100, 24],
                     "frame {i}: only be-4 needs the kernel"
                 );
-                assert_eq!(&r.output[0..6], &lab.a0_mac, "frame {i}: to our MAC");
-                assert_eq!(&r.output[6..12], &lab.a0_mac, "frame {i}: from our MAC");
+                assert_eq!(&r.output[0..6], lab.a0_mac, "frame {i}: to our MAC");
+                assert_eq!(&r.output[6..12], lab.a0_mac, "frame {i}: from our MAC");
             }
         }
         let after = t.snapshot();
@@ -253,7 +252,5 @@ fn random_and_mutated_frames_never_abort_and_never_forward_garbage() {
                 "{must:?} never seen: {d:?}"
             );
         }
-    })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e));
+    });
 }

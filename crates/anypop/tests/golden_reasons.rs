@@ -24,33 +24,9 @@ const NO_GOLDEN_CASE: &[(Reason, &str)] = &[(
      less headroom.",
 )];
 
-const VIP: [u8; 4] = [203, 0, 113, 10];
-const VIP_DRAINED: [u8; 4] = [203, 0, 113, 11];
-const TUNNEL: [u8; 4] = [198, 51, 100, 1];
-const BE1: [u8; 4] = [198, 51, 100, 21];
 const BE4: [u8; 4] = [198, 51, 100, 24];
-const PLAYER: [u8; 4] = [100, 64, 1, 2];
-const ATTACKER: [u8; 4] = [198, 18, 7, 7];
-const VIP6: [u8; 16] = [
-    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
-];
-const PLAYER6: [u8; 16] = [
-    0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02,
-];
 
-const NETWORK: &str = include_str!("common/golden_network.toml");
-
-/// Runs `f` in a thread of its own (its private network namespace dies with it) on an edge
-/// loaded with `network`.
-fn on_edge(network: String, f: impl FnOnce(&mut TestEdge, &Lab) + Send + 'static) {
-    std::thread::spawn(move || {
-        let lab = build_lab();
-        let mut t = TestEdge::new(&network, &lab);
-        f(&mut t, &lab);
-    })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e));
-}
+const NETWORK: &str = GOLDEN_TOML;
 
 /// Runs `frame` until the program drops it (at most `max` runs), checking that every run before
 /// was forwarded (`fwd_ipip`) and the dropping one counted exactly once as `reason`, untouched.
@@ -89,12 +65,9 @@ fn until_dropped(
 }
 
 fn edge_cases() {
-    on_edge(NETWORK.to_string(), |t, lab| {
+    with_edge_net(NETWORK.to_string(), |t, lab| {
         let a0 = lab.a0;
-        let mut arp = vec![0xff; 6];
-        arp.extend_from_slice(&PLAYER_MAC);
-        arp.extend_from_slice(&[0x08, 0x06]);
-        arp.extend_from_slice(&[0u8; 28]);
+        let arp = arp_frame();
         t.case("arp", &arp, a0, XDP_PASS, Reason::PassNotIp, None);
         let own = udp4(PLAYER, 5000, TUNNEL, 179, b"bgp-ish");
         t.case("for the POP", &own, a0, XDP_PASS, Reason::PassNotVip, None);
@@ -173,7 +146,7 @@ fn edge_cases() {
         );
         t.case("blocked", &spam, a0, XDP_DROP, Reason::DropBlocked, None);
     });
-    on_edge(
+    with_edge_net(
         NETWORK.replace("fragments = \"drop\"", "fragments = \"pass\""),
         |t, lab| {
             let body = b"0123456789abcdef";
@@ -188,7 +161,7 @@ fn edge_cases() {
             );
         },
     );
-    on_edge(
+    with_edge_net(
         NETWORK.replace("new_source_cap = 0", "new_source_cap = 3"),
         |t, lab| {
             // At most 3 new sources a second: a stream of new sources meets the cap.

@@ -8,18 +8,16 @@ mod daemon_support;
 
 use std::{net::UdpSocket, process::Command, time::Duration};
 
-use common::{private_netns, require_root, sh};
+use common::{Netns, backend_network, in_thread, pop_network, require_root, sh};
 use daemon_support::*;
 
 /// Runs `f` on a thread of its own in a fresh network namespace (the namespace goes with the
 /// thread, and with it every interface the test made).
 fn in_private_netns(f: impl FnOnce() + Send + 'static) {
-    std::thread::spawn(move || {
-        private_netns();
+    in_thread(move || {
+        Netns::enter();
         f()
     })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e));
 }
 
 /// Sends `n` UDP datagrams to the VIP at `port` out of t1, so that they arrive on t0 (where the
@@ -71,13 +69,9 @@ fn status(s: &Scratch, node: &str) -> String {
 fn a_pop_daemon_killed_after_a_first_start_leaves_the_edge_filtering_and_a_new_one_adopts_it() {
     require_root();
     in_private_netns(|| {
-        for c in VETH {
-            sh(c);
-        }
+        Netns::current().lo_up().t0_pair();
         let s = Scratch::new("kill9");
-        let cfg = s.file("net.toml", &pop_network("t0", "native"));
-        let mut d = Daemon::spawn(s.run_cmd("pop-1", &cfg, &[]));
-        d.wait_for("ready: node pop-1", READY_WITHIN);
+        let (cfg, d) = s.start("pop-1", &pop_network("t0", "native"), &[]);
         d.signal(libc::SIGKILL);
         let (exit, _) = d.finish(Duration::from_secs(10));
         assert!(!exit.success());
@@ -108,8 +102,7 @@ fn a_pop_daemon_killed_after_a_first_start_leaves_the_edge_filtering_and_a_new_o
             log.contains("interface t0: adopted the running data plane"),
             "{log}"
         );
-        d2.signal(libc::SIGTERM);
-        let (exit, log) = d2.finish(Duration::from_secs(30));
+        let (exit, log) = d2.stop();
         assert!(exit.success(), "{log}");
         assert!(!ip_link("t0").contains("prog/xdp"), "{}", ip_link("t0"));
     });
@@ -119,13 +112,9 @@ fn a_pop_daemon_killed_after_a_first_start_leaves_the_edge_filtering_and_a_new_o
 fn a_backend_daemon_killed_leaves_decap_and_dsr_and_down_removes_everything_with_its_vip() {
     require_root();
     in_private_netns(|| {
-        for c in VETH {
-            sh(c);
-        }
+        Netns::current().lo_up().t0_pair();
         let s = Scratch::new("kill9be");
-        let cfg = s.file("net.toml", &backend_network("t0"));
-        let mut d = Daemon::spawn(s.run_cmd("be-1", &cfg, &[]));
-        d.wait_for("ready: node be-1", READY_WITHIN);
+        let (cfg, d) = s.start("be-1", &backend_network("t0"), &[]);
         d.signal(libc::SIGKILL);
         d.finish(Duration::from_secs(10));
         let pin_dir = s.pins.join("be-1");
@@ -152,8 +141,7 @@ fn a_backend_daemon_killed_leaves_decap_and_dsr_and_down_removes_everything_with
             "{}",
             output_text(&refused)
         );
-        d2.signal(libc::SIGTERM);
-        let (exit, log) = d2.finish(Duration::from_secs(30));
+        let (exit, log) = d2.stop();
         assert!(exit.success(), "{log}");
         assert!(
             lo_has_vip(),
@@ -181,13 +169,9 @@ fn a_backend_daemon_killed_leaves_decap_and_dsr_and_down_removes_everything_with
 fn down_with_keep_state_keeps_the_state_maps_for_the_next_run() {
     require_root();
     in_private_netns(|| {
-        for c in VETH {
-            sh(c);
-        }
+        Netns::current().lo_up().t0_pair();
         let s = Scratch::new("keep");
-        let cfg = s.file("net.toml", &pop_network("t0", "native"));
-        let mut d = Daemon::spawn(s.run_cmd("pop-1", &cfg, &[]));
-        d.wait_for("ready: node pop-1", READY_WITHIN);
+        let (_cfg, d) = s.start("pop-1", &pop_network("t0", "native"), &[]);
         d.signal(libc::SIGTERM);
         d.finish(Duration::from_secs(30));
         let o = s
@@ -212,13 +196,9 @@ fn down_with_keep_state_keeps_the_state_maps_for_the_next_run() {
 fn a_pinned_attachment_whose_interface_is_gone_is_replaced_not_blamed_on_another_program() {
     require_root();
     in_private_netns(|| {
-        for c in VETH {
-            sh(c);
-        }
+        Netns::current().lo_up().t0_pair();
         let s = Scratch::new("defunct");
-        let cfg = s.file("net.toml", &pop_network("t0", "native"));
-        let mut d = Daemon::spawn(s.run_cmd("pop-1", &cfg, &[]));
-        d.wait_for("ready: node pop-1", READY_WITHIN);
+        let (cfg, d) = s.start("pop-1", &pop_network("t0", "native"), &[]);
         d.signal(libc::SIGTERM);
         d.finish(Duration::from_secs(30));
         // The interface goes away under the pinned link, and comes back under the same name.
@@ -229,17 +209,14 @@ fn a_pinned_attachment_whose_interface_is_gone_is_replaced_not_blamed_on_another
             0,
             "the kernel reports the link defunct"
         );
-        for c in &VETH[1..] {
-            sh(c);
-        }
+        Netns::current().t0_pair();
         let mut d2 = Daemon::spawn(s.run_cmd("pop-1", &cfg, &["--detach"]));
         d2.wait_for("ready: node pop-1", READY_WITHIN);
         let log = d2.log();
         assert!(log.contains("is defunct: its interface is gone"), "{log}");
         assert!(log.contains("XDP attached in native mode"), "{log}");
         assert!(ip_link("t0").contains("prog/xdp"), "{}", ip_link("t0"));
-        d2.signal(libc::SIGTERM);
-        let (exit, log) = d2.finish(Duration::from_secs(30));
+        let (exit, log) = d2.stop();
         assert!(exit.success(), "{log}");
     });
 }
@@ -248,13 +225,9 @@ fn a_pinned_attachment_whose_interface_is_gone_is_replaced_not_blamed_on_another
 fn losing_the_tunnel_source_is_a_warning_and_a_retry_never_an_exit() {
     require_root();
     in_private_netns(|| {
-        for c in VETH {
-            sh(c);
-        }
+        Netns::current().lo_up().t0_pair();
         let s = Scratch::new("probe");
-        let cfg = s.file("net.toml", &pop_network("t0", "native"));
-        let mut d = Daemon::spawn(s.run_cmd("pop-1", &cfg, &["--detach"]));
-        d.wait_for("ready: node pop-1", READY_WITHIN);
+        let (cfg, mut d) = s.start("pop-1", &pop_network("t0", "native"), &["--detach"]);
         sh(&["ip", "addr", "del", "198.51.100.1/24", "dev", "t0"]);
         // An apply re-probes at once (no need to wait for the 10 s period).
         let o = s
@@ -267,8 +240,7 @@ fn losing_the_tunnel_source_is_a_warning_and_a_retry_never_an_exit() {
         d.wait_for("next-hop probe failed", Duration::from_secs(20));
         sh(&["ip", "addr", "add", "198.51.100.1/24", "dev", "t0"]);
         d.wait_for("next-hop probes work again", Duration::from_secs(20));
-        d.signal(libc::SIGTERM);
-        let (exit, log) = d.finish(Duration::from_secs(30));
+        let (exit, log) = d.stop();
         assert!(exit.success(), "the daemon ran on: {log}");
     });
 }
@@ -277,9 +249,7 @@ fn losing_the_tunnel_source_is_a_warning_and_a_retry_never_an_exit() {
 fn a_service_manager_is_told_ready_once_the_data_plane_is_attached() {
     require_root();
     in_private_netns(|| {
-        for c in VETH {
-            sh(c);
-        }
+        Netns::current().lo_up().t0_pair();
         let s = Scratch::new("notify");
         let cfg = s.file("net.toml", &pop_network("t0", "native"));
         // systemd's side of Type=notify: a datagram socket named by NOTIFY_SOCKET.
@@ -297,8 +267,7 @@ fn a_service_manager_is_told_ready_once_the_data_plane_is_attached() {
         // By then the program runs on the interface.
         assert!(ip_link("t0").contains("prog/xdp"), "{}", ip_link("t0"));
         d.wait_for("ready: node pop-1", READY_WITHIN);
-        d.signal(libc::SIGTERM);
-        let (exit, log) = d.finish(Duration::from_secs(30));
+        let (exit, log) = d.stop();
         assert!(exit.success(), "{log}");
     });
 }

@@ -16,8 +16,8 @@ use std::{
 };
 
 use anypop::{
-    compile, config,
-    dataplane::edge::{Edge, EdgeSizes},
+    compile,
+    dataplane::edge::Edge,
     telemetry::{
         capture::{LEASE_SECS, create_output},
         metrics::{Limits, serve, serve_with},
@@ -189,28 +189,6 @@ fn a_taken_metrics_address_is_named_with_the_way_out() {
 // capture -w
 // ---------------------------------------------------------------------------------------------
 
-/// A fresh directory under the target directory's tmp, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!(
-            "anypop-telem-{tag}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn the_capture_file_is_new_private_and_never_reached_through_a_link() {
     let d = TempDir::new("out");
@@ -272,33 +250,13 @@ fn the_capture_file_is_new_private_and_never_reached_through_a_link() {
 // A real POP data plane, pinned where `--pin-root ROOT --node pop-1` finds it.
 // ---------------------------------------------------------------------------------------------
 
-const NETWORK: &str = r#"
-[defaults]
-new_source_cap = 0
-
-[[service]]
-name = "game"
-vip = "203.0.113.10"
-protocol = "udp"
-ports = "27020"
-backends = ["be-1"]
-
-[[node]]
-name = "pop-1"
-role = "pop"
-interfaces = ["a0", "b0"]
-tunnel_source = "198.51.100.1"
-
-[[node]]
-name = "be-1"
-role = "backend"
-interface = "eth0"
-address = "198.51.100.21"
-"#;
+fn network() -> String {
+    lab_network(include_str!("fixtures/telemetry.toml"))
+}
 
 /// A loaded edge (maps pinned in `root/pop-1`), removed on drop.
 struct Pop {
-    edge: Option<Edge>,
+    t: TestEdge,
     root: PathBuf,
     dir: PathBuf,
     names: compile::Names,
@@ -306,7 +264,7 @@ struct Pop {
 
 impl Drop for Pop {
     fn drop(&mut self) {
-        self.edge.take();
+        self.t.edge.take();
         let _ = std::fs::remove_dir_all(&self.root);
     }
 }
@@ -320,31 +278,18 @@ impl Pop {
         ));
         let _ = std::fs::remove_dir_all(&root);
         let dir = anypop::dataplane::node_pin_dir(&root, "pop-1");
-        let net = config::parse(NETWORK, "test.toml", Path::new(".")).unwrap();
-        let mut pop = Pop {
-            edge: None,
+        let t = TestEdge::at(dir.clone(), &network(), lab);
+        let names = t.names.clone();
+        Pop {
+            t,
             root,
-            dir: dir.clone(),
-            names: Default::default(),
-        };
-        let sizes = EdgeSizes {
-            max_services: 8,
-            flow_entries: 4096,
-            bucket_entries: 4096,
-        };
-        let mut edge = Edge::load(&dir, sizes).unwrap_or_else(|e| panic!("{e}"));
-        let slot = edge.standby_generation().unwrap();
-        let tables = compile::compile_edge(&net, "pop-1", slot, edge.sizes.max_services).unwrap();
-        pop.names = tables.names.clone();
-        edge.apply(&tables).unwrap();
-        edge.add_interface(lab.a0, lab.a0_mac, 1500).unwrap();
-        edge.add_interface(lab.b0, lab.b0_mac, 1500).unwrap();
-        pop.edge = Some(edge);
-        pop
+            dir,
+            names,
+        }
     }
 
     fn edge(&mut self) -> &mut Edge {
-        self.edge.as_mut().unwrap()
+        self.t.edge()
     }
 
     fn run(&mut self, frame: &[u8], ifindex: u32) -> u32 {
@@ -382,17 +327,6 @@ fn drain(ring: &mut RingBuf<MapData>) -> usize {
         n += 1;
     }
     n
-}
-
-/// Runs `f` on a thread of its own, in a private network namespace with the common lab's
-/// interfaces (the namespace goes with the thread).
-fn in_lab(f: impl FnOnce(&Lab) + Send + 'static) {
-    std::thread::spawn(move || {
-        let lab = build_lab();
-        f(&lab)
-    })
-    .join()
-    .unwrap();
 }
 
 /// A child process killed and reaped however the test ends.

@@ -7,34 +7,18 @@ use anypop::{config, daemon::Pop, dataplane::trafficgen::TrafficGen};
 use anypop_common::verdict::Reason;
 use common::*;
 
-const NETWORK: &str = r#"
-[defaults]
-new_source_cap = 0
-
-[[service]]
-name = "game"
-vip = "203.0.113.10"
-protocol = "udp"
-ports = "27015"
-backends = ["be-1"]
-
-[[rule]]
-name = "blocklist"
-action = "deny"
-src = ["198.18.0.0/15"]
-
-[[node]]
-name = "pop-1"
-role = "pop"
-interfaces = ["g1"]
-tunnel_source = "198.51.100.1"
-
-[[node]]
-name = "be-1"
-role = "backend"
-interface = "eth0"
-address = "198.51.100.21"
-"#;
+fn network() -> String {
+    fixture(
+        POP_TOML,
+        &[
+            ("defaults", NO_SOURCE_CAP),
+            ("services", include_str!("fixtures/trafficgen.toml")),
+            ("interfaces", "\"g1\""),
+            ("pop", ""),
+            ("nodes", ""),
+        ],
+    )
+}
 
 /// rx drops of an interface as the kernel counts them (`ip -s`), in this namespace.
 fn veth_drops(ifname: &str) -> u64 {
@@ -58,17 +42,15 @@ fn veth_drops(ifname: &str) -> u64 {
 #[test]
 fn a_random_source_flood_is_counted_packet_for_packet() {
     require_root();
-    std::thread::spawn(|| {
-        private_netns();
-        sh(&["ip", "link", "set", "lo", "up"]);
-        sh(&["ip", "link", "add", "g0", "type", "veth", "peer", "name", "g1"]);
-        sh(&["ip", "link", "set", "g0", "up"]);
-        sh(&["ip", "link", "set", "g1", "up"]);
-        sh(&["ip", "addr", "add", "198.51.100.1/24", "dev", "g1"]);
-        sh(&["sysctl", "-q", "-w", "net.ipv4.conf.all.forwarding=1"]);
-        sh(&["sysctl", "-q", "-w", "net.ipv4.conf.g1.forwarding=1"]);
-        let net = config::parse(NETWORK, "gen.toml", std::path::Path::new(".")).unwrap();
-        let pins = std::path::PathBuf::from(format!("/sys/fs/bpf/anypop-gen-{}", std::process::id()));
+    in_thread(|| {
+        Netns::enter()
+            .lo_up()
+            .veth("g0", "g1")
+            .addr("198.51.100.1/24", "g1")
+            .forwarding(&["all", "g1"]);
+        let net = config::parse(&network(), "gen.toml", std::path::Path::new(".")).unwrap();
+        let pins =
+            std::path::PathBuf::from(format!("/sys/fs/bpf/anypop-gen-{}", std::process::id()));
         struct Rm(std::path::PathBuf);
         impl Drop for Rm {
             fn drop(&mut self) {
@@ -79,7 +61,9 @@ fn a_random_source_flood_is_counted_packet_for_packet() {
         let mut pop = Pop::start_with(&net, "pop-1", &pins).unwrap();
         let before = pop.snapshot().unwrap();
         let mut generator = TrafficGen::load().unwrap();
-        generator.configure([198, 18, 0, 0].into(), 15, true).unwrap();
+        generator
+            .configure([198, 18, 0, 0].into(), 15, true)
+            .unwrap();
         let g0 = anypop::sys::iface::ifindex("g0", "test").unwrap();
         let frame = udp4([198, 18, 0, 1], 1000, [203, 0, 113, 10], 27015, &[0x5a; 18]);
         let sent = 200_000u32;
@@ -88,7 +72,8 @@ fn a_random_source_flood_is_counted_packet_for_packet() {
         let after = pop.snapshot().unwrap();
         let d = delta(&before, &after);
         let seen: u64 = d.iter().map(|(_, n)| n).sum();
-        let dropped_rule = after.get(Reason::DropRule).packets - before.get(Reason::DropRule).packets;
+        let dropped_rule =
+            after.get(Reason::DropRule).packets - before.get(Reason::DropRule).packets;
         let lost = veth_drops("g0") + veth_drops("g1");
         eprintln!(
             "sent {sent} in {:.3} s ({:.2} Mpps); POP saw {seen} ({dropped_rule} drop_rule), veth dropped {lost}: {d:?}",
@@ -97,11 +82,19 @@ fn a_random_source_flood_is_counted_packet_for_packet() {
         );
         // Background traffic of the namespace itself (IPv6 neighbour discovery and the like) may
         // add a few other verdicts; the flood is exactly the rule's drops.
-        assert!(seen - dropped_rule < 10, "only the flood and a little background: {d:?}");
-        assert_eq!(dropped_rule + lost, sent as u64, "every generated frame is accounted for");
-        assert!(dropped_rule > sent as u64 / 2, "most of the flood reaches the POP");
+        assert!(
+            seen - dropped_rule < 10,
+            "only the flood and a little background: {d:?}"
+        );
+        assert_eq!(
+            dropped_rule + lost,
+            sent as u64,
+            "every generated frame is accounted for"
+        );
+        assert!(
+            dropped_rule > sent as u64 / 2,
+            "most of the flood reaches the POP"
+        );
         pop.stop(false).unwrap();
-    })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e));
+    });
 }

@@ -18,49 +18,9 @@ use etherparse::{IpNumber, Ipv4Header};
 
 use super::*;
 
-pub const NETWORK: &str = r#"
-[[service]]
-name = "game"
-vip = "203.0.113.10"
-protocol = "udp"
-ports = "27015"
-backends = ["be-1"]
+/// The backend tests' network (`fixtures/backend.toml`).
+pub const NETWORK: &str = BACKEND_TOML;
 
-[[service]]
-name = "web"
-vip = "203.0.113.10"
-protocol = "tcp"
-ports = "443"
-backends = ["be-1"]
-
-[[service]]
-name = "elsewhere"
-vip = "203.0.113.10"
-protocol = "udp"
-ports = "27016"
-backends = ["be-2"]
-
-[[node]]
-name = "pop-1"
-role = "pop"
-interfaces = ["eth0"]
-tunnel_source = "198.51.100.1"
-
-[[node]]
-name = "be-1"
-role = "backend"
-interface = "a0"
-address = "192.0.2.21"
-
-[[node]]
-name = "be-2"
-role = "backend"
-interface = "eth0"
-address = "192.0.2.22"
-"#;
-
-pub const VIP: [u8; 4] = [203, 0, 113, 10];
-pub const PLAYER: [u8; 4] = [100, 64, 1, 2];
 pub const POP: [u8; 4] = [198, 51, 100, 1];
 pub const ME: [u8; 4] = [192, 0, 2, 21];
 pub const GATEWAY_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
@@ -98,20 +58,14 @@ impl TestBackend {
         reason: Reason,
         out: Option<&[u8]>,
     ) {
-        let before = self.snapshot();
-        let a0 = self.a0;
-        let r = run_xdp(self.plane().decap(), frame, Some(a0), 1).unwrap();
-        let after = self.snapshot();
-        assert_eq!(r.action, action, "{what}: action");
-        assert_eq!(
-            delta(&before, &after),
-            vec![(reason, 1)],
-            "{what}: counters"
-        );
-        assert_eq!(r.output, out.unwrap_or(frame), "{what}: output");
-        produced(reason);
+        self.one_case(what, frame, action, reason, out, |t| {
+            let a0 = t.a0;
+            let r = run_xdp(t.plane().decap(), frame, Some(a0), 1).unwrap();
+            (r.action, r.output)
+        });
     }
 
+    /// One TC case: action, counter, output.
     pub fn dsr_case(
         &mut self,
         what: &str,
@@ -120,17 +74,30 @@ impl TestBackend {
         reason: Reason,
         out: Option<&[u8]>,
     ) {
+        self.one_case(what, frame, action, reason, out, |t| {
+            let a0 = t.a0;
+            let r = run_tc(t.plane().dsr(), frame, a0).unwrap();
+            (r.action, r.output)
+        });
+    }
+
+    /// Runs `run` (which gives the action and output of `frame`) and checks the action, that
+    /// exactly one `reason` was counted, and the output (`None`: the frame as it came).
+    fn one_case<A: PartialEq + std::fmt::Debug>(
+        &mut self,
+        what: &str,
+        frame: &[u8],
+        action: A,
+        reason: Reason,
+        out: Option<&[u8]>,
+        run: impl FnOnce(&mut Self) -> (A, Vec<u8>),
+    ) {
         let before = self.snapshot();
-        let a0 = self.a0;
-        let r = run_tc(self.plane().dsr(), frame, a0).unwrap();
+        let (got, output) = run(self);
         let after = self.snapshot();
-        assert_eq!(r.action, action, "{what}: action");
-        assert_eq!(
-            delta(&before, &after),
-            vec![(reason, 1)],
-            "{what}: counters"
-        );
-        assert_eq!(r.output, out.unwrap_or(frame), "{what}: output");
+        assert_eq!(got, action, "{what}: action");
+        assert_one_counted(what, &before, &after, reason);
+        assert_eq!(output, out.unwrap_or(frame), "{what}: output");
         produced(reason);
     }
 }
@@ -145,18 +112,7 @@ pub fn with_macs(frame: &[u8], dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
 
 /// The gateway's (192.0.2.1's) MAC, as a permanent neighbour entry on a0.
 pub fn set_gateway_mac(mac: &str) {
-    sh(&[
-        "ip",
-        "neigh",
-        "replace",
-        "192.0.2.1",
-        "lladdr",
-        mac,
-        "dev",
-        "a0",
-        "nud",
-        "permanent",
-    ]);
+    Netns::current().neigh("192.0.2.1", mac, "a0");
 }
 
 /// A private namespace where the backend's a0 has 192.0.2.21/24 and players are reached through
@@ -166,32 +122,17 @@ pub fn with_backend(f: impl FnOnce(&mut TestBackend) + Send + 'static) {
 }
 
 pub fn with_backend_net(network: String, f: impl FnOnce(&mut TestBackend) + Send + 'static) {
-    std::thread::spawn(move || {
+    in_thread(move || {
         require_root();
-        private_netns();
-        sh(&["ip", "link", "set", "lo", "up"]);
-        sh(&[
-            "ip",
-            "link",
-            "add",
-            "a0",
-            "address",
-            "02:00:00:00:0a:00",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "a1",
-        ]);
-        sh(&["ip", "link", "set", "a0", "up"]);
-        sh(&["ip", "link", "set", "a1", "up"]);
-        sh(&["ip", "addr", "add", "192.0.2.21/24", "dev", "a0"]);
-        sh(&["ip", "addr", "add", "203.0.113.10/32", "dev", "lo"]);
-        sh(&["ip", "route", "add", "100.64.0.0/10", "via", "192.0.2.1"]);
+        Netns::enter()
+            .lo_up()
+            .veth_mac("a0", "02:00:00:00:0a:00", "a1")
+            .addr("192.0.2.21/24", "a0")
+            .addr("203.0.113.10/32", "lo")
+            .route("100.64.0.0/10", "192.0.2.1");
         set_gateway_mac("02:00:00:00:00:01");
         // bpf_fib_lookup answers only for interfaces with forwarding on (also in output mode).
-        sh(&["sysctl", "-q", "-w", "net.ipv4.conf.all.forwarding=1"]);
-        sh(&["sysctl", "-q", "-w", "net.ipv4.conf.a0.forwarding=1"]);
+        Netns::current().forwarding(&["all", "a0"]);
         let pins = PathBuf::from(
             format!(
                 "/sys/fs/bpf/anypop-betest-{}-{:?}",
@@ -212,8 +153,6 @@ pub fn with_backend_net(network: String, f: impl FnOnce(&mut TestBackend) + Send
         };
         f(&mut t);
     })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e));
 }
 
 /// Wraps the IP packet of `inner` (an Ethernet frame) in IPIP from `src` to `dst`.

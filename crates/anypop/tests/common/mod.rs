@@ -3,6 +3,11 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod fixtures;
+pub mod netns;
+
+pub use fixtures::*;
+pub use netns::*;
 
 use std::{
     path::PathBuf,
@@ -19,7 +24,7 @@ use anypop::{
     telemetry::Snapshot,
 };
 use anypop_common::verdict::Reason;
-use etherparse::{IpNumber, Ipv4Header, PacketBuilder};
+use etherparse::{Ethernet2Header, IpNumber, Ipv4Header, PacketBuilder, PacketBuilderStep};
 
 /// Kernel tests need root; say so instead of failing obscurely.
 pub fn require_root() {
@@ -66,71 +71,42 @@ pub struct Lab {
     pub b0_mac: [u8; 6],
 }
 
+/// The addresses of the lab's networks (`fixtures/*.toml`): the VIP (and the golden network's
+/// drained one), pop-1's tunnel source, be-1 and be-2, a player and an attacker.
+pub const VIP: [u8; 4] = [203, 0, 113, 10];
+pub const VIP_DRAINED: [u8; 4] = [203, 0, 113, 11];
+pub const TUNNEL: [u8; 4] = [198, 51, 100, 1];
+pub const BE1: [u8; 4] = [198, 51, 100, 21];
+pub const BE2: [u8; 4] = [192, 0, 2, 22];
+pub const PLAYER: [u8; 4] = [100, 64, 1, 2];
+pub const ATTACKER: [u8; 4] = [198, 18, 7, 7];
+pub const VIP6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+];
+pub const PLAYER6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02,
+];
+pub const ATTACKER6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0x0b, 0xad, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x66,
+];
+
 pub const BE1_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x21];
 pub const BE2_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x22];
 pub const PLAYER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x99];
 
+/// Moves the calling thread into a new namespace with the lab: the veth pairs a0/a1 (a0
+/// 198.51.100.1/24, be-1 198.51.100.21 as its neighbour) and b0/b1 (b0 192.0.2.1/24, be-2
+/// 192.0.2.22 as its neighbour), forwarding on.
 pub fn build_lab() -> Lab {
-    private_netns();
-    sh(&["ip", "link", "set", "lo", "up"]);
-    sh(&[
-        "ip",
-        "link",
-        "add",
-        "a0",
-        "address",
-        "02:00:00:00:0a:00",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "a1",
-    ]);
-    sh(&[
-        "ip",
-        "link",
-        "add",
-        "b0",
-        "address",
-        "02:00:00:00:0b:00",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "b1",
-    ]);
-    for i in ["a0", "a1", "b0", "b1"] {
-        sh(&["ip", "link", "set", i, "up"]);
-    }
-    sh(&["ip", "addr", "add", "198.51.100.1/24", "dev", "a0"]);
-    sh(&["ip", "addr", "add", "192.0.2.1/24", "dev", "b0"]);
-    sh(&[
-        "ip",
-        "neigh",
-        "replace",
-        "198.51.100.21",
-        "lladdr",
-        "02:00:00:00:00:21",
-        "dev",
-        "a0",
-        "nud",
-        "permanent",
-    ]);
-    sh(&[
-        "ip",
-        "neigh",
-        "replace",
-        "192.0.2.22",
-        "lladdr",
-        "02:00:00:00:00:22",
-        "dev",
-        "b0",
-        "nud",
-        "permanent",
-    ]);
-    sh(&["sysctl", "-q", "-w", "net.ipv4.conf.all.forwarding=1"]);
-    sh(&["sysctl", "-q", "-w", "net.ipv4.conf.a0.forwarding=1"]);
-    sh(&["sysctl", "-q", "-w", "net.ipv4.conf.b0.forwarding=1"]);
+    Netns::enter()
+        .lo_up()
+        .veth_mac("a0", "02:00:00:00:0a:00", "a1")
+        .veth_mac("b0", "02:00:00:00:0b:00", "b1")
+        .addr("198.51.100.1/24", "a0")
+        .addr("192.0.2.1/24", "b0")
+        .neigh("198.51.100.21", "02:00:00:00:00:21", "a0")
+        .neigh("192.0.2.22", "02:00:00:00:00:22", "b0")
+        .forwarding(&["all", "a0", "b0"]);
     let idx = |n: &str| anypop::sys::iface::ifindex(n, "test").unwrap();
     Lab {
         a0: idx("a0"),
@@ -140,12 +116,63 @@ pub fn build_lab() -> Lab {
     }
 }
 
+/// Runs `f` on a thread of its own, in the lab ([`build_lab`]) that dies with the thread.
+pub fn in_lab<T: Send + 'static>(f: impl FnOnce(&Lab) -> T + Send + 'static) -> T {
+    in_thread(move || f(&build_lab()))
+}
+
+/// Runs `f` in the lab ([`in_lab`]) on an edge loaded with `network`.
+pub fn with_edge_net(network: String, f: impl FnOnce(&mut TestEdge, &Lab) + Send + 'static) {
+    in_lab(move |lab| {
+        let mut t = TestEdge::new(&network, lab);
+        f(&mut t, lab);
+    })
+}
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A temporary directory of its own (`anypop-TAG-…`), removed on drop (also when an assertion
+/// fails).
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("anypop-{}", unique(tag)));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    /// Writes `text` as `name` in the directory.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+/// `TAG-PID-NANOS-SEQ`: a name no other test (of this process or another) is using.
+pub fn unique(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    format!("{tag}-{}-{nanos}-{seq}", std::process::id())
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 /// A loaded edge program whose pins are removed when it is dropped (also on panic).
 pub struct TestEdge {
     pub edge: Option<Edge>,
     pub pin_dir: PathBuf,
+    /// The names of the compiled network's rules and services.
+    pub names: compile::Names,
 }
 
 impl Drop for TestEdge {
@@ -159,18 +186,24 @@ impl TestEdge {
     /// Loads the real program with small maps, compiles `network` for node `pop-1` and makes it
     /// live, and registers the lab's interfaces.
     pub fn new(network: &str, lab: &Lab) -> TestEdge {
-        require_root();
-        let _ = std::fs::create_dir_all("/sys/fs/bpf");
         let pin_dir = PathBuf::from(format!(
             "/sys/fs/bpf/anypop-test-{}-{}",
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));
+        TestEdge::at(pin_dir, network, lab)
+    }
+
+    /// As [`TestEdge::new`], with the maps pinned in `pin_dir`.
+    pub fn at(pin_dir: PathBuf, network: &str, lab: &Lab) -> TestEdge {
+        require_root();
+        let _ = std::fs::create_dir_all("/sys/fs/bpf");
         let net = config::parse(network, "test.toml", std::path::Path::new("."))
             .unwrap_or_else(|e| panic!("{e}"));
         let mut te = TestEdge {
             edge: None,
             pin_dir: pin_dir.clone(),
+            names: Default::default(),
         };
         let sizes = EdgeSizes {
             max_services: 8,
@@ -181,6 +214,7 @@ impl TestEdge {
         let slot = edge.standby_generation().unwrap();
         let tables = compile::compile_edge(&net, "pop-1", slot, edge.sizes.max_services)
             .unwrap_or_else(|e| panic!("{e}"));
+        te.names = tables.names.clone();
         edge.apply(&tables).unwrap();
         edge.add_interface(lab.a0, lab.a0_mac, 1500).unwrap();
         edge.add_interface(lab.b0, lab.b0_mac, 1500).unwrap();
@@ -221,9 +255,28 @@ pub fn produced(reason: Reason) {
 }
 
 impl TestEdge {
-    /// One golden case: runs `frame` as if it arrived on `ingress` and checks the action, the
-    /// output bytes (`None`: the frame as it came) and that exactly one `reason` was counted,
-    /// with the frame's bytes.
+    /// Runs `frame` as if it arrived on `ingress` and checks the action and that exactly one
+    /// `reason` was counted, with the frame's bytes; returns the output bytes.
+    pub fn counted(
+        &mut self,
+        what: &str,
+        frame: &[u8],
+        ingress: u32,
+        action: u32,
+        reason: Reason,
+    ) -> Vec<u8> {
+        let before = self.snapshot();
+        let r = self.run(frame, ingress);
+        let after = self.snapshot();
+        assert_eq!(r.action, action, "{what}: action");
+        assert_one_counted(what, &before, &after, reason);
+        let bytes = after.get(reason).bytes - before.get(reason).bytes;
+        assert_eq!(bytes, frame.len() as u64, "{what}: counted bytes");
+        r.output
+    }
+
+    /// One golden case: [`TestEdge::counted`], and the output bytes (`None`: the frame as it
+    /// came).
     pub fn case(
         &mut self,
         what: &str,
@@ -233,20 +286,16 @@ impl TestEdge {
         reason: Reason,
         out: Option<&[u8]>,
     ) {
-        let before = self.snapshot();
-        let r = self.run(frame, ingress);
-        let after = self.snapshot();
-        assert_eq!(r.action, action, "{what}: action");
-        assert_eq!(
-            delta(&before, &after),
-            vec![(reason, 1)],
-            "{what}: counters"
-        );
-        let bytes = after.get(reason).bytes - before.get(reason).bytes;
-        assert_eq!(bytes, frame.len() as u64, "{what}: counted bytes");
-        assert_eq!(r.output, out.unwrap_or(frame), "{what}: output bytes");
+        let output = self.counted(what, frame, ingress, action, reason);
+        assert_eq!(output, out.unwrap_or(frame), "{what}: output bytes");
         produced(reason);
     }
+}
+
+/// Checks that exactly one packet, counted as `reason`, moved the counters between two
+/// snapshots.
+pub fn assert_one_counted(what: &str, before: &Snapshot, after: &Snapshot, reason: Reason) {
+    assert_eq!(delta(before, after), vec![(reason, 1)], "{what}: counters");
 }
 
 /// Counter deltas by reason between two snapshots (packets only), non-zero ones.
@@ -258,29 +307,41 @@ pub fn delta(a: &Snapshot, b: &Snapshot) -> Vec<(Reason, u64)> {
         .collect()
 }
 
+/// The lab's a0 (see [`build_lab`]): where the test frames are addressed.
+pub const A0_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x0a, 0];
+
+/// The start of every frame the tests build (with etherparse): Ethernet from the player to a0.
+pub fn from_player() -> PacketBuilderStep<Ethernet2Header> {
+    PacketBuilder::ethernet2(PLAYER_MAC, A0_MAC)
+}
+
 /// An Ethernet + IPv4 + UDP frame from `src:sport` to `dst:dport` with `payload`.
 pub fn udp4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(PLAYER_MAC, [0x02, 0, 0, 0, 0x0a, 0])
-        .ipv4(src, dst, 64)
-        .udp(sport, dport);
+    udp4_with_ttl(src, sport, dst, dport, 64, payload)
+}
+
+/// Same with a TTL (from port 40000, payload `ttl`).
+pub fn udp4_ttl(src: [u8; 4], dst: [u8; 4], dport: u16, ttl: u8) -> Vec<u8> {
+    udp4_with_ttl(src, 40000, dst, dport, ttl, b"ttl")
+}
+
+fn udp4_with_ttl(
+    src: [u8; 4],
+    sport: u16,
+    dst: [u8; 4],
+    dport: u16,
+    ttl: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let b = from_player().ipv4(src, dst, ttl).udp(sport, dport);
     let mut v = Vec::with_capacity(b.size(payload.len()));
     b.write(&mut v, payload).unwrap();
     v
 }
 
-/// Same with a TTL.
-pub fn udp4_ttl(src: [u8; 4], dst: [u8; 4], dport: u16, ttl: u8) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(PLAYER_MAC, [0x02, 0, 0, 0, 0x0a, 0])
-        .ipv4(src, dst, ttl)
-        .udp(40000, dport);
-    let mut v = Vec::new();
-    b.write(&mut v, b"ttl").unwrap();
-    v
-}
-
 /// TCP with the given flags (SYN / ACK) from `src:sport` to `dst:dport`.
 pub fn tcp4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, syn: bool, ack: bool) -> Vec<u8> {
-    let mut b = PacketBuilder::ethernet2(PLAYER_MAC, [0x02, 0, 0, 0, 0x0a, 0])
+    let mut b = from_player()
         .ipv4(src, dst, 64)
         .tcp(sport, dport, 1000, 64240);
     if syn {
@@ -296,9 +357,7 @@ pub fn tcp4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, syn: bool, ack: 
 
 /// ICMP echo request.
 pub fn icmp4_echo(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(PLAYER_MAC, [0x02, 0, 0, 0, 0x0a, 0])
-        .ipv4(src, dst, 64)
-        .icmpv4_echo_request(1, 1);
+    let b = from_player().ipv4(src, dst, 64).icmpv4_echo_request(1, 1);
     let mut v = Vec::new();
     b.write(&mut v, b"ping").unwrap();
     v
@@ -306,12 +365,19 @@ pub fn icmp4_echo(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
 
 /// UDP over IPv6.
 pub fn udp6(src: [u8; 16], dst: [u8; 16], dport: u16) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(PLAYER_MAC, [0x02, 0, 0, 0, 0x0a, 0])
-        .ipv6(src, dst, 64)
-        .udp(40000, dport);
+    let b = from_player().ipv6(src, dst, 64).udp(40000, dport);
     let mut v = Vec::new();
     b.write(&mut v, b"hello6").unwrap();
     v
+}
+
+/// A frame that is not IP: broadcast from the player with the ARP ethertype and 28 zero bytes.
+pub fn arp_frame() -> Vec<u8> {
+    let mut arp = vec![0xff; 6];
+    arp.extend_from_slice(&PLAYER_MAC);
+    arp.extend_from_slice(&[0x08, 0x06]);
+    arp.extend_from_slice(&[0u8; 28]);
+    arp
 }
 
 /// Inserts 802.1Q tags (outermost first) after the MAC addresses.

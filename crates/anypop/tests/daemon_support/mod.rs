@@ -1,7 +1,8 @@
 //! Shared by the tests that run `anypop run` as an operator does: a daemon child whose output is
 //! collected as it comes, so a test waits for what the daemon says ("ready: …") with a deadline
-//! instead of sleeping; the network files those tests use; a private network namespace with a
-//! veth pair, a unique pin root and temp dir removed however the test ends.
+//! instead of sleeping; a unique pin root and temp dir removed however the test ends. (Their
+//! network files and namespace are `common::pop_network`, `common::backend_network` and
+//! `common::t0_netns`.)
 #![allow(dead_code)]
 
 use std::{
@@ -115,6 +116,13 @@ impl Daemon {
         unsafe { libc::kill(self.pid(), sig) };
     }
 
+    /// Stops the daemon as its service manager does (SIGTERM) and waits up to 30 s for it to
+    /// end; its exit status and everything it said.
+    pub fn stop(self) -> (ExitStatus, String) {
+        self.signal(libc::SIGTERM);
+        self.finish(Duration::from_secs(30))
+    }
+
     /// Waits for the process to end (at most `within`, then kills it and panics).
     pub fn finish(mut self, within: Duration) -> (ExitStatus, String) {
         let deadline = Instant::now() + within;
@@ -145,73 +153,6 @@ impl Drop for Daemon {
     }
 }
 
-/// A network whose POP `pop-1` runs on interface `ifname`.
-pub fn pop_network(ifname: &str, mode: &str) -> String {
-    format!(
-        r#"
-[[service]]
-name = "g"
-vip = "203.0.113.10"
-protocol = "udp"
-ports = "27015"
-backends = ["be-1"]
-
-[[node]]
-name = "pop-1"
-role = "pop"
-interfaces = ["{ifname}"]
-tunnel_source = "198.51.100.1"
-xdp_mode = "{mode}"
-
-[[node]]
-name = "be-1"
-role = "backend"
-interface = "eth0"
-address = "198.51.100.21"
-"#
-    )
-}
-
-/// A network whose backend `be-1` runs on interface `ifname` (address 198.51.100.1).
-pub fn backend_network(ifname: &str) -> String {
-    format!(
-        r#"
-[[service]]
-name = "g"
-vip = "203.0.113.10"
-protocol = "udp"
-ports = "27015"
-backends = ["be-1"]
-
-[[node]]
-name = "edge"
-role = "pop"
-interfaces = ["x0"]
-tunnel_source = "198.51.100.9"
-
-[[node]]
-name = "be-1"
-role = "backend"
-interface = "{ifname}"
-address = "198.51.100.1"
-"#
-    )
-}
-
-/// The veth pair t0/t1 in the calling thread's (private) namespace, t0 with 198.51.100.1/24
-/// and forwarding on.
-pub const VETH: &[&[&str]] = &[
-    &["ip", "link", "set", "lo", "up"],
-    &[
-        "ip", "link", "add", "t0", "type", "veth", "peer", "name", "t1",
-    ],
-    &["ip", "link", "set", "t0", "up"],
-    &["ip", "link", "set", "t1", "up"],
-    &["ip", "addr", "add", "198.51.100.1/24", "dev", "t0"],
-    &["sysctl", "-q", "-w", "net.ipv4.conf.all.forwarding=1"],
-    &["sysctl", "-q", "-w", "net.ipv4.conf.t0.forwarding=1"],
-];
-
 /// A test's scratch: a temp dir and a pin root, both unique, removed however the test ends.
 pub struct Scratch {
     pub dir: PathBuf,
@@ -220,11 +161,7 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new(tag: &str) -> Scratch {
-        let seq = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let id = format!("{tag}-{}-{seq}", std::process::id());
+        let id = crate::common::unique(tag);
         let dir = std::env::temp_dir().join(format!("anypop-{id}"));
         std::fs::create_dir_all(&dir).unwrap();
         Scratch {
@@ -250,6 +187,15 @@ impl Scratch {
             .arg(&self.pins)
             .args(extra);
         c
+    }
+
+    /// Writes `network` as `net.toml` and starts `anypop run` of `node` on it ([`Scratch::run_cmd`]
+    /// with `extra`); returns the file and the daemon once it says it is ready.
+    pub fn start(&self, node: &str, network: &str, extra: &[&str]) -> (PathBuf, Daemon) {
+        let cfg = self.file("net.toml", network);
+        let mut d = Daemon::spawn(self.run_cmd(node, &cfg, extra));
+        d.wait_for(&format!("ready: node {node}"), READY_WITHIN);
+        (cfg, d)
     }
 
     /// Another anypop command for `node` with this pin root.
