@@ -9,8 +9,52 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::{Ipv4Net, Ipv6Net};
 
-/// Whether prefix `outer` contains prefix `inner`; each is (address in the low `width` bits of a
-/// u128, length). One u128 form serves both families, so the walk below exists once.
+/// An address family's prefix as the walk sees it: the address in the low `WIDTH` bits of a
+/// u128 and a length. One form serves both families, so the walk and the lookup exist once.
+pub trait Prefix: Copy {
+    /// The family's address, what a lookup is asked about.
+    type Addr;
+    /// Address width in bits.
+    const WIDTH: u8;
+    /// The prefix with host bits cleared, as (address bits, length).
+    fn bits(&self) -> (u128, u8);
+    /// The prefix back from (address bits, length); the length is one `bits` produced.
+    fn from_bits(addr: u128, len: u8) -> Self;
+    /// Whether the prefix contains `addr`.
+    fn holds(&self, addr: &Self::Addr) -> bool;
+}
+
+impl Prefix for Ipv4Net {
+    type Addr = Ipv4Addr;
+    const WIDTH: u8 = 32;
+    fn bits(&self) -> (u128, u8) {
+        let n = self.trunc();
+        (u32::from(n.addr()).into(), n.prefix_len())
+    }
+    fn from_bits(addr: u128, len: u8) -> Self {
+        Ipv4Net::new(Ipv4Addr::from(addr as u32), len).expect("valid length")
+    }
+    fn holds(&self, addr: &Ipv4Addr) -> bool {
+        self.contains(addr)
+    }
+}
+
+impl Prefix for Ipv6Net {
+    type Addr = Ipv6Addr;
+    const WIDTH: u8 = 128;
+    fn bits(&self) -> (u128, u8) {
+        let n = self.trunc();
+        (n.addr().into(), n.prefix_len())
+    }
+    fn from_bits(addr: u128, len: u8) -> Self {
+        Ipv6Net::new(Ipv6Addr::from(addr), len).expect("valid length")
+    }
+    fn holds(&self, addr: &Ipv6Addr) -> bool {
+        self.contains(addr)
+    }
+}
+
+/// Whether prefix `outer` contains prefix `inner`, both (address bits, length) of one family.
 fn covers(outer: (u128, u8), inner: (u128, u8), width: u8) -> bool {
     if outer.1 > inner.1 {
         return false;
@@ -22,8 +66,16 @@ fn covers(outer: (u128, u8), inner: (u128, u8), width: u8) -> bool {
     (outer.0 >> shift) == (inner.0 >> shift)
 }
 
-/// Generic core: input (address bits, prefix length) with bits; output sorted and unioned.
-fn compile(mut items: Vec<(u128, u8, u64)>, width: u8) -> Vec<(u128, u8, u64)> {
+/// Prefixes of one family with their set bits → LPM entries with covering unions, sorted by
+/// (address, length), one entry per distinct prefix.
+pub fn compile<P: Prefix>(input: &[(P, u64)]) -> Vec<(P, u64)> {
+    let mut items: Vec<(u128, u8, u64)> = input
+        .iter()
+        .map(|(n, b)| {
+            let (a, l) = n.bits();
+            (a, l, *b)
+        })
+        .collect();
     items.sort_unstable_by_key(|&(a, l, _)| (a, l));
     // Merge duplicates (same prefix) by OR-ing their bits.
     let mut merged: Vec<(u128, u8, u64)> = Vec::with_capacity(items.len());
@@ -39,7 +91,7 @@ fn compile(mut items: Vec<(u128, u8, u64)>, width: u8) -> Vec<(u128, u8, u64)> {
     let mut out = Vec::with_capacity(merged.len());
     for (a, l, b) in merged {
         while let Some(&(sa, sl, _)) = stack.last() {
-            if covers((sa, sl), (a, l), width) {
+            if covers((sa, sl), (a, l), P::WIDTH) {
                 break;
             }
             stack.pop();
@@ -47,62 +99,27 @@ fn compile(mut items: Vec<(u128, u8, u64)>, width: u8) -> Vec<(u128, u8, u64)> {
         let inherited = stack.last().map(|s| s.2).unwrap_or(0);
         let v = b | inherited;
         stack.push((a, l, v));
-        out.push((a, l, v));
+        out.push((P::from_bits(a, l), v));
     }
     out
 }
 
 /// IPv4 prefixes with their set bits → LPM entries with covering unions.
 pub fn compile_v4(input: &[(Ipv4Net, u64)]) -> Vec<(Ipv4Net, u64)> {
-    let items = input
-        .iter()
-        .map(|(n, b)| {
-            let n = n.trunc();
-            (u32::from(n.addr()) as u128, n.prefix_len(), *b)
-        })
-        .collect();
-    compile(items, 32)
-        .into_iter()
-        .map(|(a, l, b)| {
-            (
-                Ipv4Net::new(Ipv4Addr::from(a as u32), l).expect("valid length"),
-                b,
-            )
-        })
-        .collect()
+    compile(input)
 }
 
 /// IPv6 prefixes with their set bits → LPM entries with covering unions.
 pub fn compile_v6(input: &[(Ipv6Net, u64)]) -> Vec<(Ipv6Net, u64)> {
-    let items = input
-        .iter()
-        .map(|(n, b)| {
-            let n = n.trunc();
-            (u128::from(n.addr()), n.prefix_len(), *b)
-        })
-        .collect();
-    compile(items, 128)
-        .into_iter()
-        .map(|(a, l, b)| (Ipv6Net::new(Ipv6Addr::from(a), l).expect("valid length"), b))
-        .collect()
+    compile(input)
 }
 
 /// Reference longest-prefix match over compiled entries (linear; for tests and tools).
-pub fn lookup_v4(entries: &[(Ipv4Net, u64)], addr: Ipv4Addr) -> u64 {
+pub fn lookup<P: Prefix>(entries: &[(P, u64)], addr: P::Addr) -> u64 {
     entries
         .iter()
-        .filter(|(n, _)| n.contains(&addr))
-        .max_by_key(|(n, _)| n.prefix_len())
-        .map(|(_, b)| *b)
-        .unwrap_or(0)
-}
-
-/// IPv6 variant of [`lookup_v4`].
-pub fn lookup_v6(entries: &[(Ipv6Net, u64)], addr: Ipv6Addr) -> u64 {
-    entries
-        .iter()
-        .filter(|(n, _)| n.contains(&addr))
-        .max_by_key(|(n, _)| n.prefix_len())
+        .filter(|(n, _)| n.holds(&addr))
+        .max_by_key(|(n, _)| n.bits().1)
         .map(|(_, b)| *b)
         .unwrap_or(0)
 }
@@ -119,9 +136,9 @@ mod tests {
     #[test]
     fn nested_prefixes_union_their_sets() {
         let c = compile_v4(&[(n4("10.0.0.0/8"), 0b01), (n4("10.1.0.0/16"), 0b10)]);
-        assert_eq!(lookup_v4(&c, "10.1.2.3".parse().unwrap()), 0b11);
-        assert_eq!(lookup_v4(&c, "10.2.0.1".parse().unwrap()), 0b01);
-        assert_eq!(lookup_v4(&c, "11.0.0.1".parse().unwrap()), 0);
+        assert_eq!(lookup(&c, "10.1.2.3".parse().unwrap()), 0b11);
+        assert_eq!(lookup(&c, "10.2.0.1".parse().unwrap()), 0b01);
+        assert_eq!(lookup(&c, "11.0.0.1".parse().unwrap()), 0);
     }
 
     #[test]
@@ -133,9 +150,9 @@ mod tests {
             (n4("192.0.2.1/32"), 2),
         ]);
         assert_eq!(c.len(), 3);
-        assert_eq!(lookup_v4(&c, "192.0.2.1".parse().unwrap()), 15);
-        assert_eq!(lookup_v4(&c, "192.0.2.9".parse().unwrap()), 13);
-        assert_eq!(lookup_v4(&c, "8.8.8.8".parse().unwrap()), 8);
+        assert_eq!(lookup(&c, "192.0.2.1".parse().unwrap()), 15);
+        assert_eq!(lookup(&c, "192.0.2.9".parse().unwrap()), 13);
+        assert_eq!(lookup(&c, "8.8.8.8".parse().unwrap()), 8);
     }
 
     #[test]
@@ -144,9 +161,9 @@ mod tests {
             ("2001:db8::/32".parse().unwrap(), 1),
             ("2001:db8:bad::/48".parse().unwrap(), 2),
         ]);
-        assert_eq!(lookup_v6(&c, "2001:db8:bad::1".parse().unwrap()), 3);
-        assert_eq!(lookup_v6(&c, "2001:db8:1::1".parse().unwrap()), 1);
-        assert_eq!(lookup_v6(&c, "2001:db9::1".parse().unwrap()), 0);
+        assert_eq!(lookup(&c, "2001:db8:bad::1".parse().unwrap()), 3);
+        assert_eq!(lookup(&c, "2001:db8:1::1".parse().unwrap()), 1);
+        assert_eq!(lookup(&c, "2001:db9::1".parse().unwrap()), 0);
     }
 
     #[test]
@@ -156,8 +173,8 @@ mod tests {
             (n4("10.128.0.0/9"), 2),
             (n4("10.128.5.0/24"), 4),
         ]);
-        assert_eq!(lookup_v4(&c, "10.1.1.1".parse().unwrap()), 1);
-        assert_eq!(lookup_v4(&c, "10.128.5.5".parse().unwrap()), 6);
+        assert_eq!(lookup(&c, "10.1.1.1".parse().unwrap()), 1);
+        assert_eq!(lookup(&c, "10.128.5.5".parse().unwrap()), 6);
     }
 
     #[test]
@@ -176,7 +193,7 @@ mod tests {
         assert!(t.elapsed().as_millis() < 2000);
         assert_eq!(c.len(), 100_001);
         // 10.0.5.x is i = 5: bit 1 << 2, plus the /8.
-        assert_eq!(lookup_v4(&c, "10.0.5.9".parse().unwrap()), 4 | 8);
+        assert_eq!(lookup(&c, "10.0.5.9".parse().unwrap()), 4 | 8);
     }
 
     /// Addresses for the property tests: only a few bits vary (`mask`), so random prefixes nest,
@@ -213,7 +230,7 @@ mod tests {
                 let a = probe(u32::from(n.addr()).into(), (host & mask).into(), 32 - n.prefix_len(), 32, inside);
                 let addr = Ipv4Addr::from(a as u32);
                 let want = input.iter().filter(|(n, _)| n.contains(&addr)).fold(0, |a, (_, b)| a | b);
-                prop_assert_eq!(lookup_v4(&c, addr), want);
+                prop_assert_eq!(lookup(&c, addr), want);
             }
         }
 
@@ -234,7 +251,7 @@ mod tests {
                 let a = probe(u128::from(n.addr()), host & mask, 128 - n.prefix_len(), 128, inside);
                 let addr = Ipv6Addr::from(a);
                 let want = input.iter().filter(|(n, _)| n.contains(&addr)).fold(0, |a, (_, b)| a | b);
-                prop_assert_eq!(lookup_v6(&c, addr), want);
+                prop_assert_eq!(lookup(&c, addr), want);
             }
         }
     }

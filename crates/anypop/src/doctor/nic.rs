@@ -264,6 +264,25 @@ mod tests {
     use super::*;
     use crate::doctor::{Verdict, parse::*};
     use crate::sys::testns::{in_private_netns, sh};
+
+    /// The four states a feature can show in `ethtool -k`.
+    const ON: Feature = Feature {
+        on: true,
+        fixed: false,
+    };
+    const OFF: Feature = Feature {
+        on: false,
+        fixed: false,
+    };
+    const OFF_FIXED: Feature = Feature {
+        on: false,
+        fixed: true,
+    };
+    const ON_FIXED: Feature = Feature {
+        on: true,
+        fixed: true,
+    };
+
     const ETHTOOL_K_MLX: &str = "Features for eth0:
 rx-checksumming: on
 tx-checksumming: on
@@ -286,36 +305,11 @@ Other:\t\tn/a
 Combined:\tn/a
 ";
 
-    const ETHTOOL_L_NIC: &str = "Channel parameters for eth0:
-Pre-set maximums:
-RX:\t\tn/a
-TX:\t\tn/a
-Other:\t\t1
-Combined:\t63
-Current hardware settings:
-RX:\t\tn/a
-TX:\t\tn/a
-Other:\t\t1
-Combined:\t8
-";
-
     #[test]
     fn features_and_offloads() {
         let f = parse_features(ETHTOOL_K_MLX);
-        assert_eq!(
-            f["large-receive-offload"],
-            Feature {
-                on: true,
-                fixed: false
-            }
-        );
-        assert_eq!(
-            f["tx-checksum-ipv4"],
-            Feature {
-                on: false,
-                fixed: true
-            }
-        );
+        assert_eq!(f["large-receive-offload"], ON);
+        assert_eq!(f["tx-checksum-ipv4"], OFF_FIXED);
         assert!(!f["rx-gro-hw"].on);
         assert!(!f.contains_key("Features for eth0"));
         let c = offload_checks("eth0", Some("mlx5_core"), &f);
@@ -366,7 +360,7 @@ Combined:\t8
         assert_eq!(c.fix.as_deref(), Some("ethtool -L t0 rx 2"));
         assert_eq!(queue_check("t0", Some(&veth), None, 1).verdict, Verdict::Ok);
 
-        let nic = parse_channels(ETHTOOL_L_NIC).unwrap();
+        let nic = parse_channels(ETHTOOL_L_6_1).unwrap();
         assert_eq!(nic.rx_queues(), 8);
         assert_eq!(nic.max_combined, Some(63));
         let c = queue_check("eth0", Some(&nic), Some(true), 16);
@@ -414,56 +408,20 @@ Combined:\t8
             kernel_feature("highdma", true, false),
         ]);
         // One feature behind a legacy flag: the flag's name only.
-        assert_eq!(
-            f["large-receive-offload"],
-            Feature {
-                on: true,
-                fixed: false
-            }
-        );
+        assert_eq!(f["large-receive-offload"], ON);
         assert!(!f.contains_key("rx-lro"));
         // Several: the flag (on if any is) and each feature.
-        assert_eq!(
-            f["tx-checksumming"],
-            Feature {
-                on: true,
-                fixed: false
-            }
-        );
-        assert_eq!(
-            f["tx-checksum-ipv4"],
-            Feature {
-                on: false,
-                fixed: true
-            }
-        );
+        assert_eq!(f["tx-checksumming"], ON);
+        assert_eq!(f["tx-checksum-ipv4"], OFF_FIXED);
         assert!(f["tx-checksum-ip-generic"].on);
         // tcp-segmentation-offload covers one feature here, so only the flag's name appears.
         assert!(f["tcp-segmentation-offload"].on && !f.contains_key("tx-tcp6-segmentation"));
         // A flag that covers none is shown off; UFO is never shown.
-        assert_eq!(
-            f["receive-hashing"],
-            Feature {
-                on: false,
-                fixed: false
-            }
-        );
+        assert_eq!(f["receive-hashing"], OFF);
         assert!(!f.contains_key("udp-fragmentation-offload"));
         assert!(!f.contains_key("tx-udp-fragmentation"));
-        assert_eq!(
-            f["rx-gro-hw"],
-            Feature {
-                on: false,
-                fixed: true
-            }
-        );
-        assert_eq!(
-            f["highdma"],
-            Feature {
-                on: true,
-                fixed: true
-            }
-        );
+        assert_eq!(f["rx-gro-hw"], OFF_FIXED);
+        assert_eq!(f["highdma"], ON_FIXED);
         assert!(flag_matches("tx-checksum-", "tx-checksum-*"));
         assert!(!flag_matches("tx-tcp-segmentatio", "tx-tcp*-segmentation"));
         assert!(flag_matches("tx-tcp-segmentation", "tx-tcp*-segmentation"));
@@ -489,7 +447,7 @@ Combined:\t8
             combined: 8,
             ..Default::default()
         };
-        assert_eq!(Channels::from(nic), parse_channels(ETHTOOL_L_NIC).unwrap());
+        assert_eq!(Channels::from(nic), parse_channels(ETHTOOL_L_6_1).unwrap());
     }
 
     /// The kernel's answers, named as ethtool names them, against what ethtool prints, on

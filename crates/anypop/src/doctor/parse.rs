@@ -120,6 +120,20 @@ pub fn ethtool(args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
+/// ethtool 6.1 (netlink) `-l` on a NIC with 8 of 63 combined channels (shared with `nic.rs`).
+pub const ETHTOOL_L_6_1: &str = "Channel parameters for eth0:
+Pre-set maximums:
+RX:\t\tn/a
+TX:\t\tn/a
+Other:\t\t1
+Combined:\t63
+Current hardware settings:
+RX:\t\tn/a
+TX:\t\tn/a
+Other:\t\t1
+Combined:\t8
+";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,20 +151,6 @@ TX:\t\t0
 Other:\t\t1
 Combined:\t8
 
-";
-
-    /// ethtool 6.1 (netlink), the same NIC.
-    const ETHTOOL_L_6_1: &str = "Channel parameters for eth0:
-Pre-set maximums:
-RX:\t\tn/a
-TX:\t\tn/a
-Other:\t\t1
-Combined:\t63
-Current hardware settings:
-RX:\t\tn/a
-TX:\t\tn/a
-Other:\t\t1
-Combined:\t8
 ";
 
     #[test]
