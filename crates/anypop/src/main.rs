@@ -59,8 +59,8 @@ impl Command {
         match self {
             Command::Check(a) => a.node.as_deref(),
             Command::Doctor(a) => a.node.as_deref(),
-            Command::Run(a) => Some(&a.node),
-            Command::Apply(a) => Some(&a.node),
+            Command::Run(a) => Some(&a.at.node),
+            Command::Apply(a) => Some(&a.at.node),
             Command::Status(a) => Some(&a.node),
             Command::Down(a) => Some(&a.node),
             Command::Capture(a) => Some(&a.node),

@@ -16,13 +16,20 @@ use anypop::{compile::Names, config};
 /// Where the network file lives on a deployed node (the Debian package's place for it).
 pub const DEFAULT_CONFIG: &str = "/etc/anypop/network.toml";
 
-/// Reads and validates the network file, with a hint when the default one is missing.
-pub fn load_network(path: &Path) -> anyhow::Result<config::Network> {
+/// Fails with a hint when `path` is the default network file and there is none: the operator
+/// most likely forgot `--config`, which a bare "no such file" would not say.
+pub fn require_default_config(path: &Path) -> anyhow::Result<()> {
     if path.as_os_str() == DEFAULT_CONFIG && !path.exists() {
         anyhow::bail!(
             "no network file at {DEFAULT_CONFIG} (the default place); put it there or pass --config FILE"
         );
     }
+    Ok(())
+}
+
+/// Reads and validates the network file, with a hint when the default one is missing.
+pub fn load_network(path: &Path) -> anyhow::Result<config::Network> {
+    require_default_config(path)?;
     Ok(config::load(path)?)
 }
 

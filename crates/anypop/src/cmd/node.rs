@@ -2,10 +2,10 @@
 //! take it `down`.
 use std::{path::PathBuf, time::Duration};
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use anypop::{daemon, dataplane, sys::privileges};
 
-use super::{DEFAULT_CONFIG, compile_node, load_network, pop_names};
+use super::{DEFAULT_CONFIG, compile_node, load_network, pop_names, require_default_config};
 
 #[derive(clap::Args)]
 pub struct CheckArgs {
@@ -35,8 +35,10 @@ pub fn cmd_check(a: CheckArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The node a daemon command acts on: the network file, the node's name in it, and where its
+/// pins live (`apply` finds the daemon's control socket by the last two).
 #[derive(clap::Args)]
-pub struct RunArgs {
+pub struct NodeArgs {
     /// The network file (the same on every node).
     #[arg(long, short, default_value = DEFAULT_CONFIG)]
     pub config: PathBuf,
@@ -46,6 +48,12 @@ pub struct RunArgs {
     /// Where pins live (one directory per node below it).
     #[arg(long, default_value_os_t = dataplane::pin_root())]
     pub pin_root: PathBuf,
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub at: NodeArgs,
     /// Seconds between counter summaries.
     #[arg(long, default_value_t = 5)]
     pub interval: u64,
@@ -78,9 +86,8 @@ pub fn cmd_run(a: RunArgs) -> anyhow::Result<()> {
             )
         })?),
     };
-    if a.config.as_os_str() == DEFAULT_CONFIG && !a.config.exists() {
-        load_network(&a.config)?;
-    }
+    // Said before the privilege check: a missing default file is the likelier mistake.
+    require_default_config(&a.at.config)?;
     privileges::require(
         privileges::DAEMON,
         "anypop run loads eBPF programs and attaches XDP",
@@ -89,12 +96,12 @@ pub fn cmd_run(a: RunArgs) -> anyhow::Result<()> {
     // SIGHUP: re-read the network file and apply it live.
     let reload = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, std::sync::Arc::clone(&reload))
-        .map_err(|e| anyhow::anyhow!("installing signal handler: {e}"))?;
+        .context("installing signal handler")?;
     daemon::run::run(
         daemon::run::RunOptions {
-            config: a.config,
-            node: a.node,
-            pin_root: a.pin_root,
+            config: a.at.config,
+            node: a.at.node,
+            pin_root: a.at.pin_root,
             interval: Duration::from_secs(a.interval.max(1)),
             leave_running: !a.detach,
             duration: a.duration.map(Duration::from_secs),
@@ -108,13 +115,8 @@ pub fn cmd_run(a: RunArgs) -> anyhow::Result<()> {
 
 #[derive(clap::Args)]
 pub struct ApplyArgs {
-    /// The network file (the same on every node).
-    #[arg(long, short, default_value = DEFAULT_CONFIG)]
-    pub config: PathBuf,
-    #[arg(long)]
-    pub node: String,
-    #[arg(long, default_value_os_t = dataplane::pin_root())]
-    pub pin_root: PathBuf,
+    #[command(flatten)]
+    pub at: NodeArgs,
     /// Apply what can be applied live even when some changes (interfaces, table sizes,
     /// xdp_mode) take a restart of the daemon; without it such a file is refused whole.
     #[arg(long)]
@@ -124,13 +126,13 @@ pub struct ApplyArgs {
 /// Validates the file here first (a bad file never reaches the daemon), then hands it to the
 /// node's daemon over its control socket and prints the answer.
 pub fn cmd_apply(a: ApplyArgs) -> anyhow::Result<()> {
-    let net = load_network(&a.config)?;
-    compile_node(&net, &a.node)?;
-    let abs = std::fs::canonicalize(&a.config)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", a.config.display()))?;
+    let net = load_network(&a.at.config)?;
+    compile_node(&net, &a.at.node)?;
+    let abs =
+        std::fs::canonicalize(&a.at.config).with_context(|| a.at.config.display().to_string())?;
     let answer = daemon::control::ask(
-        &anypop::sys::rundir::socket_path(&dataplane::node_pin_dir(&a.pin_root, &a.node)),
-        &a.node,
+        &anypop::sys::rundir::socket_path(&dataplane::node_pin_dir(&a.at.pin_root, &a.at.node)),
+        &a.at.node,
         &daemon::control::Request::Apply {
             config: abs,
             allow_restart_needed: a.allow_restart_needed,

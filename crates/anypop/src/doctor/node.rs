@@ -371,13 +371,7 @@ mod tests {
         use crate::doctor::parse::ip_route_get;
         use crate::sys::testns::{in_private_netns, sh};
         in_private_netns(|| {
-            sh(&[
-                "ip", "link", "add", "r0", "type", "veth", "peer", "name", "r1",
-            ]);
-            sh(&["ip", "link", "set", "r0", "up"]);
-            sh(&["ip", "link", "set", "r1", "up"]);
-            sh(&["ip", "addr", "add", "10.0.0.2/24", "dev", "r0"]);
-            sh(&["ip", "route", "add", "198.51.100.0/24", "via", "10.0.0.1"]);
+            crate::sys::route::veth_with_gateway();
             for kind in ["unreachable", "blackhole", "prohibit", "throw"] {
                 let n = ["unreachable", "blackhole", "prohibit", "throw"]
                     .iter()

@@ -50,24 +50,19 @@ impl Netns {
         Ok(ns)
     }
 
+    /// The namespace's file, what `setns` enters.
+    fn open(&self) -> anyhow::Result<File> {
+        let path = format!("/run/netns/{}", self.name);
+        File::open(&path).with_context(|| format!("opening {path}"))
+    }
+
     /// Runs `f` on a thread that has entered this namespace, and returns its result.
     pub fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> anyhow::Result<T> {
-        let path = format!("/run/netns/{}", self.name);
-        let file = File::open(&path).with_context(|| format!("opening {path}"))?;
-        let h = std::thread::spawn(move || {
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            if rc != 0 {
-                return Err(anyhow::anyhow!(
-                    "setns: {}",
-                    std::io::Error::last_os_error()
-                ));
-            }
-            Ok(f())
-        });
-        h.join()
+        self.spawn(f)?
+            .join()
             .map_err(|_| anyhow::anyhow!("thread in namespace panicked"))?
     }
 
@@ -76,15 +71,11 @@ impl Netns {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<T>>> {
-        let path = format!("/run/netns/{}", self.name);
-        let file = File::open(&path).with_context(|| format!("opening {path}"))?;
+        let file = self.open()?;
         Ok(std::thread::spawn(move || {
             let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
             if rc != 0 {
-                return Err(anyhow::anyhow!(
-                    "setns: {}",
-                    std::io::Error::last_os_error()
-                ));
+                return Err(std::io::Error::last_os_error()).context("setns");
             }
             Ok(f())
         }))
@@ -96,8 +87,7 @@ impl Netns {
     /// spawned it dies.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> anyhow::Result<Command> {
         use std::os::unix::process::CommandExt;
-        let path = format!("/run/netns/{}", self.name);
-        let file = File::open(&path).with_context(|| format!("opening {path}"))?;
+        let file = self.open()?;
         let mut cmd = Command::new(program);
         // SAFETY: setns is async-signal-safe; the closure touches nothing but the fd it owns.
         unsafe {

@@ -233,8 +233,10 @@ pub fn features(ifname: &str) -> Result<Vec<Feature>, EthtoolError> {
 }
 
 /// The most channels (queues) of each kind the device can have, and how many it has now (0: none
-/// of that kind).
+/// of that kind). The fields are those of `struct ethtool_channels` after its command, in its
+/// order, so the kernel fills this struct itself.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
 pub struct Channels {
     pub max_rx: u32,
     pub max_tx: u32,
@@ -246,12 +248,12 @@ pub struct Channels {
     pub combined: u32,
 }
 
-/// `struct ethtool_channels`: the command, then [`Channels`]' counts in that order.
+/// `struct ethtool_channels`: the command, then the counts.
 #[repr(C)]
 #[allow(dead_code)]
 struct RawChannels {
     cmd: u32,
-    counts: [u32; 8],
+    counts: Channels,
 }
 
 /// The channel counts (ETHTOOL_GCHANNELS; `ethtool -l`). Drivers without channels refuse with
@@ -259,29 +261,10 @@ struct RawChannels {
 pub fn channels(ifname: &str) -> Result<Channels, EthtoolError> {
     let mut raw = RawChannels {
         cmd: ETHTOOL_GCHANNELS,
-        counts: [0; 8],
+        counts: Channels::default(),
     };
     unsafe { ioctl(ifname, "ETHTOOL_GCHANNELS", (&raw mut raw).cast())? };
-    let [
-        max_rx,
-        max_tx,
-        max_other,
-        max_combined,
-        rx,
-        tx,
-        other,
-        combined,
-    ] = raw.counts;
-    Ok(Channels {
-        max_rx,
-        max_tx,
-        max_other,
-        max_combined,
-        rx,
-        tx,
-        other,
-        combined,
-    })
+    Ok(raw.counts)
 }
 
 /// `struct ethtool_rxnfc` (192 bytes on 64-bit kernels), with room to spare; only `data` is read.

@@ -173,21 +173,28 @@ fn name_of(index: u32) -> Result<String, RouteError> {
     Ok(name.to_string_lossy().into_owned())
 }
 
+/// For route tests here and in doctor, in a namespace the test made: a veth pair `r0`/`r1`, up,
+/// with 10.0.0.2/24 on `r0` and 198.51.100.0/24 routed through the gateway 10.0.0.1.
+#[cfg(test)]
+pub(crate) fn veth_with_gateway() {
+    use crate::sys::testns::sh;
+    sh(&[
+        "ip", "link", "add", "r0", "type", "veth", "peer", "name", "r1",
+    ]);
+    sh(&["ip", "link", "set", "r0", "up"]);
+    sh(&["ip", "link", "set", "r1", "up"]);
+    sh(&["ip", "addr", "add", "10.0.0.2/24", "dev", "r0"]);
+    sh(&["ip", "route", "add", "198.51.100.0/24", "via", "10.0.0.1"]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sys::testns::{in_private_netns, sh};
 
-    /// A veth pair with an address, a gateway route and a route that drops, in a private
-    /// namespace.
+    /// [`veth_with_gateway`] and two routes that drop.
     fn lab() {
-        sh(&[
-            "ip", "link", "add", "r0", "type", "veth", "peer", "name", "r1",
-        ]);
-        sh(&["ip", "link", "set", "r0", "up"]);
-        sh(&["ip", "link", "set", "r1", "up"]);
-        sh(&["ip", "addr", "add", "10.0.0.2/24", "dev", "r0"]);
-        sh(&["ip", "route", "add", "198.51.100.0/24", "via", "10.0.0.1"]);
+        veth_with_gateway();
         sh(&["ip", "route", "add", "unreachable", "10.9.9.9"]);
         sh(&["ip", "route", "add", "blackhole", "10.9.9.10"]);
     }
