@@ -1,13 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: set-up (idempotent), formatting, lints, host unit tests and the
 # kernel-backed tests (real eBPF programs via BPF_PROG_TEST_RUN, in private network namespaces).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-if [[ $(id -u) -ne 0 ]]; then
-    exec sudo -E "$0" "$@"
-fi
-bash scripts/setup.sh
-export PATH="$HOME/.cargo/bin:$PATH"
+source "$(dirname "$0")/lib.sh"
 
 echo "== format"
 cargo fmt --all -- --check
