@@ -40,25 +40,9 @@ impl BackendPlane {
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
             .load(BACKEND_OBJ)
-            .map_err(|e| DataplaneError::Load(format!("{e:#}")))?;
-        {
-            let p: &mut Xdp = ebpf
-                .program_mut("decap")
-                .ok_or_else(|| DataplaneError::Load("program `decap` missing".into()))?
-                .try_into()
-                .map_err(|e| DataplaneError::Load(format!("{e}")))?;
-            p.load()
-                .map_err(|e| DataplaneError::Verifier(format!("{e:#}")))?;
-        }
-        {
-            let p: &mut SchedClassifier = ebpf
-                .program_mut("dsr")
-                .ok_or_else(|| DataplaneError::Load("program `dsr` missing".into()))?
-                .try_into()
-                .map_err(|e| DataplaneError::Load(format!("{e}")))?;
-            p.load()
-                .map_err(|e| DataplaneError::Verifier(format!("{e:#}")))?;
-        }
+            .map_err(DataplaneError::Load)?;
+        super::load_program::<Xdp>(&mut ebpf, "decap")?;
+        super::load_program::<SchedClassifier>(&mut ebpf, "dsr")?;
         Ok(BackendPlane {
             ebpf,
             pin_dir: pin_dir.to_owned(),

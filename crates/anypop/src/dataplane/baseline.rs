@@ -7,7 +7,8 @@ use aya::{
 
 use super::DataplaneError;
 
-static BASELINE_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baseline"));
+pub(crate) static BASELINE_OBJ: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baseline"));
 
 /// The loaded baseline object with all three programs loaded into the kernel.
 pub struct Baseline {
@@ -19,25 +20,10 @@ impl Baseline {
         if BASELINE_OBJ.is_empty() {
             return Err(DataplaneError::NotBuilt);
         }
-        let mut ebpf =
-            Ebpf::load(BASELINE_OBJ).map_err(|e| DataplaneError::Load(format!("{e:#}")))?;
-        {
-            let p: &mut aya::programs::SchedClassifier = ebpf
-                .program_mut("base_tc")
-                .ok_or_else(|| DataplaneError::Load("base_tc missing".into()))?
-                .try_into()
-                .map_err(|e| DataplaneError::Load(format!("{e}")))?;
-            p.load()
-                .map_err(|e| DataplaneError::Verifier(format!("{e:#}")))?;
-        }
+        let mut ebpf = Ebpf::load(BASELINE_OBJ).map_err(DataplaneError::Load)?;
+        super::load_program::<aya::programs::SchedClassifier>(&mut ebpf, "base_tc")?;
         for name in ["base_pass", "base_drop", "base_drop_read", "base_tx"] {
-            let p: &mut Xdp = ebpf
-                .program_mut(name)
-                .ok_or_else(|| DataplaneError::Load(format!("{name} missing")))?
-                .try_into()
-                .map_err(|e| DataplaneError::Load(format!("{e}")))?;
-            p.load()
-                .map_err(|e| DataplaneError::Verifier(format!("{e:#}")))?;
+            super::load_program::<Xdp>(&mut ebpf, name)?;
         }
         Ok(Baseline { ebpf })
     }

@@ -126,16 +126,8 @@ impl Edge {
             .map_max_entries("FLOWS", sizes.flow_entries.max(1024))
             .map_max_entries("FLOW_CACHE", FLOW_CACHE_BUCKETS * possible_cpus()?)
             .map_max_entries("BUCKETS", sizes.bucket_entries.max(1024));
-        let mut ebpf = loader
-            .load(EDGE_OBJ)
-            .map_err(|e| DataplaneError::Load(format!("{e:#}")))?;
-        let prog: &mut Xdp = ebpf
-            .program_mut("edge")
-            .ok_or_else(|| DataplaneError::Load("program `edge` missing from object".into()))?
-            .try_into()
-            .map_err(|e| DataplaneError::Load(format!("{e}")))?;
-        prog.load()
-            .map_err(|e| DataplaneError::Verifier(verifier_text(&e)))?;
+        let mut ebpf = loader.load(EDGE_OBJ).map_err(DataplaneError::Load)?;
+        super::load_program::<Xdp>(&mut ebpf, "edge")?;
         Ok(Edge {
             ebpf,
             pin_dir: pin_dir.to_owned(),
@@ -424,20 +416,6 @@ impl Edge {
 
 // How an attachment ended up is the links' business; its name stays reachable here.
 pub use super::links::AttachMode;
-
-/// The verifier's log is the only useful part of a load failure; keep its tail.
-fn verifier_text(e: &aya::programs::ProgramError) -> String {
-    let s = format!("{e:#}");
-    if let aya::programs::ProgramError::LoadError { verifier_log, .. } = e {
-        let log = verifier_log.to_string();
-        let tail: Vec<&str> = log.lines().rev().take(40).collect();
-        return format!(
-            "{s}\n{}",
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        );
-    }
-    s
-}
 
 /// Turns on the kernel's per-program run-time statistics while the returned descriptor lives:
 /// what a program costs per packet is invisible to `top`. Statistics cost a little on every run,

@@ -27,13 +27,36 @@ pub enum DataplaneError {
         source: std::io::Error,
     },
     #[error(
-        "loading the eBPF object failed: {0}\nanypop needs root (or CAP_BPF + CAP_NET_ADMIN) and a kernel with BTF (5.17 or newer: the edge uses bpf_loop)"
+        "loading the eBPF object failed (anypop needs root, or CAP_BPF + CAP_NET_ADMIN, and a kernel with BTF, 5.17 or newer: the edge uses bpf_loop)"
     )]
-    Load(String),
+    Load(#[source] aya::EbpfError),
     #[error(
-        "the kernel's verifier rejected the program (this is a bug in anypop; please report it with this log):\n{0}"
+        "program `{program}` is missing from the eBPF object built into anypop; rebuild anypop (`cargo build`)"
     )]
-    Verifier(String),
+    ProgramMissing { program: String },
+    #[error("program `{program}` in the eBPF object is not of the kind anypop attaches")]
+    ProgramKind {
+        program: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    /// The verifier's log is what a bug report needs: it says which instruction it refused and
+    /// why, so it is kept whole and shown last, after the program's name.
+    #[error(
+        "the kernel's verifier rejected the program `{program}` (this is a bug in anypop; please report it with this log):\n{log}\nBPF_PROG_LOAD failed"
+    )]
+    Verifier {
+        program: String,
+        log: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("loading the program `{program}` into the kernel failed")]
+    ProgramLoad {
+        program: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
     #[error("map {map} is missing from the loaded program")]
     MapMissing { map: String },
     #[error("map {map} is not {expected}")]
@@ -104,6 +127,59 @@ pub enum DataplaneError {
     Image(#[from] crate::compile::ImageError),
 }
 
+/// A program kind anypop loads by name ([`load_program`]): aya gives each its own `load`.
+pub(crate) trait Loadable {
+    fn load_into_kernel(&mut self) -> Result<(), aya::programs::ProgramError>;
+}
+
+impl Loadable for aya::programs::Xdp {
+    fn load_into_kernel(&mut self) -> Result<(), aya::programs::ProgramError> {
+        self.load()
+    }
+}
+
+impl Loadable for aya::programs::SchedClassifier {
+    fn load_into_kernel(&mut self) -> Result<(), aya::programs::ProgramError> {
+        self.load()
+    }
+}
+
+/// Loads the program `program` of `ebpf`, a `T`, into the kernel: a program the object lacks, of
+/// another kind, or refused by the verifier each fails with its own variant, the verifier's log
+/// kept for the operator.
+pub(crate) fn load_program<T: Loadable>(
+    ebpf: &mut aya::Ebpf,
+    program: &str,
+) -> Result<(), DataplaneError>
+where
+    for<'a> &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let p: &mut T = ebpf
+        .program_mut(program)
+        .ok_or_else(|| DataplaneError::ProgramMissing {
+            program: program.to_owned(),
+        })?
+        .try_into()
+        .map_err(|source| DataplaneError::ProgramKind {
+            program: program.to_owned(),
+            source,
+        })?;
+    p.load_into_kernel().map_err(|e| match e {
+        aya::programs::ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => DataplaneError::Verifier {
+            program: program.to_owned(),
+            log: verifier_log.to_string(),
+            source: io_error,
+        },
+        source => DataplaneError::ProgramLoad {
+            program: program.to_owned(),
+            source,
+        },
+    })
+}
+
 /// Root of all of anypop's pins: one directory per node, with the layout version in the path so a
 /// daemon of an incompatible layout never touches these maps.
 pub fn pin_root() -> PathBuf {
@@ -118,6 +194,22 @@ pub fn node_pin_dir(root: &Path, node: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A program is found by name and loaded as the kind asked for; anything else is its own
+    /// error, naming the program (loads real programs: needs root).
+    #[test]
+    fn programs_load_by_name_and_kind() {
+        let mut ebpf = aya::Ebpf::load(baseline::BASELINE_OBJ).unwrap();
+        let e = load_program::<aya::programs::Xdp>(&mut ebpf, "nosuch").unwrap_err();
+        assert!(
+            matches!(&e, DataplaneError::ProgramMissing { program } if program == "nosuch"),
+            "{e:?}"
+        );
+        let e = load_program::<aya::programs::Xdp>(&mut ebpf, "base_tc").unwrap_err();
+        assert!(matches!(e, DataplaneError::ProgramKind { .. }), "{e:?}");
+        load_program::<aya::programs::Xdp>(&mut ebpf, "base_pass").unwrap();
+        load_program::<aya::programs::SchedClassifier>(&mut ebpf, "base_tc").unwrap();
+    }
 
     #[test]
     fn map_errors_keep_the_map_the_call_and_the_errno() {

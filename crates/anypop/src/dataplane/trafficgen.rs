@@ -192,15 +192,8 @@ impl TrafficGen {
         if TRAFFICGEN_OBJ.is_empty() {
             return Err(DataplaneError::NotBuilt);
         }
-        let mut ebpf =
-            Ebpf::load(TRAFFICGEN_OBJ).map_err(|e| DataplaneError::Load(format!("{e:#}")))?;
-        let p: &mut Xdp = ebpf
-            .program_mut("trafficgen")
-            .ok_or_else(|| DataplaneError::Load("trafficgen missing".into()))?
-            .try_into()
-            .map_err(|e| DataplaneError::Load(format!("{e}")))?;
-        p.load()
-            .map_err(|e| DataplaneError::Verifier(format!("{e:#}")))?;
+        let mut ebpf = Ebpf::load(TRAFFICGEN_OBJ).map_err(DataplaneError::Load)?;
+        super::load_program::<Xdp>(&mut ebpf, "trafficgen")?;
         Ok(TrafficGen {
             ebpf,
             cfg: GenConfig::default(),

@@ -1,7 +1,7 @@
 //! The kernel group: version, BTF, bpffs, privileges, whether anypop's programs load, the JIT.
 use std::path::Path;
 
-use super::{Check, Group, MIN_KERNEL, Verdict, one_line};
+use super::{Check, Group, MIN_KERNEL, Verdict, error_chain, one_line};
 use crate::{
     dataplane::{DataplaneError, baseline::Baseline},
     sys,
@@ -153,7 +153,7 @@ fn load_failure_check(e: &DataplaneError, privileged: bool) -> Check {
             "rebuild anypop with its eBPF programs: bash scripts/setup.sh && cargo build --release"
         }
         _ if !privileged => "run as root (see the privilege check above)",
-        DataplaneError::Verifier(_) => {
+        DataplaneError::Verifier { .. } => {
             "the verifier of this kernel rejects anypop's programs: use a 6.x kernel, or report it with this output"
         }
         _ => {
@@ -163,7 +163,7 @@ fn load_failure_check(e: &DataplaneError, privileged: bool) -> Check {
     Check::fail(
         format!(
             "BPF programs do not load: {}",
-            one_line(&e.to_string(), 240)
+            one_line(&error_chain(e), 240)
         ),
         fix,
     )
@@ -230,6 +230,43 @@ mod tests {
         assert!(c.fix.unwrap().contains("run as root"));
         // Root in a container stripped of its capabilities is not enough either.
         assert_eq!(privilege_check(0, Some(0)).verdict, Verdict::Fail);
+    }
+
+    /// The fix follows what failed, read from the error's kind: a verifier refusal is not a
+    /// privilege problem, and the cause (the errno, the verifier's words) stays on the line.
+    #[test]
+    fn load_failures_name_their_cause_and_fix() {
+        let refused = DataplaneError::Verifier {
+            program: "edge".into(),
+            log: "0: (b7) r0 = 0\nR1 invalid mem access 'scalar'".into(),
+            source: std::io::Error::from_raw_os_error(libc::EACCES),
+        };
+        let c = load_failure_check(&refused, true);
+        assert_eq!(c.verdict, Verdict::Fail);
+        assert!(c.what.contains("program `edge`"), "{}", c.what);
+        assert!(c.what.contains("R1 invalid mem access"), "{}", c.what);
+        assert!(
+            c.what.ends_with("Permission denied (os error 13)"),
+            "{}",
+            c.what
+        );
+        assert!(c.fix.unwrap().contains("verifier of this kernel"));
+        // Unprivileged, the same refusal is first a privilege problem.
+        assert!(
+            load_failure_check(&refused, false)
+                .fix
+                .unwrap()
+                .starts_with("run as root")
+        );
+        let missing = DataplaneError::ProgramMissing {
+            program: "dsr".into(),
+        };
+        assert!(
+            load_failure_check(&missing, true)
+                .fix
+                .unwrap()
+                .starts_with("fix the FAIL lines above")
+        );
     }
 
     #[test]
