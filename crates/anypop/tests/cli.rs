@@ -594,10 +594,7 @@ fn a_restarted_daemon_adopts_the_running_data_plane_and_detach_removes_it() {
         let second = run(&["--detach"]);
         let t = text(&second);
         assert!(second.status.success(), "{t}");
-        assert!(
-            t.contains("interface t0: adopted the running data plane"),
-            "{t}"
-        );
+        assert!(t.contains("adopted the running edge program on t0"), "{t}");
         assert!(t.contains("detaching XDP"), "{t}");
         assert_eq!(prog_id(), None, "--detach removed the program (was {old})");
         assert!(

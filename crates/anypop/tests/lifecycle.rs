@@ -99,7 +99,7 @@ fn a_pop_daemon_killed_after_a_first_start_leaves_the_edge_filtering_and_a_new_o
         d2.wait_for("ready: node pop-1", READY_WITHIN);
         let log = d2.log();
         assert!(
-            log.contains("interface t0: adopted the running data plane"),
+            log.contains("adopted the running edge program on t0"),
             "{log}"
         );
         let (exit, log) = d2.stop();

@@ -16,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{anyhow, bail};
+use anyhow::{Context, anyhow, bail};
 use serde::{Deserialize, Serialize};
 
 /// Longest request line accepted (a path and a few flags).
@@ -68,9 +68,9 @@ impl ControlServer {
     pub fn bind(path: &Path) -> anyhow::Result<ControlServer> {
         let _ = std::fs::remove_file(path);
         let listener = UnixListener::bind(path)
-            .map_err(|e| anyhow!("creating the control socket {}: {e}", path.display()))?;
+            .with_context(|| format!("creating the control socket {}", path.display()))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+            .with_context(|| path.display().to_string())?;
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("control".into())
@@ -83,7 +83,7 @@ impl ControlServer {
                         .spawn(move || serve_one(conn, &tx));
                 }
             })
-            .map_err(|e| anyhow!("starting the control thread: {e}"))?;
+            .context("starting the control thread")?;
         Ok(ControlServer { requests: rx })
     }
 
@@ -130,8 +130,8 @@ fn read_request(conn: &UnixStream) -> anyhow::Result<Request> {
     let mut line = String::new();
     BufReader::new(conn.take(MAX_REQUEST))
         .read_line(&mut line)
-        .map_err(|e| anyhow!("reading the request: {e}"))?;
-    serde_json::from_str(line.trim()).map_err(|e| anyhow!("not a request anypop understands: {e}"))
+        .context("reading the request")?;
+    serde_json::from_str(line.trim()).context("not a request anypop understands")
 }
 
 /// The user id of the process at the other end of `conn` (SO_PEERCRED).
@@ -171,10 +171,10 @@ pub fn ask(
             "{}: permission denied; run anypop apply as root",
             path.display()
         ),
-        _ => anyhow!(
-            "connecting to the daemon of node {node} ({}): {e}",
+        _ => anyhow::Error::new(e).context(format!(
+            "connecting to the daemon of node {node} ({})",
             path.display()
-        ),
+        )),
     })?;
     conn.set_read_timeout(Some(timeout))?;
     conn.set_write_timeout(Some(Duration::from_secs(5)))?;
@@ -195,7 +195,8 @@ pub fn ask(
             if closed(&e) {
                 gone()
             } else {
-                anyhow!("sending the request to the daemon of node {node}: {e}")
+                anyhow::Error::new(e)
+                    .context(format!("sending the request to the daemon of node {node}"))
             }
         })?;
     let mut answer = String::new();
@@ -215,6 +216,6 @@ pub fn ask(
                 timeout.as_secs()
             )
         }
-        Err(e) => bail!("reading the daemon's answer: {e}"),
+        Err(e) => Err(e).context("reading the daemon's answer"),
     }
 }

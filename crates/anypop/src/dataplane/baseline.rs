@@ -54,11 +54,9 @@ impl Baseline {
             .expect("baseline program")
             .try_into()
             .expect("xdp");
-        p.attach(ifname, XdpMode::Driver)
-            .map_err(|e| DataplaneError::Attach {
-                ifname: ifname.to_owned(),
-                detail: format!("{e}"),
-            })?;
+        p.attach(ifname, XdpMode::Driver).map_err(|e| {
+            super::links::attach_error(ifname, "attaching XDP in native mode failed", e)
+        })?;
         Ok(())
     }
 }

@@ -34,12 +34,22 @@ impl std::fmt::Display for AttachMode {
     }
 }
 
-/// `detail` as the attach error of `ifname`.
-fn attach_error(ifname: &str, detail: String) -> DataplaneError {
-    DataplaneError::Attach {
+/// The step `what` of attaching to `ifname` failed with `source`.
+pub(super) fn attach_error(
+    ifname: &str,
+    what: impl Into<String>,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> DataplaneError {
+    DataplaneError::AttachStep {
         ifname: ifname.to_owned(),
-        detail,
+        what: what.into(),
+        source: Box::new(source),
     }
+}
+
+/// Logs the adoption of a running program; the lab and the tests wait for this line.
+fn log_adopted(program: &str, ifname: &str) {
+    tracing::info!("adopted the running {program} program on {ifname} (replaced in place)");
 }
 
 /// An attachment aya made, taken out of its keeping (which would detach it on drop) as a plain
@@ -51,7 +61,8 @@ where
     FdLink::try_from(link).map_err(|e| {
         attach_error(
             ifname,
-            format!("this kernel attached without a bpf_link ({e}); it cannot be left running"),
+            "this kernel attached without a bpf_link, so it cannot be left running",
+            e,
         )
     })
 }
@@ -81,37 +92,41 @@ pub fn attach_xdp(
         let link = XdpLink::try_from(fd).map_err(|e| {
             attach_error(
                 ifname,
-                format!(
-                    "the pinned attachment {} is not an XDP link: {e}",
-                    pin.display()
-                ),
+                format!("the pinned attachment {} is not an XDP link", pin.display()),
+                e,
             )
         })?;
         let id = prog.attach_to_link(link).map_err(|e| {
             attach_error(
                 ifname,
-                format!("replacing the running {name} (bpf_link_update): {e}"),
+                format!("replacing the running {name} (bpf_link_update)"),
+                e,
             )
         })?;
         let fd = into_fd_link(ifname, prog.take_link(id).map_err(take_failed)?)?;
-        tracing::info!(
-            "interface {ifname}: adopted the running {} (program replaced in place)",
-            running(name)
-        );
+        log_adopted(name, ifname);
         return Ok((xdp_mode(ifname).unwrap_or(AttachMode::Native), fd));
     }
     let (id, mode) = match prog.attach(ifname, XdpMode::Driver) {
         Ok(id) => (id, AttachMode::Native),
         Err(native) if allow_generic => {
-            let id = prog
-                .attach(ifname, XdpMode::Skb)
-                .map_err(|e| attach_error(ifname, format!("native: {native}; generic: {e}")))?;
+            let id = prog.attach(ifname, XdpMode::Skb).map_err(|e| {
+                attach_error(
+                    ifname,
+                    format!(
+                        // The native failure's whole chain: the source is the generic one.
+                        "attaching XDP failed in native mode ({:#}) and in generic mode",
+                        anyhow::Error::from(native)
+                    ),
+                    e,
+                )
+            })?;
             (id, AttachMode::Generic)
         }
         Err(native) => {
             return Err(DataplaneError::NoNativeXdp {
                 ifname: ifname.to_owned(),
-                detail: format!("{native}"),
+                source: native,
             });
         }
     };
@@ -128,27 +143,28 @@ pub fn attach_tc(
 ) -> Result<FdLink, DataplaneError> {
     let ifindex = ifindex_of(ifname)?;
     if let Some(fd) = adoptable(pin, name, ifname, ifindex)? {
-        let link =
-            SchedClassifierLink::try_from(fd).map_err(|e| attach_error(ifname, format!("{e}")))?;
-        let id = prog
-            .attach_to_link(link)
-            .map_err(|e| attach_error(ifname, format!("bpf_link_update ({name}): {e}")))?;
-        tracing::info!(
-            "interface {ifname}: adopted the running {} (program replaced in place)",
-            running(name)
-        );
+        let link = SchedClassifierLink::try_from(fd).map_err(|e| {
+            attach_error(
+                ifname,
+                format!("the pinned attachment {} is not a TCX link", pin.display()),
+                e,
+            )
+        })?;
+        let id = prog.attach_to_link(link).map_err(|e| {
+            attach_error(
+                ifname,
+                format!("replacing the running {name} (bpf_link_update)"),
+                e,
+            )
+        })?;
+        log_adopted(name, ifname);
         return into_fd_link(ifname, prog.take_link(id).map_err(take_failed)?);
     }
     let id = prog
         .attach(ifname, TcAttachType::Egress)
-        .map_err(|e| attach_error(ifname, format!("TC egress: {e}")))?;
+        .map_err(|e| attach_error(ifname, "attaching to TC egress (TCX) failed", e))?;
     let fd = into_fd_link(ifname, prog.take_link(id).map_err(take_failed)?)?;
     self::pin(fd, pin)
-}
-
-/// How the log names a running program that was adopted (the edge is "the data plane" of a POP).
-fn running(name: &str) -> &str {
-    if name == "edge" { "data plane" } else { name }
 }
 
 /// Where the attachment of `kind` ("xdp" or "tc") on `ifname` is pinned.
@@ -173,13 +189,16 @@ pub fn adoptable(
     if !path.exists() {
         return Ok(None);
     }
-    let attached_to = pinned_link_ifindex(path).map_err(|e| DataplaneError::Attach {
-        ifname: ifname.to_owned(),
-        detail: format!(
-            "cannot read the pinned attachment {}: {e}; if it is stale, remove it (rm {})",
-            path.display(),
-            path.display()
-        ),
+    let attached_to = pinned_link_ifindex(path).map_err(|e| {
+        attach_error(
+            ifname,
+            format!(
+                "cannot read the pinned attachment {} (if it is stale, remove it: rm {})",
+                path.display(),
+                path.display()
+            ),
+            e,
+        )
     })?;
     if attached_to != ifindex {
         let why = if attached_to == 0 {
@@ -193,18 +212,24 @@ pub fn adoptable(
             "the pinned attachment {} is defunct: {why}; replacing it with a new one (pinned maps, flows and rate-limit state are kept)",
             path.display()
         );
-        std::fs::remove_file(path).map_err(|e| DataplaneError::Attach {
-            ifname: ifname.to_owned(),
-            detail: format!("removing the defunct pin {}: {e}", path.display()),
+        std::fs::remove_file(path).map_err(|e| {
+            attach_error(
+                ifname,
+                format!("removing the defunct pin {}", path.display()),
+                e,
+            )
         })?;
         return Ok(None);
     }
-    let pinned = PinnedLink::from_pin(path).map_err(|e| DataplaneError::Attach {
-        ifname: ifname.to_owned(),
-        detail: format!(
-            "cannot open the pinned attachment: {e}; if it is stale, remove it (rm {})",
-            path.display()
-        ),
+    let pinned = PinnedLink::from_pin(path).map_err(|e| {
+        attach_error(
+            ifname,
+            format!(
+                "cannot open the pinned attachment (if it is stale, remove it: rm {})",
+                path.display()
+            ),
+            e,
+        )
     })?;
     let link: FdLink = pinned.into();
     let prog_id = link

@@ -108,13 +108,26 @@ pub enum DataplaneError {
         source: std::io::Error,
     },
     #[error(
-        "interface {ifname}: the driver cannot run XDP natively ({detail}).\nFix: use a NIC/driver with native XDP, or set xdp_mode = \"auto\" for this node to fall back to generic mode (much slower)"
+        "interface {ifname}: the driver cannot run XDP natively (fix: use a NIC/driver with native XDP, or set xdp_mode = \"auto\" for this node to fall back to generic mode, much slower)"
     )]
-    NoNativeXdp { ifname: String, detail: String },
+    NoNativeXdp {
+        ifname: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
     #[error(
         "interface {ifname}: attaching XDP failed ({detail}); check that the interface exists (`ip link`) and has no other XDP program"
     )]
     Attach { ifname: String, detail: String },
+    /// A step of attaching or adopting that failed on a kernel call: `what` says the step (and
+    /// what to do), the source keeps the call and its errno.
+    #[error("interface {ifname}: {what}")]
+    AttachStep {
+        ifname: String,
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("test run failed")]
     TestRun(#[source] aya::programs::ProgramError),
     #[error("test run failed: BPF_PROG_TEST_RUN on fd {fd}")]

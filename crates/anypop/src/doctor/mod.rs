@@ -51,7 +51,7 @@ pub use report::{Check, Group, Report, Verdict};
 
 use std::path::PathBuf;
 
-use anyhow::{anyhow, bail};
+use anyhow::bail;
 
 use crate::config::{self, Network, Node};
 use interface::{IfaceContext, NodeFacts, interface_checks};
@@ -81,8 +81,8 @@ pub struct Options {
 pub fn run(opts: &Options) -> anyhow::Result<Report> {
     let node: Option<(Network, Node)> = match (&opts.config, &opts.node) {
         (Some(path), Some(name)) => {
-            let net = config::load(path).map_err(|e| anyhow!("{e}"))?;
-            let node = net.node(name).map_err(|e| anyhow!("{e}"))?.clone();
+            let net = config::load(path)?;
+            let node = net.node(name)?.clone();
             Some((net, node))
         }
         (None, None) => None,

@@ -343,7 +343,7 @@ pub fn tcp_upload(
         let line = writer
             .join()
             .map_err(|_| anyhow::anyhow!("writer thread panicked"))?
-            .map_err(|e| anyhow::anyhow!("upload of {bytes} bytes stalled: {e}"))?;
+            .with_context(|| format!("upload of {bytes} bytes stalled"))?;
         read.map_err(|e| {
             anyhow::anyhow!(
                 "echo of a {bytes}-byte upload stalled after {} bytes: {e}",

@@ -3,7 +3,7 @@
 //! made with `ip addr` and judged by its exit status alone, never by its text.
 use std::net::Ipv4Addr;
 
-use anyhow::{anyhow, bail};
+use anyhow::{Context, bail};
 
 /// True when `ifname` has `addr` (any prefix length) in this network namespace.
 pub fn has_ipv4(ifname: &str, addr: Ipv4Addr) -> anyhow::Result<bool> {
@@ -64,7 +64,7 @@ fn ip_addr(verb: &str, ifname: &str, addr: Ipv4Addr) -> anyhow::Result<()> {
     let out = std::process::Command::new("ip")
         .args(["addr", verb, &format!("{addr}/32"), "dev", ifname])
         .output()
-        .map_err(|e| anyhow!("running ip (iproute2): {e}; is iproute2 installed?"))?;
+        .context("running ip (is iproute2 installed?)")?;
     if !out.status.success() {
         bail!(
             "ip addr {verb} {addr}/32 dev {ifname} failed: {}",

@@ -9,7 +9,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{anyhow, bail};
+use anyhow::{Context, bail};
 
 use crate::sys::paths::remove_below;
 
@@ -67,7 +67,7 @@ impl DaemonLock {
             .recursive(true)
             .mode(0o700)
             .create(&dir)
-            .map_err(|e| anyhow!("creating {}: {e} (are you root?)", dir.display()))?;
+            .with_context(|| format!("creating {} (are you root?)", dir.display()))?;
         let path = dir.join("daemon.pid");
         let mut f = std::fs::OpenOptions::new()
             .read(true)
@@ -75,7 +75,7 @@ impl DaemonLock {
             .create(true)
             .truncate(false)
             .open(&path)
-            .map_err(|e| anyhow!("opening {}: {e}", path.display()))?;
+            .with_context(|| format!("opening {}", path.display()))?;
         let lock = whole_file_lock(libc::F_WRLCK as libc::c_short);
         if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_OFD_SETLK, &lock) } != 0 {
             let mut pid = String::new();
@@ -145,17 +145,12 @@ impl VipRecord {
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(|e| anyhow!("creating {}: {e}", dir.display()))?;
+            .with_context(|| format!("creating {}", dir.display()))?;
         let text: String = vips.iter().map(|v| format!("{v}\n")).collect();
         let tmp = self.path.with_extension("tmp");
         std::fs::write(&tmp, text)
             .and_then(|_| std::fs::rename(&tmp, &self.path))
-            .map_err(|e| {
-                anyhow!(
-                    "recording the VIPs added to lo in {}: {e}",
-                    self.path.display()
-                )
-            })
+            .with_context(|| format!("recording the VIPs added to lo in {}", self.path.display()))
     }
 
     /// Adds `vip` to the record.

@@ -306,7 +306,7 @@ pub fn capture_to(
     }
     let file = create_output(out, overwrite)?;
     let mut writer = PcapNgWriter::new(std::io::BufWriter::new(file))
-        .map_err(|e| anyhow!("writing {}: {e}", out.display()))?;
+        .with_context(|| format!("writing {}", out.display()))?;
     writer
         .write_pcapng_block(InterfaceDescriptionBlock {
             linktype: DataLink::ETHERNET,
@@ -317,7 +317,7 @@ pub fn capture_to(
                 InterfaceDescriptionOption::IfTsResol(9),
             ],
         })
-        .map_err(|e| anyhow!("writing {}: {e}", out.display()))?;
+        .with_context(|| format!("writing {}", out.display()))?;
     // Drain what an earlier capture may have left in the ring.
     while ring.next().is_some() {}
     let request = |expires: u32| CaptureConfig {
@@ -372,7 +372,7 @@ pub fn capture_to(
                     &rec, names,
                 )))],
             })
-            .map_err(|e| anyhow!("writing {}: {e}", out.display()))?;
+            .with_context(|| format!("writing {}", out.display()))?;
         written += 1;
     }
     drop(off);
@@ -380,7 +380,7 @@ pub fn capture_to(
     writer
         .into_inner()
         .flush()
-        .map_err(|e| anyhow!("writing {}: {e}", out.display()))?;
+        .with_context(|| format!("writing {}", out.display()))?;
     Ok(written)
 }
 

@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, anyhow};
+use anyhow::Context;
 use anypop_common::{
     layout::{Bucket, BucketKey, CaptureConfig, Control, Counter, FlowKey, FlowValue},
     verdict::Reason,
@@ -256,7 +256,7 @@ impl Window {
         let name = if edge { "COUNTERS" } else { "B_COUNTERS" };
         let counter_map_id = open(pin_dir, name)?
             .info()
-            .map_err(|e| anyhow!("{name}: {e}"))?
+            .with_context(|| name.to_string())?
             .id();
         let attached = attachments(counter_map_id);
         // The programs' own cost: run-time statistics on for the window only (they cost a little).

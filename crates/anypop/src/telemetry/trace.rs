@@ -72,7 +72,7 @@ pub struct Tracer {
 
 fn open_counters(pin_dir: &Path, name: &str) -> anyhow::Result<PerCpuArray<MapData, Counter>> {
     let data = open_pin(&pin_dir.join(name))?;
-    PerCpuArray::try_from(Map::PerCpuArray(data)).map_err(|e| anyhow!("{name}: {e}"))
+    PerCpuArray::try_from(Map::PerCpuArray(data)).with_context(|| name.to_string())
 }
 
 /// One CPU's value of every index in `range` of a per-CPU counter array.
@@ -131,7 +131,7 @@ impl Tracer {
             );
         }
         let prog = Xdp::from_program_info(info, Cow::Borrowed("edge"), XdpAttachType::Interface)
-            .map_err(|e| anyhow!("opening program {id}: {e}"))?;
+            .with_context(|| format!("opening program {id}"))?;
         let cpu = pin_to_current_cpu()?;
         Ok(Tracer {
             prog,
@@ -417,7 +417,7 @@ pub fn read_capture(path: &Path) -> anyhow::Result<Capture> {
     let mut cap = Capture::default();
     if got == 4 && magic == [0x0a, 0x0d, 0x0d, 0x0a] {
         let mut r = pcap_file::pcapng::PcapNgReader::new(data)
-            .map_err(|e| anyhow!("{}: not a valid pcapng file: {e}", path.display()))?;
+            .with_context(|| format!("{}: not a valid pcapng file", path.display()))?;
         let link = |r: &pcap_file::pcapng::PcapNgReader<_>, id: u32| {
             r.interfaces().get(id as usize).map(|i| i.linktype)
         };
