@@ -10,8 +10,8 @@
 use std::path::{Path, PathBuf};
 
 use aya::programs::{
-    SchedClassifier, TcAttachType, Xdp, XdpMode,
-    links::{FdLink, PinnedLink},
+    ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
+    links::{FdLink, LinkError, PinnedLink},
     tc::SchedClassifierLink,
     xdp::XdpLink,
 };
@@ -47,16 +47,72 @@ pub(super) fn attach_error(
     }
 }
 
-/// Logs the adoption of a running program; the lab and the tests wait for this line.
-fn log_adopted(program: &str, ifname: &str) {
-    tracing::info!("adopted the running {program} program on {ifname} (replaced in place)");
+/// What adopting a pinned link needs of a program kind: its link type and aya's calls on it,
+/// which each kind has as its own methods.
+trait Adopt {
+    type Link: TryFrom<FdLink, Error = LinkError>;
+    type Id;
+    /// The kind of link, as the error names it.
+    const LINK: &'static str;
+    fn replace(&mut self, link: Self::Link) -> Result<Self::Id, ProgramError>;
+    fn take(&mut self, id: Self::Id) -> Result<Self::Link, ProgramError>;
+}
+
+impl Adopt for Xdp {
+    type Link = XdpLink;
+    type Id = aya::programs::xdp::XdpLinkId;
+    const LINK: &'static str = "an XDP link";
+    fn replace(&mut self, link: XdpLink) -> Result<Self::Id, ProgramError> {
+        self.attach_to_link(link)
+    }
+    fn take(&mut self, id: Self::Id) -> Result<XdpLink, ProgramError> {
+        self.take_link(id)
+    }
+}
+
+impl Adopt for SchedClassifier {
+    type Link = SchedClassifierLink;
+    type Id = aya::programs::tc::SchedClassifierLinkId;
+    const LINK: &'static str = "a TCX link";
+    fn replace(&mut self, link: SchedClassifierLink) -> Result<Self::Id, ProgramError> {
+        self.attach_to_link(link)
+    }
+    fn take(&mut self, id: Self::Id) -> Result<SchedClassifierLink, ProgramError> {
+        self.take_link(id)
+    }
+}
+
+/// Puts `prog` (anypop's program `name`) on the pinned link `fd` that an earlier daemon left
+/// running on `ifname`, in one `bpf_link_update`, and logs it (the lab and the tests wait for
+/// that line). Returns the link's descriptor; the pin stays as it was.
+fn adopt<P: Adopt>(
+    prog: &mut P,
+    fd: FdLink,
+    name: &str,
+    ifname: &str,
+    pin: &Path,
+) -> Result<FdLink, DataplaneError>
+where
+    FdLink: TryFrom<P::Link, Error = LinkError>,
+{
+    let link = P::Link::try_from(fd).map_err(|e| {
+        let what = format!("the pinned attachment {} is not {}", pin.display(), P::LINK);
+        attach_error(ifname, what, e)
+    })?;
+    let id = prog.replace(link).map_err(|e| {
+        let what = format!("replacing the running {name} (bpf_link_update)");
+        attach_error(ifname, what, e)
+    })?;
+    let fd = into_fd_link(ifname, prog.take(id).map_err(take_failed)?)?;
+    tracing::info!("adopted the running {name} program on {ifname} (replaced in place)");
+    Ok(fd)
 }
 
 /// An attachment aya made, taken out of its keeping (which would detach it on drop) as a plain
 /// bpf_link descriptor.
 fn into_fd_link<L>(ifname: &str, link: L) -> Result<FdLink, DataplaneError>
 where
-    FdLink: TryFrom<L, Error = aya::programs::links::LinkError>,
+    FdLink: TryFrom<L, Error = LinkError>,
 {
     FdLink::try_from(link).map_err(|e| {
         attach_error(
@@ -67,7 +123,7 @@ where
     })
 }
 
-fn take_failed(source: aya::programs::ProgramError) -> DataplaneError {
+fn take_failed(source: ProgramError) -> DataplaneError {
     DataplaneError::Program {
         what: "take link",
         source,
@@ -89,22 +145,7 @@ pub fn attach_xdp(
 ) -> Result<(AttachMode, FdLink), DataplaneError> {
     let ifindex = ifindex_of(ifname)?;
     if let Some(fd) = adoptable(pin, name, ifname, ifindex)? {
-        let link = XdpLink::try_from(fd).map_err(|e| {
-            attach_error(
-                ifname,
-                format!("the pinned attachment {} is not an XDP link", pin.display()),
-                e,
-            )
-        })?;
-        let id = prog.attach_to_link(link).map_err(|e| {
-            attach_error(
-                ifname,
-                format!("replacing the running {name} (bpf_link_update)"),
-                e,
-            )
-        })?;
-        let fd = into_fd_link(ifname, prog.take_link(id).map_err(take_failed)?)?;
-        log_adopted(name, ifname);
+        let fd = adopt(prog, fd, name, ifname, pin)?;
         return Ok((xdp_mode(ifname).unwrap_or(AttachMode::Native), fd));
     }
     let (id, mode) = match prog.attach(ifname, XdpMode::Driver) {
@@ -143,22 +184,7 @@ pub fn attach_tc(
 ) -> Result<FdLink, DataplaneError> {
     let ifindex = ifindex_of(ifname)?;
     if let Some(fd) = adoptable(pin, name, ifname, ifindex)? {
-        let link = SchedClassifierLink::try_from(fd).map_err(|e| {
-            attach_error(
-                ifname,
-                format!("the pinned attachment {} is not a TCX link", pin.display()),
-                e,
-            )
-        })?;
-        let id = prog.attach_to_link(link).map_err(|e| {
-            attach_error(
-                ifname,
-                format!("replacing the running {name} (bpf_link_update)"),
-                e,
-            )
-        })?;
-        log_adopted(name, ifname);
-        return into_fd_link(ifname, prog.take_link(id).map_err(take_failed)?);
+        return adopt(prog, fd, name, ifname, pin);
     }
     let id = prog
         .attach(ifname, TcAttachType::Egress)

@@ -266,22 +266,13 @@ mod tests {
     use crate::sys::testns::{in_private_netns, sh};
 
     /// The four states a feature can show in `ethtool -k`.
-    const ON: Feature = Feature {
-        on: true,
-        fixed: false,
-    };
-    const OFF: Feature = Feature {
-        on: false,
-        fixed: false,
-    };
-    const OFF_FIXED: Feature = Feature {
-        on: false,
-        fixed: true,
-    };
-    const ON_FIXED: Feature = Feature {
-        on: true,
-        fixed: true,
-    };
+    const fn feature(on: bool, fixed: bool) -> Feature {
+        Feature { on, fixed }
+    }
+    const ON: Feature = feature(true, false);
+    const OFF: Feature = feature(false, false);
+    const OFF_FIXED: Feature = feature(false, true);
+    const ON_FIXED: Feature = feature(true, true);
 
     const ETHTOOL_K_MLX: &str = "Features for eth0:
 rx-checksumming: on
