@@ -2,37 +2,18 @@
 //! sink for forwarded frames) and the DUT side (`g1`, its address, the backend's neighbour entry),
 //! each with its NAPI in a thread of its own, and the placement of those threads on CPUs.
 use super::sched::{Spinner, enter, pin, policy, threaded_napi};
-use crate::{dataplane::baseline::Baseline, lab::netns::run_cmd};
+use crate::{config::sample, dataplane::baseline::Baseline, lab::netns::run_cmd};
 
 /// The DUT's network: a deny rule for the attacker's range, a forwarded service without limits.
-pub(super) const NETWORK: &str = r#"
-[defaults]
-new_source_cap = 0
-
-[[service]]
-name = "game"
-vip = "203.0.113.10"
-protocol = "udp"
-ports = "27015"
-backends = ["be-1"]
-
-[[rule]]
-name = "attackers"
-action = "deny"
-src = ["198.18.0.0/15"]
-
-[[node]]
-name = "pop-1"
-role = "pop"
-interfaces = ["g1"]
-tunnel_source = "10.1.0.1"
-
-[[node]]
-name = "be-1"
-role = "backend"
-interface = "eth0"
-address = "10.1.8.0"
-"#;
+pub(super) fn network() -> String {
+    sample::network(&[
+        sample::no_source_cap(),
+        sample::udp_service("game", "27015"),
+        sample::rule("attackers", "deny").list("src", &[sample::ATTACKERS]),
+        sample::pop("pop-1", &["g1"], "10.1.0.1"),
+        sample::backend("be-1", "eth0", BACKEND),
+    ])
+}
 
 /// The backend: in `g1`'s subnet, its MAC that of `g0`, so forwarded frames go back to `g0`.
 ///
