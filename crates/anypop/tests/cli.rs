@@ -159,11 +159,13 @@ fn by_default_the_data_plane_outlives_the_daemon_pinned() {
 
 /// A bridge: a real device whose driver has no native XDP.
 fn no_native() {
-    let ns = Netns::enter();
-    sh(&["ip", "link", "add", "d0", "type", "bridge"]);
-    ns.up("d0")
+    NetSetup::enter_private()
+        .cmd(&["ip", "link", "add", "d0", "type", "bridge"])
+        .up("d0")
         .addr("198.51.100.1/24", "d0")
-        .forwarding(&["all", "d0"]);
+        .forwarding(&["all", "d0"])
+        .apply()
+        .unwrap();
 }
 
 #[test]
@@ -196,9 +198,11 @@ fn run_explains_missing_interface_and_forwarding() {
         text(&o)
     );
     fn no_forwarding() {
-        Netns::enter()
+        NetSetup::enter_private()
             .veth_down("t0", "t1")
-            .addr("198.51.100.1/24", "t0");
+            .addr("198.51.100.1/24", "t0")
+            .apply()
+            .unwrap();
     }
     let (o, _, pins) = run_in_netns(pop_network("t0", "native"), no_forwarding, &[]);
     let _ = std::fs::remove_dir_all(&pins);
@@ -213,16 +217,15 @@ fn run_explains_missing_interface_and_forwarding() {
 fn run_on_a_backend_attaches_decap_and_dsr_and_cleans_up_its_vips() {
     require_root();
     // A backend node named pop-1 keeps run_in_netns' --node argument valid.
-    let net = fixture(
-        BACKEND_ON_TOML,
-        &[("backend", "pop-1"), ("interface", "t0")],
-    );
+    let net = backend_named_network("pop-1", "t0");
     fn setup() {
-        Netns::enter()
+        NetSetup::enter_private()
             .veth("t0", "t1")
             .lo_up()
             .addr("198.51.100.1/24", "t0")
-            .forwarding(&["t0"]);
+            .forwarding(&["t0"])
+            .apply()
+            .unwrap();
     }
     let (o, link, pins) = run_in_netns(net, setup, &["--detach"]);
     let _ = std::fs::remove_dir_all(&pins);
@@ -263,19 +266,11 @@ fn sighup_applies_a_new_file_live_and_keeps_the_running_one_when_it_is_bad() {
         // No file watch: only SIGHUP can make the edits live.
         let (_scratch, cfg, mut daemon) = start_daemon_in_private_netns("hup", &["--no-watch"]);
         // A good change: one more port.
-        std::fs::write(
-            &cfg,
-            pop_network("t0", "native").replace("ports = \"27015\"", "ports = \"27015-27016\""),
-        )
-        .unwrap();
+        std::fs::write(&cfg, pop_network_ports("t0", "native", "27015-27016")).unwrap();
         daemon.signal(libc::SIGHUP);
         daemon.wait_for("(switch #2;", READY_WITHIN);
         // A bad change: must not replace the running config.
-        std::fs::write(
-            &cfg,
-            pop_network("t0", "native").replace("ports = \"27015\"", "ports = \"0\""),
-        )
-        .unwrap();
+        std::fs::write(&cfg, pop_network_ports("t0", "native", "0")).unwrap();
         daemon.signal(libc::SIGHUP);
         daemon.wait_for("not applied, the running config stays", READY_WITHIN);
         daemon.stop()
@@ -345,11 +340,7 @@ fn apply_reaches_the_running_daemon_and_a_second_daemon_is_refused() {
         let (scratch, cfg, daemon) = start_daemon_in_private_netns("apply", &[]);
         let (dir, pins) = (scratch.dir.clone(), scratch.pins.clone());
         let new = dir.join("new.toml");
-        std::fs::write(
-            &new,
-            pop_network("t0", "native").replace("ports = \"27015\"", "ports = \"27015-27020\""),
-        )
-        .unwrap();
+        std::fs::write(&new, pop_network_ports("t0", "native", "27015-27020")).unwrap();
         let apply = |file: &PathBuf| {
             anypop()
                 .args(["apply", "--node", "pop-1", "--config"])
@@ -361,11 +352,7 @@ fn apply_reaches_the_running_daemon_and_a_second_daemon_is_refused() {
         };
         let applied = apply(&new);
         let badf = dir.join("bad.toml");
-        std::fs::write(
-            &badf,
-            pop_network("t0", "native").replace("ports = \"27015\"", "ports = \"9-1\""),
-        )
-        .unwrap();
+        std::fs::write(&badf, pop_network_ports("t0", "native", "9-1")).unwrap();
         let bad = apply(&badf);
         let status = anypop()
             .args(["status", "--node", "pop-1", "--pin-root"])
@@ -612,17 +599,9 @@ fn an_edited_network_file_is_applied_without_a_signal_and_a_bad_edit_is_not() {
     require_root();
     let out = in_thread(|| {
         let (_scratch, cfg, mut daemon) = start_daemon_in_private_netns("watch", &[]);
-        std::fs::write(
-            &cfg,
-            pop_network("t0", "native").replace("ports = \"27015\"", "ports = \"27015-27017\""),
-        )
-        .unwrap();
+        std::fs::write(&cfg, pop_network_ports("t0", "native", "27015-27017")).unwrap();
         daemon.wait_for("(switch #2;", READY_WITHIN);
-        std::fs::write(
-            &cfg,
-            pop_network("t0", "native").replace("ports = \"27015\"", "ports = \"70000\""),
-        )
-        .unwrap();
+        std::fs::write(&cfg, pop_network_ports("t0", "native", "70000")).unwrap();
         daemon.wait_for("not applied, the running config stays", READY_WITHIN);
         daemon.stop()
     });
@@ -652,7 +631,7 @@ fn a_pinned_attachment_running_another_program_is_refused() {
         std::fs::write(
             &cfg,
             pop_network("t0", "native")
-                + "\n[[node]]\nname = \"be-9\"\nrole = \"backend\"\ninterface = \"t0\"\naddress = \"198.51.100.1\"\n",
+                + &sample::backend("be-9", "t0", sample::TUNNEL).to_string(),
         )
         .unwrap();
         let run = |node: &str| run_for_a_second(&cfg, &pins, node, &[]);

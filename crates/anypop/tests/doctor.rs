@@ -21,16 +21,6 @@ fn links() -> String {
     .into_owned()
 }
 
-/// Runs `f` on a thread that moved into a new, empty network namespace (with `lo` up); the
-/// namespace and its interfaces go away with the thread. A panic inside is re-raised here.
-fn in_private_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    require_root();
-    in_thread(move || {
-        Netns::enter().lo_up();
-        f()
-    })
-}
-
 fn doctor(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_anypop"))
         .arg("doctor")
@@ -40,7 +30,7 @@ fn doctor(args: &[&str]) -> Output {
 }
 
 fn veth_pair() {
-    Netns::current().veth("t0", "t1");
+    NetSetup::new().veth("t0", "t1").apply().unwrap();
 }
 
 /// No XDP program (of the probe or anyone) is left on any interface of the namespace.

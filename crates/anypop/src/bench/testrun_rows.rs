@@ -23,6 +23,7 @@ use crate::{
         testrun::{run_tc_raw_fd, run_xdp_raw_fd},
     },
     lab::netns::{Netns, run_cmd},
+    sys::testns::NetSetup,
 };
 use anypop_common::verdict::Reason;
 
@@ -147,35 +148,15 @@ pub(super) fn xdp_filter_prog(ns: &Netns) -> anyhow::Result<aya::programs::Progr
 /// players' range routed through the backend.
 pub(super) fn namespace() -> anyhow::Result<Netns> {
     let ns = Netns::new("bench")?;
-    ns.exec(&[
-        "ip", "link", "add", "a0", "type", "veth", "peer", "name", "a1",
-    ])?;
-    ns.exec(&["ip", "link", "set", "a0", "up"])?;
-    ns.exec(&["ip", "link", "set", "a1", "up"])?;
-    ns.exec(&["ip", "addr", "add", "198.51.100.1/24", "dev", "a0"])?;
-    ns.exec(&[
-        "ip",
-        "neigh",
-        "replace",
-        "198.51.100.21",
-        "lladdr",
-        "02:00:00:00:00:21",
-        "dev",
-        "a0",
-        "nud",
-        "permanent",
-    ])?;
-    ns.exec(&["sysctl", "-q", "-w", "net.ipv4.conf.all.forwarding=1"])?;
-    ns.exec(&["sysctl", "-q", "-w", "net.ipv4.conf.a0.forwarding=1"])?;
-    ns.exec(&["ip", "addr", "add", "203.0.113.10/32", "dev", "lo"])?;
-    ns.exec(&[
-        "ip",
-        "route",
-        "add",
-        "100.64.0.0/10",
-        "via",
-        "198.51.100.21",
-    ])?;
+    ns.apply(
+        NetSetup::new()
+            .veth("a0", "a1")
+            .addr("198.51.100.1/24", "a0")
+            .neigh(sample::BE1, "02:00:00:00:00:21", "a0")
+            .forwarding(&["all", "a0"])
+            .addr("203.0.113.10/32", "lo")
+            .route("100.64.0.0/10", sample::BE1),
+    )?;
     Ok(ns)
 }
 

@@ -8,7 +8,9 @@ use std::{
     sync::atomic::{AtomicU32, Ordering},
 };
 
-use anyhow::{Context, bail};
+use anyhow::Context;
+
+use crate::sys::testns::{NetSetup, enter_named_netns};
 
 /// Prefix of every namespace we create: `ap-<pid>-<seq>-<role>`.
 const PREFIX: &str = "ap-";
@@ -20,21 +22,7 @@ pub struct Netns {
     pub name: String,
 }
 
-/// Runs a command, failing with its stderr.
-pub fn run_cmd(args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .with_context(|| format!("running {}", args[0]))?;
-    if !out.status.success() {
-        bail!(
-            "`{}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
+pub use crate::sys::testns::run_cmd;
 
 impl Netns {
     /// Creates `ap-<pid>-<seq>-<role>`.
@@ -55,19 +43,8 @@ impl Netns {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> anyhow::Result<T> {
-        let path = format!("/run/netns/{}", self.name);
-        let file = File::open(&path).with_context(|| format!("opening {path}"))?;
-        let h = std::thread::spawn(move || {
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            if rc != 0 {
-                return Err(anyhow::anyhow!(
-                    "setns: {}",
-                    std::io::Error::last_os_error()
-                ));
-            }
-            Ok(f())
-        });
-        h.join()
+        self.spawn(f)?
+            .join()
             .map_err(|_| anyhow::anyhow!("thread in namespace panicked"))?
     }
 
@@ -76,18 +53,16 @@ impl Netns {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<T>>> {
-        let path = format!("/run/netns/{}", self.name);
-        let file = File::open(&path).with_context(|| format!("opening {path}"))?;
+        let name = self.name.clone();
         Ok(std::thread::spawn(move || {
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            if rc != 0 {
-                return Err(anyhow::anyhow!(
-                    "setns: {}",
-                    std::io::Error::last_os_error()
-                ));
-            }
+            enter_named_netns(&name).with_context(|| format!("entering namespace {name}"))?;
             Ok(f())
         }))
+    }
+
+    /// Applies `setup` inside this namespace.
+    pub fn apply(&self, setup: NetSetup) -> anyhow::Result<()> {
+        Ok(self.run(move || setup.apply())??)
     }
 
     /// A command that runs inside this namespace: the child enters it with `setns` between fork
@@ -117,10 +92,11 @@ impl Netns {
     /// bpffs stay as they are).
     pub fn exec(&self, args: &[&str]) -> anyhow::Result<String> {
         let owned: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        self.run(move || {
+        let out = self.run(move || {
             let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
             run_cmd(&refs)
-        })?
+        })?;
+        Ok(out?)
     }
 }
 

@@ -11,7 +11,6 @@ pub use netns::*;
 
 use std::{
     path::PathBuf,
-    process::Command,
     sync::atomic::{AtomicU32, Ordering},
 };
 
@@ -32,33 +31,6 @@ pub fn require_root() {
         unsafe { libc::geteuid() },
         0,
         "these tests load eBPF programs: run them as root (the README's test command does)"
-    );
-}
-
-/// Runs `cmd` (a shell-like word list) and panics with its output if it fails.
-pub fn sh(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("spawn");
-    assert!(
-        out.status.success(),
-        "{:?} failed: {}{}",
-        args,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Moves the calling thread into a new, empty network namespace. Commands spawned from this
-/// thread inherit it; it disappears with the thread (nothing to clean up, nothing leaks out).
-pub fn private_netns() {
-    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-    assert_eq!(
-        rc,
-        0,
-        "unshare(CLONE_NEWNET): {}",
-        std::io::Error::last_os_error()
     );
 }
 
@@ -98,7 +70,7 @@ pub const PLAYER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x99];
 /// 198.51.100.1/24, be-1 198.51.100.21 as its neighbour) and b0/b1 (b0 192.0.2.1/24, be-2
 /// 192.0.2.22 as its neighbour), forwarding on.
 pub fn build_lab() -> Lab {
-    Netns::enter()
+    NetSetup::enter_private()
         .lo_up()
         .veth_mac("a0", "02:00:00:00:0a:00", "a1")
         .veth_mac("b0", "02:00:00:00:0b:00", "b1")
@@ -106,7 +78,9 @@ pub fn build_lab() -> Lab {
         .addr("192.0.2.1/24", "b0")
         .neigh("198.51.100.21", "02:00:00:00:00:21", "a0")
         .neigh("192.0.2.22", "02:00:00:00:00:22", "b0")
-        .forwarding(&["all", "a0", "b0"]);
+        .forwarding(&["all", "a0", "b0"])
+        .apply()
+        .unwrap();
     let idx = |n: &str| anypop::sys::iface::ifindex(n, "test").unwrap();
     Lab {
         a0: idx("a0"),

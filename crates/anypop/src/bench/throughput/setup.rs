@@ -2,7 +2,11 @@
 //! sink for forwarded frames) and the DUT side (`g1`, its address, the backend's neighbour entry),
 //! each with its NAPI in a thread of its own, and the placement of those threads on CPUs.
 use super::sched::{Spinner, enter, pin, policy, threaded_napi};
-use crate::{config::sample, dataplane::baseline::Baseline, lab::netns::run_cmd};
+use crate::{
+    config::sample,
+    dataplane::baseline::Baseline,
+    sys::testns::{NetSetup, mac_text},
+};
 
 /// The DUT's network: a deny rule for the attacker's range, a forwarded service without limits.
 pub(super) fn network() -> String {
@@ -68,7 +72,7 @@ pub(super) fn generator_side(gen_ns: &str) -> anyhow::Result<GeneratorSide> {
     enter(gen_ns)?;
     let g0 = crate::sys::iface::ifindex("g0", "generator")?;
     let g0_mac = crate::sys::iface::mac_of("g0")?;
-    run_cmd(&["ethtool", "-K", "g0", "gro", "on"])?;
+    NetSetup::new().gro("g0").apply()?;
     // The sink for forwarded frames; it also keeps g0's NAPI running.
     let mut sink = Baseline::load()?;
     sink.attach("base_drop", "g0")?;
@@ -86,31 +90,12 @@ pub(super) fn generator_side(gen_ns: &str) -> anyhow::Result<GeneratorSide> {
 pub(super) fn dut_side(dut_ns: &str, g0_mac: [u8; 6]) -> anyhow::Result<([u8; 6], i32)> {
     enter(dut_ns)?;
     let g1_mac = crate::sys::iface::mac_of("g1")?;
-    for cmd in [
-        &["ip", "addr", "add", "10.1.0.1/16", "dev", "g1"][..],
-        &["sysctl", "-q", "-w", "net.ipv4.conf.all.forwarding=1"],
-        &["sysctl", "-q", "-w", "net.ipv4.conf.g1.forwarding=1"],
-        &["ethtool", "-K", "g1", "gro", "on"],
-    ] {
-        run_cmd(cmd)?;
-    }
-    let mac = g0_mac
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":");
-    run_cmd(&[
-        "ip",
-        "neigh",
-        "replace",
-        BACKEND,
-        "lladdr",
-        &mac,
-        "dev",
-        "g1",
-        "nud",
-        "permanent",
-    ])?;
+    NetSetup::new()
+        .addr("10.1.0.1/16", "g1")
+        .forwarding(&["all", "g1"])
+        .gro("g1")
+        .neigh(BACKEND, &mac_text(g0_mac), "g1")
+        .apply()?;
     let dut_thread = threaded_napi(dut_ns, "g1")?;
     Ok((g1_mac, dut_thread))
 }
