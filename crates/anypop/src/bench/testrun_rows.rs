@@ -11,7 +11,7 @@ use anyhow::{Context, anyhow, bail};
 
 use super::{
     PinGuard, Row,
-    frames::{ipip, udp4, write_prefixes},
+    frames::{ipip, reply4, udp4, write_prefixes},
 };
 use crate::{
     compile,
@@ -347,10 +347,7 @@ fn backend_cases(
 ) -> anyhow::Result<(BackendPlane, BackendPlane)> {
     let plane = backend_plane(&backend_network("native"), "backend", guards)?;
     let tunnelled = ipip(&frames.player, [198, 51, 100, 50], [198, 51, 100, 1]);
-    let reply = udp4([203, 0, 113, 10], [100, 64, 1, 2], 40000);
-    let mut reply = reply;
-    // source port 27015 (the service), destination the player's port
-    reply[34..36].copy_from_slice(&27015u16.to_be_bytes());
+    let reply = reply4([203, 0, 113, 10], [100, 64, 1, 2]);
     cases.push(
         Case::new(
             "empty TC program",
@@ -411,8 +408,7 @@ fn tunnel_case(
 ) -> anyhow::Result<BackendPlane> {
     let mut tun_plane = backend_plane(&backend_network("tunnel"), "backend-tunnel", guards)?;
     run_xdp_raw_fd(xdp_fd(tun_plane.decap())?, tunnelled, Some(a0), 1)?;
-    let mut from_tunnel = udp4([10, 99, 0, 2], [100, 64, 1, 2], 40000);
-    from_tunnel[34..36].copy_from_slice(&27015u16.to_be_bytes());
+    let from_tunnel = reply4([10, 99, 0, 2], [100, 64, 1, 2]);
     let tunnel_reply = ipip(&from_tunnel, [198, 51, 100, 1], [198, 51, 100, 50]);
     // The case must take the path it names (a reply not caught would pass untouched, TC_ACT_OK
     // as well, at a fraction of the cost).

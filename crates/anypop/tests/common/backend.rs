@@ -14,7 +14,6 @@ use anypop::{
     telemetry::Snapshot,
 };
 use anypop_common::verdict::Reason;
-use etherparse::{IpNumber, Ipv4Header};
 
 use super::*;
 
@@ -160,15 +159,10 @@ pub fn with_backend_net(network: String, f: impl FnOnce(&mut TestBackend) + Send
     })
 }
 
-/// Wraps the IP packet of `inner` (an Ethernet frame) in IPIP from `src` to `dst`.
+/// `inner` (an Ethernet frame) in IPIP from `src` to `dst`, as a POP one hop away sends it (TTL
+/// 63).
 pub fn ipip(inner: &[u8], src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
-    let ip = &inner[14..];
-    let mut outer = Ipv4Header::new(ip.len() as u16, 63, IpNumber::IPV4, src, dst).unwrap();
-    outer.header_checksum = outer.calc_header_checksum();
-    let mut v = inner[..14].to_vec();
-    outer.write(&mut v).unwrap();
-    v.extend_from_slice(ip);
-    v
+    anypop::lab::frames::ipip(inner, src, dst, 63)
 }
 
 /// The same network with be-1 in tunnel-compatible mode (a kernel IPIP tunnel decapsulates).

@@ -35,27 +35,7 @@ const PORT: u16 = 27015;
 
 /// A 64-byte UDP frame (the classic minimum; 22 bytes of payload).
 pub(super) fn frame(src_mac: [u8; 6], dst_mac: [u8; 6], src: [u8; 4]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(64);
-    f.extend_from_slice(&dst_mac);
-    f.extend_from_slice(&src_mac);
-    f.extend_from_slice(&[0x08, 0x00]);
-    let payload = [0x5au8; 22];
-    let mut ip = [0u8; 20];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&((20 + 8 + payload.len()) as u16).to_be_bytes());
-    ip[8] = 64;
-    ip[9] = 17;
-    ip[12..16].copy_from_slice(&src);
-    ip[16..20].copy_from_slice(&VIP);
-    let c = crate::bench::frames::ipv4_checksum(&ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&40000u16.to_be_bytes());
-    f.extend_from_slice(&PORT.to_be_bytes());
-    f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    f.extend_from_slice(&[0, 0]);
-    f.extend_from_slice(&payload);
-    f
+    crate::lab::frames::udp4_frame(src_mac, dst_mac, src, 40000, VIP, PORT, 64, &[0x5a; 22])
 }
 
 /// `g0`, the generator's side: its index and MAC, and the sink for forwarded frames, which also
