@@ -11,7 +11,7 @@ use std::{
 };
 
 use common::*;
-use daemon_support::{Daemon, READY_WITHIN, Scratch, anypop, output_text as text};
+use daemon_support::{Daemon, READY_WITHIN, Scratch, anypop, assert_says, output_text as text};
 
 fn example() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/config/example.toml")
@@ -26,10 +26,9 @@ fn check_accepts_the_example_and_compiles_a_node() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
-    assert!(
-        text(&o).contains("OK — 2 services, 4 rules, 1 profiles, 4 nodes (2 pops, 2 backends)"),
-        "{}",
-        text(&o)
+    assert_says(
+        &o,
+        "OK — 2 services, 4 rules, 1 profiles, 4 nodes (2 pops, 2 backends)",
     );
 }
 
@@ -64,11 +63,7 @@ fn check_reports_every_problem_with_lines_and_fails() {
         .output()
         .unwrap();
     assert!(!o.status.success());
-    assert!(
-        text(&o).contains("cannot read the network file"),
-        "{}",
-        text(&o)
-    );
+    assert_says(&o, "cannot read the network file");
 }
 
 /// Runs `anypop run` for 2 s inside a fresh namespace prepared by `setup`; returns its output and
@@ -192,11 +187,7 @@ fn run_explains_missing_interface_and_forwarding() {
     require_root();
     let (o, _, pins) = run_in_netns(pop_network("nope0", "native"), t0_netns, &[]);
     let _ = std::fs::remove_dir_all(&pins);
-    assert!(
-        text(&o).contains("interface nope0 (node pop-1) does not exist"),
-        "{}",
-        text(&o)
-    );
+    assert_says(&o, "interface nope0 (node pop-1) does not exist");
     fn no_forwarding() {
         NetSetup::enter_private()
             .veth_down("t0", "t1")
@@ -206,11 +197,7 @@ fn run_explains_missing_interface_and_forwarding() {
     }
     let (o, _, pins) = run_in_netns(pop_network("t0", "native"), no_forwarding, &[]);
     let _ = std::fs::remove_dir_all(&pins);
-    assert!(
-        text(&o).contains("IPv4 forwarding is off on t0"),
-        "{}",
-        text(&o)
-    );
+    assert_says(&o, "IPv4 forwarding is off on t0");
 }
 
 #[test]
@@ -378,17 +365,9 @@ fn apply_reaches_the_running_daemon_and_a_second_daemon_is_refused() {
         (applied, bad, second, log, status, metrics)
     });
     assert!(applied.status.success(), "{}", text(&applied));
-    assert!(
-        text(&applied).contains("live in slot 0 (switch #2;"),
-        "{}",
-        text(&applied)
-    );
+    assert_says(&applied, "live in slot 0 (switch #2;");
     assert!(!bad.status.success());
-    assert!(
-        text(&bad).contains("9-1 is an empty range"),
-        "{}",
-        text(&bad)
-    );
+    assert_says(&bad, "9-1 is an empty range");
     for r in anypop_common::verdict::Reason::ALL {
         let line = format!(
             "anypop_packets_total{{node=\"pop-1\",reason=\"{}\"}}",
@@ -431,11 +410,7 @@ fn apply_reaches_the_running_daemon_and_a_second_daemon_is_refused() {
     );
     assert!(st.contains("state: flows 0 of"), "{st}");
     assert!(!second.status.success());
-    assert!(
-        text(&second).contains("another anypop daemon"),
-        "{}",
-        text(&second)
-    );
+    assert_says(&second, "another anypop daemon");
     assert!(log.0.success(), "{}", log.1);
     assert!(
         !log.1.contains("switch #3"),

@@ -7,7 +7,7 @@ mod daemon_support;
 use std::process::{Command, Output};
 
 use common::*;
-use daemon_support::output_text as text;
+use daemon_support::{assert_says, output_text as text};
 
 /// `ip -d link show` of every interface (in the calling thread's namespace).
 fn links() -> String {
@@ -247,14 +247,10 @@ fn mistakes_on_the_command_line_say_what_to_do() {
     );
     let o = doctor(&["--config", "/nonexistent/net.toml", "--node", "pop-1"]);
     assert!(!o.status.success());
-    assert!(
-        text(&o).contains("cannot read the network file"),
-        "{}",
-        text(&o)
-    );
+    assert_says(&o, "cannot read the network file");
     let o = doctor(&["--config", cfg.to_str().unwrap()]);
     assert!(!o.status.success());
-    assert!(text(&o).contains("--node"), "{}", text(&o));
+    assert_says(&o, "--node");
 }
 
 #[test]

@@ -269,6 +269,15 @@ impl TestEdge {
     }
 }
 
+impl TestEdge {
+    /// The golden case of the usual forward: XDP_TX, counted `fwd_ipip`, and exactly `want`
+    /// (usually [`expected_ipip`] or a literal frame) on the wire.
+    pub fn forwarded_tx(&mut self, what: &str, frame: &[u8], ingress: u32, want: &[u8]) {
+        let xdp_tx = anypop::dataplane::testrun::XDP_TX;
+        self.case(what, frame, ingress, xdp_tx, Reason::FwdIpip, Some(want));
+    }
+}
+
 /// Checks that exactly one packet, counted as `reason`, moved the counters between two
 /// snapshots.
 pub fn assert_one_counted(what: &str, before: &Snapshot, after: &Snapshot, reason: Reason) {
