@@ -11,7 +11,7 @@ use std::{
 };
 
 use common::*;
-use daemon_support::{Daemon, READY_WITHIN, Scratch, anypop, output_text as text};
+use daemon_support::{Daemon, READY_WITHIN, Scratch, anypop, assert_says, output_text as text};
 
 fn example() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/config/example.toml")
@@ -26,10 +26,9 @@ fn check_accepts_the_example_and_compiles_a_node() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
-    assert!(
-        text(&o).contains("OK — 2 services, 4 rules, 1 profiles, 4 nodes (2 pops, 2 backends)"),
-        "{}",
-        text(&o)
+    assert_says(
+        &o,
+        "OK — 2 services, 4 rules, 1 profiles, 4 nodes (2 pops, 2 backends)",
     );
 }
 
@@ -64,11 +63,7 @@ fn check_reports_every_problem_with_lines_and_fails() {
         .output()
         .unwrap();
     assert!(!o.status.success());
-    assert!(
-        text(&o).contains("cannot read the network file"),
-        "{}",
-        text(&o)
-    );
+    assert_says(&o, "cannot read the network file");
 }
 
 /// Runs `anypop run` for 2 s inside a fresh namespace prepared by `setup`; returns its output and
@@ -159,11 +154,13 @@ fn by_default_the_data_plane_outlives_the_daemon_pinned() {
 
 /// A bridge: a real device whose driver has no native XDP.
 fn no_native() {
-    let ns = Netns::enter();
-    sh(&["ip", "link", "add", "d0", "type", "bridge"]);
-    ns.up("d0")
+    NetSetup::enter_private()
+        .cmd(&["ip", "link", "add", "d0", "type", "bridge"])
+        .up("d0")
         .addr("198.51.100.1/24", "d0")
-        .forwarding(&["all", "d0"]);
+        .forwarding(&["all", "d0"])
+        .apply()
+        .unwrap();
 }
 
 #[test]
@@ -190,39 +187,32 @@ fn run_explains_missing_interface_and_forwarding() {
     require_root();
     let (o, _, pins) = run_in_netns(pop_network("nope0", "native"), t0_netns, &[]);
     let _ = std::fs::remove_dir_all(&pins);
-    assert!(
-        text(&o).contains("interface nope0 (node pop-1) does not exist"),
-        "{}",
-        text(&o)
-    );
+    assert_says(&o, "interface nope0 (node pop-1) does not exist");
     fn no_forwarding() {
-        Netns::enter()
+        NetSetup::enter_private()
             .veth_down("t0", "t1")
-            .addr("198.51.100.1/24", "t0");
+            .addr("198.51.100.1/24", "t0")
+            .apply()
+            .unwrap();
     }
     let (o, _, pins) = run_in_netns(pop_network("t0", "native"), no_forwarding, &[]);
     let _ = std::fs::remove_dir_all(&pins);
-    assert!(
-        text(&o).contains("IPv4 forwarding is off on t0"),
-        "{}",
-        text(&o)
-    );
+    assert_says(&o, "IPv4 forwarding is off on t0");
 }
 
 #[test]
 fn run_on_a_backend_attaches_decap_and_dsr_and_cleans_up_its_vips() {
     require_root();
     // A backend node named pop-1 keeps run_in_netns' --node argument valid.
-    let net = fixture(
-        BACKEND_ON_TOML,
-        &[("backend", "pop-1"), ("interface", "t0")],
-    );
+    let net = backend_named_network("pop-1", "t0");
     fn setup() {
-        Netns::enter()
+        NetSetup::enter_private()
             .veth("t0", "t1")
             .lo_up()
             .addr("198.51.100.1/24", "t0")
-            .forwarding(&["t0"]);
+            .forwarding(&["t0"])
+            .apply()
+            .unwrap();
     }
     let (o, link, pins) = run_in_netns(net, setup, &["--detach"]);
     let _ = std::fs::remove_dir_all(&pins);
@@ -263,19 +253,11 @@ fn sighup_applies_a_new_file_live_and_keeps_the_running_one_when_it_is_bad() {
         // No file watch: only SIGHUP can make the edits live.
         let (_scratch, cfg, mut daemon) = start_daemon_in_private_netns("hup", &["--no-watch"]);
         // A good change: one more port.
-        std::fs::write(
-            &cfg,
-            pop_network("t0", "native").replace("ports = \"27015\"", "ports = \"27015-27016\""),
-        )
-        .unwrap();
+        std::fs::write(&cfg, pop_network_ports("t0", "native", "27015-27016")).unwrap();
         daemon.signal(libc::SIGHUP);
         daemon.wait_for("(switch #2;", READY_WITHIN);
         // A bad change: must not replace the running config.
-        std::fs::write(
-            &cfg,
-            pop_network("t0", "native").replace("ports = \"27015\"", "ports = \"0\""),
-        )
-        .unwrap();
+        std::fs::write(&cfg, pop_network_ports("t0", "native", "0")).unwrap();
         daemon.signal(libc::SIGHUP);
         daemon.wait_for("not applied, the running config stays", READY_WITHIN);
         daemon.stop()
@@ -345,11 +327,7 @@ fn apply_reaches_the_running_daemon_and_a_second_daemon_is_refused() {
         let (scratch, cfg, daemon) = start_daemon_in_private_netns("apply", &[]);
         let (dir, pins) = (scratch.dir.clone(), scratch.pins.clone());
         let new = dir.join("new.toml");
-        std::fs::write(
-            &new,
-            pop_network("t0", "native").replace("ports = \"27015\"", "ports = \"27015-27020\""),
-        )
-        .unwrap();
+        std::fs::write(&new, pop_network_ports("t0", "native", "27015-27020")).unwrap();
         let apply = |file: &PathBuf| {
             anypop()
                 .args(["apply", "--node", "pop-1", "--config"])
@@ -361,11 +339,7 @@ fn apply_reaches_the_running_daemon_and_a_second_daemon_is_refused() {
         };
         let applied = apply(&new);
         let badf = dir.join("bad.toml");
-        std::fs::write(
-            &badf,
-            pop_network("t0", "native").replace("ports = \"27015\"", "ports = \"9-1\""),
-        )
-        .unwrap();
+        std::fs::write(&badf, pop_network_ports("t0", "native", "9-1")).unwrap();
         let bad = apply(&badf);
         let status = anypop()
             .args(["status", "--node", "pop-1", "--pin-root"])
@@ -391,17 +365,9 @@ fn apply_reaches_the_running_daemon_and_a_second_daemon_is_refused() {
         (applied, bad, second, log, status, metrics)
     });
     assert!(applied.status.success(), "{}", text(&applied));
-    assert!(
-        text(&applied).contains("live in slot 0 (switch #2;"),
-        "{}",
-        text(&applied)
-    );
+    assert_says(&applied, "live in slot 0 (switch #2;");
     assert!(!bad.status.success());
-    assert!(
-        text(&bad).contains("9-1 is an empty range"),
-        "{}",
-        text(&bad)
-    );
+    assert_says(&bad, "9-1 is an empty range");
     for r in anypop_common::verdict::Reason::ALL {
         let line = format!(
             "anypop_packets_total{{node=\"pop-1\",reason=\"{}\"}}",
@@ -444,11 +410,7 @@ fn apply_reaches_the_running_daemon_and_a_second_daemon_is_refused() {
     );
     assert!(st.contains("state: flows 0 of"), "{st}");
     assert!(!second.status.success());
-    assert!(
-        text(&second).contains("another anypop daemon"),
-        "{}",
-        text(&second)
-    );
+    assert_says(&second, "another anypop daemon");
     assert!(log.0.success(), "{}", log.1);
     assert!(
         !log.1.contains("switch #3"),
@@ -609,17 +571,9 @@ fn an_edited_network_file_is_applied_without_a_signal_and_a_bad_edit_is_not() {
     require_root();
     let out = in_thread(|| {
         let (_scratch, cfg, mut daemon) = start_daemon_in_private_netns("watch", &[]);
-        std::fs::write(
-            &cfg,
-            pop_network("t0", "native").replace("ports = \"27015\"", "ports = \"27015-27017\""),
-        )
-        .unwrap();
+        std::fs::write(&cfg, pop_network_ports("t0", "native", "27015-27017")).unwrap();
         daemon.wait_for("(switch #2;", READY_WITHIN);
-        std::fs::write(
-            &cfg,
-            pop_network("t0", "native").replace("ports = \"27015\"", "ports = \"70000\""),
-        )
-        .unwrap();
+        std::fs::write(&cfg, pop_network_ports("t0", "native", "70000")).unwrap();
         daemon.wait_for("not applied, the running config stays", READY_WITHIN);
         daemon.stop()
     });
@@ -649,7 +603,7 @@ fn a_pinned_attachment_running_another_program_is_refused() {
         std::fs::write(
             &cfg,
             pop_network("t0", "native")
-                + "\n[[node]]\nname = \"be-9\"\nrole = \"backend\"\ninterface = \"t0\"\naddress = \"198.51.100.1\"\n",
+                + &sample::backend("be-9", "t0", sample::TUNNEL).to_string(),
         )
         .unwrap();
         let run = |node: &str| run_for_a_second(&cfg, &pins, node, &[]);

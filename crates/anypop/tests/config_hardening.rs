@@ -23,6 +23,14 @@ fn check(config: &Path) -> (bool, String) {
     check_within(config, DEADLINE)
 }
 
+/// Checks that `anypop check` refuses `config` and says `words`; returns what it said.
+fn assert_refused(config: &Path, words: &str) -> String {
+    let (ok, out) = check(config);
+    assert!(!ok, "accepted: {out}");
+    assert!(out.contains(words), "no {words:?} in:\n{out}");
+    out
+}
+
 /// [`check`] with another deadline.
 fn check_within(config: &Path, deadline: Duration) -> (bool, String) {
     let out = tempfile_in(config.parent().unwrap_or(Path::new("/tmp")), "out");
@@ -116,21 +124,14 @@ fn a_fifo_is_refused_at_once() {
     let fifo = dir.0.join("net.toml");
     let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-    let (ok, out) = check(&fifo);
-    assert!(!ok, "{out}");
-    assert!(
-        out.contains("FIFO (named pipe), not a regular file"),
-        "{out}"
-    );
+    assert_refused(&fifo, "FIFO (named pipe), not a regular file");
 }
 
 #[test]
 fn dev_zero_is_refused_without_reading_it() {
-    let (ok, out) = check(Path::new("/dev/zero"));
-    assert!(!ok, "{out}");
-    assert!(
-        out.contains("character device, not a regular file"),
-        "{out}"
+    assert_refused(
+        Path::new("/dev/zero"),
+        "character device, not a regular file",
     );
 }
 
@@ -143,9 +144,7 @@ fn a_file_over_the_limit_is_refused_unread() {
         .unwrap()
         .set_len(65 << 20)
         .unwrap();
-    let (ok, out) = check(&f);
-    assert!(!ok, "{out}");
-    assert!(out.contains("larger than 64 MiB"), "{out}");
+    assert_refused(&f, "larger than 64 MiB");
 }
 
 #[test]

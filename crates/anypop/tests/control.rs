@@ -7,7 +7,7 @@ mod daemon_support;
 
 use std::{path::Path, process::Output, time::Duration};
 
-use common::{in_thread, pop_network, require_root, t0_netns};
+use common::{in_thread, pop_network, pop_network_ports, require_root, t0_netns};
 use daemon_support::*;
 
 fn in_private_netns(f: impl FnOnce() + Send + 'static) {
@@ -29,7 +29,7 @@ fn apply(s: &Scratch, cfg: &Path, extra: &[&str]) -> std::process::Command {
 }
 
 fn with_ports(ports: &str) -> String {
-    pop_network("t0", "native").replace("ports = \"27015\"", &format!("ports = \"{ports}\""))
+    pop_network_ports("t0", "native", ports)
 }
 
 /// The switch number an apply's answer names ("… (switch #N; …").

@@ -7,7 +7,7 @@ mod daemon_support;
 use std::process::{Command, Output};
 
 use common::*;
-use daemon_support::output_text as text;
+use daemon_support::{assert_says, output_text as text};
 
 /// `ip -d link show` of every interface (in the calling thread's namespace).
 fn links() -> String {
@@ -21,16 +21,6 @@ fn links() -> String {
     .into_owned()
 }
 
-/// Runs `f` on a thread that moved into a new, empty network namespace (with `lo` up); the
-/// namespace and its interfaces go away with the thread. A panic inside is re-raised here.
-fn in_private_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    require_root();
-    in_thread(move || {
-        Netns::enter().lo_up();
-        f()
-    })
-}
-
 fn doctor(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_anypop"))
         .arg("doctor")
@@ -40,7 +30,7 @@ fn doctor(args: &[&str]) -> Output {
 }
 
 fn veth_pair() {
-    Netns::current().veth("t0", "t1");
+    NetSetup::new().veth("t0", "t1").apply().unwrap();
 }
 
 /// No XDP program (of the probe or anyone) is left on any interface of the namespace.
@@ -257,14 +247,10 @@ fn mistakes_on_the_command_line_say_what_to_do() {
     );
     let o = doctor(&["--config", "/nonexistent/net.toml", "--node", "pop-1"]);
     assert!(!o.status.success());
-    assert!(
-        text(&o).contains("cannot read the network file"),
-        "{}",
-        text(&o)
-    );
+    assert_says(&o, "cannot read the network file");
     let o = doctor(&["--config", cfg.to_str().unwrap()]);
     assert!(!o.status.success());
-    assert!(text(&o).contains("--node"), "{}", text(&o));
+    assert_says(&o, "--node");
 }
 
 #[test]

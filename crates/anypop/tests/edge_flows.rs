@@ -6,22 +6,18 @@ mod common;
 use anypop::dataplane::testrun::{XDP_REDIRECT, XDP_TX};
 use common::*;
 
-/// One service on port 27020 served by `backends` with optional weights.
-fn network(backends: &str, weights: &str) -> String {
-    let services = fixture(
-        include_str!("fixtures/flows.toml"),
-        &[("backends", backends), ("weights", weights)],
-    );
-    fixture(
-        POP_TOML,
-        &[
-            ("defaults", NO_SOURCE_CAP),
-            ("services", &services),
-            ("interfaces", A0_B0),
-            ("pop", ""),
-            ("nodes", include_str!("fixtures/be_2.toml")),
-        ],
-    )
+/// One service on port 27020 served by `backends` (be-2 next to the lab's b0) with optional
+/// weights (a TOML inline table).
+fn network(backends: &[&str], weights: Option<&str>) -> String {
+    let pool = sample::service("pool", sample::VIP, "udp")
+        .str("ports", "27020")
+        .list("backends", backends);
+    let pool = match weights {
+        Some(w) => pool.val("weights", w),
+        None => pool,
+    };
+    let be2 = sample::backend("be-2", "eth0", "192.0.2.22");
+    pop_with(&["a0", "b0"], &pool.to_string(), &[be2])
 }
 
 fn player(i: u16) -> Vec<u8> {
@@ -47,7 +43,7 @@ fn backend_of(t: &mut TestEdge, lab: &Lab, frame: &[u8]) -> [u8; 4] {
 #[test]
 fn two_pops_with_the_same_file_choose_the_same_backends() {
     in_lab(|lab| {
-        let net = network("\"be-1\", \"be-2\"", "");
+        let net = network(&["be-1", "be-2"], None);
         let mut pop_a = TestEdge::new(&net, lab);
         let mut pop_b = TestEdge::new(&net, lab);
         let mut on_be1 = 0;
@@ -72,14 +68,14 @@ fn two_pops_with_the_same_file_choose_the_same_backends() {
 #[test]
 fn draining_keeps_existing_flows_and_removal_moves_them() {
     in_lab(|lab| {
-        let mut t = TestEdge::new(&network("\"be-1\", \"be-2\"", ""), lab);
+        let mut t = TestEdge::new(&network(&["be-1", "be-2"], None), lab);
         let before: Vec<[u8; 4]> = (0..400)
             .map(|i| backend_of(&mut t, lab, &player(i)))
             .collect();
         assert!(before.contains(&BE1) && before.contains(&BE2));
 
         // Drain be-1 (weight 0), live.
-        t.apply(&network("\"be-1\", \"be-2\"", "weights = { \"be-1\" = 0 }"));
+        t.apply(&network(&["be-1", "be-2"], Some("{ \"be-1\" = 0 }")));
         for i in 0..400u16 {
             assert_eq!(
                 backend_of(&mut t, lab, &player(i)),
@@ -96,7 +92,7 @@ fn draining_keeps_existing_flows_and_removal_moves_them() {
         }
 
         // Remove be-1 from the service: its flows move, the others stay.
-        t.apply(&network("\"be-2\"", ""));
+        t.apply(&network(&["be-2"], None));
         for i in 0..400u16 {
             assert_eq!(backend_of(&mut t, lab, &player(i)), BE2, "flow {i}");
         }
@@ -106,7 +102,7 @@ fn draining_keeps_existing_flows_and_removal_moves_them() {
 /// `network` with a blocklist rule of `prefixes`.
 fn with_blocklist(prefixes: &[&str]) -> String {
     let list: Vec<String> = prefixes.iter().map(|p| format!("\"{p}\"")).collect();
-    network("\"be-1\", \"be-2\"", "")
+    network(&["be-1", "be-2"], None)
         + &format!(
             "\n[[rule]]\nname = \"blocklist\"\naction = \"deny\"\nsrc = [{}]\n",
             list.join(", ")
@@ -157,7 +153,7 @@ fn a_small_change_rewrites_only_what_differs_and_behaves_like_a_full_apply() {
         );
         // A backend change rebuilds that service's Maglev table, and flows keep their backends.
         let drained = t.apply(
-            &(network("\"be-1\", \"be-2\"", "weights = { \"be-2\" = 0 }")
+            &(network(&["be-1", "be-2"], Some("{ \"be-2\" = 0 }"))
                 + "\n[[rule]]\nname = \"blocklist\"\naction = \"deny\"\nsrc = [\"198.18.0.0/15\", \"10.20.0.0/16\", \"172.16.5.0/24\"]\n"),
         );
         assert_eq!(drained.written.maglev_tables, 1);
@@ -203,7 +199,7 @@ fn a_busy_flow_keeps_its_backend_even_after_the_flow_table_evicted_it() {
     // and be recorded in `FLOWS` again.
     in_lab(|lab| {
         stay_on_one_cpu();
-        let mut t = TestEdge::new(&network("\"be-1\", \"be-2\"", ""), lab);
+        let mut t = TestEdge::new(&network(&["be-1", "be-2"], None), lab);
         let before: Vec<[u8; 4]> = (0..300)
             .map(|i| backend_of(&mut t, lab, &player(i)))
             .collect();
@@ -222,7 +218,7 @@ fn a_busy_flow_keeps_its_backend_even_after_the_flow_table_evicted_it() {
         assert_eq!(flows.keys().count(), 0);
 
         // A config change that gives be-1's Maglev slots to be-2 (drain): existing flows stay.
-        t.apply(&network("\"be-1\", \"be-2\"", "weights = { \"be-1\" = 0 }"));
+        t.apply(&network(&["be-1", "be-2"], Some("{ \"be-1\" = 0 }")));
         for i in 0..300u16 {
             assert_eq!(
                 backend_of(&mut t, lab, &player(i)),

@@ -21,27 +21,13 @@ fn forward_same_interface_is_xdp_tx_with_exact_ipip() {
     with_edge(|t, lab| {
         let f = udp4(PLAYER, 40000, VIP, 27015, b"player input tick 1");
         let want = expected_ipip(&f, 14, BE1_MAC, lab.a0_mac, TUNNEL, BE1);
-        t.case(
-            "udp to game-tx",
-            &f,
-            lab.a0,
-            XDP_TX,
-            Reason::FwdIpip,
-            Some(&want),
-        );
+        t.forwarded_tx("udp to game-tx", &f, lab.a0, &want);
         // DF and TOS of the inner header are carried to the outer one.
         let mut f2 = set_df(&f);
         f2[15] = 0xb8; // DSCP EF
         fix_ip4_checksum(&mut f2, 14);
         let want2 = expected_ipip(&f2, 14, BE1_MAC, lab.a0_mac, TUNNEL, BE1);
-        t.case(
-            "udp DF+EF",
-            &f2,
-            lab.a0,
-            XDP_TX,
-            Reason::FwdIpip,
-            Some(&want2),
-        );
+        t.forwarded_tx("udp DF+EF", &f2, lab.a0, &want2);
         // Outer checksum is valid by construction of `expected_ipip`; verify independently.
         assert_eq!(checksum(&want2[14..34]), 0);
     });
@@ -68,28 +54,14 @@ fn tcp_and_icmp_services_forward() {
     with_edge(|t, lab| {
         let f = tcp4(PLAYER, 50000, VIP, 443, false, true);
         let want = expected_ipip(&f, 14, BE1_MAC, lab.a0_mac, TUNNEL, BE1);
-        t.case(
-            "tcp ack to web",
-            &f,
-            lab.a0,
-            XDP_TX,
-            Reason::FwdIpip,
-            Some(&want),
-        );
+        t.forwarded_tx("tcp ack to web", &f, lab.a0, &want);
         // Echo requests are denied by rule; other ICMP (here an echo reply) is forwarded.
         let echo = icmp4_echo(PLAYER, VIP);
         t.case("icmp echo", &echo, lab.a0, XDP_DROP, Reason::DropRule, None);
         let mut reply = echo.clone();
         reply[34] = 0; // type 0 = echo reply
         let want = expected_ipip(&reply, 14, BE1_MAC, lab.a0_mac, TUNNEL, BE1);
-        t.case(
-            "icmp echo reply",
-            &reply,
-            lab.a0,
-            XDP_TX,
-            Reason::FwdIpip,
-            Some(&want),
-        );
+        t.forwarded_tx("icmp echo reply", &reply, lab.a0, &want);
     });
 }
 
@@ -101,14 +73,7 @@ fn vlan_tags_are_removed_on_forward() {
             let tagged = with_vlans(&f, &tags);
             let l3 = 14 + 4 * tags.len();
             let want = expected_ipip(&tagged, l3, BE1_MAC, lab.a0_mac, TUNNEL, BE1);
-            t.case(
-                "vlan",
-                &tagged,
-                lab.a0,
-                XDP_TX,
-                Reason::FwdIpip,
-                Some(&want),
-            );
+            t.forwarded_tx("vlan", &tagged, lab.a0, &want);
         }
     });
 }
@@ -170,14 +135,7 @@ fn every_drop_and_pass_reason() {
         t.case("one host", &host, a0, XDP_DROP, Reason::DropRule, None);
         let neighbour = udp4([100, 99, 0, 8], 5000, VIP, 27015, b"x");
         let want = expected_ipip(&neighbour, 14, BE1_MAC, lab.a0_mac, TUNNEL, BE1);
-        t.case(
-            "its /24 neighbour",
-            &neighbour,
-            a0,
-            XDP_TX,
-            Reason::FwdIpip,
-            Some(&want),
-        );
+        t.forwarded_tx("its /24 neighbour", &neighbour, a0, &want);
         // The trusted rule comes first: the same host on a trusted port is forwarded.
         let trusted = udp4([100, 99, 0, 7], 5000, VIP, 27016, b"x");
         let want = expected_ipip(&trusted, 14, BE2_MAC, lab.b0_mac, TUNNEL, BE2);
@@ -565,24 +523,10 @@ fn literal_frames_per_path() {
         ");
         // First packet: the next hop from bpf_fib_lookup, which fills this CPU's cache.
         assert_eq!(cached_next_hops(t), 0);
-        t.case(
-            "fib",
-            &tick,
-            lab.a0,
-            XDP_TX,
-            Reason::FwdIpip,
-            Some(&tick_to_be1),
-        );
+        t.forwarded_tx("fib", &tick, lab.a0, &tick_to_be1);
         assert!(cached_next_hops(t) >= 1, "the FIB's answer is cached");
         // Second packet: the same bytes from the cached next hop.
-        t.case(
-            "cached",
-            &tick,
-            lab.a0,
-            XDP_TX,
-            Reason::FwdIpip,
-            Some(&tick_to_be1),
-        );
+        t.forwarded_tx("cached", &tick, lab.a0, &tick_to_be1);
 
         // Without DF and with DSCP EF (TOS b8): the outer header copies both, so no DF outside.
         let tock = hex("
@@ -599,14 +543,7 @@ fn literal_frames_per_path() {
             64 40 01 02  cb 00 71 0a
             9c 40 69 87  00 0c 80 e6  74 6f 63 6b
         ");
-        t.case(
-            "no DF, EF",
-            &tock,
-            lab.a0,
-            XDP_TX,
-            Reason::FwdIpip,
-            Some(&tock_to_be1),
-        );
+        t.forwarded_tx("no DF, EF", &tock, lab.a0, &tock_to_be1);
         assert_eq!(tick_to_be1[14 + 6], 0x40, "DF in, DF out");
         assert_eq!(tock_to_be1[14 + 6], 0x00, "no DF in, no DF out");
 

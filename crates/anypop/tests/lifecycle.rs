@@ -8,14 +8,17 @@ mod daemon_support;
 
 use std::{net::UdpSocket, process::Command, time::Duration};
 
-use common::{Netns, backend_network, in_thread, pop_network, require_root, sh};
+use common::{
+    NetSetup, TestSteps, backend_network, enter_private_netns, in_thread, pop_network,
+    require_root, sh,
+};
 use daemon_support::*;
 
 /// Runs `f` on a thread of its own in a fresh network namespace (the namespace goes with the
 /// thread, and with it every interface the test made).
 fn in_private_netns(f: impl FnOnce() + Send + 'static) {
     in_thread(move || {
-        Netns::enter();
+        enter_private_netns();
         f()
     })
 }
@@ -69,7 +72,7 @@ fn status(s: &Scratch, node: &str) -> String {
 fn a_pop_daemon_killed_after_a_first_start_leaves_the_edge_filtering_and_a_new_one_adopts_it() {
     require_root();
     in_private_netns(|| {
-        Netns::current().lo_up().t0_pair();
+        NetSetup::new().lo_up().t0_pair().apply().unwrap();
         let s = Scratch::new("kill9");
         let (cfg, d) = s.start("pop-1", &pop_network("t0", "native"), &[]);
         d.signal(libc::SIGKILL);
@@ -112,7 +115,7 @@ fn a_pop_daemon_killed_after_a_first_start_leaves_the_edge_filtering_and_a_new_o
 fn a_backend_daemon_killed_leaves_decap_and_dsr_and_down_removes_everything_with_its_vip() {
     require_root();
     in_private_netns(|| {
-        Netns::current().lo_up().t0_pair();
+        NetSetup::new().lo_up().t0_pair().apply().unwrap();
         let s = Scratch::new("kill9be");
         let (cfg, d) = s.start("be-1", &backend_network("t0"), &[]);
         d.signal(libc::SIGKILL);
@@ -169,7 +172,7 @@ fn a_backend_daemon_killed_leaves_decap_and_dsr_and_down_removes_everything_with
 fn down_with_keep_state_keeps_the_state_maps_for_the_next_run() {
     require_root();
     in_private_netns(|| {
-        Netns::current().lo_up().t0_pair();
+        NetSetup::new().lo_up().t0_pair().apply().unwrap();
         let s = Scratch::new("keep");
         let (_cfg, d) = s.start("pop-1", &pop_network("t0", "native"), &[]);
         d.signal(libc::SIGTERM);
@@ -196,7 +199,7 @@ fn down_with_keep_state_keeps_the_state_maps_for_the_next_run() {
 fn a_pinned_attachment_whose_interface_is_gone_is_replaced_not_blamed_on_another_program() {
     require_root();
     in_private_netns(|| {
-        Netns::current().lo_up().t0_pair();
+        NetSetup::new().lo_up().t0_pair().apply().unwrap();
         let s = Scratch::new("defunct");
         let (cfg, d) = s.start("pop-1", &pop_network("t0", "native"), &[]);
         d.signal(libc::SIGTERM);
@@ -209,7 +212,7 @@ fn a_pinned_attachment_whose_interface_is_gone_is_replaced_not_blamed_on_another
             0,
             "the kernel reports the link defunct"
         );
-        Netns::current().t0_pair();
+        NetSetup::new().t0_pair().apply().unwrap();
         let mut d2 = Daemon::spawn(s.run_cmd("pop-1", &cfg, &["--detach"]));
         d2.wait_for("ready: node pop-1", READY_WITHIN);
         let log = d2.log();
@@ -225,7 +228,7 @@ fn a_pinned_attachment_whose_interface_is_gone_is_replaced_not_blamed_on_another
 fn losing_the_tunnel_source_is_a_warning_and_a_retry_never_an_exit() {
     require_root();
     in_private_netns(|| {
-        Netns::current().lo_up().t0_pair();
+        NetSetup::new().lo_up().t0_pair().apply().unwrap();
         let s = Scratch::new("probe");
         let (cfg, mut d) = s.start("pop-1", &pop_network("t0", "native"), &["--detach"]);
         sh(&["ip", "addr", "del", "198.51.100.1/24", "dev", "t0"]);
@@ -249,7 +252,7 @@ fn losing_the_tunnel_source_is_a_warning_and_a_retry_never_an_exit() {
 fn a_service_manager_is_told_ready_once_the_data_plane_is_attached() {
     require_root();
     in_private_netns(|| {
-        Netns::current().lo_up().t0_pair();
+        NetSetup::new().lo_up().t0_pair().apply().unwrap();
         let s = Scratch::new("notify");
         let cfg = s.file("net.toml", &pop_network("t0", "native"));
         // systemd's side of Type=notify: a datagram socket named by NOTIFY_SOCKET.

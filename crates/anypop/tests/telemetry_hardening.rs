@@ -292,6 +292,17 @@ impl Pop {
         self.t.edge()
     }
 
+    /// What `anypop status` says of pop-1.
+    fn status(&self) -> String {
+        anypop::telemetry::status::report_named(
+            &self.dir,
+            "pop-1",
+            Duration::from_millis(50),
+            &self.names,
+        )
+        .unwrap()
+    }
+
     fn run(&mut self, frame: &[u8], ifindex: u32) -> u32 {
         anypop::dataplane::testrun::run_xdp(self.edge().program(), frame, Some(ifindex), 1)
             .unwrap()
@@ -368,13 +379,7 @@ fn a_capture_killed_with_sigkill_stops_the_kernel_sampling_by_itself() {
             std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
             0o600
         );
-        let status = anypop::telemetry::status::report_named(
-            &pop.dir,
-            "pop-1",
-            Duration::from_millis(50),
-            &pop.names,
-        )
-        .unwrap();
+        let status = pop.status();
         assert!(status.contains("capture: on (every reason"), "{status}");
         // Renewed while alive: the deadline moves forward, a few seconds ahead.
         let first = pop.capture_request().expires;
@@ -418,13 +423,7 @@ fn a_capture_killed_with_sigkill_stops_the_kernel_sampling_by_itself() {
             pop.run(&other_traffic(), lab.a0);
         }
         assert_eq!(drain(&mut ring), 0);
-        let status = anypop::telemetry::status::report_named(
-            &pop.dir,
-            "pop-1",
-            Duration::from_millis(50),
-            &pop.names,
-        )
-        .unwrap();
+        let status = pop.status();
         assert!(status.contains("capture: stale (every reason"), "{status}");
         // The dead capture's request does not block the next capture, which replaces it and
         // clears it when it ends.

@@ -7,17 +7,13 @@ use anypop::{config, daemon::Pop, dataplane::trafficgen::TrafficGen};
 use anypop_common::verdict::Reason;
 use common::*;
 
+/// The game service and a blocklist for the flood's range, on pop-1's g1.
 fn network() -> String {
-    fixture(
-        POP_TOML,
-        &[
-            ("defaults", NO_SOURCE_CAP),
-            ("services", include_str!("fixtures/trafficgen.toml")),
-            ("interfaces", "\"g1\""),
-            ("pop", ""),
-            ("nodes", ""),
-        ],
-    )
+    let services = sample::network(&[
+        sample::udp_service("game", "27015"),
+        sample::rule("blocklist", "deny").list("src", &[sample::ATTACKERS]),
+    ]);
+    pop_with(&["g1"], &services, &[])
 }
 
 /// rx drops of an interface as the kernel counts them (`ip -s`), in this namespace.
@@ -43,11 +39,13 @@ fn veth_drops(ifname: &str) -> u64 {
 fn a_random_source_flood_is_counted_packet_for_packet() {
     require_root();
     in_thread(|| {
-        Netns::enter()
+        NetSetup::enter_private()
             .lo_up()
             .veth("g0", "g1")
             .addr("198.51.100.1/24", "g1")
-            .forwarding(&["all", "g1"]);
+            .forwarding(&["all", "g1"])
+            .apply()
+            .unwrap();
         let net = config::parse(&network(), "gen.toml", std::path::Path::new(".")).unwrap();
         let pins =
             std::path::PathBuf::from(format!("/sys/fs/bpf/anypop-gen-{}", std::process::id()));

@@ -4,37 +4,38 @@ use std::time::Instant;
 
 use super::{PinGuard, frames::write_prefixes};
 use crate::{
-    compile, config,
+    compile,
+    config::{self, sample},
     dataplane::edge::{Edge, EdgeSizes},
 };
 
 /// A network at the scale of issue 5: `services` services, `rules` rules (scoped so that each
 /// service has at most 64), one shared blocklist of `prefixes` prefixes.
 fn large_network(services: usize, rules: usize, prefix_file: &str) -> String {
-    let mut s = String::from("[defaults]\nnew_source_cap = 0\n");
+    let mut tables = vec![sample::no_source_cap()];
     for i in 0..services {
-        s.push_str(&format!(
-            "\n[[service]]\nname = \"svc-{i}\"\nvip = \"203.0.113.{}\"\nprotocol = \"udp\"\nports = \"27015\"\nbackends = [\"be-1\", \"be-2\"]\nlimit = {{ pps = 300, burst = 2.0 }}\n",
-            10 + i
-        ));
+        tables.push(
+            sample::service(&format!("svc-{i}"), &format!("203.0.113.{}", 10 + i), "udp")
+                .str("ports", "27015")
+                .list("backends", &["be-1", "be-2"])
+                .val("limit", "{ pps = 300, burst = 2.0 }"),
+        );
     }
     for i in 0..rules {
-        let svc = i % services;
-        if i % 16 == 0 {
-            s.push_str(&format!(
-                "\n[[rule]]\nname = \"r{i}\"\naction = \"deny\"\nservices = [\"svc-{svc}\"]\nsrc_file = \"{prefix_file}\"\n"
-            ));
+        let rule = sample::rule(&format!("r{i}"), "deny")
+            .list("services", &[&format!("svc-{}", i % services)]);
+        tables.push(if i % 16 == 0 {
+            rule.str("src_file", prefix_file)
         } else {
-            s.push_str(&format!(
-                "\n[[rule]]\nname = \"r{i}\"\naction = \"deny\"\nservices = [\"svc-{svc}\"]\nprotocol = \"udp\"\ndst_ports = \"27015\"\nttl = \"{}\"\n",
-                i % 256
-            ));
-        }
+            rule.str("protocol", "udp")
+                .str("dst_ports", "27015")
+                .str("ttl", &(i % 256).to_string())
+        });
     }
-    s.push_str("\n[[node]]\nname = \"pop-1\"\nrole = \"pop\"\ninterfaces = [\"a0\"]\ntunnel_source = \"198.51.100.1\"\n");
-    s.push_str("\n[[node]]\nname = \"be-1\"\nrole = \"backend\"\ninterface = \"eth0\"\naddress = \"192.0.2.21\"\n");
-    s.push_str("\n[[node]]\nname = \"be-2\"\nrole = \"backend\"\ninterface = \"eth0\"\naddress = \"192.0.2.22\"\n");
-    s
+    tables.push(sample::pop("pop-1", &["a0"], sample::TUNNEL));
+    tables.push(sample::backend("be-1", "eth0", "192.0.2.21"));
+    tables.push(sample::backend("be-2", "eth0", "192.0.2.22"));
+    sample::network(&tables)
 }
 
 /// Seconds a whole generation at scale took, by phase, and a one-prefix change after it.

@@ -11,10 +11,11 @@ use anyhow::{Context, anyhow, bail};
 
 use super::{
     PinGuard, Row,
-    frames::{ipip, udp4, write_prefixes},
+    frames::{ipip, reply4, udp4, write_prefixes},
 };
 use crate::{
-    compile, config,
+    compile,
+    config::{self, sample},
     dataplane::{
         backend::BackendPlane,
         baseline::Baseline,
@@ -22,74 +23,34 @@ use crate::{
         testrun::{run_tc_raw_fd, run_xdp_raw_fd},
     },
     lab::netns::{Netns, run_cmd},
+    sys::testns::NetSetup,
 };
 use anypop_common::verdict::Reason;
 
 /// The benchmark's network: a blocklist of `prefixes` prefixes (plus the attacker's range), a
 /// forwarded service and a rate-limited one.
 fn network(prefix_file: &str) -> String {
-    format!(
-        r#"
-[defaults]
-new_source_cap = 0
-
-[[service]]
-name = "game"
-vip = "203.0.113.10"
-protocol = "udp"
-ports = "27015"
-backends = ["be-1"]
-
-[[service]]
-name = "limited"
-vip = "203.0.113.10"
-protocol = "udp"
-ports = "27016"
-backends = ["be-1"]
-limit = {{ pps = 1, burst = 1.0 }}
-
-[[rule]]
-name = "blocklist"
-action = "deny"
-src = ["198.18.0.0/15"]
-src_file = "{prefix_file}"
-
-[[node]]
-name = "pop-1"
-role = "pop"
-interfaces = ["a0"]
-tunnel_source = "198.51.100.1"
-
-[[node]]
-name = "be-1"
-role = "backend"
-interface = "eth0"
-address = "198.51.100.21"
-"#
-    )
+    let [pop, be1] = sample::pop1_be1(&["a0"]);
+    sample::network(&[
+        sample::no_source_cap(),
+        sample::udp_service("game", "27015"),
+        sample::udp_service("limited", "27016").val("limit", "{ pps = 1, burst = 1.0 }"),
+        sample::rule("blocklist", "deny")
+            .list("src", &[sample::ATTACKERS])
+            .str("src_file", prefix_file),
+        pop,
+        be1,
+    ])
 }
 
-/// The backend side of the benchmark: be-1 at a0's address, one POP.
-const BACKEND_NETWORK: &str = r#"
-[[service]]
-name = "game"
-vip = "203.0.113.10"
-protocol = "udp"
-ports = "27015"
-backends = ["be-1"]
-
-[[node]]
-name = "pop-1"
-role = "pop"
-interfaces = ["eth0"]
-tunnel_source = "198.51.100.50"
-
-[[node]]
-name = "be-1"
-role = "backend"
-interface = "a0"
-address = "198.51.100.1"
-"#;
+/// The backend side of the benchmark: be-1 at a0's address (in `mode`), one POP.
+fn backend_network(mode: &str) -> String {
+    sample::network(&[
+        sample::udp_service("game", "27015"),
+        sample::pop("pop-1", &["eth0"], "198.51.100.50"),
+        sample::backend("be-1", "a0", sample::TUNNEL).str("mode", mode),
+    ])
+}
 
 /// One program on one frame, measured in rounds.
 struct Case {
@@ -187,35 +148,15 @@ pub(super) fn xdp_filter_prog(ns: &Netns) -> anyhow::Result<aya::programs::Progr
 /// players' range routed through the backend.
 pub(super) fn namespace() -> anyhow::Result<Netns> {
     let ns = Netns::new("bench")?;
-    ns.exec(&[
-        "ip", "link", "add", "a0", "type", "veth", "peer", "name", "a1",
-    ])?;
-    ns.exec(&["ip", "link", "set", "a0", "up"])?;
-    ns.exec(&["ip", "link", "set", "a1", "up"])?;
-    ns.exec(&["ip", "addr", "add", "198.51.100.1/24", "dev", "a0"])?;
-    ns.exec(&[
-        "ip",
-        "neigh",
-        "replace",
-        "198.51.100.21",
-        "lladdr",
-        "02:00:00:00:00:21",
-        "dev",
-        "a0",
-        "nud",
-        "permanent",
-    ])?;
-    ns.exec(&["sysctl", "-q", "-w", "net.ipv4.conf.all.forwarding=1"])?;
-    ns.exec(&["sysctl", "-q", "-w", "net.ipv4.conf.a0.forwarding=1"])?;
-    ns.exec(&["ip", "addr", "add", "203.0.113.10/32", "dev", "lo"])?;
-    ns.exec(&[
-        "ip",
-        "route",
-        "add",
-        "100.64.0.0/10",
-        "via",
-        "198.51.100.21",
-    ])?;
+    ns.apply(
+        NetSetup::new()
+            .veth("a0", "a1")
+            .addr("198.51.100.1/24", "a0")
+            .neigh(sample::BE1, "02:00:00:00:00:21", "a0")
+            .forwarding(&["all", "a0"])
+            .addr("203.0.113.10/32", "lo")
+            .route("100.64.0.0/10", sample::BE1),
+    )?;
     Ok(ns)
 }
 
@@ -404,12 +345,9 @@ fn backend_cases(
     guards: &mut Vec<PinGuard>,
     cases: &mut Vec<Case>,
 ) -> anyhow::Result<(BackendPlane, BackendPlane)> {
-    let plane = backend_plane(BACKEND_NETWORK, "backend", guards)?;
+    let plane = backend_plane(&backend_network("native"), "backend", guards)?;
     let tunnelled = ipip(&frames.player, [198, 51, 100, 50], [198, 51, 100, 1]);
-    let reply = udp4([203, 0, 113, 10], [100, 64, 1, 2], 40000);
-    let mut reply = reply;
-    // source port 27015 (the service), destination the player's port
-    reply[34..36].copy_from_slice(&27015u16.to_be_bytes());
+    let reply = reply4([203, 0, 113, 10], [100, 64, 1, 2]);
     cases.push(
         Case::new(
             "empty TC program",
@@ -468,14 +406,9 @@ fn tunnel_case(
     guards: &mut Vec<PinGuard>,
     cases: &mut Vec<Case>,
 ) -> anyhow::Result<BackendPlane> {
-    let tunnel_network = BACKEND_NETWORK.replace(
-        "address = \"198.51.100.1\"",
-        "address = \"198.51.100.1\"\nmode = \"tunnel\"",
-    );
-    let mut tun_plane = backend_plane(&tunnel_network, "backend-tunnel", guards)?;
+    let mut tun_plane = backend_plane(&backend_network("tunnel"), "backend-tunnel", guards)?;
     run_xdp_raw_fd(xdp_fd(tun_plane.decap())?, tunnelled, Some(a0), 1)?;
-    let mut from_tunnel = udp4([10, 99, 0, 2], [100, 64, 1, 2], 40000);
-    from_tunnel[34..36].copy_from_slice(&27015u16.to_be_bytes());
+    let from_tunnel = reply4([10, 99, 0, 2], [100, 64, 1, 2]);
     let tunnel_reply = ipip(&from_tunnel, [198, 51, 100, 1], [198, 51, 100, 50]);
     // The case must take the path it names (a reply not caught would pass untouched, TC_ACT_OK
     // as well, at a fraction of the cost).

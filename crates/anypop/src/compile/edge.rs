@@ -414,10 +414,7 @@ fn add_set_table(gs: u32, set_slots: &BTreeMap<u32, u64>, t: &mut EdgeTables) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{
-        Protocol, parse,
-        tests::{text, udp_service},
-    };
+    use crate::config::{Protocol, parse, sample, tests::text};
     use std::path::Path;
 
     const EXAMPLE: &str = include_str!("../config/example.toml");
@@ -505,26 +502,14 @@ mod tests {
 
     #[test]
     fn ipv6_and_icmp_services_compile_to_the_generic_keys() {
-        let extra = r#"
-    [[service]]
-    name = "g6"
-    vip = "2001:db8::10"
-    protocol = "udp"
-    ports = ["27015", "27020-27021"]
-    backends = ["be-1"]
-
-    [[service]]
-    name = "ping6"
-    vip = "2001:db8::10"
-    protocol = "icmp"
-
-    [[service]]
-    name = "ping4"
-    vip = "203.0.113.10"
-    protocol = "icmp"
-    backends = ["be-1"]
-    "#;
-        let net = parse(&text(extra), "net.toml", Path::new(".")).unwrap();
+        let extra = sample::network(&[
+            sample::service("g6", "2001:db8::10", "udp")
+                .list("ports", &["27015", "27020-27021"])
+                .list("backends", &["be-1"]),
+            sample::service("ping6", "2001:db8::10", "icmp"),
+            sample::service("ping4", sample::VIP, "icmp").list("backends", &["be-1"]),
+        ]);
+        let net = parse(&text(&extra), "net.toml", Path::new(".")).unwrap();
         assert_eq!(net.services[0].protocol, Protocol::Udp);
         let t = compile_edge(&net, "pop-1", 0, 8).unwrap();
         // IPv6: one VIP, 3 UDP ports + 1 ICMPv6 entry (port 0) in the generic maps.
@@ -557,26 +542,18 @@ mod tests {
 
     #[test]
     fn scoped_rules_and_two_prefix_sets_fill_slots_per_service() {
-        let extra = format!(
-            "{}{}{}",
-            udp_service("a", "1"),
-            udp_service("b", "2"),
-            r#"
-    [[rule]]
-    name = "only-b"
-    action = "deny"
-    services = ["b"]
-    src = ["10.0.0.0/8"]
-
-    [[rule]]
-    name = "both"
-    action = "deny"
-    src = ["2001:db8::/32", "192.0.2.0/24"]
-    protocol = ["icmp", "udp"]
-    dst_ports = "1-2"
-    icmp_type = "8"
-    "#
-        );
+        let extra = sample::network(&[
+            sample::udp_service("a", "1"),
+            sample::udp_service("b", "2"),
+            sample::rule("only-b", "deny")
+                .list("services", &["b"])
+                .list("src", &["10.0.0.0/8"]),
+            sample::rule("both", "deny")
+                .list("src", &["2001:db8::/32", "192.0.2.0/24"])
+                .list("protocol", &["icmp", "udp"])
+                .str("dst_ports", "1-2")
+                .str("icmp_type", "8"),
+        ]);
         let net = parse(&text(&extra), "net.toml", Path::new(".")).unwrap();
         let t = compile_edge(&net, "pop-1", 1, 4).unwrap();
         let info = |svc: u32| {
@@ -645,7 +622,8 @@ mod tests {
 
     #[test]
     fn compile_refuses_more_services_than_the_maps_hold() {
-        let extra = format!("{}{}", udp_service("a", "1"), udp_service("b", "2"));
+        let extra =
+            sample::network(&[sample::udp_service("a", "1"), sample::udp_service("b", "2")]);
         let net = parse(&text(&extra), "net.toml", Path::new(".")).unwrap();
         let e = compile_edge(&net, "pop-1", 0, 1).unwrap_err().to_string();
         assert!(e.contains("2 services") && e.contains("sized for 1"), "{e}");

@@ -127,7 +127,7 @@ pub fn decisions(tables: &EdgeTables, classes: &[u64]) -> Vec<(u32, Vec<u32>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compile::prefix_sets;
+    use crate::{compile::prefix_sets, config::sample};
     use std::path::Path;
 
     pub(crate) fn class_at(dir: &[u64], addr: &str) -> u64 {
@@ -169,51 +169,22 @@ mod tests {
 
     #[test]
     fn decisions_follow_first_match() {
-        let text = r#"
-[[service]]
-name = "game"
-vip = "203.0.113.10"
-protocol = "udp"
-ports = "27015"
-backends = ["be-1"]
-
-[[service]]
-name = "web"
-vip = "203.0.113.10"
-protocol = "tcp"
-ports = "443"
-backends = ["be-1"]
-
-[[rule]]
-name = "friends"
-action = "allow"
-src = ["198.18.5.0/24"]
-
-[[rule]]
-name = "blocklist"
-action = "deny"
-src = ["198.18.0.0/15"]
-
-[[rule]]
-name = "no-udp"
-action = "deny"
-services = ["web"]
-protocol = "udp"
-src = ["100.80.0.0/16"]
-
-[[node]]
-name = "pop-1"
-role = "pop"
-interfaces = ["a0"]
-tunnel_source = "198.51.100.1"
-
-[[node]]
-name = "be-1"
-role = "backend"
-interface = "eth0"
-address = "198.51.100.21"
-"#;
-        let net = crate::config::parse(text, "t.toml", Path::new(".")).unwrap();
+        let [pop, be1] = sample::pop1_be1(&["a0"]);
+        let text = sample::network(&[
+            sample::udp_service("game", "27015"),
+            sample::service("web", sample::VIP, "tcp")
+                .str("ports", "443")
+                .list("backends", &["be-1"]),
+            sample::rule("friends", "allow").list("src", &["198.18.5.0/24"]),
+            sample::rule("blocklist", "deny").list("src", &[sample::ATTACKERS]),
+            sample::rule("no-udp", "deny")
+                .list("services", &["web"])
+                .str("protocol", "udp")
+                .list("src", &["100.80.0.0/16"]),
+            pop,
+            be1,
+        ]);
+        let net = crate::config::parse(&text, "t.toml", Path::new(".")).unwrap();
         let t = crate::compile::compile_edge(&net, "pop-1", 1, 8).unwrap();
         let v4 = prefix_sets::compile_v4(&t.prefix_sets_v4);
         let d = SourceDir::build(&v4);

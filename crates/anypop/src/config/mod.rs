@@ -15,6 +15,7 @@ mod nodes;
 pub mod raw;
 pub mod read;
 mod rules;
+pub mod sample;
 mod services;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -1,4 +1,5 @@
 //! Network-namespace topologies for the demo, the tests and the benchmarks.
+//! - [`frames`]: the frames tests and benchmarks send (etherparse), one checksum helper.
 //! - [`netns`]: namespaces entered with `setns`, always deleted.
 //! - [`topology`]: the anycast lab (players, attacker, router, POPs, backends) running the real
 //!   daemons from one network file.
@@ -7,6 +8,7 @@
 //! - [`demo`]: `anypop lab demo`.
 //! - [`loadtest`]: `anypop lab load-test`, players' loss and RTT without and with a flood.
 pub mod demo;
+pub mod frames;
 pub mod game;
 pub mod loadtest;
 pub mod netns;

@@ -8,7 +8,9 @@ use std::{
     sync::atomic::{AtomicU32, Ordering},
 };
 
-use anyhow::{Context, bail};
+use anyhow::Context;
+
+use crate::sys::testns::{NetSetup, enter_named_netns};
 
 /// Prefix of every namespace we create: `ap-<pid>-<seq>-<role>`.
 const PREFIX: &str = "ap-";
@@ -20,21 +22,7 @@ pub struct Netns {
     pub name: String,
 }
 
-/// Runs a command, failing with its stderr.
-pub fn run_cmd(args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .with_context(|| format!("running {}", args[0]))?;
-    if !out.status.success() {
-        bail!(
-            "`{}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
+pub use crate::sys::testns::run_cmd;
 
 impl Netns {
     /// Creates `ap-<pid>-<seq>-<role>`.
@@ -48,12 +36,6 @@ impl Netns {
         let ns = Netns { name };
         ns.exec(&["ip", "link", "set", "lo", "up"])?;
         Ok(ns)
-    }
-
-    /// The namespace's file, what `setns` enters.
-    fn open(&self) -> anyhow::Result<File> {
-        let path = format!("/run/netns/{}", self.name);
-        File::open(&path).with_context(|| format!("opening {path}"))
     }
 
     /// Runs `f` on a thread that has entered this namespace, and returns its result.
@@ -71,14 +53,16 @@ impl Netns {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<T>>> {
-        let file = self.open()?;
+        let name = self.name.clone();
         Ok(std::thread::spawn(move || {
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            if rc != 0 {
-                return Err(std::io::Error::last_os_error()).context("setns");
-            }
+            enter_named_netns(&name).with_context(|| format!("entering namespace {name}"))?;
             Ok(f())
         }))
+    }
+
+    /// Applies `setup` inside this namespace.
+    pub fn apply(&self, setup: NetSetup) -> anyhow::Result<()> {
+        Ok(self.run(move || setup.apply())??)
     }
 
     /// A command that runs inside this namespace: the child enters it with `setns` between fork
@@ -87,7 +71,8 @@ impl Netns {
     /// spawned it dies.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> anyhow::Result<Command> {
         use std::os::unix::process::CommandExt;
-        let file = self.open()?;
+        let path = format!("/run/netns/{}", self.name);
+        let file = File::open(&path).with_context(|| format!("opening {path}"))?;
         let mut cmd = Command::new(program);
         // SAFETY: setns is async-signal-safe; the closure touches nothing but the fd it owns.
         unsafe {
@@ -107,10 +92,11 @@ impl Netns {
     /// bpffs stay as they are).
     pub fn exec(&self, args: &[&str]) -> anyhow::Result<String> {
         let owned: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        self.run(move || {
+        let out = self.run(move || {
             let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
             run_cmd(&refs)
-        })?
+        })?;
+        Ok(out?)
     }
 }
 

@@ -11,5 +11,4 @@ pub mod privileges;
 pub mod qdisc;
 pub mod route;
 pub mod rundir;
-#[cfg(test)]
-pub(crate) mod testns;
+pub mod testns;

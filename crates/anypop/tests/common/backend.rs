@@ -14,7 +14,6 @@ use anypop::{
     telemetry::Snapshot,
 };
 use anypop_common::verdict::Reason;
-use etherparse::{IpNumber, Ipv4Header};
 
 use super::*;
 
@@ -112,7 +111,10 @@ pub fn with_macs(frame: &[u8], dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
 
 /// The gateway's (192.0.2.1's) MAC, as a permanent neighbour entry on a0.
 pub fn set_gateway_mac(mac: &str) {
-    Netns::current().neigh("192.0.2.1", mac, "a0");
+    NetSetup::new()
+        .neigh("192.0.2.1", mac, "a0")
+        .apply()
+        .unwrap();
 }
 
 /// A private namespace where the backend's a0 has 192.0.2.21/24 and players are reached through
@@ -124,15 +126,17 @@ pub fn with_backend(f: impl FnOnce(&mut TestBackend) + Send + 'static) {
 pub fn with_backend_net(network: String, f: impl FnOnce(&mut TestBackend) + Send + 'static) {
     in_thread(move || {
         require_root();
-        Netns::enter()
+        NetSetup::enter_private()
             .lo_up()
             .veth_mac("a0", "02:00:00:00:0a:00", "a1")
             .addr("192.0.2.21/24", "a0")
             .addr("203.0.113.10/32", "lo")
-            .route("100.64.0.0/10", "192.0.2.1");
+            .route("100.64.0.0/10", "192.0.2.1")
+            .apply()
+            .unwrap();
         set_gateway_mac("02:00:00:00:00:01");
         // bpf_fib_lookup answers only for interfaces with forwarding on (also in output mode).
-        Netns::current().forwarding(&["all", "a0"]);
+        NetSetup::new().forwarding(&["all", "a0"]).apply().unwrap();
         let pins = PathBuf::from(
             format!(
                 "/sys/fs/bpf/anypop-betest-{}-{:?}",
@@ -155,15 +159,10 @@ pub fn with_backend_net(network: String, f: impl FnOnce(&mut TestBackend) + Send
     })
 }
 
-/// Wraps the IP packet of `inner` (an Ethernet frame) in IPIP from `src` to `dst`.
+/// `inner` (an Ethernet frame) in IPIP from `src` to `dst`, as a POP one hop away sends it (TTL
+/// 63).
 pub fn ipip(inner: &[u8], src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
-    let ip = &inner[14..];
-    let mut outer = Ipv4Header::new(ip.len() as u16, 63, IpNumber::IPV4, src, dst).unwrap();
-    outer.header_checksum = outer.calc_header_checksum();
-    let mut v = inner[..14].to_vec();
-    outer.write(&mut v).unwrap();
-    v.extend_from_slice(ip);
-    v
+    anypop::lab::frames::ipip(inner, src, dst, 63)
 }
 
 /// The same network with be-1 in tunnel-compatible mode (a kernel IPIP tunnel decapsulates).

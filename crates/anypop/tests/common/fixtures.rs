@@ -1,93 +1,61 @@
-//! The network files of the tests, as files under `tests/fixtures/`, and the one helper that fills
-//! in their placeholders. A placeholder is a name in braces; [`fixture`] replaces each with the
-//! text a test gives for it, and fails if a placeholder has no text or a text has no placeholder.
+//! The network files of the tests. Whole networks that read best as one literal file stay under
+//! `tests/fixtures/` (each included as text, the services and rules of a test passed to
+//! [`lab_network`]); the usual small ones are built with [`anypop::config::sample`], as `anypop
+//! bench` and the unit tests build theirs.
 #![allow(dead_code)]
 
-/// POP `pop-1` and backend `be-1`, with the placeholders `defaults`, `services`, `interfaces`,
-/// `pop` (more keys of pop-1) and `nodes` (more nodes).
-pub const POP_TOML: &str = include_str!("../fixtures/pop.toml");
-/// `[defaults]` with no new-source cap.
-pub const NO_SOURCE_CAP: &str = include_str!("../fixtures/no_source_cap.toml");
-/// The one UDP game service `g` on 203.0.113.10:27015, served by be-1.
-pub const SERVICE_G: &str = include_str!("../fixtures/service_g.toml");
-/// A backend at 198.51.100.1, with the placeholders `backend` (its name) and `interface`.
-pub const BACKEND_ON_TOML: &str = include_str!("../fixtures/backend_on.toml");
+pub use anypop::config::sample;
+
 /// The network of the golden-packet and property tests (the lab of [`super::build_lab`]).
 pub const GOLDEN_TOML: &str = include_str!("../fixtures/golden.toml");
 /// The network of the backend's golden tests (the lab of [`super::backend`]).
 pub const BACKEND_TOML: &str = include_str!("../fixtures/backend.toml");
 
-/// The lab's interfaces (see [`super::build_lab`]) as a POP's `interfaces` list.
-pub const A0_B0: &str = r#""a0", "b0""#;
-
-/// `template` with every `{name}` replaced by the text `vars` gives for `name`. Panics on a
-/// placeholder without a text and on a text whose placeholder the template lacks. The texts are
-/// not searched for placeholders again.
-pub fn fixture(template: &str, vars: &[(&str, &str)]) -> String {
-    let mut out = String::with_capacity(template.len());
-    let mut used = vec![false; vars.len()];
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let after = &rest[open + 1..];
-        let name_len = after
-            .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
-            .unwrap_or(after.len());
-        if name_len > 0 && after[name_len..].starts_with('}') {
-            let name = &after[..name_len];
-            let i = vars
-                .iter()
-                .position(|(n, _)| *n == name)
-                .unwrap_or_else(|| panic!("the fixture's placeholder {{{name}}} has no text"));
-            used[i] = true;
-            out.push_str(vars[i].1);
-            rest = &after[name_len + 1..];
-        } else {
-            out.push('{');
-            rest = after;
-        }
-    }
-    out.push_str(rest);
-    for ((name, _), used) in vars.iter().zip(used) {
-        assert!(used, "the fixture has no placeholder {{{name}}}");
-    }
-    out
+/// `services` (a test's services, rules and profiles, as text) behind pop-1 on `interfaces`,
+/// with no new-source cap, be-1 at 198.51.100.21 and then `more` (further nodes).
+pub fn pop_with(interfaces: &[&str], services: &str, more: &[sample::Table]) -> String {
+    let [pop, be1] = sample::pop1_be1(interfaces);
+    format!(
+        "{}{services}{}{}",
+        sample::no_source_cap(),
+        sample::network(&[pop, be1]),
+        sample::network(more)
+    )
 }
 
-/// [`POP_TOML`] with no new-source cap, pop-1 on the lab's a0 and b0, and `services` (the test's
-/// services, rules and profiles).
+/// [`pop_with`] on the lab's a0 and b0 (see [`super::build_lab`]).
 pub fn lab_network(services: &str) -> String {
-    fixture(
-        POP_TOML,
-        &[
-            ("defaults", NO_SOURCE_CAP),
-            ("services", services),
-            ("interfaces", A0_B0),
-            ("pop", ""),
-            ("nodes", ""),
-        ],
-    )
+    pop_with(&["a0", "b0"], services, &[])
 }
 
 /// The network whose POP `pop-1` runs on interface `ifname` with `xdp_mode = "{mode}"`, serving
-/// [`SERVICE_G`].
+/// the UDP game service `g` on 203.0.113.10:27015.
 pub fn pop_network(ifname: &str, mode: &str) -> String {
-    fixture(
-        POP_TOML,
-        &[
-            ("defaults", ""),
-            ("services", SERVICE_G),
-            ("interfaces", &format!("\"{ifname}\"")),
-            ("pop", &format!("xdp_mode = \"{mode}\"")),
-            ("nodes", ""),
-        ],
-    )
+    pop_network_ports(ifname, mode, "27015")
+}
+
+/// [`pop_network`] with the game service on `ports` (as written in the file, e.g. `"9-1"`).
+pub fn pop_network_ports(ifname: &str, mode: &str, ports: &str) -> String {
+    sample::network(&[
+        sample::udp_service("g", ports),
+        sample::pop("pop-1", &[ifname], sample::TUNNEL).str("xdp_mode", mode),
+        sample::backend("be-1", "eth0", sample::BE1),
+    ])
 }
 
 /// A network whose backend `be-1` runs on interface `ifname` (address 198.51.100.1).
 pub fn backend_network(ifname: &str) -> String {
-    fixture(
-        BACKEND_ON_TOML,
-        &[("backend", "be-1"), ("interface", ifname)],
-    )
+    backend_named_network("be-1", ifname)
+}
+
+/// A backend `name` at 198.51.100.1 on `ifname`, serving the UDP game service; the POP "edge"
+/// (on x0, which no test makes) exists only because a network needs one.
+pub fn backend_named_network(name: &str, ifname: &str) -> String {
+    sample::network(&[
+        sample::service("g", sample::VIP, "udp")
+            .str("ports", "27015")
+            .list("backends", &[name]),
+        sample::pop("edge", &["x0"], "198.51.100.9"),
+        sample::backend(name, ifname, sample::TUNNEL),
+    ])
 }

@@ -1,5 +1,6 @@
 //! Shared by the kernel-backed tests: a private network namespace per test thread, the real edge
-//! program loaded with pins in a unique directory that is removed afterwards, and frame builders.
+//! program loaded with pins in a unique directory that is removed afterwards, and the frame
+//! builders only tests need (the usual UDP frame, IPIP and the checksum are `anypop::lab::frames`).
 #![allow(dead_code)]
 
 pub mod backend;
@@ -11,7 +12,6 @@ pub use netns::*;
 
 use std::{
     path::PathBuf,
-    process::Command,
     sync::atomic::{AtomicU32, Ordering},
 };
 
@@ -26,39 +26,15 @@ use anypop::{
 use anypop_common::verdict::Reason;
 use etherparse::{Ethernet2Header, IpNumber, Ipv4Header, PacketBuilder, PacketBuilderStep};
 
+#[allow(unused_imports)]
+pub use anypop::lab::frames::{A0_MAC, PLAYER_MAC, checksum, fix_ip4_checksum, udp4, udp4_frame};
+
 /// Kernel tests need root; say so instead of failing obscurely.
 pub fn require_root() {
     assert_eq!(
         unsafe { libc::geteuid() },
         0,
         "these tests load eBPF programs: run them as root (the README's test command does)"
-    );
-}
-
-/// Runs `cmd` (a shell-like word list) and panics with its output if it fails.
-pub fn sh(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("spawn");
-    assert!(
-        out.status.success(),
-        "{:?} failed: {}{}",
-        args,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Moves the calling thread into a new, empty network namespace. Commands spawned from this
-/// thread inherit it; it disappears with the thread (nothing to clean up, nothing leaks out).
-pub fn private_netns() {
-    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-    assert_eq!(
-        rc,
-        0,
-        "unshare(CLONE_NEWNET): {}",
-        std::io::Error::last_os_error()
     );
 }
 
@@ -92,13 +68,12 @@ pub const ATTACKER6: [u8; 16] = [
 
 pub const BE1_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x21];
 pub const BE2_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x22];
-pub const PLAYER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x99];
 
 /// Moves the calling thread into a new namespace with the lab: the veth pairs a0/a1 (a0
 /// 198.51.100.1/24, be-1 198.51.100.21 as its neighbour) and b0/b1 (b0 192.0.2.1/24, be-2
 /// 192.0.2.22 as its neighbour), forwarding on.
 pub fn build_lab() -> Lab {
-    Netns::enter()
+    NetSetup::enter_private()
         .lo_up()
         .veth_mac("a0", "02:00:00:00:0a:00", "a1")
         .veth_mac("b0", "02:00:00:00:0b:00", "b1")
@@ -106,7 +81,9 @@ pub fn build_lab() -> Lab {
         .addr("192.0.2.1/24", "b0")
         .neigh("198.51.100.21", "02:00:00:00:00:21", "a0")
         .neigh("192.0.2.22", "02:00:00:00:00:22", "b0")
-        .forwarding(&["all", "a0", "b0"]);
+        .forwarding(&["all", "a0", "b0"])
+        .apply()
+        .unwrap();
     let idx = |n: &str| anypop::sys::iface::ifindex(n, "test").unwrap();
     Lab {
         a0: idx("a0"),
@@ -292,6 +269,15 @@ impl TestEdge {
     }
 }
 
+impl TestEdge {
+    /// The golden case of the usual forward: XDP_TX, counted `fwd_ipip`, and exactly `want`
+    /// (usually [`expected_ipip`] or a literal frame) on the wire.
+    pub fn forwarded_tx(&mut self, what: &str, frame: &[u8], ingress: u32, want: &[u8]) {
+        let xdp_tx = anypop::dataplane::testrun::XDP_TX;
+        self.case(what, frame, ingress, xdp_tx, Reason::FwdIpip, Some(want));
+    }
+}
+
 /// Checks that exactly one packet, counted as `reason`, moved the counters between two
 /// snapshots.
 pub fn assert_one_counted(what: &str, before: &Snapshot, after: &Snapshot, reason: Reason) {
@@ -307,36 +293,14 @@ pub fn delta(a: &Snapshot, b: &Snapshot) -> Vec<(Reason, u64)> {
         .collect()
 }
 
-/// The lab's a0 (see [`build_lab`]): where the test frames are addressed.
-pub const A0_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x0a, 0];
-
 /// The start of every frame the tests build (with etherparse): Ethernet from the player to a0.
 pub fn from_player() -> PacketBuilderStep<Ethernet2Header> {
     PacketBuilder::ethernet2(PLAYER_MAC, A0_MAC)
 }
 
-/// An Ethernet + IPv4 + UDP frame from `src:sport` to `dst:dport` with `payload`.
-pub fn udp4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
-    udp4_with_ttl(src, sport, dst, dport, 64, payload)
-}
-
-/// Same with a TTL (from port 40000, payload `ttl`).
+/// A UDP frame from the player with a TTL (from port 40000, payload `ttl`).
 pub fn udp4_ttl(src: [u8; 4], dst: [u8; 4], dport: u16, ttl: u8) -> Vec<u8> {
-    udp4_with_ttl(src, 40000, dst, dport, ttl, b"ttl")
-}
-
-fn udp4_with_ttl(
-    src: [u8; 4],
-    sport: u16,
-    dst: [u8; 4],
-    dport: u16,
-    ttl: u8,
-    payload: &[u8],
-) -> Vec<u8> {
-    let b = from_player().ipv4(src, dst, ttl).udp(sport, dport);
-    let mut v = Vec::with_capacity(b.size(payload.len()));
-    b.write(&mut v, payload).unwrap();
-    v
+    udp4_frame(PLAYER_MAC, A0_MAC, src, 40000, dst, dport, ttl, b"ttl")
 }
 
 /// TCP with the given flags (SYN / ACK) from `src:sport` to `dst:dport`.
@@ -406,31 +370,6 @@ pub fn set_df(frame: &[u8]) -> Vec<u8> {
     v[14 + 6] |= 0x40;
     fix_ip4_checksum(&mut v, 14);
     v
-}
-
-pub fn fix_ip4_checksum(v: &mut [u8], l3: usize) {
-    v[l3 + 10] = 0;
-    v[l3 + 11] = 0;
-    let ihl = ((v[l3] & 0xf) as usize) * 4;
-    let c = checksum(&v[l3..l3 + ihl]);
-    v[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
-}
-
-/// The internet checksum.
-pub fn checksum(b: &[u8]) -> u16 {
-    let mut s = 0u32;
-    for c in b.chunks(2) {
-        let w = if c.len() == 2 {
-            u16::from_be_bytes([c[0], c[1]])
-        } else {
-            (c[0] as u16) << 8
-        };
-        s += w as u32;
-    }
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
 }
 
 /// IPv6 UDP frame with extension headers inserted before UDP: each `(next_header_code)` of

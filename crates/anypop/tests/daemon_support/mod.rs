@@ -233,6 +233,12 @@ pub fn output_text(o: &std::process::Output) -> String {
     )
 }
 
+/// Checks that a finished command's output (stdout and stderr) says `words`.
+pub fn assert_says(o: &std::process::Output, words: &str) {
+    let t = output_text(o);
+    assert!(t.contains(words), "no {words:?} in:\n{t}");
+}
+
 /// What `ip -d link show IF` says (tests may read it; the product never does).
 pub fn ip_link(ifname: &str) -> String {
     let o = Command::new("ip")

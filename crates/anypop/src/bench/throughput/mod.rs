@@ -262,7 +262,11 @@ fn worker(
     let (g1_mac, dut_thread) = setup::dut_side(&dut_ns, generator.mac)?;
     let (cpus, _spinner) = setup::place(opts.one_cpu, generator.sink_thread, dut_thread)?;
 
-    let net = config::parse(setup::NETWORK, "throughput.toml", std::path::Path::new("."))?;
+    let net = config::parse(
+        &setup::network(),
+        "throughput.toml",
+        std::path::Path::new("."),
+    )?;
     let mut bench = Bench {
         gen_ns,
         dut_ns,

@@ -1,20 +1,13 @@
 //! Where the benchmark's threads run: namespace entry for the worker thread, CPU pinning and
 //! real-time policies, the NAPI threads of the veth pair, and the idle spinner that keeps the
 //! DUT's CPU awake. Kept apart because every figure depends on this placement being right.
-use std::{fs::File, os::fd::AsRawFd};
-
 use anyhow::{Context, bail};
 
 use crate::lab::netns::run_cmd;
 
 /// Moves the calling thread into a named namespace (commands it spawns follow it).
 pub(super) fn enter(ns: &str) -> anyhow::Result<()> {
-    let path = format!("/run/netns/{ns}");
-    let file = File::open(&path).with_context(|| format!("opening {path}"))?;
-    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        bail!("setns {ns}: {}", std::io::Error::last_os_error());
-    }
-    Ok(())
+    crate::sys::testns::enter_named_netns(ns).with_context(|| format!("entering namespace {ns}"))
 }
 
 /// Pins a thread (0: the calling one) to one CPU.

@@ -2,37 +2,22 @@
 //! sink for forwarded frames) and the DUT side (`g1`, its address, the backend's neighbour entry),
 //! each with its NAPI in a thread of its own, and the placement of those threads on CPUs.
 use super::sched::{Spinner, enter, pin, policy, threaded_napi};
-use crate::{dataplane::baseline::Baseline, lab::netns::run_cmd};
+use crate::{
+    config::sample,
+    dataplane::baseline::Baseline,
+    sys::testns::{NetSetup, mac_text},
+};
 
 /// The DUT's network: a deny rule for the attacker's range, a forwarded service without limits.
-pub(super) const NETWORK: &str = r#"
-[defaults]
-new_source_cap = 0
-
-[[service]]
-name = "game"
-vip = "203.0.113.10"
-protocol = "udp"
-ports = "27015"
-backends = ["be-1"]
-
-[[rule]]
-name = "attackers"
-action = "deny"
-src = ["198.18.0.0/15"]
-
-[[node]]
-name = "pop-1"
-role = "pop"
-interfaces = ["g1"]
-tunnel_source = "10.1.0.1"
-
-[[node]]
-name = "be-1"
-role = "backend"
-interface = "eth0"
-address = "10.1.8.0"
-"#;
+pub(super) fn network() -> String {
+    sample::network(&[
+        sample::no_source_cap(),
+        sample::udp_service("game", "27015"),
+        sample::rule("attackers", "deny").list("src", &[sample::ATTACKERS]),
+        sample::pop("pop-1", &["g1"], "10.1.0.1"),
+        sample::backend("be-1", "eth0", BACKEND),
+    ])
+}
 
 /// The backend: in `g1`'s subnet, its MAC that of `g0`, so forwarded frames go back to `g0`.
 ///
@@ -50,27 +35,7 @@ const PORT: u16 = 27015;
 
 /// A 64-byte UDP frame (the classic minimum; 22 bytes of payload).
 pub(super) fn frame(src_mac: [u8; 6], dst_mac: [u8; 6], src: [u8; 4]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(64);
-    f.extend_from_slice(&dst_mac);
-    f.extend_from_slice(&src_mac);
-    f.extend_from_slice(&[0x08, 0x00]);
-    let payload = [0x5au8; 22];
-    let mut ip = [0u8; 20];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&((20 + 8 + payload.len()) as u16).to_be_bytes());
-    ip[8] = 64;
-    ip[9] = 17;
-    ip[12..16].copy_from_slice(&src);
-    ip[16..20].copy_from_slice(&VIP);
-    let c = crate::bench::frames::ipv4_checksum(&ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&40000u16.to_be_bytes());
-    f.extend_from_slice(&PORT.to_be_bytes());
-    f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    f.extend_from_slice(&[0, 0]);
-    f.extend_from_slice(&payload);
-    f
+    crate::lab::frames::udp4_frame(src_mac, dst_mac, src, 40000, VIP, PORT, 64, &[0x5a; 22])
 }
 
 /// `g0`, the generator's side: its index and MAC, and the sink for forwarded frames, which also
@@ -87,7 +52,7 @@ pub(super) fn generator_side(gen_ns: &str) -> anyhow::Result<GeneratorSide> {
     enter(gen_ns)?;
     let g0 = crate::sys::iface::ifindex("g0", "generator")?;
     let g0_mac = crate::sys::iface::mac_of("g0")?;
-    run_cmd(&["ethtool", "-K", "g0", "gro", "on"])?;
+    NetSetup::new().gro("g0").apply()?;
     // The sink for forwarded frames; it also keeps g0's NAPI running.
     let mut sink = Baseline::load()?;
     sink.attach("base_drop", "g0")?;
@@ -105,31 +70,12 @@ pub(super) fn generator_side(gen_ns: &str) -> anyhow::Result<GeneratorSide> {
 pub(super) fn dut_side(dut_ns: &str, g0_mac: [u8; 6]) -> anyhow::Result<([u8; 6], i32)> {
     enter(dut_ns)?;
     let g1_mac = crate::sys::iface::mac_of("g1")?;
-    for cmd in [
-        &["ip", "addr", "add", "10.1.0.1/16", "dev", "g1"][..],
-        &["sysctl", "-q", "-w", "net.ipv4.conf.all.forwarding=1"],
-        &["sysctl", "-q", "-w", "net.ipv4.conf.g1.forwarding=1"],
-        &["ethtool", "-K", "g1", "gro", "on"],
-    ] {
-        run_cmd(cmd)?;
-    }
-    let mac = g0_mac
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":");
-    run_cmd(&[
-        "ip",
-        "neigh",
-        "replace",
-        BACKEND,
-        "lladdr",
-        &mac,
-        "dev",
-        "g1",
-        "nud",
-        "permanent",
-    ])?;
+    NetSetup::new()
+        .addr("10.1.0.1/16", "g1")
+        .forwarding(&["all", "g1"])
+        .gro("g1")
+        .neigh(BACKEND, &mac_text(g0_mac), "g1")
+        .apply()?;
     let dut_thread = threaded_napi(dut_ns, "g1")?;
     Ok((g1_mac, dut_thread))
 }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{assert_problem, err, line_of, text, udp_service};
-use crate::config::{MAX_SHOWN_PROBLEMS, Network, names::NAME_RULE, parse};
+use crate::config::{MAX_SHOWN_PROBLEMS, Network, names::NAME_RULE, parse, sample};
 
 fn ok(extra: &str) -> Network {
     parse(&text(extra), "net.toml", Path::new("."))
@@ -124,9 +124,10 @@ fn vips_players_cannot_reach_are_refused() {
         "::1",
         "ff02::1",
     ] {
-        let extra = format!(
-            "\n[[service]]\nname = \"g\"\nvip = \"{vip}\"\nprotocol = \"udp\"\nports = \"1\"\nbackends = [\"be-1\"]\n"
-        );
+        let extra = sample::service("g", vip, "udp")
+            .str("ports", "1")
+            .list("backends", &["be-1"])
+            .to_string();
         let e = err(&extra);
         assert_problem(
             &e,
@@ -157,20 +158,26 @@ fn node_addresses_must_be_unicast_and_their_own() {
         &e,
         line_of(extra, "address = \"192.0.2.21\"", 1),
         "node \"be-3\": address:",
-        "also the address of node \"be-1\" (line 11); each backend needs its own address",
+        &format!(
+            "also the address of node \"be-1\" (line {}); each backend needs its own address",
+            line_of("", "address = \"192.0.2.21\"", 0)
+        ),
     );
     assert_problem(
         &e,
         line_of(extra, "tunnel_source = \"198.51.100.1\"", 1),
         "node \"pop-3\": tunnel_source:",
-        "also the tunnel_source of node \"pop-1\" (line 5); each POP needs its own",
+        &format!(
+            "also the tunnel_source of node \"pop-1\" (line {}); each POP needs its own",
+            line_of("", "tunnel_source", 0)
+        ),
     );
     assert_eq!(e.lines().count(), 4, "{e}");
 }
 
 #[test]
 fn a_backend_at_a_pops_tunnel_source_is_refused_only_when_it_serves() {
-    let be = "\n[[node]]\nname = \"be-9\"\nrole = \"backend\"\ninterface = \"t0\"\naddress = \"198.51.100.1\"\n";
+    let be = &sample::backend("be-9", "t0", "198.51.100.1").to_string();
     // Unused (a test that runs both nodes on one host): valid, with a warning.
     let net = ok(be);
     let w = net.warning_lines();
@@ -183,7 +190,10 @@ fn a_backend_at_a_pops_tunnel_source_is_refused_only_when_it_serves() {
         "{w:?}"
     );
     let served = format!(
-        "{be}\n[[service]]\nname = \"g\"\nvip = \"203.0.113.10\"\nprotocol = \"udp\"\nports = \"1\"\nbackends = [\"be-9\"]\n"
+        "{be}{}",
+        sample::service("g", sample::VIP, "udp")
+            .str("ports", "1")
+            .list("backends", &["be-9"])
     );
     let e = err(&served);
     assert_problem(
@@ -196,7 +206,9 @@ fn a_backend_at_a_pops_tunnel_source_is_refused_only_when_it_serves() {
 
 #[test]
 fn a_fully_drained_service_is_a_warning() {
-    let extra = "\n[[service]]\nname = \"g\"\nvip = \"203.0.113.10\"\nprotocol = \"udp\"\nports = \"1\"\nbackends = [\"be-1\"]\nweights = { \"be-1\" = 0 }\n";
+    let extra = &sample::udp_service("g", "1")
+        .val("weights", "{ \"be-1\" = 0 }")
+        .to_string();
     let net = ok(extra);
     assert_eq!(
         net.warning_lines(),
@@ -210,39 +222,20 @@ fn a_fully_drained_service_is_a_warning() {
 
 #[test]
 fn rule_conditions_that_cannot_match_are_refused() {
-    let extra = format!(
-        "{}{}",
-        udp_service("game", "1"),
-        r#"
-[[rule]]
-name = "flags-on-udp"
-action = "deny"
-protocol = "udp"
-tcp_flags = "SYN"
-
-[[rule]]
-name = "type-on-udp"
-action = "deny"
-protocol = "udp"
-icmp_type = "8"
-
-[[rule]]
-name = "syn-not-syn"
-action = "deny"
-tcp_flags = "SYN,!SYN"
-
-[[rule]]
-name = "no-services"
-action = "deny"
-services = []
-
-[[rule]]
-name = "ports-on-icmp"
-action = "deny"
-protocol = "icmp"
-dst_ports = "53"
-"#
-    );
+    let extra = sample::network(&[
+        sample::udp_service("game", "1"),
+        sample::rule("flags-on-udp", "deny")
+            .str("protocol", "udp")
+            .str("tcp_flags", "SYN"),
+        sample::rule("type-on-udp", "deny")
+            .str("protocol", "udp")
+            .str("icmp_type", "8"),
+        sample::rule("syn-not-syn", "deny").str("tcp_flags", "SYN,!SYN"),
+        sample::rule("no-services", "deny").val("services", "[]"),
+        sample::rule("ports-on-icmp", "deny")
+            .str("protocol", "icmp")
+            .str("dst_ports", "53"),
+    ]);
     let e = err(&extra);
     let at = |needle: &str, nth: usize| line_of(&extra, needle, nth);
     assert_problem(
@@ -282,23 +275,15 @@ dst_ports = "53"
 fn rules_their_services_cannot_match_are_warnings() {
     // A rule may be written ahead of the service it is meant for, so what only its services'
     // protocols rule out is a warning.
-    let extra = format!(
-        "{}{}",
-        udp_service("game", "1"),
-        r#"
-[[rule]]
-name = "tcp-on-a-udp-service"
-action = "deny"
-services = ["game"]
-protocol = "tcp"
-
-[[rule]]
-name = "flags-on-a-udp-service"
-action = "deny"
-services = ["game"]
-tcp_flags = "ACK"
-"#
-    );
+    let extra = sample::network(&[
+        sample::udp_service("game", "1"),
+        sample::rule("tcp-on-a-udp-service", "deny")
+            .list("services", &["game"])
+            .str("protocol", "tcp"),
+        sample::rule("flags-on-a-udp-service", "deny")
+            .list("services", &["game"])
+            .str("tcp_flags", "ACK"),
+    ]);
     let w = ok(&extra).warning_lines();
     assert_eq!(
         w,

@@ -10,24 +10,18 @@ use std::path::Path;
 
 use anypop_common::layout::*;
 
-use super::parse;
+use super::{parse, sample};
 
 /// Two nodes every snippet can refer to; snippets are appended after it.
-const BASE: &str = r#"[[node]]
-name = "pop-1"
-role = "pop"
-interfaces = ["eth0"]
-tunnel_source = "198.51.100.1"
-
-[[node]]
-name = "be-1"
-role = "backend"
-interface = "eth0"
-address = "192.0.2.21"
-"#;
+fn base() -> String {
+    sample::network(&[
+        sample::pop("pop-1", &["eth0"], sample::TUNNEL),
+        sample::backend("be-1", "eth0", "192.0.2.21"),
+    ])
+}
 
 pub(crate) fn text(extra: &str) -> String {
-    format!("{BASE}{extra}")
+    format!("{}{extra}", base())
 }
 
 /// The error text for BASE + `extra` (panics when the file is valid).
@@ -60,10 +54,9 @@ fn assert_problem(e: &str, line: usize, prefix: &str, words: &str) {
     );
 }
 
-pub(crate) fn udp_service(name: &str, ports: &str) -> String {
-    format!(
-        "\n[[service]]\nname = \"{name}\"\nvip = \"203.0.113.10\"\nprotocol = \"udp\"\nports = \"{ports}\"\nbackends = [\"be-1\"]\n"
-    )
+/// [`sample::udp_service`] as text, to append to other snippets.
+fn udp_service(name: &str, ports: &str) -> String {
+    sample::udp_service(name, ports).to_string()
 }
 
 #[test]
@@ -97,31 +90,14 @@ fn duplicate_names_point_at_the_second_definition() {
 
 #[test]
 fn unknown_references_name_the_missing_thing() {
-    let extra = r#"
-[[node]]
-name = "be-2"
-role = "backend"
-interface = "eth0"
-address = "192.0.2.22"
-pops = ["pop-9"]
-
-[[service]]
-name = "g"
-vip = "203.0.113.10"
-protocol = "udp"
-ports = "1"
-backends = ["be-1", "ghost", "pop-1"]
-
-[[rule]]
-name = "lim"
-action = "limit"
-profile = "nope"
-
-[[rule]]
-name = "scoped"
-action = "deny"
-services = ["zzz"]
-"#;
+    let extra = &sample::network(&[
+        sample::backend("be-2", "eth0", "192.0.2.22").list("pops", &["pop-9"]),
+        sample::service("g", sample::VIP, "udp")
+            .str("ports", "1")
+            .list("backends", &["be-1", "ghost", "pop-1"]),
+        sample::rule("lim", "limit").str("profile", "nope"),
+        sample::rule("scoped", "deny").list("services", &["zzz"]),
+    ]);
     let e = err(extra);
     assert_problem(
         &e,
@@ -386,7 +362,7 @@ fn toml_syntax_errors_carry_the_line() {
 
 #[test]
 fn unknown_node_lists_the_known_ones() {
-    let net = parse(BASE, "net.toml", Path::new(".")).unwrap();
+    let net = parse(&base(), "net.toml", Path::new(".")).unwrap();
     let e = net.node("pop-9").unwrap_err().to_string();
     assert!(e.contains("pop-1") && e.contains("be-1"), "{e}");
     assert_eq!(
@@ -397,9 +373,14 @@ fn unknown_node_lists_the_known_ones() {
 
 #[test]
 fn the_hash_follows_the_bytes() {
-    let a = parse(BASE, "net.toml", Path::new(".")).unwrap();
-    let b = parse(BASE, "other.toml", Path::new(".")).unwrap();
-    let c = parse(&format!("{BASE}\n# comment\n"), "net.toml", Path::new(".")).unwrap();
+    let a = parse(&base(), "net.toml", Path::new(".")).unwrap();
+    let b = parse(&base(), "other.toml", Path::new(".")).unwrap();
+    let c = parse(
+        &format!("{}\n# comment\n", base()),
+        "net.toml",
+        Path::new("."),
+    )
+    .unwrap();
     assert_eq!(a.source_text_hash, b.source_text_hash);
     assert_ne!(a.source_text_hash, c.source_text_hash);
 }

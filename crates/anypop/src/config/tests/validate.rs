@@ -2,7 +2,8 @@
 //! on the shared fixture of [`super`].
 use std::{path::Path, time::Duration};
 
-use super::{BASE, err, line_of};
+use super::{base, err, line_of, text};
+use crate::config::sample;
 use crate::config::{
     parse,
     values::{parse_bps, parse_duration, parse_range, parse_tcp_flags},
@@ -47,7 +48,7 @@ fn syntax_errors_and_unknown_keys_have_lines() {
     assert!(e.starts_with("net.toml:"), "{e}");
     let e = err("\n[[service]\n");
     assert!(
-        e.starts_with(&format!("net.toml:{}", BASE.lines().count() + 2)),
+        e.starts_with(&format!("net.toml:{}", base().lines().count() + 2)),
         "{e}"
     );
 }
@@ -65,30 +66,14 @@ fn all_problems_are_reported_not_just_the_first() {
 
 #[test]
 fn duplicates_and_unknown_references() {
-    let extra = r#"
-[[service]]
-name = "g"
-vip = "203.0.113.10"
-protocol = "udp"
-ports = "1-10"
-
-[[service]]
-name = "h"
-vip = "203.0.113.10"
-protocol = "udp"
-ports = "5"
-
-[[rule]]
-name = "r"
-action = "limit"
-profile = "nope"
-services = ["zzz"]
-
-[[rule]]
-name = "r"
-action = "deny"
-profile = "x"
-"#;
+    let extra = &sample::network(&[
+        sample::service("g", sample::VIP, "udp").str("ports", "1-10"),
+        sample::service("h", sample::VIP, "udp").str("ports", "5"),
+        sample::rule("r", "limit")
+            .str("profile", "nope")
+            .list("services", &["zzz"]),
+        sample::rule("r", "deny").str("profile", "x"),
+    ]);
     let e = err(extra);
     assert!(
         e.contains("port 5 is already served by service \"g\""),
@@ -192,13 +177,23 @@ fn src_file_is_read_relative_and_bad_lines_are_located() {
     )
     .unwrap();
     std::fs::write(dir.join("bad.txt"), "10.0.0.0/8\n10.0.0.0/33\n").unwrap();
-    let text = format!("{BASE}\n[[rule]]\naction = \"deny\"\nsrc_file = \"good.txt\"\n");
+    let text = text(
+        &sample::Table::new("[[rule]]")
+            .str("action", "deny")
+            .str("src_file", "good.txt")
+            .to_string(),
+    );
     let net = parse(&text, "net.toml", &dir).unwrap();
     assert_eq!(net.rules[0].src_v4.len(), 2);
     assert_eq!(net.rules[0].src_v6.len(), 1);
-    let text = format!(
-        "{BASE}\n[[rule]]\naction = \"deny\"\nsrc_file = \"bad.txt\"\n\n[[rule]]\naction = \"deny\"\nsrc_file = \"missing.txt\"\n"
-    );
+    let text = super::text(&sample::network(&[
+        sample::Table::new("[[rule]]")
+            .str("action", "deny")
+            .str("src_file", "bad.txt"),
+        sample::Table::new("[[rule]]")
+            .str("action", "deny")
+            .str("src_file", "missing.txt"),
+    ]));
     let e = parse(&text, "net.toml", &dir).unwrap_err().to_string();
     assert!(e.contains("bad.txt:2:"), "{e}");
     assert!(
